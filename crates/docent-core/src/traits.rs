@@ -1,0 +1,97 @@
+use crate::{
+    ChunkId, ChunkSpan, CollectionSpec, DocumentId, EmbeddedChunk, ExtractedDocument,
+    GenerationEvent, GenerationRequest, Result, ScoredChunk, SearchRequest,
+};
+use std::path::Path;
+
+/// Turns texts into fixed-size vectors. Implementations do the work on their
+/// own threads; `embed` blocks the calling thread until the vectors are ready,
+/// so async callers must call it from a blocking context.
+pub trait Embedder: Send + Sync {
+    /// Stable model identifier recorded with collections.
+    fn model_id(&self) -> &str;
+    fn dimension(&self) -> usize;
+    /// Longest input in model tokens, special tokens excluded; longer input is truncated.
+    fn max_input_tokens(&self) -> usize;
+    /// Embeds each text into an L2-normalised vector, in order.
+    fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>>;
+}
+
+/// Stores embedded chunks and finds the nearest ones.
+pub trait VectorStore: Send + Sync {
+    /// What the collection was built with.
+    fn spec(&self) -> &CollectionSpec;
+    /// Inserts or replaces chunks by id.
+    fn upsert(&self, chunks: &[EmbeddedChunk]) -> Result<()>;
+    /// Removes the given chunks; unknown ids are ignored.
+    fn delete_chunks(&self, ids: &[ChunkId]) -> Result<()>;
+    /// Removes every chunk of a document.
+    fn delete_document(&self, document: &DocumentId) -> Result<()>;
+    /// Ids of every chunk stored for a document.
+    fn chunk_ids(&self, document: &DocumentId) -> Result<Vec<ChunkId>>;
+    /// Nearest chunks, best first.
+    fn search(&self, request: &SearchRequest) -> Result<Vec<ScoredChunk>>;
+    /// Number of stored chunks.
+    fn count(&self) -> Result<usize>;
+    /// Makes every accepted write durable.
+    fn flush(&self) -> Result<()>;
+}
+
+/// Produces text from chat messages on a model that lives on its own thread.
+pub trait Generator: Send + Sync {
+    /// Model identifier reported to users.
+    fn model_id(&self) -> &str;
+    /// The model's context window in tokens.
+    fn context_length(&self) -> usize;
+    /// Tokens `text` takes in this model's vocabulary.
+    fn count_tokens(&self, text: &str) -> Result<usize>;
+    /// Tokens the chat template adds around `messages` beyond their contents.
+    fn template_overhead(&self, messages: &[crate::ChatMessage]) -> Result<usize>;
+    /// Queues a generation. Returns at once: `Error::Overloaded` when the queue
+    /// is full. Events arrive on the receiver; dropping it cancels the work.
+    fn generate(
+        &self,
+        request: GenerationRequest,
+    ) -> Result<tokio::sync::mpsc::Receiver<GenerationEvent>>;
+}
+
+/// Why an extractor refused a file. The message is shown to users per file.
+#[derive(Debug, thiserror::Error)]
+pub enum ExtractError {
+    #[error("binary file (not text): {0}")]
+    Binary(String),
+    #[error("cannot decode text: {0}")]
+    Undecodable(String),
+    #[error("no extractable text")]
+    Empty,
+    #[error("unsupported format: {0}")]
+    Unsupported(String),
+    #[error("malformed file: {0}")]
+    Malformed(String),
+}
+
+/// Turns the bytes of one file into text.
+pub trait Extractor: Send + Sync {
+    /// Whether this extractor handles the file (by extension or sniffing).
+    fn accepts(&self, path: &Path, head: &[u8]) -> bool;
+    fn extract(&self, path: &Path, bytes: &[u8]) -> std::result::Result<ExtractedDocument, ExtractError>;
+}
+
+/// Cuts an extracted document into spans sized for the embedder.
+pub trait Chunker: Send + Sync {
+    fn chunk(&self, document: &ExtractedDocument) -> Vec<ChunkSpan>;
+    /// Largest chunk in embedder tokens.
+    fn max_tokens(&self) -> usize;
+    fn overlap_tokens(&self) -> usize;
+}
+
+/// Convenience for building a collection spec from the parts that define it.
+pub fn collection_spec(embedder: &dyn Embedder, chunker: &dyn Chunker) -> CollectionSpec {
+    CollectionSpec {
+        embedding_model: embedder.model_id().to_string(),
+        dimension: embedder.dimension(),
+        chunk_max_tokens: chunker.max_tokens(),
+        chunk_overlap_tokens: chunker.overlap_tokens(),
+        schema_version: CollectionSpec::SCHEMA_VERSION,
+    }
+}

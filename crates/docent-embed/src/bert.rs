@@ -1,0 +1,201 @@
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::bert::{BertModel, Config};
+use docent_core::{Embedder, Error, Result};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
+use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+
+/// How to load and run a BERT sentence encoder.
+#[derive(Clone, Debug)]
+pub struct BertEmbedderOptions {
+    /// Directory holding `model.safetensors`, `tokenizer.json` and `config.json`.
+    pub model_dir: PathBuf,
+    /// Identifier recorded with collections (e.g. `all-MiniLM-L6-v2`).
+    pub model_id: String,
+    /// Longest input in word pieces including `[CLS]` and `[SEP]`.
+    pub max_seq_len: usize,
+    /// Texts per forward pass.
+    pub batch_size: usize,
+    /// Requests that may wait for the model thread before callers block.
+    pub queue_depth: usize,
+}
+
+impl BertEmbedderOptions {
+    pub fn new(model_dir: impl Into<PathBuf>, model_id: impl Into<String>) -> Self {
+        BertEmbedderOptions {
+            model_dir: model_dir.into(),
+            model_id: model_id.into(),
+            max_seq_len: 256,
+            batch_size: 32,
+            queue_depth: 64,
+        }
+    }
+}
+
+/// Loads `tokenizer.json` without the padding and truncation it ships with
+/// (MiniLM's file pads and cuts at 128; docent pads per batch and cuts at the
+/// model's own limit).
+pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
+    let mut tokenizer = Tokenizer::from_file(path)
+        .map_err(|e| Error::Unavailable { message: format!("cannot load tokenizer {}: {e}", path.display()), source: None })?;
+    tokenizer.with_padding(None);
+    tokenizer
+        .with_truncation(None)
+        .map_err(|e| Error::internal("cannot disable truncation", e.to_string()))?;
+    Ok(tokenizer)
+}
+
+struct Job {
+    texts: Vec<String>,
+    reply: SyncSender<Result<Vec<Vec<f32>>>>,
+}
+
+/// A BERT sentence encoder running on a dedicated thread.
+pub struct BertEmbedder {
+    model_id: String,
+    dimension: usize,
+    max_input_tokens: usize,
+    jobs: Option<SyncSender<Job>>,
+    worker: Option<JoinHandle<()>>,
+}
+
+impl BertEmbedder {
+    /// Loads the model and starts its thread. Fails with a message naming the
+    /// missing or broken file.
+    pub fn load(options: BertEmbedderOptions) -> Result<Self> {
+        let dir = &options.model_dir;
+        let config_path = dir.join("config.json");
+        let config_text = std::fs::read_to_string(&config_path)
+            .map_err(|e| Error::unavailable(format!("cannot read {}", config_path.display()), e))?;
+        let config: Config = serde_json::from_str(&config_text)
+            .map_err(|e| Error::unavailable(format!("invalid {}", config_path.display()), e))?;
+        let dimension = config.hidden_size;
+        let max_seq_len = options.max_seq_len.min(config.max_position_embeddings);
+        let mut tokenizer = load_tokenizer(&dir.join("tokenizer.json"))?;
+        tokenizer
+            .with_truncation(Some(TruncationParams {
+                max_length: max_seq_len,
+                strategy: TruncationStrategy::LongestFirst,
+                stride: 0,
+                direction: TruncationDirection::Right,
+            }))
+            .map_err(|e| Error::internal("cannot set truncation", e.to_string()))?;
+        let weights_path = dir.join("model.safetensors");
+        let weights = std::fs::read(&weights_path)
+            .map_err(|e| Error::unavailable(format!("cannot read {}", weights_path.display()), e))?;
+        let device = Device::Cpu;
+        let vb = VarBuilder::from_buffered_safetensors(weights, DType::F32, &device)
+            .map_err(|e| Error::unavailable(format!("invalid weights {}", weights_path.display()), e))?;
+        let model = BertModel::load(vb, &config)
+            .map_err(|e| Error::unavailable(format!("cannot build BERT from {}", dir.display()), e))?;
+        let (tx, rx) = sync_channel::<Job>(options.queue_depth.max(1));
+        let worker = Worker { model, tokenizer, device, batch_size: options.batch_size.max(1) };
+        let handle = std::thread::Builder::new()
+            .name("docent-embed".into())
+            .spawn(move || worker.run(rx))
+            .map_err(|e| Error::internal("cannot start the embedding thread", e))?;
+        Ok(BertEmbedder {
+            model_id: options.model_id,
+            dimension,
+            max_input_tokens: max_seq_len - 2,
+            jobs: Some(tx),
+            worker: Some(handle),
+        })
+    }
+}
+
+impl Embedder for BertEmbedder {
+    fn model_id(&self) -> &str {
+        &self.model_id
+    }
+
+    fn dimension(&self) -> usize {
+        self.dimension
+    }
+
+    fn max_input_tokens(&self) -> usize {
+        self.max_input_tokens
+    }
+
+    fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, answer) = sync_channel(1);
+        let unavailable = || Error::Unavailable { message: "the embedding thread has stopped".into(), source: None };
+        self.jobs
+            .as_ref()
+            .ok_or_else(unavailable)?
+            .send(Job { texts: texts.to_vec(), reply })
+            .map_err(|_| unavailable())?;
+        answer.recv().map_err(|_| unavailable())?
+    }
+}
+
+impl Drop for BertEmbedder {
+    fn drop(&mut self) {
+        self.jobs.take();
+        if let Some(handle) = self.worker.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+struct Worker {
+    model: BertModel,
+    tokenizer: Tokenizer,
+    device: Device,
+    batch_size: usize,
+}
+
+impl Worker {
+    fn run(self, jobs: Receiver<Job>) {
+        while let Ok(job) = jobs.recv() {
+            let result = self.embed_all(&job.texts);
+            let _ = job.reply.send(result);
+        }
+    }
+
+    /// Tokenizes everything, then runs batches of similar length so padding stays small.
+    fn embed_all(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
+        let encodings = self
+            .tokenizer
+            .encode_batch(texts.iter().map(String::as_str).collect::<Vec<_>>(), true)
+            .map_err(|e| Error::InvalidInput(format!("cannot tokenize: {e}")))?;
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(encodings[i].get_ids().len()));
+        let mut out = vec![Vec::new(); texts.len()];
+        for batch in order.chunks(self.batch_size) {
+            let ids: Vec<&[u32]> = batch.iter().map(|&i| encodings[i].get_ids()).collect();
+            let vectors = self.forward(&ids).map_err(|e| Error::internal("embedding forward pass failed", e))?;
+            for (&i, v) in batch.iter().zip(vectors) {
+                out[i] = v;
+            }
+        }
+        Ok(out)
+    }
+
+    fn forward(&self, batch: &[&[u32]]) -> candle_core::Result<Vec<Vec<f32>>> {
+        let seq = batch.iter().map(|ids| ids.len()).max().unwrap_or(0);
+        let n = batch.len();
+        let mut ids = vec![0u32; n * seq];
+        let mut mask = vec![0u32; n * seq];
+        for (row, tokens) in batch.iter().enumerate() {
+            ids[row * seq..row * seq + tokens.len()].copy_from_slice(tokens);
+            mask[row * seq..row * seq + tokens.len()].fill(1);
+        }
+        let ids = Tensor::from_vec(ids, (n, seq), &self.device)?;
+        let mask = Tensor::from_vec(mask, (n, seq), &self.device)?;
+        let token_types = ids.zeros_like()?;
+        let hidden = self.model.forward(&ids, &token_types, Some(&mask))?;
+        // Masked mean over the sequence, then L2 normalisation.
+        let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
+        let summed = hidden.broadcast_mul(&mask)?.sum(1)?;
+        let counts = mask.sum(1)?;
+        let mean = summed.broadcast_div(&counts)?;
+        let norms = mean.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f32::MAX)?;
+        mean.broadcast_div(&norms)?.to_vec2::<f32>()
+    }
+}

@@ -1,0 +1,327 @@
+use crate::chat::ChatTemplate;
+use crate::tokenizer::{GgufTokenizer, as_u32};
+use candle_core::quantized::gguf_file::{self, Content};
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{Device, Tensor};
+use candle_transformers::generation::{LogitsProcessor, Sampling};
+use candle_transformers::models::{quantized_llama, quantized_qwen2};
+use docent_core::{
+    ChatMessage, Error, FinishReason, GenerationEvent, GenerationRequest, GenerationStats, Generator, Result,
+};
+use std::io::Cursor;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::thread::JoinHandle;
+use std::time::Instant;
+use tokenizers::Tokenizer;
+use tokio::sync::mpsc;
+
+/// How to load and run a GGUF model.
+#[derive(Clone, Debug)]
+pub struct GgufOptions {
+    pub path: PathBuf,
+    /// Name reported to users (e.g. `qwen2.5-0.5b-instruct`).
+    pub model_id: String,
+    /// Requests that may wait while one is generating; more are refused.
+    pub queue_depth: usize,
+    /// Upper bound on the context window, below the model's own.
+    pub max_context: usize,
+    /// Prompt tokens evaluated per forward pass.
+    pub prefill_chunk: usize,
+    /// Quantization formats without a fast CPU kernel (Q4_1, Q5_0, Q5_1) are
+    /// converted to Q8_0 at load; about 5× faster decoding for ~1.7× memory.
+    pub requantize_slow_formats: bool,
+}
+
+impl GgufOptions {
+    pub fn new(path: impl Into<PathBuf>, model_id: impl Into<String>) -> Self {
+        GgufOptions {
+            path: path.into(),
+            model_id: model_id.into(),
+            queue_depth: 4,
+            max_context: 8192,
+            prefill_chunk: 512,
+            requantize_slow_formats: true,
+        }
+    }
+}
+
+enum Model {
+    Llama(quantized_llama::ModelWeights),
+    Qwen2(quantized_qwen2::ModelWeights),
+}
+
+impl Model {
+    fn forward(&mut self, x: &Tensor, pos: usize) -> candle_core::Result<Tensor> {
+        match self {
+            Model::Llama(m) => m.forward(x, pos),
+            Model::Qwen2(m) => m.forward(x, pos),
+        }
+    }
+}
+
+struct Job {
+    prompt: Vec<u32>,
+    request: GenerationRequest,
+    events: mpsc::Sender<GenerationEvent>,
+}
+
+/// A quantized GGUF chat model on its own thread.
+pub struct GgufGenerator {
+    model_id: String,
+    context_length: usize,
+    tokenizer: Arc<GgufTokenizer>,
+    template: ChatTemplate,
+    jobs: Option<SyncSender<Job>>,
+    worker: Option<JoinHandle<()>>,
+}
+
+fn load_error(path: &std::path::Path, what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Unavailable { message: format!("cannot load {}: {what}: {e}", path.display()), source: None }
+}
+
+impl GgufGenerator {
+    pub fn load(options: GgufOptions) -> Result<Self> {
+        let path = &options.path;
+        let mut file = std::fs::File::open(path).map_err(|e| load_error(path, "cannot open", e))?;
+        let content = Content::read(&mut file).map_err(|e| load_error(path, "not a GGUF file", e))?;
+        let tokenizer = GgufTokenizer::from_gguf(&content).map_err(|e| load_error(path, "tokenizer", e))?;
+        let template_text = content.metadata.get("tokenizer.chat_template").and_then(|v| v.to_string().ok()).cloned();
+        let template = ChatTemplate::detect(template_text.as_deref(), &tokenizer)
+            .ok_or_else(|| load_error(path, "chat template", "no supported chat template (ChatML) in this model"))?;
+        let arch = content
+            .metadata
+            .get("general.architecture")
+            .and_then(|v| v.to_string().ok())
+            .cloned()
+            .unwrap_or_default();
+        let trained_context = content.metadata.get(&format!("{arch}.context_length")).and_then(as_u32).unwrap_or(2048) as usize;
+        let device = Device::Cpu;
+        let needs_requant = options.requantize_slow_formats
+            && content.tensor_infos.values().any(|t| is_slow_format(t.ggml_dtype));
+        let (content, mut reader): (Content, Box<dyn ReadSeek>) = if needs_requant {
+            let (c, r) = requantize(content, &mut file, &device).map_err(|e| load_error(path, "re-quantizing", e))?;
+            (c, Box::new(r))
+        } else {
+            (content, Box::new(file))
+        };
+        let (model, arch_limit) = match arch.as_str() {
+            "llama" => (
+                Model::Llama(
+                    quantized_llama::ModelWeights::from_gguf(content, &mut reader, &device)
+                        .map_err(|e| load_error(path, "llama weights", e))?,
+                ),
+                quantized_llama::MAX_SEQ_LEN,
+            ),
+            "qwen2" => (
+                Model::Qwen2(
+                    quantized_qwen2::ModelWeights::from_gguf(content, &mut reader, &device)
+                        .map_err(|e| load_error(path, "qwen2 weights", e))?,
+                ),
+                trained_context,
+            ),
+            other => return Err(load_error(path, "architecture", format!("'{other}' is not supported (llama, qwen2 are)"))),
+        };
+        drop(reader);
+        let context_length = trained_context.min(arch_limit).min(options.max_context);
+        let tokenizer = Arc::new(tokenizer);
+        let (tx, rx) = sync_channel::<Job>(options.queue_depth);
+        let worker = Worker {
+            model,
+            decoder: tokenizer.with_specials.clone(),
+            eos: tokenizer.eos_ids.clone(),
+            device,
+            context_length,
+            prefill_chunk: options.prefill_chunk.max(1),
+        };
+        let handle = std::thread::Builder::new()
+            .name("docent-generate".into())
+            .spawn(move || worker.run(rx))
+            .map_err(|e| Error::internal("cannot start the generation thread", e))?;
+        Ok(GgufGenerator {
+            model_id: options.model_id,
+            context_length,
+            tokenizer,
+            template,
+            jobs: Some(tx),
+            worker: Some(handle),
+        })
+    }
+
+    /// The tokenizer, for callers that need exact counts or ids.
+    pub fn tokenizer(&self) -> &GgufTokenizer {
+        &self.tokenizer
+    }
+
+    /// Prompt ids for a conversation, as the model will see them.
+    pub fn render(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
+        self.template
+            .render(&self.tokenizer, messages)
+            .map_err(|e| Error::InvalidInput(format!("cannot tokenize the prompt: {e}")))
+    }
+}
+
+trait ReadSeek: std::io::Read + std::io::Seek {}
+impl<T: std::io::Read + std::io::Seek> ReadSeek for T {}
+
+fn is_slow_format(dtype: GgmlDType) -> bool {
+    matches!(dtype, GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1)
+}
+
+/// Rewrites the model in memory with slow-kernel tensors converted to Q8_0.
+fn requantize(content: Content, file: &mut std::fs::File, device: &Device) -> candle_core::Result<(Content, Cursor<Vec<u8>>)> {
+    let mut tensors = Vec::with_capacity(content.tensor_infos.len());
+    for name in content.tensor_infos.keys() {
+        let tensor = content.tensor(file, name, device)?;
+        let tensor = if is_slow_format(tensor.dtype()) {
+            QTensor::quantize(&tensor.dequantize(device)?, GgmlDType::Q8_0)?
+        } else {
+            tensor
+        };
+        tensors.push((name.clone(), tensor));
+    }
+    let metadata: Vec<(&str, &gguf_file::Value)> = content
+        .metadata
+        .iter()
+        .filter(|(k, _)| k.as_str() != "general.alignment")
+        .map(|(k, v)| (k.as_str(), v))
+        .collect();
+    let refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let mut buffer = Cursor::new(Vec::new());
+    gguf_file::write(&mut buffer, &metadata, &refs)?;
+    drop(refs);
+    drop(tensors);
+    buffer.set_position(0);
+    let content = Content::read(&mut buffer)?;
+    Ok((content, buffer))
+}
+
+impl Generator for GgufGenerator {
+    fn model_id(&self) -> &str {
+        &self.model_id
+    }
+
+    fn context_length(&self) -> usize {
+        self.context_length
+    }
+
+    fn count_tokens(&self, text: &str) -> Result<usize> {
+        self.tokenizer.encode_plain(text).map(|ids| ids.len()).map_err(|e| Error::InvalidInput(e.to_string()))
+    }
+
+    fn template_overhead(&self, messages: &[ChatMessage]) -> Result<usize> {
+        let total = self.render(messages)?.len();
+        let content: usize = messages.iter().map(|m| self.count_tokens(&m.content)).sum::<Result<usize>>()?;
+        Ok(total.saturating_sub(content))
+    }
+
+    fn generate(&self, request: GenerationRequest) -> Result<mpsc::Receiver<GenerationEvent>> {
+        let prompt = self.render(&request.messages)?;
+        if prompt.len() + 1 >= self.context_length {
+            return Err(Error::InvalidInput(format!(
+                "the prompt takes {} tokens; the model's context is {}",
+                prompt.len(),
+                self.context_length
+            )));
+        }
+        let (events, receiver) = mpsc::channel(256);
+        let jobs = self.jobs.as_ref().ok_or_else(|| Error::Unavailable { message: "generator stopped".into(), source: None })?;
+        match jobs.try_send(Job { prompt, request, events }) {
+            Ok(()) => Ok(receiver),
+            Err(TrySendError::Full(_)) => Err(Error::Overloaded("the generation queue is full".into())),
+            Err(TrySendError::Disconnected(_)) => {
+                Err(Error::Unavailable { message: "the generation thread has stopped".into(), source: None })
+            }
+        }
+    }
+}
+
+impl Drop for GgufGenerator {
+    fn drop(&mut self) {
+        self.jobs.take();
+        if let Some(handle) = self.worker.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+struct Worker {
+    model: Model,
+    decoder: Tokenizer,
+    eos: Vec<u32>,
+    device: Device,
+    context_length: usize,
+    prefill_chunk: usize,
+}
+
+impl Worker {
+    fn run(mut self, jobs: Receiver<Job>) {
+        while let Ok(job) = jobs.recv() {
+            if job.events.is_closed() {
+                continue; // the caller left while the job was queued
+            }
+            let events = job.events.clone();
+            if let Err(e) = self.generate(job) {
+                let _ = events.blocking_send(GenerationEvent::Failed(e.to_string()));
+            }
+        }
+    }
+
+    fn generate(&mut self, job: Job) -> candle_core::Result<()> {
+        let sampling = &job.request.sampling;
+        let mut logits_processor = LogitsProcessor::from_sampling(
+            sampling.seed,
+            if sampling.temperature <= 0.0 {
+                Sampling::ArgMax
+            } else {
+                match sampling.top_p {
+                    Some(p) if p > 0.0 && p < 1.0 => Sampling::TopP { p, temperature: sampling.temperature },
+                    _ => Sampling::All { temperature: sampling.temperature },
+                }
+            },
+        );
+        let mut stats = GenerationStats { prompt_tokens: job.prompt.len(), ..Default::default() };
+        let t0 = Instant::now();
+        let mut logits = None;
+        let mut pos = 0;
+        for piece in job.prompt.chunks(self.prefill_chunk) {
+            let input = Tensor::new(piece, &self.device)?.unsqueeze(0)?;
+            logits = Some(self.model.forward(&input, pos)?);
+            pos += piece.len();
+            if job.events.is_closed() {
+                return Ok(());
+            }
+        }
+        stats.prompt_eval_ms = t0.elapsed().as_secs_f64() * 1000.0;
+        let t1 = Instant::now();
+        let mut logits = logits.expect("prompt is never empty").squeeze(0)?;
+        let budget = sampling.max_tokens.min(self.context_length.saturating_sub(job.prompt.len()));
+        let mut stream = self.decoder.decode_stream(true);
+        let mut finish = FinishReason::Length;
+        for _ in 0..budget {
+            let next = logits_processor.sample(&logits)?;
+            if self.eos.contains(&next) {
+                finish = FinishReason::Stop;
+                break;
+            }
+            stats.completion_tokens += 1;
+            let text = stream.step(next).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+            if let Some(text) = text
+                && job.events.blocking_send(GenerationEvent::Text(text)).is_err()
+            {
+                finish = FinishReason::Cancelled;
+                break;
+            }
+            if stats.completion_tokens == budget {
+                break;
+            }
+            let input = Tensor::new(&[next], &self.device)?.unsqueeze(0)?;
+            logits = self.model.forward(&input, pos)?.squeeze(0)?;
+            pos += 1;
+        }
+        stats.generate_ms = t1.elapsed().as_secs_f64() * 1000.0;
+        let _ = job.events.blocking_send(GenerationEvent::Done { stats, finish });
+        Ok(())
+    }
+}

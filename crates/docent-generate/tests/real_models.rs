@@ -1,0 +1,95 @@
+//! The real GGUF models: tokenizers against known ids, deterministic greedy decoding.
+
+use candle_core::quantized::gguf_file::Content;
+use docent_core::{ChatMessage, GenerationEvent, GenerationRequest, Generator, SamplingParams};
+use docent_generate::{GgufGenerator, GgufOptions, GgufTokenizer};
+
+fn tokenizer(model: &str) -> GgufTokenizer {
+    let path = docent_models::testing::require(model).join("model.gguf");
+    let mut file = std::fs::File::open(path).unwrap();
+    let content = Content::read(&mut file).unwrap();
+    GgufTokenizer::from_gguf(&content).unwrap()
+}
+
+fn ids(t: &GgufTokenizer, text: &str) -> Vec<u32> {
+    t.encode_plain(text).unwrap()
+}
+
+#[test]
+fn smollm2_tokenizer_has_no_prefix_space() {
+    let t = tokenizer("smollm2-135m-instruct");
+    // Published SmolLM2 ids: <|endoftext|>=0, <|im_start|>=1, <|im_end|>=2.
+    assert_eq!(t.special("<|endoftext|>"), Some(0));
+    assert_eq!(t.special("<|im_start|>"), Some(1));
+    assert_eq!(t.special("<|im_end|>"), Some(2));
+    assert!(t.eos_ids.contains(&2), "{:?}", t.eos_ids);
+    let hello = ids(&t, "Hello world");
+    // "Hello" without a leading space, then "Ġworld" (candle's TokenizerFromGguf yields "ĠHello").
+    assert_eq!(hello, vec![19556, 905]);
+    assert_eq!(t.plain.id_to_token(19556).as_deref(), Some("Hello"));
+    // Digits are split one by one.
+    let year = ids(&t, "2024");
+    assert_eq!(year.len(), 4);
+    assert_eq!(t.plain.decode(&year, false).unwrap(), "2024");
+    // Special-token text inside content stays plain text.
+    let injected = ids(&t, "<|im_end|>");
+    assert!(!injected.contains(&2) && injected.len() > 1, "{injected:?}");
+}
+
+#[test]
+fn qwen2_tokenizer_matches_published_ids() {
+    let t = tokenizer("qwen2.5-0.5b-instruct");
+    assert_eq!(t.pre, "qwen2");
+    assert_eq!(t.special("<|endoftext|>"), Some(151643));
+    assert_eq!(t.special("<|im_start|>"), Some(151644));
+    assert_eq!(t.special("<|im_end|>"), Some(151645));
+    assert_eq!(ids(&t, "Hello world"), vec![9707, 1879]);
+    assert_eq!(ids(&t, "Hello, world!"), vec![9707, 11, 1879, 0]);
+    let text = "Vacation: 20 days (25 after 3 years) — café ünïcode";
+    assert_eq!(t.plain.decode(&ids(&t, text), false).unwrap(), text);
+}
+
+fn run(generator: &GgufGenerator, question: &str, max_tokens: usize) -> (String, docent_core::GenerationStats) {
+    let mut rx = generator
+        .generate(GenerationRequest {
+            messages: vec![ChatMessage::system("You are a helpful assistant."), ChatMessage::user(question)],
+            sampling: SamplingParams { max_tokens, temperature: 0.0, top_p: None, seed: 7 },
+        })
+        .unwrap();
+    let mut text = String::new();
+    while let Some(event) = rx.blocking_recv() {
+        match event {
+            GenerationEvent::Text(t) => text.push_str(&t),
+            GenerationEvent::Done { stats, .. } => return (text, stats),
+            GenerationEvent::Failed(e) => panic!("generation failed: {e}"),
+        }
+    }
+    panic!("stream ended without Done");
+}
+
+#[test]
+fn greedy_generation_is_deterministic_and_cancellable() {
+    let path = docent_models::testing::require("smollm2-135m-instruct").join("model.gguf");
+    let generator = GgufGenerator::load(GgufOptions::new(path, "smollm2-135m-instruct")).unwrap();
+    let (a, stats) = run(&generator, "What is the capital of France?", 24);
+    let (b, _) = run(&generator, "What is the capital of France?", 24);
+    assert!(!a.trim().is_empty());
+    assert_eq!(a, b, "greedy decoding must repeat exactly");
+    assert!(a.contains("Paris"), "{a}");
+    assert!(stats.completion_tokens > 0 && stats.completion_tokens <= 24);
+    assert!(stats.prompt_tokens > 10);
+
+    // Dropping the receiver stops the work: the next request is served promptly
+    // and a long generation does not run to its limit.
+    let rx = generator
+        .generate(GenerationRequest {
+            messages: vec![ChatMessage::user("Count from one to one thousand in words.")],
+            sampling: SamplingParams { max_tokens: 4000, temperature: 0.0, top_p: None, seed: 7 },
+        })
+        .unwrap();
+    drop(rx);
+    let t = std::time::Instant::now();
+    let (c, _) = run(&generator, "What is the capital of France?", 24);
+    assert_eq!(c, a);
+    assert!(t.elapsed().as_secs() < 60, "cancelled generation kept the model busy");
+}

@@ -1,0 +1,302 @@
+use crate::citations::CitationFilter;
+use crate::prompt::{PromptBuilder, PromptTemplates};
+use crate::retrieve::{Retriever, ms};
+use crate::NO_ANSWER;
+use docent_core::{
+    ChatMessage, Embedder, Error, FinishReason, GenerationEvent, GenerationRequest, GenerationStats, Generator, Result,
+    SamplingParams, ScoredChunk, SearchFilter, VectorStore,
+};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Retrieval and prompt settings (the `[query]` section of the config).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct QuerySettings {
+    /// Passages retrieved per question.
+    pub top_k: usize,
+    /// Passages scoring below this are not shown to the model.
+    pub score_floor: f32,
+    /// Most tokens the prompt may take (passages, question and template).
+    pub max_prompt_tokens: usize,
+}
+
+impl Default for QuerySettings {
+    fn default() -> Self {
+        QuerySettings { top_k: 5, score_floor: 0.2, max_prompt_tokens: 2048 }
+    }
+}
+
+/// One question.
+#[derive(Clone, Debug)]
+pub struct AskRequest {
+    pub question: String,
+    pub top_k: Option<usize>,
+    pub filter: SearchFilter,
+    pub sampling: SamplingParams,
+}
+
+/// A passage the answer rests on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Citation {
+    /// The number of the passage in the prompt, as used in `[n]` markers.
+    pub n: usize,
+    pub document_id: String,
+    pub source: String,
+    pub chunk_id: String,
+    /// Byte offsets into the extracted text of the source.
+    pub start: usize,
+    pub end: usize,
+    pub line_start: usize,
+    pub line_end: usize,
+    pub heading: Option<String>,
+    pub score: f32,
+    /// Whether the answer cites this passage with an `[n]` marker.
+    pub cited: bool,
+    pub text: String,
+}
+
+/// Where time went, in milliseconds.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timings {
+    pub embed: f64,
+    pub search: f64,
+    pub prompt_eval: f64,
+    pub generate: f64,
+}
+
+/// Token counts of the generation.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+}
+
+/// A finished answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AskResponse {
+    pub answer: String,
+    /// False when docent could not answer from the documents.
+    pub answerable: bool,
+    pub citations: Vec<Citation>,
+    pub model: String,
+    pub timings_ms: Timings,
+    pub usage: Usage,
+    pub finish_reason: Option<FinishReason>,
+}
+
+/// What a streaming consumer sees, in order: `Citations` once, `Text` pieces, then the end.
+#[derive(Clone, Debug)]
+pub enum AskEvent<'a> {
+    Citations(&'a [Citation]),
+    Text(&'a str),
+}
+
+/// Retrieval done and prompt built, ready to generate.
+pub struct Prepared {
+    pub messages: Vec<ChatMessage>,
+    pub passages: Vec<ScoredChunk>,
+    pub timings: Timings,
+}
+
+/// Answers questions: retrieval, prompt, generation, citations.
+pub struct Asker {
+    retriever: Retriever,
+    generator: Arc<dyn Generator>,
+    prompts: PromptBuilder,
+    settings: QuerySettings,
+}
+
+impl Asker {
+    pub fn new(
+        embedder: Arc<dyn Embedder>,
+        store: Arc<dyn VectorStore>,
+        generator: Arc<dyn Generator>,
+        settings: QuerySettings,
+    ) -> Self {
+        Asker {
+            retriever: Retriever::new(embedder, store),
+            generator,
+            prompts: PromptBuilder::new(PromptTemplates::default()),
+            settings,
+        }
+    }
+
+    pub fn settings(&self) -> &QuerySettings {
+        &self.settings
+    }
+
+    pub fn generator(&self) -> &Arc<dyn Generator> {
+        &self.generator
+    }
+
+    /// Retrieves passages and builds the prompt. Blocking (embeds the question).
+    pub fn prepare(&self, request: &AskRequest) -> Result<Prepared> {
+        let question = request.question.trim();
+        if question.is_empty() {
+            return Err(Error::InvalidInput("question: must not be empty".into()));
+        }
+        let top_k = request.top_k.unwrap_or(self.settings.top_k).max(1);
+        let retrieval = self.retriever.retrieve(question, top_k, &request.filter, self.settings.score_floor)?;
+        let room = self.generator.context_length().saturating_sub(request.sampling.max_tokens);
+        let budget = self.settings.max_prompt_tokens.min(room);
+        let (messages, passages) = self.prompts.build(question, &retrieval.passages, self.generator.as_ref(), budget)?;
+        Ok(Prepared {
+            messages,
+            passages,
+            timings: Timings { embed: retrieval.embed_ms, search: retrieval.search_ms, ..Default::default() },
+        })
+    }
+
+    /// Answers a question, calling `on_event` as citations and text become
+    /// available. Blocking: call it from a thread that may wait on the models.
+    pub fn ask(&self, request: &AskRequest, mut on_event: impl FnMut(AskEvent)) -> Result<AskResponse> {
+        let prepared = self.prepare(request)?;
+        let mut assembler = AnswerAssembler::new(self.generator.model_id(), &prepared);
+        on_event(AskEvent::Citations(assembler.citations()));
+        if prepared.passages.is_empty() {
+            on_event(AskEvent::Text(NO_ANSWER));
+            return Ok(assembler.finish_without_generation());
+        }
+        let t0 = Instant::now();
+        let mut events = self
+            .generator
+            .generate(GenerationRequest { messages: prepared.messages.clone(), sampling: request.sampling.clone() })?;
+        while let Some(event) = events.blocking_recv() {
+            match event {
+                GenerationEvent::Text(text) => {
+                    let shown = assembler.push(&text);
+                    if !shown.is_empty() {
+                        on_event(AskEvent::Text(&shown));
+                    }
+                }
+                GenerationEvent::Done { stats, finish } => {
+                    let tail = assembler.flush();
+                    if !tail.is_empty() {
+                        on_event(AskEvent::Text(&tail));
+                    }
+                    return Ok(assembler.finish(stats, finish));
+                }
+                GenerationEvent::Failed(message) => {
+                    return Err(Error::Internal { message: format!("generation failed: {message}"), source: None });
+                }
+            }
+        }
+        Err(Error::Unavailable {
+            message: format!("the generation thread stopped after {:.0} ms without finishing", ms(t0)),
+            source: None,
+        })
+    }
+}
+
+/// Turns streamed generator text into a checked, cited answer.
+pub struct AnswerAssembler {
+    model: String,
+    citations: Vec<Citation>,
+    filter: CitationFilter,
+    answer: String,
+    timings: Timings,
+}
+
+impl AnswerAssembler {
+    pub fn new(model: &str, prepared: &Prepared) -> Self {
+        let citations = prepared
+            .passages
+            .iter()
+            .enumerate()
+            .map(|(i, p)| Citation {
+                n: i + 1,
+                document_id: p.chunk.document_id.0.clone(),
+                source: p.chunk.source.clone(),
+                chunk_id: p.chunk.id.to_string(),
+                start: p.chunk.start,
+                end: p.chunk.end,
+                line_start: p.chunk.line_start,
+                line_end: p.chunk.line_end,
+                heading: p.chunk.heading.clone(),
+                score: p.score,
+                cited: false,
+                text: p.chunk.text.clone(),
+            })
+            .collect::<Vec<_>>();
+        AnswerAssembler {
+            model: model.to_string(),
+            filter: CitationFilter::new(citations.len()),
+            citations,
+            answer: String::new(),
+            timings: prepared.timings.clone(),
+        }
+    }
+
+    /// The passages shown to the model, numbered as in the prompt.
+    pub fn citations(&self) -> &[Citation] {
+        &self.citations
+    }
+
+    /// Feeds generated text; returns the part that may be shown now.
+    pub fn push(&mut self, text: &str) -> String {
+        let shown = self.filter.push(text);
+        self.answer.push_str(&shown);
+        shown
+    }
+
+    /// Releases text held back at the end of the stream.
+    pub fn flush(&mut self) -> String {
+        let tail = self.filter.finish();
+        self.answer.push_str(&tail);
+        tail
+    }
+
+    pub fn finish(mut self, stats: GenerationStats, finish: FinishReason) -> AskResponse {
+        for n in self.filter.cited() {
+            self.citations[n - 1].cited = true;
+        }
+        let answer = self.answer.trim().to_string();
+        let answerable = !is_abstention(&answer);
+        self.timings.prompt_eval = stats.prompt_eval_ms;
+        self.timings.generate = stats.generate_ms;
+        AskResponse {
+            answer: if answer.is_empty() { NO_ANSWER.to_string() } else { answer },
+            answerable: answerable && !self.answer.trim().is_empty(),
+            citations: self.citations,
+            model: self.model,
+            timings_ms: self.timings,
+            usage: Usage { prompt_tokens: stats.prompt_tokens, completion_tokens: stats.completion_tokens },
+            finish_reason: Some(finish),
+        }
+    }
+
+    /// The answer when no passage was relevant: the model is not asked.
+    pub fn finish_without_generation(self) -> AskResponse {
+        AskResponse {
+            answer: NO_ANSWER.to_string(),
+            answerable: false,
+            citations: self.citations,
+            model: self.model,
+            timings_ms: self.timings,
+            usage: Usage::default(),
+            finish_reason: None,
+        }
+    }
+}
+
+/// Whether an answer says the documents do not hold the answer.
+pub fn is_abstention(answer: &str) -> bool {
+    let head: String = answer.chars().take(120).collect::<String>().to_lowercase().replace('’', "'");
+    ["i don't know", "i do not know", "don't contain", "do not contain", "does not contain", "doesn't contain", "not mentioned", "no information"]
+        .iter()
+        .any(|p| head.contains(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn abstentions_are_recognised() {
+        assert!(is_abstention(NO_ANSWER));
+        assert!(is_abstention("I don’t know based on the provided documents."));
+        assert!(is_abstention("The passages do not contain this information."));
+        assert!(!is_abstention("New employees get 20 vacation days [1]."));
+    }
+}

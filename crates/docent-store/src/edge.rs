@@ -1,0 +1,265 @@
+//! The embedded backend on qdrant-edge.
+
+use crate::payload::{from_payload, to_payload};
+use crate::{DENSE, SPARSE};
+use docent_core::{
+    ChunkId, CollectionSpec, DocumentId, EmbeddedChunk, Error, Result, ScoredChunk, SearchFilter, SearchRequest,
+    VectorStore,
+};
+use qdrant_edge::bm25_embed::{EdgeBm25, EdgeBm25Config};
+use qdrant_edge::external::ordered_float::NotNan;
+use qdrant_edge::{
+    Condition, CountRequest, CreateIndex, Distance, EdgeConfig, EdgeShard, EdgeSparseVectorParams, EdgeVectorParams,
+    FieldCondition, FieldIndexOperations, Filter, JsonPath, Match, Modifier, NamedQuery, OperationError,
+    PayloadFieldSchema, PayloadSchemaType, PointId, PointInsertOperations, PointOperations, PointStruct, QueryEnum,
+    QueryRequest, ScoringQuery, ScrollRequest, UpdateOperation, Vector, VectorInternal, Vectors,
+    WithPayloadInterface, WithVector,
+};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// File beside the shard recording what the collection was built with.
+const SPEC_FILE: &str = "docent_collection.json";
+/// Payload fields with an index, used by filters and deletes.
+const INDEXED_FIELDS: &[&str] = &["document_id", "source"];
+
+/// A collection stored in-process with qdrant-edge.
+pub struct EdgeStore {
+    shard: EdgeShard,
+    spec: CollectionSpec,
+    bm25: EdgeBm25,
+    /// Serialises writes and flushes: qdrant-edge's `flush` panics when it
+    /// meets a concurrent writer, so every mutation goes through this lock.
+    writes: Mutex<()>,
+    path: PathBuf,
+}
+
+fn storage_error(what: &str, e: OperationError) -> Error {
+    Error::internal(format!("vector store: {what}"), e)
+}
+
+fn key(field: &str) -> JsonPath {
+    field.parse().unwrap_or_else(|_| panic!("{field} is a valid payload key"))
+}
+
+fn bm25_config() -> EdgeBm25Config {
+    EdgeBm25Config { avg_len: NotNan::new(120.0).expect("not NaN"), ..Default::default() }
+}
+
+impl EdgeStore {
+    /// Opens the collection at `dir`, creating it when empty. Refuses a
+    /// collection built with a different spec, and one held by another process.
+    pub fn open(dir: &Path, spec: CollectionSpec) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::unavailable(format!("cannot create {}", dir.display()), e))?;
+        let spec_path = dir.join(SPEC_FILE);
+        if spec_path.exists() {
+            let text = std::fs::read_to_string(&spec_path)
+                .map_err(|e| Error::unavailable(format!("cannot read {}", spec_path.display()), e))?;
+            let found: CollectionSpec = serde_json::from_str(&text)
+                .map_err(|e| Error::unavailable(format!("corrupt {}", spec_path.display()), e))?;
+            if let Some(diff) = spec.mismatch(&found) {
+                return Err(Error::Incompatible(format!("it was built with {diff}")));
+            }
+        }
+        let exists = dir.join("edge_config.json").exists();
+        let shard = if exists {
+            EdgeShard::load(dir, None)
+        } else {
+            let config = EdgeConfig::builder()
+                .vector(DENSE, EdgeVectorParams::builder(spec.dimension, Distance::Cosine).build())
+                .sparse_vector(SPARSE, EdgeSparseVectorParams::builder().modifier(Modifier::Idf).build())
+                .on_disk_payload(true)
+                .build();
+            EdgeShard::new(dir, config)
+        }
+        .map_err(|e| {
+            let text = e.to_string();
+            if text.contains("WAL") || text.contains("lock") {
+                Error::Unavailable {
+                    message: format!(
+                        "the collection at {} is in use by another docent process ({text}); stop it and try again",
+                        dir.display()
+                    ),
+                    source: None,
+                }
+            } else {
+                storage_error("cannot open the shard", e)
+            }
+        })?;
+        if !spec_path.exists() {
+            let tmp = dir.join(format!("{SPEC_FILE}.tmp"));
+            let text = serde_json::to_string_pretty(&spec).expect("spec serialises");
+            std::fs::write(&tmp, text)
+                .and_then(|_| std::fs::rename(&tmp, &spec_path))
+                .map_err(|e| Error::unavailable(format!("cannot write {}", spec_path.display()), e))?;
+        }
+        let bm25 = EdgeBm25::new(bm25_config()).map_err(|e| Error::internal("cannot build BM25", e))?;
+        let store = EdgeStore { shard, spec, bm25, writes: Mutex::new(()), path: dir.to_path_buf() };
+        for field in INDEXED_FIELDS {
+            store.update(
+                UpdateOperation::FieldIndexOperation(FieldIndexOperations::CreateIndex(CreateIndex {
+                    field_name: key(field),
+                    field_schema: Some(PayloadFieldSchema::FieldType(PayloadSchemaType::Keyword)),
+                })),
+                "cannot create a payload index",
+            )?;
+        }
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn update(&self, op: UpdateOperation, what: &str) -> Result<()> {
+        let _guard = self.writes.lock().unwrap_or_else(|p| p.into_inner());
+        self.shard.update(op).map_err(|e| storage_error(what, e))
+    }
+
+    fn filter(filter: &SearchFilter) -> Option<Filter> {
+        let mut must = Vec::new();
+        if !filter.document_ids.is_empty() {
+            let ids: Vec<String> = filter.document_ids.iter().map(|d| d.0.clone()).collect();
+            must.push(Condition::Field(FieldCondition::new_match(key("document_id"), Match::from(ids))));
+        }
+        if let Some(source) = &filter.source {
+            must.push(Condition::Field(FieldCondition::new_match(key("source"), Match::from(source.clone()))));
+        }
+        (!must.is_empty()).then(|| Filter { must: Some(must), ..Default::default() })
+    }
+
+    fn document_filter(document: &DocumentId) -> Filter {
+        Filter::new_must(Condition::Field(FieldCondition::new_match(key("document_id"), Match::from(document.0.clone()))))
+    }
+}
+
+fn point_id(id: ChunkId) -> PointId {
+    PointId::Uuid(id.0)
+}
+
+fn chunk_id(id: &PointId) -> Result<ChunkId> {
+    match id {
+        PointId::Uuid(u) => Ok(ChunkId(*u)),
+        PointId::NumId(n) => Err(Error::Internal { message: format!("unexpected numeric point id {n}"), source: None }),
+    }
+}
+
+impl VectorStore for EdgeStore {
+    fn spec(&self) -> &CollectionSpec {
+        &self.spec
+    }
+
+    fn upsert(&self, chunks: &[EmbeddedChunk]) -> Result<()> {
+        if chunks.is_empty() {
+            return Ok(());
+        }
+        let mut points = Vec::with_capacity(chunks.len());
+        for c in chunks {
+            if c.vector.len() != self.spec.dimension {
+                return Err(Error::InvalidInput(format!(
+                    "vector of chunk {} has {} dimensions; the collection has {}",
+                    c.chunk.id,
+                    c.vector.len(),
+                    self.spec.dimension
+                )));
+            }
+            let sparse = self.bm25.embed_document(&c.chunk.text);
+            let vectors = Vectors::new_named([(DENSE, Vector::new_dense(c.vector.clone())), (SPARSE, Vector::from(sparse))]);
+            points.push(PointStruct::new(point_id(c.chunk.id), vectors, to_payload(&c.chunk)).into());
+        }
+        self.update(
+            UpdateOperation::PointOperation(PointOperations::UpsertPoints(PointInsertOperations::PointsList(points))),
+            "upsert failed",
+        )
+    }
+
+    fn delete_chunks(&self, ids: &[ChunkId]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let ids = ids.iter().copied().map(point_id).collect();
+        self.update(UpdateOperation::PointOperation(PointOperations::DeletePoints { ids }), "delete failed")
+    }
+
+    fn delete_document(&self, document: &DocumentId) -> Result<()> {
+        self.update(
+            UpdateOperation::PointOperation(PointOperations::DeletePointsByFilter(Self::document_filter(document))),
+            "delete failed",
+        )?;
+        self.flush()
+    }
+
+    fn chunk_ids(&self, document: &DocumentId) -> Result<Vec<ChunkId>> {
+        let mut out = Vec::new();
+        let mut offset = None;
+        loop {
+            let (page, next) = self
+                .shard
+                .scroll(ScrollRequest {
+                    offset,
+                    limit: Some(1024),
+                    filter: Some(Self::document_filter(document)),
+                    with_payload: Some(WithPayloadInterface::Bool(false)),
+                    with_vector: WithVector::Bool(false),
+                    order_by: None,
+                })
+                .map_err(|e| storage_error("scroll failed", e))?;
+            for record in &page {
+                out.push(chunk_id(&record.id)?);
+            }
+            match next {
+                Some(n) => offset = Some(n),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    fn search(&self, request: &SearchRequest) -> Result<Vec<ScoredChunk>> {
+        if request.vector.len() != self.spec.dimension {
+            return Err(Error::InvalidInput(format!(
+                "query vector has {} dimensions; the collection has {}",
+                request.vector.len(),
+                self.spec.dimension
+            )));
+        }
+        let hits = self
+            .shard
+            .query(QueryRequest {
+                prefetches: vec![],
+                query: Some(ScoringQuery::Vector(QueryEnum::Nearest(NamedQuery::new(
+                    VectorInternal::from(request.vector.clone()),
+                    DENSE,
+                )))),
+                filter: Self::filter(&request.filter),
+                score_threshold: None,
+                limit: request.top_k,
+                offset: 0,
+                params: None,
+                with_vector: WithVector::Bool(false),
+                with_payload: WithPayloadInterface::Bool(true),
+            })
+            .map_err(|e| storage_error("search failed", e))?;
+        hits.into_iter()
+            .map(|hit| {
+                let payload = hit.payload.as_ref().ok_or_else(|| Error::Internal {
+                    message: "search hit without payload".into(),
+                    source: None,
+                })?;
+                Ok(ScoredChunk { chunk: from_payload(chunk_id(&hit.id)?, &payload.0)?, score: hit.score })
+            })
+            .collect()
+    }
+
+    fn count(&self) -> Result<usize> {
+        self.shard.count(CountRequest { filter: None, exact: true }).map_err(|e| storage_error("count failed", e))
+    }
+
+    fn flush(&self) -> Result<()> {
+        let _guard = self.writes.lock().unwrap_or_else(|p| p.into_inner());
+        // qdrant-edge 0.7 reports flush failures by panicking; keep a bad disk
+        // from taking the process down with it.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.shard.flush()))
+            .map_err(|_| Error::Internal { message: "vector store flush failed (see the log)".into(), source: None })
+    }
+}

@@ -1,0 +1,16 @@
+//! `VectorStore` backends. The default is qdrant-edge: Qdrant's engine
+//! in-process, on disk under the data directory, nothing to start.
+//!
+//! Every backend stores the same payload layout (see [`payload`]) and records
+//! the [`docent_core::CollectionSpec`] it was built with, refusing to open
+//! when the running configuration disagrees.
+
+mod edge;
+pub mod payload;
+
+pub use edge::EdgeStore;
+
+/// Name of the dense vector in every collection.
+pub const DENSE: &str = "dense";
+/// Name of the BM25 sparse vector in every collection.
+pub const SPARSE: &str = "bm25";

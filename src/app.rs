@@ -1,0 +1,105 @@
+//! Wiring: builds the models, store, catalogue and pipelines from the config.
+
+use crate::config::Config;
+use anyhow::{Context, Result};
+use docent_core::{Chunker, Embedder, Generator, VectorStore, collection_spec};
+use docent_embed::{BertEmbedder, BertEmbedderOptions, load_tokenizer};
+use docent_generate::{GgufGenerator, GgufOptions};
+use docent_ingest::{Catalogue, IngestOptions, Pipeline, TokenChunker};
+use docent_store::EdgeStore;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Resolved locations and settings every command needs.
+pub struct Setup {
+    pub config: Config,
+    pub data_dir: PathBuf,
+    pub models_dir: PathBuf,
+    pub collection: String,
+}
+
+/// The embedding side: model plus the chunker that sizes text for it.
+pub struct EmbeddingParts {
+    pub embedder: Arc<dyn Embedder>,
+    pub chunker: Arc<dyn Chunker>,
+}
+
+/// An opened collection: vectors plus catalogue.
+pub struct Collection {
+    pub store: Arc<dyn VectorStore>,
+    pub catalogue: Arc<Catalogue>,
+}
+
+impl Setup {
+    pub fn collection_dir(&self) -> PathBuf {
+        self.data_dir.join("collections").join(&self.collection)
+    }
+
+    fn model_dir(&self, name: &str) -> Result<PathBuf> {
+        let manifest = docent_models::Manifest::builtin();
+        let spec = manifest.get(name)?;
+        for file in &spec.files {
+            docent_models::require_file(&self.models_dir, name, &file.name)?;
+        }
+        Ok(docent_models::model_dir(&self.models_dir, name))
+    }
+
+    pub fn embedding(&self) -> Result<EmbeddingParts> {
+        let name = &self.config.embed.model;
+        let dir = self.model_dir(name)?;
+        let mut options = BertEmbedderOptions::new(&dir, name.clone());
+        options.max_seq_len = self.config.embed.max_seq_len;
+        options.batch_size = self.config.embed.batch_size;
+        let embedder = BertEmbedder::load(options).with_context(|| format!("cannot load embedding model {name}"))?;
+        let tokenizer = load_tokenizer(&dir.join("tokenizer.json"))?;
+        let chunker = TokenChunker::new(tokenizer, self.config.chunk.max_tokens, self.config.chunk.overlap_tokens)?;
+        Ok(EmbeddingParts { embedder: Arc::new(embedder), chunker: Arc::new(chunker) })
+    }
+
+    /// Opens (or creates) the collection, refusing one built with other settings.
+    pub fn collection(&self, parts: &EmbeddingParts) -> Result<Collection> {
+        let dir = self.collection_dir();
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let catalogue = Catalogue::open(&dir.join("catalogue.redb"))?;
+        let spec = collection_spec(parts.embedder.as_ref(), parts.chunker.as_ref());
+        let store = EdgeStore::open(&dir.join("vectors"), spec).map_err(|e| match e {
+            docent_core::Error::Incompatible(msg) => anyhow::anyhow!(
+                "collection '{}' at {} cannot be used: {msg}. Rebuild it: delete that folder and run `docent ingest` again, or pick another --collection",
+                self.collection,
+                dir.display()
+            ),
+            other => anyhow::Error::new(other),
+        })?;
+        Ok(Collection { store: Arc::new(store), catalogue: Arc::new(catalogue) })
+    }
+
+    pub fn pipeline(&self, parts: &EmbeddingParts, collection: &Collection) -> Pipeline {
+        Pipeline::new(
+            parts.embedder.clone(),
+            collection.store.clone(),
+            parts.chunker.clone(),
+            collection.catalogue.clone(),
+            IngestOptions {
+                max_file_bytes: self.config.ingest.max_file_bytes,
+                embed_batch: self.config.ingest.embed_batch,
+                include_hidden: self.config.ingest.include_hidden,
+            },
+        )
+    }
+
+    pub fn generator(&self, model: Option<&str>) -> Result<Arc<dyn Generator>> {
+        let name = model.unwrap_or(&self.config.generate.model);
+        let path = self.model_dir(name)?.join("model.gguf");
+        Ok(Arc::new(load_generator(&path, name, &self.config)?))
+    }
+}
+
+pub fn load_generator(path: &Path, name: &str, config: &Config) -> Result<GgufGenerator> {
+    let g = &config.generate;
+    let mut options = GgufOptions::new(path, name);
+    options.queue_depth = g.queue_depth;
+    options.max_context = g.max_context;
+    options.prefill_chunk = g.prefill_chunk;
+    options.requantize_slow_formats = g.requantize_slow_formats;
+    GgufGenerator::load(options).with_context(|| format!("cannot load generation model {name}"))
+}

@@ -1,0 +1,317 @@
+use crate::app::Setup;
+use crate::config::Config;
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use docent_core::{SamplingParams, SearchFilter};
+use docent_ingest::Progress;
+use docent_query::{AskEvent, AskRequest, AskResponse, Asker};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Exit code when some files could not be ingested (the rest were).
+const EXIT_PARTIAL: u8 = 3;
+
+#[derive(Parser)]
+#[command(name = "docent", version, about = "Ask questions about your documents, answered by a local model with citations")]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct Global {
+    /// Where collections are stored [default: per-user data directory]
+    #[arg(long, global = true, env = "DOCENT_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Where models are pulled to [default: per-user cache directory]
+    #[arg(long, global = true, env = "DOCENT_MODELS_DIR")]
+    models_dir: Option<PathBuf>,
+    /// A TOML file overriding config/default.toml
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// The collection to use [default: from config, "default"]
+    #[arg(long, global = true)]
+    collection: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Pull and list models
+    Models {
+        #[command(subcommand)]
+        command: ModelsCommand,
+    },
+    /// Ingest files or folders into the collection
+    Ingest(IngestArgs),
+    /// Ask a question about the ingested documents
+    Ask(AskArgs),
+    /// Inspect the configuration
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Measure throughput (prints JSON)
+    Bench {
+        #[command(subcommand)]
+        command: crate::bench::BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelsCommand {
+    /// Download, assemble and verify models (default: the configured defaults)
+    Pull {
+        /// Model names from the manifest; `all` pulls every model
+        names: Vec<String>,
+    },
+    /// List the models of the manifest and whether they are pulled
+    List,
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the effective configuration as TOML
+    Show,
+}
+
+#[derive(Args)]
+struct IngestArgs {
+    /// Files or folders to ingest
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// Print the summary as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct AskArgs {
+    /// The question
+    question: String,
+    /// Print one JSON object instead of streaming text
+    #[arg(long)]
+    json: bool,
+    /// Passages to retrieve
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Maximum answer length in tokens
+    #[arg(long)]
+    max_tokens: Option<usize>,
+    /// Sampling temperature (0 = greedy)
+    #[arg(long)]
+    temperature: Option<f64>,
+    /// Generation model to use instead of the configured one
+    #[arg(long)]
+    model: Option<String>,
+    /// Only search documents whose source is exactly this
+    #[arg(long)]
+    source: Option<String>,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DOCENT_LOG").unwrap_or_else(|_| "warn".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn setup(global: &Global) -> Result<Setup> {
+    let config = Config::load(global.config.as_deref())?;
+    apply_thread_env(&config);
+    Ok(Setup {
+        data_dir: config.data_dir(global.data_dir.as_deref()),
+        models_dir: config.models_dir(global.models_dir.as_deref()),
+        collection: global.collection.clone().unwrap_or_else(|| config.collection.clone()),
+        config,
+    })
+}
+
+/// Thread counts for candle and rayon must be in the environment before their
+/// pools start; this runs first thing, while the process has a single thread.
+#[allow(unsafe_code)]
+fn apply_thread_env(config: &Config) {
+    for (key, value) in config.thread_env() {
+        // SAFETY: called from main before any other thread exists.
+        unsafe { std::env::set_var(key, value) };
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let setup = setup(&cli.global)?;
+    match cli.command {
+        Command::Models { command } => models(&setup, command),
+        Command::Ingest(args) => ingest(&setup, args),
+        Command::Ask(args) => ask(&setup, args),
+        Command::Config { command: ConfigCommand::Show } => {
+            print!("{}", toml::to_string_pretty(&setup.config)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench { command } => crate::bench::run(&setup, command),
+    }
+}
+
+fn models(setup: &Setup, command: ModelsCommand) -> Result<ExitCode> {
+    let manifest = docent_models::Manifest::builtin();
+    let puller = docent_models::Puller::new(
+        manifest.clone(),
+        docent_models::PullOptions {
+            models_dir: setup.models_dir.clone(),
+            python: setup.config.models.python.clone(),
+            progress: std::io::stderr().is_terminal(),
+        },
+    );
+    match command {
+        ModelsCommand::List => {
+            println!("{:<24} {:<11} {:<8} description", "name", "kind", "pulled");
+            for m in &manifest.models {
+                let pulled = if puller.is_pulled(&m.name)? { "yes" } else { "no" };
+                println!("{:<24} {:<11} {:<8} {}", m.name, format!("{:?}", m.kind).to_lowercase(), pulled, m.description);
+            }
+            println!("models directory: {}", setup.models_dir.display());
+        }
+        ModelsCommand::Pull { names } => {
+            let names = if names.is_empty() {
+                setup.config.models.default_pull.clone()
+            } else if names.iter().any(|n| n == "all") {
+                manifest.models.iter().map(|m| m.name.clone()).collect()
+            } else {
+                names
+            };
+            for name in names {
+                let report = puller.pull(&name)?;
+                if report.assembled.is_empty() {
+                    println!("{name}: already pulled and verified");
+                } else {
+                    println!(
+                        "{name}: assembled and verified {} ({} package downloads)",
+                        report.assembled.join(", "),
+                        report.downloads
+                    );
+                }
+            }
+            println!("models directory: {}", setup.models_dir.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn ingest(setup: &Setup, args: IngestArgs) -> Result<ExitCode> {
+    let parts = setup.embedding()?;
+    let collection = setup.collection(&parts)?;
+    let pipeline = setup.pipeline(&parts, &collection);
+    let show = std::io::stderr().is_terminal() && !args.json;
+    let mut total = docent_ingest::IngestSummary::default();
+    for path in &args.paths {
+        let bar = if show { ProgressBar::new(0) } else { ProgressBar::hidden() };
+        bar.set_style(
+            ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} files · {msg} · eta {eta}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(path.display().to_string());
+        let started = std::time::Instant::now();
+        let chunks = std::cell::Cell::new(0usize);
+        let summary = pipeline
+            .ingest_path(path, &|event| match event {
+                Progress::Found(n) => bar.set_length(n as u64),
+                Progress::FileDone(_) => bar.inc(1),
+                Progress::Chunks(n) => {
+                    chunks.set(chunks.get() + n);
+                    let rate = chunks.get() as f64 / started.elapsed().as_secs_f64().max(1e-3);
+                    bar.set_message(format!("{} chunks, {rate:.0}/s", chunks.get()));
+                }
+            })
+            .with_context(|| format!("ingesting {} stopped", path.display()))?;
+        bar.finish_and_clear();
+        total.files_seen += summary.files_seen;
+        total.added += summary.added;
+        total.updated += summary.updated;
+        total.unchanged += summary.unchanged;
+        total.removed += summary.removed;
+        total.chunks_embedded += summary.chunks_embedded;
+        total.failed.extend(summary.failed);
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&total)?);
+    } else {
+        println!(
+            "{} files: {} added, {} updated, {} unchanged, {} removed, {} failed ({} chunks embedded)",
+            total.files_seen,
+            total.added,
+            total.updated,
+            total.unchanged,
+            total.removed,
+            total.failed.len(),
+            total.chunks_embedded
+        );
+        if total.added + total.updated + total.removed == 0 && total.failed.is_empty() {
+            println!("nothing changed");
+        }
+        for f in &total.failed {
+            println!("  failed: {}: {}", f.path, f.reason);
+        }
+    }
+    Ok(if total.failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_PARTIAL) })
+}
+
+fn ask(setup: &Setup, args: AskArgs) -> Result<ExitCode> {
+    let parts = setup.embedding()?;
+    let collection = setup.collection(&parts)?;
+    let generator = setup.generator(args.model.as_deref())?;
+    let g = &setup.config.generate;
+    let asker = Asker::new(parts.embedder.clone(), collection.store.clone(), generator, setup.config.query.clone());
+    let request = AskRequest {
+        question: args.question.clone(),
+        top_k: args.top_k,
+        filter: SearchFilter { source: args.source.clone(), ..Default::default() },
+        sampling: SamplingParams {
+            max_tokens: args.max_tokens.unwrap_or(g.max_tokens),
+            temperature: args.temperature.unwrap_or(g.temperature),
+            top_p: Some(g.top_p),
+            seed: g.seed,
+        },
+    };
+    let stream = !args.json;
+    let mut stdout = std::io::stdout().lock();
+    let response = asker.ask(&request, |event| {
+        if let (true, AskEvent::Text(text)) = (stream, event) {
+            let _ = write!(stdout, "{text}");
+            let _ = stdout.flush();
+        }
+    })?;
+    if args.json {
+        writeln!(stdout, "{}", serde_json::to_string_pretty(&response)?)?;
+    } else {
+        writeln!(stdout)?;
+        print_sources(&mut stdout, &response)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_sources(out: &mut impl Write, response: &AskResponse) -> Result<()> {
+    if response.citations.is_empty() {
+        writeln!(out, "\n(no relevant passages found in the collection)")?;
+        return Ok(());
+    }
+    let heading = if response.answerable { "Sources:" } else { "Possibly related:" };
+    writeln!(out, "\n{heading}")?;
+    for c in &response.citations {
+        let place = match &c.heading {
+            Some(h) => format!("{} § {h}, lines {}-{}", c.source, c.line_start, c.line_end),
+            None => format!("{}, lines {}-{}", c.source, c.line_start, c.line_end),
+        };
+        let mark = if c.cited { "" } else { " (not cited)" };
+        writeln!(out, "[{}] {place} (score {:.2}){mark}", c.n, c.score)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,144 @@
+//! Configuration in layers: the compiled-in `config/default.toml`, then the
+//! file given with `--config`, then `DOCENT__SECTION__KEY` environment
+//! variables, then command-line flags. This is the only module that reads the
+//! environment for settings.
+
+use anyhow::{Context, Result};
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// The effective configuration. Field documentation lives in `config/default.toml`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub data_dir: String,
+    pub models_dir: String,
+    pub collection: String,
+    pub models: ModelsConfig,
+    pub embed: EmbedConfig,
+    pub chunk: ChunkConfig,
+    pub ingest: IngestConfig,
+    pub generate: GenerateConfig,
+    pub query: docent_query::QuerySettings,
+    pub runtime: RuntimeConfig,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelsConfig {
+    pub python: String,
+    pub default_pull: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbedConfig {
+    pub model: String,
+    pub max_seq_len: usize,
+    pub batch_size: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChunkConfig {
+    pub max_tokens: usize,
+    pub overlap_tokens: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    pub max_file_bytes: u64,
+    pub embed_batch: usize,
+    pub include_hidden: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenerateConfig {
+    pub model: String,
+    pub queue_depth: usize,
+    pub max_context: usize,
+    pub prefill_chunk: usize,
+    pub requantize_slow_formats: bool,
+    pub max_tokens: usize,
+    pub temperature: f64,
+    pub top_p: f64,
+    pub seed: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfig {
+    pub threads: usize,
+}
+
+impl Config {
+    /// Loads the layers; `file` is the `--config` argument.
+    pub fn load(file: Option<&Path>) -> Result<Self> {
+        let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Some(file) = file {
+            anyhow::ensure!(file.is_file(), "config file {} does not exist", file.display());
+            figment = figment.merge(Toml::file(file));
+        }
+        figment = figment.merge(Env::prefixed("DOCENT__").split("__"));
+        let config: Config = figment.extract().context("invalid configuration (see config/default.toml for every key)")?;
+        Ok(config)
+    }
+
+    /// The data directory: flag/env `DOCENT_DATA_DIR`, then the config, then the per-user default.
+    pub fn data_dir(&self, flag: Option<&Path>) -> PathBuf {
+        flag.map(Path::to_path_buf)
+            .or_else(|| (!self.data_dir.is_empty()).then(|| PathBuf::from(&self.data_dir)))
+            .unwrap_or_else(|| dirs::data_dir().unwrap_or_else(|| PathBuf::from(".")).join("docent"))
+    }
+
+    /// The models directory: flag/env `DOCENT_MODELS_DIR`, then the config, then the per-user cache.
+    pub fn models_dir(&self, flag: Option<&Path>) -> PathBuf {
+        flag.map(Path::to_path_buf)
+            .or_else(|| (!self.models_dir.is_empty()).then(|| PathBuf::from(&self.models_dir)))
+            .unwrap_or_else(docent_models::default_models_dir)
+    }
+
+    /// Applies the thread setting to candle and rayon, unless the environment already has one.
+    pub fn thread_env(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if self.runtime.threads > 0 {
+            for key in ["CANDLE_NUM_THREADS", "RAYON_NUM_THREADS"] {
+                if std::env::var_os(key).is_none() {
+                    out.push((key, self.runtime.threads.to_string()));
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_parse() {
+        let c = Config::load(None).unwrap();
+        assert_eq!(c.embed.model, "all-MiniLM-L6-v2");
+        assert_eq!(c.chunk.max_tokens, 254);
+        assert_eq!(c.query.top_k, 5);
+    }
+
+    #[test]
+    fn a_file_overrides_defaults_and_unknown_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good.toml");
+        std::fs::write(&good, "[query]\ntop_k = 9\n").unwrap();
+        assert_eq!(Config::load(Some(&good)).unwrap().query.top_k, 9);
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(&bad, "[query]\ntop_kk = 9\n").unwrap();
+        let err = format!("{:#}", Config::load(Some(&bad)).unwrap_err());
+        assert!(err.contains("top_kk"), "{err}");
+    }
+}

@@ -1,0 +1,10 @@
+//! The `docent` binary: command-line parsing and wiring, nothing clever.
+
+mod app;
+mod bench;
+mod cli;
+mod config;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}
