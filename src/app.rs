@@ -50,16 +50,25 @@ impl Setup {
         let mut options = BertEmbedderOptions::new(&dir, name.clone());
         options.max_seq_len = self.config.embed.max_seq_len;
         options.batch_size = self.config.embed.batch_size;
-        let embedder = BertEmbedder::load(options).with_context(|| format!("cannot load embedding model {name}"))?;
+        let embedder = BertEmbedder::load(options)
+            .with_context(|| format!("cannot load embedding model {name}"))?;
         let tokenizer = load_tokenizer(&dir.join("tokenizer.json"))?;
-        let chunker = TokenChunker::new(tokenizer, self.config.chunk.max_tokens, self.config.chunk.overlap_tokens)?;
-        Ok(EmbeddingParts { embedder: Arc::new(embedder), chunker: Arc::new(chunker) })
+        let chunker = TokenChunker::new(
+            tokenizer,
+            self.config.chunk.max_tokens,
+            self.config.chunk.overlap_tokens,
+        )?;
+        Ok(EmbeddingParts {
+            embedder: Arc::new(embedder),
+            chunker: Arc::new(chunker),
+        })
     }
 
     /// Opens (or creates) the collection, refusing one built with other settings.
     pub fn collection(&self, parts: &EmbeddingParts) -> Result<Collection> {
         let dir = self.collection_dir();
-        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
         let catalogue = Catalogue::open(&dir.join("catalogue.redb"))?;
         let spec = collection_spec(parts.embedder.as_ref(), parts.chunker.as_ref());
         let store = EdgeStore::open(&dir.join("vectors"), spec).map_err(|e| match e {
@@ -70,7 +79,10 @@ impl Setup {
             ),
             other => anyhow::Error::new(other),
         })?;
-        Ok(Collection { store: Arc::new(store), catalogue: Arc::new(catalogue) })
+        Ok(Collection {
+            store: Arc::new(store),
+            catalogue: Arc::new(catalogue),
+        })
     }
 
     pub fn pipeline(&self, parts: &EmbeddingParts, collection: &Collection) -> Pipeline {

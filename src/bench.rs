@@ -44,10 +44,18 @@ pub enum BenchCommand {
 
 pub fn run(setup: &Setup, command: BenchCommand) -> Result<ExitCode> {
     let report = match command {
-        BenchCommand::Embed { sentences, words, batch, runs } => embed(setup, sentences, words, batch, runs)?,
-        BenchCommand::Generate { model, prompt_tokens, decode_tokens, runs } => {
-            generate(setup, model, prompt_tokens, decode_tokens, runs)?
-        }
+        BenchCommand::Embed {
+            sentences,
+            words,
+            batch,
+            runs,
+        } => embed(setup, sentences, words, batch, runs)?,
+        BenchCommand::Generate {
+            model,
+            prompt_tokens,
+            decode_tokens,
+            runs,
+        } => generate(setup, model, prompt_tokens, decode_tokens, runs)?,
     };
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(ExitCode::SUCCESS)
@@ -56,11 +64,64 @@ pub fn run(setup: &Setup, command: BenchCommand) -> Result<ExitCode> {
 /// Deterministic English-like sentences of `words` words.
 pub fn synthetic_sentences(count: usize, words: usize) -> Vec<String> {
     const VOCAB: &[&str] = &[
-        "the", "customer", "reported", "that", "sync", "stopped", "after", "upgrading", "their", "laptop", "to", "a",
-        "new", "version", "of", "operating", "system", "and", "support", "asked", "for", "logs", "from", "last",
-        "week", "while", "billing", "team", "reviewed", "invoice", "with", "enterprise", "plan", "discount", "policy",
-        "employees", "receive", "vacation", "days", "per", "year", "security", "incident", "must", "be", "escalated",
-        "within", "minutes", "data", "stored", "in", "frankfurt", "region", "files", "can", "up", "gigabytes", "each",
+        "the",
+        "customer",
+        "reported",
+        "that",
+        "sync",
+        "stopped",
+        "after",
+        "upgrading",
+        "their",
+        "laptop",
+        "to",
+        "a",
+        "new",
+        "version",
+        "of",
+        "operating",
+        "system",
+        "and",
+        "support",
+        "asked",
+        "for",
+        "logs",
+        "from",
+        "last",
+        "week",
+        "while",
+        "billing",
+        "team",
+        "reviewed",
+        "invoice",
+        "with",
+        "enterprise",
+        "plan",
+        "discount",
+        "policy",
+        "employees",
+        "receive",
+        "vacation",
+        "days",
+        "per",
+        "year",
+        "security",
+        "incident",
+        "must",
+        "be",
+        "escalated",
+        "within",
+        "minutes",
+        "data",
+        "stored",
+        "in",
+        "frankfurt",
+        "region",
+        "files",
+        "can",
+        "up",
+        "gigabytes",
+        "each",
     ];
     let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
     (0..count)
@@ -98,18 +159,35 @@ fn threads() -> String {
         .unwrap_or_else(|_| "default (physical cores)".into())
 }
 
-fn embed(setup: &Setup, sentences: usize, words: usize, batch: usize, runs: usize) -> Result<serde_json::Value> {
+fn embed(
+    setup: &Setup,
+    sentences: usize,
+    words: usize,
+    batch: usize,
+    runs: usize,
+) -> Result<serde_json::Value> {
     let mut setup_batch = setup.config.clone();
     setup_batch.embed.batch_size = batch;
-    let local = Setup { config: setup_batch, data_dir: setup.data_dir.clone(), models_dir: setup.models_dir.clone(), collection: setup.collection.clone() };
+    let local = Setup {
+        config: setup_batch,
+        data_dir: setup.data_dir.clone(),
+        models_dir: setup.models_dir.clone(),
+        collection: setup.collection.clone(),
+    };
     let parts = local.embedding()?;
     let texts = synthetic_sentences(sentences, words);
-    parts.embedder.embed(&texts[..batch.min(texts.len())].to_vec())?; // warm-up
+    parts
+        .embedder
+        .embed(&texts[..batch.min(texts.len())].to_vec())?; // warm-up
     let mut rates = Vec::new();
     for _ in 0..runs.max(1) {
         let t = Instant::now();
         let vectors = parts.embedder.embed(&texts)?;
-        anyhow::ensure!(vectors.len() == texts.len(), "embedder returned {} vectors", vectors.len());
+        anyhow::ensure!(
+            vectors.len() == texts.len(),
+            "embedder returned {} vectors",
+            vectors.len()
+        );
         rates.push(texts.len() as f64 / t.elapsed().as_secs_f64());
     }
     Ok(json!({
@@ -125,11 +203,21 @@ fn embed(setup: &Setup, sentences: usize, words: usize, batch: usize, runs: usiz
     }))
 }
 
-fn generate(setup: &Setup, models: Vec<String>, prompt_tokens: usize, decode_tokens: usize, runs: usize) -> Result<serde_json::Value> {
+fn generate(
+    setup: &Setup,
+    models: Vec<String>,
+    prompt_tokens: usize,
+    decode_tokens: usize,
+    runs: usize,
+) -> Result<serde_json::Value> {
     let manifest = docent_models::Manifest::builtin();
     let puller = docent_models::Puller::new(
         manifest.clone(),
-        docent_models::PullOptions { models_dir: setup.models_dir.clone(), python: setup.config.models.python.clone(), progress: false },
+        docent_models::PullOptions {
+            models_dir: setup.models_dir.clone(),
+            python: setup.config.models.python.clone(),
+            progress: false,
+        },
     );
     let models: Vec<String> = if models.is_empty() {
         manifest
@@ -142,11 +230,16 @@ fn generate(setup: &Setup, models: Vec<String>, prompt_tokens: usize, decode_tok
     } else {
         models
     };
-    anyhow::ensure!(!models.is_empty(), "no generation model is pulled; run `docent models pull`");
+    anyhow::ensure!(
+        !models.is_empty(),
+        "no generation model is pulled; run `docent models pull`"
+    );
     let mut results = Vec::new();
     for name in models {
         let load = Instant::now();
-        let generator = setup.generator(Some(&name)).with_context(|| format!("loading {name}"))?;
+        let generator = setup
+            .generator(Some(&name))
+            .with_context(|| format!("loading {name}"))?;
         let load_ms = load.elapsed().as_secs_f64() * 1000.0;
         // A long user message of roughly `prompt_tokens` tokens.
         let filler = synthetic_sentences(prompt_tokens, 12).join(" ");
@@ -158,12 +251,19 @@ fn generate(setup: &Setup, models: Vec<String>, prompt_tokens: usize, decode_tok
             text.push_str(word);
             text.push(' ');
         }
-        let messages = vec![ChatMessage::user(format!("{text}\nSummarise the text above in detail."))];
+        let messages = vec![ChatMessage::user(format!(
+            "{text}\nSummarise the text above in detail."
+        ))];
         let (mut prefill, mut decode, mut prompt_len) = (Vec::new(), Vec::new(), 0);
         for _ in 0..runs.max(1) {
             let mut rx = generator.generate(GenerationRequest {
                 messages: messages.clone(),
-                sampling: SamplingParams { max_tokens: decode_tokens, temperature: 0.0, top_p: None, seed: 1 },
+                sampling: SamplingParams {
+                    max_tokens: decode_tokens,
+                    temperature: 0.0,
+                    top_p: None,
+                    seed: 1,
+                },
             })?;
             while let Some(event) = rx.blocking_recv() {
                 match event {
@@ -188,5 +288,7 @@ fn generate(setup: &Setup, models: Vec<String>, prompt_tokens: usize, decode_tok
             "median_decode_tok_per_s": median(decode.clone()),
         }));
     }
-    Ok(json!({ "bench": "generate", "threads": threads(), "models": results, "peak_rss_mib": peak_rss_mib() }))
+    Ok(
+        json!({ "bench": "generate", "threads": threads(), "models": results, "peak_rss_mib": peak_rss_mib() }),
+    )
 }

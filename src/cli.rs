@@ -9,12 +9,17 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 /// Exit code when some files could not be ingested (the rest were).
 const EXIT_PARTIAL: u8 = 3;
 
 #[derive(Parser)]
-#[command(name = "docent", version, about = "Ask questions about your documents, answered by a local model with citations")]
+#[command(
+    name = "docent",
+    version,
+    about = "Ask questions about your documents, answered by a local model with citations"
+)]
 struct Cli {
     #[command(flatten)]
     global: Global,
@@ -49,6 +54,8 @@ enum Command {
     Ingest(IngestArgs),
     /// Ask a question about the ingested documents
     Ask(AskArgs),
+    /// Serve the HTTP API
+    Serve(ServeArgs),
     /// Inspect the configuration
     Config {
         #[command(subcommand)]
@@ -89,6 +96,13 @@ struct IngestArgs {
 }
 
 #[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on [default: server.bind from the config]
+    #[arg(long)]
+    bind: Option<String>,
+}
+
+#[derive(Args)]
 struct AskArgs {
     /// The question
     question: String,
@@ -114,8 +128,12 @@ struct AskArgs {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("DOCENT_LOG").unwrap_or_else(|_| "warn".into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("DOCENT_LOG").unwrap_or_else(|_| "warn".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -131,7 +149,10 @@ fn setup(global: &Global) -> Result<Setup> {
     Ok(Setup {
         data_dir: config.data_dir(global.data_dir.as_deref()),
         models_dir: config.models_dir(global.models_dir.as_deref()),
-        collection: global.collection.clone().unwrap_or_else(|| config.collection.clone()),
+        collection: global
+            .collection
+            .clone()
+            .unwrap_or_else(|| config.collection.clone()),
         config,
     })
 }
@@ -152,8 +173,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Models { command } => models(&setup, command),
         Command::Ingest(args) => ingest(&setup, args),
         Command::Ask(args) => ask(&setup, args),
-        Command::Config { command: ConfigCommand::Show } => {
-            print!("{}", toml::to_string_pretty(&setup.config)?);
+        Command::Serve(args) => serve(&setup, args),
+        Command::Config {
+            command: ConfigCommand::Show,
+        } => {
+            let mut shown = setup.config.clone();
+            for key in &mut shown.server.api_keys {
+                *key = "<redacted>".into();
+            }
+            print!("{}", toml::to_string_pretty(&shown)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench { command } => crate::bench::run(&setup, command),
@@ -174,8 +202,18 @@ fn models(setup: &Setup, command: ModelsCommand) -> Result<ExitCode> {
         ModelsCommand::List => {
             println!("{:<24} {:<11} {:<8} description", "name", "kind", "pulled");
             for m in &manifest.models {
-                let pulled = if puller.is_pulled(&m.name)? { "yes" } else { "no" };
-                println!("{:<24} {:<11} {:<8} {}", m.name, format!("{:?}", m.kind).to_lowercase(), pulled, m.description);
+                let pulled = if puller.is_pulled(&m.name)? {
+                    "yes"
+                } else {
+                    "no"
+                };
+                println!(
+                    "{:<24} {:<11} {:<8} {}",
+                    m.name,
+                    format!("{:?}", m.kind).to_lowercase(),
+                    pulled,
+                    m.description
+                );
             }
             println!("models directory: {}", setup.models_dir.display());
         }
@@ -212,11 +250,17 @@ fn ingest(setup: &Setup, args: IngestArgs) -> Result<ExitCode> {
     let show = std::io::stderr().is_terminal() && !args.json;
     let mut total = docent_ingest::IngestSummary::default();
     for path in &args.paths {
-        let bar = if show { ProgressBar::new(0) } else { ProgressBar::hidden() };
+        let bar = if show {
+            ProgressBar::new(0)
+        } else {
+            ProgressBar::hidden()
+        };
         bar.set_style(
-            ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} files · {msg} · eta {eta}")
-                .expect("valid template")
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{prefix} [{bar:30}] {pos}/{len} files · {msg} · eta {eta}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
         );
         bar.set_prefix(path.display().to_string());
         let started = std::time::Instant::now();
@@ -261,7 +305,11 @@ fn ingest(setup: &Setup, args: IngestArgs) -> Result<ExitCode> {
             println!("  failed: {}: {}", f.path, f.reason);
         }
     }
-    Ok(if total.failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_PARTIAL) })
+    Ok(if total.failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_PARTIAL)
+    })
 }
 
 fn ask(setup: &Setup, args: AskArgs) -> Result<ExitCode> {
@@ -269,11 +317,19 @@ fn ask(setup: &Setup, args: AskArgs) -> Result<ExitCode> {
     let collection = setup.collection(&parts)?;
     let generator = setup.generator(args.model.as_deref())?;
     let g = &setup.config.generate;
-    let asker = Asker::new(parts.embedder.clone(), collection.store.clone(), generator, setup.config.query.clone());
+    let asker = Asker::new(
+        parts.embedder.clone(),
+        collection.store.clone(),
+        generator,
+        setup.config.query.clone(),
+    );
     let request = AskRequest {
         question: args.question.clone(),
         top_k: args.top_k,
-        filter: SearchFilter { source: args.source.clone(), ..Default::default() },
+        filter: SearchFilter {
+            source: args.source.clone(),
+            ..Default::default()
+        },
         sampling: SamplingParams {
             max_tokens: args.max_tokens.unwrap_or(g.max_tokens),
             temperature: args.temperature.unwrap_or(g.temperature),
@@ -298,12 +354,91 @@ fn ask(setup: &Setup, args: AskArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn serve(setup: &Setup, args: ServeArgs) -> Result<ExitCode> {
+    let parts = setup.embedding()?;
+    let collection = setup.collection(&parts)?;
+    let pipeline = Arc::new(setup.pipeline(&parts, &collection));
+    let generator = setup.generator(None)?;
+    let g = &setup.config.generate;
+    let s = &setup.config.server;
+    let asker = Arc::new(Asker::new(
+        parts.embedder.clone(),
+        collection.store.clone(),
+        generator,
+        setup.config.query.clone(),
+    ));
+    let state = Arc::new(docent_server::AppState {
+        asker,
+        embedder: parts.embedder.clone(),
+        store: collection.store.clone(),
+        pipeline,
+        limits: docent_server::Limits {
+            max_top_k: s.max_top_k,
+            max_tokens: s.max_tokens,
+            max_json_bytes: s.max_json_bytes,
+            max_upload_bytes: s.max_upload_bytes,
+            request_timeout: std::time::Duration::from_secs(s.request_timeout_secs),
+        },
+        api_keys: s.api_keys.clone(),
+        defaults: SamplingParams {
+            max_tokens: g.max_tokens,
+            temperature: g.temperature,
+            top_p: Some(g.top_p),
+            seed: g.seed,
+        },
+    });
+    let bind = args.bind.unwrap_or_else(|| s.bind.clone());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(&bind)
+            .await
+            .with_context(|| format!("cannot listen on {bind}"))?;
+        eprintln!(
+            "docent serving on http://{} (collection '{}')",
+            listener.local_addr()?,
+            setup.collection
+        );
+        docent_server::serve(listener, state, shutdown_signal())
+            .await
+            .context("server failed")
+    })?;
+    collection.store.flush()?;
+    eprintln!("docent stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
 fn print_sources(out: &mut impl Write, response: &AskResponse) -> Result<()> {
     if response.citations.is_empty() {
         writeln!(out, "\n(no relevant passages found in the collection)")?;
         return Ok(());
     }
-    let heading = if response.answerable { "Sources:" } else { "Possibly related:" };
+    let heading = if response.answerable {
+        "Sources:"
+    } else {
+        "Possibly related:"
+    };
     writeln!(out, "\n{heading}")?;
     for c in &response.citations {
         let place = match &c.heading {

@@ -25,6 +25,37 @@ pub struct Config {
     pub generate: GenerateConfig,
     pub query: docent_query::QuerySettings,
     pub runtime: RuntimeConfig,
+    pub server: ServerConfig,
+}
+
+/// `[server]`. `Debug` redacts the API keys.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub bind: String,
+    pub api_keys: Vec<String>,
+    pub max_top_k: usize,
+    pub max_tokens: usize,
+    pub max_json_bytes: usize,
+    pub max_upload_bytes: usize,
+    pub request_timeout_secs: u64,
+}
+
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("bind", &self.bind)
+            .field(
+                "api_keys",
+                &format_args!("[{} redacted]", self.api_keys.len()),
+            )
+            .field("max_top_k", &self.max_top_k)
+            .field("max_tokens", &self.max_tokens)
+            .field("max_json_bytes", &self.max_json_bytes)
+            .field("max_upload_bytes", &self.max_upload_bytes)
+            .field("request_timeout_secs", &self.request_timeout_secs)
+            .finish()
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -82,11 +113,17 @@ impl Config {
     pub fn load(file: Option<&Path>) -> Result<Self> {
         let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
         if let Some(file) = file {
-            anyhow::ensure!(file.is_file(), "config file {} does not exist", file.display());
+            anyhow::ensure!(
+                file.is_file(),
+                "config file {} does not exist",
+                file.display()
+            );
             figment = figment.merge(Toml::file(file));
         }
         figment = figment.merge(Env::prefixed("DOCENT__").split("__"));
-        let config: Config = figment.extract().context("invalid configuration (see config/default.toml for every key)")?;
+        let config: Config = figment
+            .extract()
+            .context("invalid configuration (see config/default.toml for every key)")?;
         Ok(config)
     }
 
@@ -94,7 +131,11 @@ impl Config {
     pub fn data_dir(&self, flag: Option<&Path>) -> PathBuf {
         flag.map(Path::to_path_buf)
             .or_else(|| (!self.data_dir.is_empty()).then(|| PathBuf::from(&self.data_dir)))
-            .unwrap_or_else(|| dirs::data_dir().unwrap_or_else(|| PathBuf::from(".")).join("docent"))
+            .unwrap_or_else(|| {
+                dirs::data_dir()
+                    .unwrap_or_else(|| PathBuf::from("."))
+                    .join("docent")
+            })
     }
 
     /// The models directory: flag/env `DOCENT_MODELS_DIR`, then the config, then the per-user cache.
@@ -128,6 +169,17 @@ mod tests {
         assert_eq!(c.embed.model, "all-MiniLM-L6-v2");
         assert_eq!(c.chunk.max_tokens, 254);
         assert_eq!(c.query.top_k, 5);
+    }
+
+    #[test]
+    fn api_keys_are_redacted_in_debug() {
+        let mut c = Config::load(None).unwrap();
+        c.server.api_keys = vec!["s3cret".into()];
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("s3cret") && shown.contains("1 redacted"),
+            "{shown}"
+        );
     }
 
     #[test]

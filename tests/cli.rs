@@ -33,12 +33,22 @@ fn stdout(o: &Output) -> String {
 
 fn json(o: &Output) -> Value {
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-        panic!("not JSON ({e}): stdout={} stderr={}", stdout(o), String::from_utf8_lossy(&o.stderr))
+        panic!(
+            "not JSON ({e}): stdout={} stderr={}",
+            stdout(o),
+            String::from_utf8_lossy(&o.stderr)
+        )
     })
 }
 
 fn assert_ok(o: &Output) {
-    assert!(o.status.success(), "exit {:?}\nstdout: {}\nstderr: {}", o.status.code(), stdout(o), String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        stdout(o),
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 #[test]
@@ -56,17 +66,37 @@ fn ingest_examples_then_ask_cites_the_right_document() {
     let again = docent(data.path(), &["ingest", "examples/docs"]);
     assert_ok(&again);
     let text = stdout(&again);
-    assert!(text.contains("6 unchanged") && text.contains("0 chunks embedded") && text.contains("nothing changed"), "{text}");
+    assert!(
+        text.contains("6 unchanged")
+            && text.contains("0 chunks embedded")
+            && text.contains("nothing changed"),
+        "{text}"
+    );
 
     // Each answer sits in one known document. Every `ask` is a new process,
     // so these also show the store survives a restart.
     let cases = [
-        ("How many days of paid vacation do new employees get?", "handbook.md", "20"),
-        ("How much does the Enterprise plan cost per user per month?", "pricing.md", "45"),
-        ("Within how many minutes must a Severity 1 incident be escalated to the on-call engineer?", "support-runbook.txt", "15"),
+        (
+            "How many days of paid vacation do new employees get?",
+            "handbook.md",
+            "20",
+        ),
+        (
+            "How much does the Enterprise plan cost per user per month?",
+            "pricing.md",
+            "45",
+        ),
+        (
+            "Within how many minutes must a Severity 1 incident be escalated to the on-call engineer?",
+            "support-runbook.txt",
+            "15",
+        ),
     ];
     for (question, source, fact) in cases {
-        let out = docent(data.path(), &["ask", question, "--json", "--max-tokens", "48"]);
+        let out = docent(
+            data.path(),
+            &["ask", question, "--json", "--max-tokens", "48"],
+        );
         assert_ok(&out);
         let answer = json(&out);
         let citations = answer["citations"].as_array().unwrap();
@@ -74,13 +104,25 @@ fn ingest_examples_then_ask_cites_the_right_document() {
         assert_eq!(citations[0]["source"], source, "{question}: {answer}");
         let c = &citations[0];
         let (start, end) = (c["start"].as_u64().unwrap(), c["end"].as_u64().unwrap());
-        assert!(end > start && c["text"].as_str().unwrap().len() as u64 == end - start, "{c}");
-        assert!(answer["answer"].as_str().unwrap().contains(fact), "{question}: {answer}");
+        assert!(
+            end > start && c["text"].as_str().unwrap().len() as u64 == end - start,
+            "{c}"
+        );
+        assert!(
+            answer["answer"].as_str().unwrap().contains(fact),
+            "{question}: {answer}"
+        );
         assert_eq!(answer["model"], "smollm2-135m-instruct");
         for key in ["embed", "search", "prompt_eval", "generate"] {
-            assert!(answer["timings_ms"][key].as_f64().unwrap() >= 0.0, "{answer}");
+            assert!(
+                answer["timings_ms"][key].as_f64().unwrap() >= 0.0,
+                "{answer}"
+            );
         }
-        assert!(answer["usage"]["prompt_tokens"].as_u64().unwrap() > 0, "{answer}");
+        assert!(
+            answer["usage"]["prompt_tokens"].as_u64().unwrap() > 0,
+            "{answer}"
+        );
     }
 }
 
@@ -88,7 +130,15 @@ fn ingest_examples_then_ask_cites_the_right_document() {
 fn streaming_ask_ends_with_sources() {
     let data = tempfile::tempdir().unwrap();
     assert_ok(&docent(data.path(), &["ingest", "examples/docs/faq.md"]));
-    let out = docent(data.path(), &["ask", "Where is customer data stored?", "--max-tokens", "40"]);
+    let out = docent(
+        data.path(),
+        &[
+            "ask",
+            "Where is customer data stored?",
+            "--max-tokens",
+            "40",
+        ],
+    );
     assert_ok(&out);
     let text = stdout(&out);
     assert!(text.contains("[1] faq.md"), "{text}");
@@ -109,30 +159,71 @@ fn a_collection_built_with_other_settings_is_refused() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("chunks of 254 tokens") && err.contains("Rebuild it"), "{err}");
+    assert!(
+        err.contains("chunks of 254 tokens") && err.contains("Rebuild it"),
+        "{err}"
+    );
 }
 
 #[test]
 fn binary_and_invalid_utf8_files_fail_alone() {
     let data = tempfile::tempdir().unwrap();
     let docs = tempfile::tempdir().unwrap();
-    std::fs::write(docs.path().join("good.md"), "# Parking\n\nVisitors park in lot C behind the warehouse.\n").unwrap();
-    std::fs::write(docs.path().join("image.txt"), [0x89u8, b'P', b'N', b'G', 0, 0, 0, 13, 0xff, 0x00, 0x10]).unwrap();
-    std::fs::write(docs.path().join("latin1.txt"), b"Caf\xe9 cr\xe8me is served at 10.").unwrap();
+    std::fs::write(
+        docs.path().join("good.md"),
+        "# Parking\n\nVisitors park in lot C behind the warehouse.\n",
+    )
+    .unwrap();
+    std::fs::write(
+        docs.path().join("image.txt"),
+        [0x89u8, b'P', b'N', b'G', 0, 0, 0, 13, 0xff, 0x00, 0x10],
+    )
+    .unwrap();
+    std::fs::write(
+        docs.path().join("latin1.txt"),
+        b"Caf\xe9 cr\xe8me is served at 10.",
+    )
+    .unwrap();
     std::fs::write(docs.path().join("empty.md"), b"").unwrap();
-    let out = docent(data.path(), &["ingest", docs.path().to_str().unwrap(), "--json"]);
-    assert_eq!(out.status.code(), Some(3), "partial failure has its own exit code");
+    let out = docent(
+        data.path(),
+        &["ingest", docs.path().to_str().unwrap(), "--json"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "partial failure has its own exit code"
+    );
     let summary = json(&out);
     assert_eq!(summary["added"], 1, "{summary}");
     let failed = summary["failed"].as_array().unwrap();
     let reason = |p: &str| {
-        failed.iter().find(|f| f["path"] == p).map(|f| f["reason"].as_str().unwrap().to_string()).unwrap_or_default()
+        failed
+            .iter()
+            .find(|f| f["path"] == p)
+            .map(|f| f["reason"].as_str().unwrap().to_string())
+            .unwrap_or_default()
     };
     assert!(reason("image.txt").contains("binary"), "{summary}");
-    assert!(reason("latin1.txt").contains("invalid UTF-8 at byte 3"), "{summary}");
-    assert!(reason("empty.md").contains("no extractable text"), "{summary}");
+    assert!(
+        reason("latin1.txt").contains("invalid UTF-8 at byte 3"),
+        "{summary}"
+    );
+    assert!(
+        reason("empty.md").contains("no extractable text"),
+        "{summary}"
+    );
 
-    let out = docent(data.path(), &["ask", "Where do visitors park?", "--json", "--max-tokens", "24"]);
+    let out = docent(
+        data.path(),
+        &[
+            "ask",
+            "Where do visitors park?",
+            "--json",
+            "--max-tokens",
+            "24",
+        ],
+    );
     assert_ok(&out);
     assert_eq!(json(&out)["citations"][0]["source"], "good.md");
 }
@@ -142,7 +233,10 @@ fn config_show_and_version() {
     let data = tempfile::tempdir().unwrap();
     let out = docent(data.path(), &["config", "show"]);
     assert_ok(&out);
-    assert!(stdout(&out).contains("model = \"smollm2-135m-instruct\""), "env override must show");
+    assert!(
+        stdout(&out).contains("model = \"smollm2-135m-instruct\""),
+        "env override must show"
+    );
     let out = docent(data.path(), &["--version"]);
     assert_ok(&out);
     assert!(stdout(&out).starts_with("docent "));

@@ -73,7 +73,9 @@ impl Catalogue {
     /// Opens or creates the catalogue file. Only one process may hold it.
     pub fn open(path: &Path) -> Result<Self, CatalogueError> {
         let db = Database::create(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => CatalogueError::Locked { path: path.display().to_string() },
+            redb::DatabaseError::DatabaseAlreadyOpen => CatalogueError::Locked {
+                path: path.display().to_string(),
+            },
             other => storage(other),
         })?;
         let tx = db.begin_write().map_err(storage)?;
@@ -97,7 +99,9 @@ impl Catalogue {
         let tx = self.db.begin_write().map_err(storage)?;
         {
             let mut table = tx.open_table(DOCUMENTS).map_err(storage)?;
-            table.insert(record.id.as_str(), bytes.as_slice()).map_err(storage)?;
+            table
+                .insert(record.id.as_str(), bytes.as_slice())
+                .map_err(storage)?;
         }
         tx.commit().map_err(storage)
     }
@@ -125,12 +129,17 @@ impl Catalogue {
 }
 
 fn decode(id: &str, bytes: &[u8]) -> Result<DocumentRecord, CatalogueError> {
-    serde_json::from_slice(bytes).map_err(|e| CatalogueError::Corrupt { id: id.to_string(), detail: e.to_string() })
+    serde_json::from_slice(bytes).map_err(|e| CatalogueError::Corrupt {
+        id: id.to_string(),
+        detail: e.to_string(),
+    })
 }
 
 /// Seconds since the Unix epoch, now.
 pub fn now_secs() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]
@@ -170,7 +179,10 @@ mod tests {
     }
 
     fn record_with_time(found: &DocumentRecord, id: &str) -> DocumentRecord {
-        DocumentRecord { updated_at: found.updated_at, ..record(id) }
+        DocumentRecord {
+            updated_at: found.updated_at,
+            ..record(id)
+        }
     }
 
     #[test]

@@ -21,7 +21,11 @@ pub struct TokenChunker {
 pub struct ChunkerConfigError(String);
 
 impl TokenChunker {
-    pub fn new(tokenizer: Tokenizer, max_tokens: usize, overlap_tokens: usize) -> Result<Self, ChunkerConfigError> {
+    pub fn new(
+        tokenizer: Tokenizer,
+        max_tokens: usize,
+        overlap_tokens: usize,
+    ) -> Result<Self, ChunkerConfigError> {
         let config = || {
             ChunkConfig::new(max_tokens)
                 .with_sizer(tokenizer.clone())
@@ -79,7 +83,11 @@ fn heading_positions(text: &str) -> Vec<(usize, usize, String)> {
         } else if !in_fence {
             let level = trimmed.bytes().take_while(|&b| b == b'#').count();
             if (1..=6).contains(&level) && trimmed[level..].starts_with([' ', '\t']) {
-                let title = trimmed[level..].trim().trim_end_matches('#').trim().to_string();
+                let title = trimmed[level..]
+                    .trim()
+                    .trim_end_matches('#')
+                    .trim()
+                    .to_string();
                 if !title.is_empty() {
                     out.push((offset, level, title));
                 }
@@ -103,7 +111,13 @@ fn heading_path_at(headings: &[(usize, usize, String)], offset: usize) -> Option
         }
         stack.push((*level, title));
     }
-    (!stack.is_empty()).then(|| stack.iter().map(|(_, t)| *t).collect::<Vec<_>>().join(" > "))
+    (!stack.is_empty()).then(|| {
+        stack
+            .iter()
+            .map(|(_, t)| *t)
+            .collect::<Vec<_>>()
+            .join(" > ")
+    })
 }
 
 #[cfg(test)]
@@ -116,10 +130,19 @@ mod tests {
         let h = heading_positions(text);
         assert_eq!(h.len(), 4);
         let refunds_body = text.find("body").unwrap();
-        assert_eq!(heading_path_at(&h, refunds_body).as_deref(), Some("Billing > Refunds"));
+        assert_eq!(
+            heading_path_at(&h, refunds_body).as_deref(),
+            Some("Billing > Refunds")
+        );
         let invoices = text.find("more").unwrap();
-        assert_eq!(heading_path_at(&h, invoices).as_deref(), Some("Billing > Invoices"));
-        assert_eq!(heading_path_at(&h, text.find("x\n").unwrap()).as_deref(), Some("Other"));
+        assert_eq!(
+            heading_path_at(&h, invoices).as_deref(),
+            Some("Billing > Invoices")
+        );
+        assert_eq!(
+            heading_path_at(&h, text.find("x\n").unwrap()).as_deref(),
+            Some("Other")
+        );
         assert_eq!(heading_path_at(&h, 0).as_deref(), Some("Billing"));
     }
 }

@@ -14,4 +14,6 @@ mod pipeline;
 pub use catalogue::{Catalogue, CatalogueError, DocumentRecord, DocumentStatus};
 pub use chunk::TokenChunker;
 pub use extract::Extractors;
-pub use pipeline::{FileError, FileFailure, IngestOptions, IngestSummary, Outcome, Pipeline, Progress, line_of};
+pub use pipeline::{
+    FileError, FileFailure, IngestOptions, IngestSummary, Outcome, Pipeline, Progress, line_of,
+};

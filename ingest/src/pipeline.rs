@@ -1,8 +1,8 @@
 use crate::catalogue::{Catalogue, DocumentRecord, DocumentStatus, now_secs};
 use crate::extract::Extractors;
 use docent_core::{
-    Chunk, ChunkId, Chunker, DocumentId, EmbeddedChunk, Embedder, Error, ExtractedDocument, Result, VectorStore,
-    content_hash,
+    Chunk, ChunkId, Chunker, DocumentId, EmbeddedChunk, Embedder, Error, ExtractedDocument, Result,
+    VectorStore, content_hash,
 };
 use serde::Serialize;
 use std::collections::HashSet;
@@ -22,7 +22,11 @@ pub struct IngestOptions {
 
 impl Default for IngestOptions {
     fn default() -> Self {
-        IngestOptions { max_file_bytes: 50 * 1024 * 1024, embed_batch: 64, include_hidden: false }
+        IngestOptions {
+            max_file_bytes: 50 * 1024 * 1024,
+            embed_batch: 64,
+            include_hidden: false,
+        }
     }
 }
 
@@ -82,7 +86,14 @@ impl Pipeline {
         catalogue: Arc<Catalogue>,
         options: IngestOptions,
     ) -> Self {
-        Pipeline { embedder, store, chunker, catalogue, extractors: Extractors::default(), options }
+        Pipeline {
+            embedder,
+            store,
+            chunker,
+            catalogue,
+            extractors: Extractors::default(),
+            options,
+        }
     }
 
     pub fn catalogue(&self) -> &Catalogue {
@@ -96,7 +107,10 @@ impl Pipeline {
         let files = collect_files(root, self.options.include_hidden)
             .map_err(|e| Error::InvalidInput(format!("cannot read {}: {e}", root.display())))?;
         progress(Progress::Found(files.len()));
-        let mut summary = IngestSummary { files_seen: files.len(), ..Default::default() };
+        let mut summary = IngestSummary {
+            files_seen: files.len(),
+            ..Default::default()
+        };
         for (path, id) in files {
             match self.ingest_file(&path, &id, progress) {
                 Ok((Outcome::Added, n)) => {
@@ -110,7 +124,10 @@ impl Pipeline {
                 Ok((Outcome::Unchanged, _)) => summary.unchanged += 1,
                 Err(FileError::Skip(reason)) => {
                     self.record_failure(&id, &reason)?;
-                    summary.failed.push(FileFailure { path: id.0.clone(), reason });
+                    summary.failed.push(FileFailure {
+                        path: id.0.clone(),
+                        reason,
+                    });
                 }
                 Err(FileError::Fatal(e)) => return Err(e),
             }
@@ -120,8 +137,14 @@ impl Pipeline {
         Ok(summary)
     }
 
-    fn ingest_file(&self, path: &Path, id: &DocumentId, progress: &dyn Fn(Progress)) -> Result<(Outcome, usize), FileError> {
-        let meta = std::fs::metadata(path).map_err(|e| FileError::Skip(format!("cannot read: {e}")))?;
+    fn ingest_file(
+        &self,
+        path: &Path,
+        id: &DocumentId,
+        progress: &dyn Fn(Progress),
+    ) -> Result<(Outcome, usize), FileError> {
+        let meta =
+            std::fs::metadata(path).map_err(|e| FileError::Skip(format!("cannot read: {e}")))?;
         if meta.len() > self.options.max_file_bytes {
             return Err(FileError::Skip(format!(
                 "file is {} bytes, over the limit of {} (ingest.max_file_bytes)",
@@ -129,7 +152,8 @@ impl Pipeline {
                 self.options.max_file_bytes
             )));
         }
-        let bytes = std::fs::read(path).map_err(|e| FileError::Skip(format!("cannot read: {e}")))?;
+        let bytes =
+            std::fs::read(path).map_err(|e| FileError::Skip(format!("cannot read: {e}")))?;
         let modified = meta
             .modified()
             .ok()
@@ -156,7 +180,10 @@ impl Pipeline {
         {
             return Ok((Outcome::Unchanged, 0));
         }
-        let document = self.extractors.extract(path_hint, bytes).map_err(|e| FileError::Skip(e.to_string()))?;
+        let document = self
+            .extractors
+            .extract(path_hint, bytes)
+            .map_err(|e| FileError::Skip(e.to_string()))?;
         let chunks = self.make_chunks(id, source, &hash, &document);
         if chunks.is_empty() {
             return Err(FileError::Skip("no extractable text".into()));
@@ -190,8 +217,12 @@ impl Pipeline {
         for group in chunks.chunks(batch) {
             let texts: Vec<String> = group.iter().map(embedding_text).collect();
             let vectors = self.embedder.embed(&texts).map_err(FileError::Fatal)?;
-            let points: Vec<EmbeddedChunk> =
-                group.iter().cloned().zip(vectors).map(|(chunk, vector)| EmbeddedChunk { chunk, vector }).collect();
+            let points: Vec<EmbeddedChunk> = group
+                .iter()
+                .cloned()
+                .zip(vectors)
+                .map(|(chunk, vector)| EmbeddedChunk { chunk, vector })
+                .collect();
             self.store.upsert(&points).map_err(FileError::Fatal)?;
             progress(Progress::Chunks(points.len()));
         }
@@ -202,7 +233,11 @@ impl Pipeline {
         record.stale_chunk_ids.clear();
         record.updated_at = now_secs();
         self.catalogue.put(&record).map_err(fatal)?;
-        let outcome = if previous.is_some() { Outcome::Updated } else { Outcome::Added };
+        let outcome = if previous.is_some() {
+            Outcome::Updated
+        } else {
+            Outcome::Added
+        };
         Ok((outcome, chunks.len()))
     }
 
@@ -214,7 +249,13 @@ impl Pipeline {
         Ok(existed)
     }
 
-    fn make_chunks(&self, id: &DocumentId, source: &str, hash: &str, document: &ExtractedDocument) -> Vec<Chunk> {
+    fn make_chunks(
+        &self,
+        id: &DocumentId,
+        source: &str,
+        hash: &str,
+        document: &ExtractedDocument,
+    ) -> Vec<Chunk> {
         let spans = self.chunker.chunk(document);
         let mut lines = LineIndex::new(&document.text);
         spans
@@ -228,7 +269,8 @@ impl Pipeline {
                 start: span.start,
                 end: span.end,
                 line_start: lines.line_of(span.start) + document.line_offset,
-                line_end: lines.line_of(span.end.saturating_sub(1).max(span.start)) + document.line_offset,
+                line_end: lines.line_of(span.end.saturating_sub(1).max(span.start))
+                    + document.line_offset,
                 heading: span.heading,
                 content_hash: hash.to_string(),
                 text: document.text[span.start..span.end].to_string(),
@@ -285,7 +327,10 @@ fn fatal(e: crate::CatalogueError) -> FileError {
 
 fn fatal_error(e: crate::CatalogueError) -> Error {
     match e {
-        crate::CatalogueError::Locked { .. } => Error::Unavailable { message: e.to_string(), source: None },
+        crate::CatalogueError::Locked { .. } => Error::Unavailable {
+            message: e.to_string(),
+            source: None,
+        },
         other => Error::internal("catalogue failure", other),
     }
 }
@@ -294,7 +339,10 @@ fn fatal_error(e: crate::CatalogueError) -> Error {
 fn collect_files(root: &Path, include_hidden: bool) -> std::io::Result<Vec<(PathBuf, DocumentId)>> {
     let meta = std::fs::metadata(root)?;
     if meta.is_file() {
-        let name = root.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        let name = root
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
         return Ok(vec![(root.to_path_buf(), DocumentId::new(name))]);
     }
     let mut out = Vec::new();
@@ -312,7 +360,11 @@ fn collect_files(root: &Path, include_hidden: bool) -> std::io::Result<Vec<(Path
                 stack.push(path);
             } else if file_type.is_file() {
                 let rel = path.strip_prefix(root).unwrap_or(&path);
-                let id = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
+                let id = rel
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy())
+                    .collect::<Vec<_>>()
+                    .join("/");
                 out.push((path, DocumentId::new(id)));
             }
         }
@@ -323,7 +375,11 @@ fn collect_files(root: &Path, include_hidden: bool) -> std::io::Result<Vec<(Path
 
 /// 1-based line number of a byte offset, for citations.
 pub fn line_of(text: &str, offset: usize) -> usize {
-    text.as_bytes()[..offset.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
 }
 
 /// Answers line numbers for increasing offsets in one pass.
@@ -335,7 +391,11 @@ struct LineIndex<'a> {
 
 impl<'a> LineIndex<'a> {
     fn new(text: &'a str) -> Self {
-        LineIndex { text: text.as_bytes(), pos: 0, line: 1 }
+        LineIndex {
+            text: text.as_bytes(),
+            pos: 0,
+            line: 1,
+        }
     }
 
     fn line_of(&mut self, offset: usize) -> usize {
@@ -344,7 +404,10 @@ impl<'a> LineIndex<'a> {
             self.pos = 0;
             self.line = 1;
         }
-        self.line += self.text[self.pos..offset].iter().filter(|&&b| b == b'\n').count();
+        self.line += self.text[self.pos..offset]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count();
         self.pos = offset;
         self.line
     }

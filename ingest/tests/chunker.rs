@@ -23,8 +23,27 @@ fn tokens(text: &str) -> usize {
 
 fn words() -> impl Strategy<Value = String> {
     let word = prop::sample::select(vec![
-        "refund", "invoice", "the", "customer", "vacation", "Frankfurt", "über", "naïve", "2026", "—", "🙂", "x",
-        "supercalifragilistic", "\n", "\n\n", "# Heading", "## Sub", "- item", "`code`", ".", ",",
+        "refund",
+        "invoice",
+        "the",
+        "customer",
+        "vacation",
+        "Frankfurt",
+        "über",
+        "naïve",
+        "2026",
+        "—",
+        "🙂",
+        "x",
+        "supercalifragilistic",
+        "\n",
+        "\n\n",
+        "# Heading",
+        "## Sub",
+        "- item",
+        "`code`",
+        ".",
+        ",",
     ]);
     prop::collection::vec(word, 0..600).prop_map(|w| w.join(" "))
 }
@@ -68,11 +87,21 @@ fn markdown_chunks_carry_their_heading_path() {
     let text = "# Billing\n\nIntro about billing.\n\n## Refunds\n\n".to_string()
         + &"Refunds are issued within fourteen days of a request. ".repeat(6)
         + "\n\n## Invoices\n\nInvoices are sent monthly.\n";
-    let doc = ExtractedDocument { text: text.clone(), kind: TextKind::Markdown, ..Default::default() };
+    let doc = ExtractedDocument {
+        text: text.clone(),
+        kind: TextKind::Markdown,
+        ..Default::default()
+    };
     let spans = chunker.chunk(&doc);
     assert!(spans.len() >= 3, "{spans:?}");
-    let refund = spans.iter().find(|s| text[s.start..s.end].contains("fourteen days")).unwrap();
+    let refund = spans
+        .iter()
+        .find(|s| text[s.start..s.end].contains("fourteen days"))
+        .unwrap();
     assert_eq!(refund.heading.as_deref(), Some("Billing > Refunds"));
-    let invoices = spans.iter().find(|s| text[s.start..s.end].contains("sent monthly")).unwrap();
+    let invoices = spans
+        .iter()
+        .find(|s| text[s.start..s.end].contains("sent monthly"))
+        .unwrap();
     assert_eq!(invoices.heading.as_deref(), Some("Billing > Invoices"));
 }

@@ -24,7 +24,8 @@ impl fmt::Display for DocumentId {
 }
 
 /// Namespace for chunk UUIDs (v5), fixed forever so ids stay deterministic.
-const CHUNK_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6d0c_e17a_1c4b_4f0e_9a57_3b1d_2c8e_5f01);
+const CHUNK_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x6d0c_e17a_1c4b_4f0e_9a57_3b1d_2c8e_5f01);
 
 /// Identity of a chunk: a UUID derived from (document id, content hash, ordinal),
 /// so re-ingesting identical content produces identical ids (an upsert, not a copy).

@@ -121,7 +121,10 @@ impl CollectionSpec {
             ));
         }
         if self.dimension != found.dimension {
-            diffs.push(format!("dimension {} (configured: {})", found.dimension, self.dimension));
+            diffs.push(format!(
+                "dimension {} (configured: {})",
+                found.dimension, self.dimension
+            ));
         }
         if self.chunk_max_tokens != found.chunk_max_tokens
             || self.chunk_overlap_tokens != found.chunk_overlap_tokens
@@ -162,10 +165,16 @@ pub struct ChatMessage {
 
 impl ChatMessage {
     pub fn system(content: impl Into<String>) -> Self {
-        ChatMessage { role: Role::System, content: content.into() }
+        ChatMessage {
+            role: Role::System,
+            content: content.into(),
+        }
     }
     pub fn user(content: impl Into<String>) -> Self {
-        ChatMessage { role: Role::User, content: content.into() }
+        ChatMessage {
+            role: Role::User,
+            content: content.into(),
+        }
     }
 }
 
@@ -184,7 +193,12 @@ pub struct SamplingParams {
 
 impl Default for SamplingParams {
     fn default() -> Self {
-        SamplingParams { max_tokens: 256, temperature: 0.0, top_p: None, seed: 42 }
+        SamplingParams {
+            max_tokens: 256,
+            temperature: 0.0,
+            top_p: None,
+            seed: 42,
+        }
     }
 }
 
@@ -224,6 +238,9 @@ pub struct GenerationStats {
 pub enum GenerationEvent {
     /// A piece of decoded text (may be several tokens, never a broken UTF-8 sequence).
     Text(String),
-    Done { stats: GenerationStats, finish: FinishReason },
+    Done {
+        stats: GenerationStats,
+        finish: FinishReason,
+    },
     Failed(String),
 }

@@ -74,7 +74,11 @@ pub enum ExtractError {
 pub trait Extractor: Send + Sync {
     /// Whether this extractor handles the file (by extension or sniffing).
     fn accepts(&self, path: &Path, head: &[u8]) -> bool;
-    fn extract(&self, path: &Path, bytes: &[u8]) -> std::result::Result<ExtractedDocument, ExtractError>;
+    fn extract(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+    ) -> std::result::Result<ExtractedDocument, ExtractError>;
 }
 
 /// Cuts an extracted document into spans sized for the embedder.

@@ -38,8 +38,10 @@ impl BertEmbedderOptions {
 /// (MiniLM's file pads and cuts at 128; docent pads per batch and cuts at the
 /// model's own limit).
 pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
-    let mut tokenizer = Tokenizer::from_file(path)
-        .map_err(|e| Error::Unavailable { message: format!("cannot load tokenizer {}: {e}", path.display()), source: None })?;
+    let mut tokenizer = Tokenizer::from_file(path).map_err(|e| Error::Unavailable {
+        message: format!("cannot load tokenizer {}: {e}", path.display()),
+        source: None,
+    })?;
     tokenizer.with_padding(None);
     tokenizer
         .with_truncation(None)
@@ -83,15 +85,24 @@ impl BertEmbedder {
             }))
             .map_err(|e| Error::internal("cannot set truncation", e.to_string()))?;
         let weights_path = dir.join("model.safetensors");
-        let weights = std::fs::read(&weights_path)
-            .map_err(|e| Error::unavailable(format!("cannot read {}", weights_path.display()), e))?;
+        let weights = std::fs::read(&weights_path).map_err(|e| {
+            Error::unavailable(format!("cannot read {}", weights_path.display()), e)
+        })?;
         let device = Device::Cpu;
-        let vb = VarBuilder::from_buffered_safetensors(weights, DType::F32, &device)
-            .map_err(|e| Error::unavailable(format!("invalid weights {}", weights_path.display()), e))?;
-        let model = BertModel::load(vb, &config)
-            .map_err(|e| Error::unavailable(format!("cannot build BERT from {}", dir.display()), e))?;
+        let vb =
+            VarBuilder::from_buffered_safetensors(weights, DType::F32, &device).map_err(|e| {
+                Error::unavailable(format!("invalid weights {}", weights_path.display()), e)
+            })?;
+        let model = BertModel::load(vb, &config).map_err(|e| {
+            Error::unavailable(format!("cannot build BERT from {}", dir.display()), e)
+        })?;
         let (tx, rx) = sync_channel::<Job>(options.queue_depth.max(1));
-        let worker = Worker { model, tokenizer, device, batch_size: options.batch_size.max(1) };
+        let worker = Worker {
+            model,
+            tokenizer,
+            device,
+            batch_size: options.batch_size.max(1),
+        };
         let handle = std::thread::Builder::new()
             .name("docent-embed".into())
             .spawn(move || worker.run(rx))
@@ -124,11 +135,17 @@ impl Embedder for BertEmbedder {
             return Ok(Vec::new());
         }
         let (reply, answer) = sync_channel(1);
-        let unavailable = || Error::Unavailable { message: "the embedding thread has stopped".into(), source: None };
+        let unavailable = || Error::Unavailable {
+            message: "the embedding thread has stopped".into(),
+            source: None,
+        };
         self.jobs
             .as_ref()
             .ok_or_else(unavailable)?
-            .send(Job { texts: texts.to_vec(), reply })
+            .send(Job {
+                texts: texts.to_vec(),
+                reply,
+            })
             .map_err(|_| unavailable())?;
         answer.recv().map_err(|_| unavailable())?
     }
@@ -169,7 +186,9 @@ impl Worker {
         let mut out = vec![Vec::new(); texts.len()];
         for batch in order.chunks(self.batch_size) {
             let ids: Vec<&[u32]> = batch.iter().map(|&i| encodings[i].get_ids()).collect();
-            let vectors = self.forward(&ids).map_err(|e| Error::internal("embedding forward pass failed", e))?;
+            let vectors = self
+                .forward(&ids)
+                .map_err(|e| Error::internal("embedding forward pass failed", e))?;
             for (&i, v) in batch.iter().zip(vectors) {
                 out[i] = v;
             }

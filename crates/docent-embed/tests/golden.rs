@@ -19,8 +19,10 @@ struct Item {
 #[test]
 fn minilm_reproduces_sentence_transformers_within_1e_4() {
     let model_dir = docent_models::testing::require("all-MiniLM-L6-v2");
-    let golden_path = docent_models::testing::shared_dir().join("data/golden/minilm-embeddings.json");
-    let golden: Golden = serde_json::from_str(&std::fs::read_to_string(&golden_path).unwrap()).unwrap();
+    let golden_path =
+        docent_models::testing::shared_dir().join("data/golden/minilm-embeddings.json");
+    let golden: Golden =
+        serde_json::from_str(&std::fs::read_to_string(&golden_path).unwrap()).unwrap();
     assert_eq!(golden.items.len(), 10);
 
     // Batch size 4 forces several length-sorted, padded batches.
@@ -39,13 +41,24 @@ fn minilm_reproduces_sentence_transformers_within_1e_4() {
             .zip(got)
             .map(|(a, b)| (a - b).abs())
             .fold(0f32, f32::max);
-        assert!(worst <= 1e-4, "text {:?}: max component error {worst}", item.text);
+        assert!(
+            worst <= 1e-4,
+            "text {:?}: max component error {worst}",
+            item.text
+        );
     }
 
     // One at a time (no padding) gives the same vectors as in a padded batch.
     for (text, batched) in texts.iter().zip(&vectors) {
-        let single = embedder.embed(std::slice::from_ref(text)).unwrap().remove(0);
-        let worst = single.iter().zip(batched).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let single = embedder
+            .embed(std::slice::from_ref(text))
+            .unwrap()
+            .remove(0);
+        let worst = single
+            .iter()
+            .zip(batched)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
         assert!(worst <= 1e-5, "padding changed {text:?} by {worst}");
     }
 }

@@ -6,7 +6,8 @@ use candle_core::{Device, Tensor};
 use candle_transformers::generation::{LogitsProcessor, Sampling};
 use candle_transformers::models::{quantized_llama, quantized_qwen2};
 use docent_core::{
-    ChatMessage, Error, FinishReason, GenerationEvent, GenerationRequest, GenerationStats, Generator, Result,
+    ChatMessage, Error, FinishReason, GenerationEvent, GenerationRequest, GenerationStats,
+    Generator, Result,
 };
 use std::io::Cursor;
 use std::path::PathBuf;
@@ -78,30 +79,53 @@ pub struct GgufGenerator {
 }
 
 fn load_error(path: &std::path::Path, what: &str, e: impl std::fmt::Display) -> Error {
-    Error::Unavailable { message: format!("cannot load {}: {what}: {e}", path.display()), source: None }
+    Error::Unavailable {
+        message: format!("cannot load {}: {what}: {e}", path.display()),
+        source: None,
+    }
 }
 
 impl GgufGenerator {
     pub fn load(options: GgufOptions) -> Result<Self> {
         let path = &options.path;
         let mut file = std::fs::File::open(path).map_err(|e| load_error(path, "cannot open", e))?;
-        let content = Content::read(&mut file).map_err(|e| load_error(path, "not a GGUF file", e))?;
-        let tokenizer = GgufTokenizer::from_gguf(&content).map_err(|e| load_error(path, "tokenizer", e))?;
-        let template_text = content.metadata.get("tokenizer.chat_template").and_then(|v| v.to_string().ok()).cloned();
-        let template = ChatTemplate::detect(template_text.as_deref(), &tokenizer)
-            .ok_or_else(|| load_error(path, "chat template", "no supported chat template (ChatML) in this model"))?;
+        let content =
+            Content::read(&mut file).map_err(|e| load_error(path, "not a GGUF file", e))?;
+        let tokenizer =
+            GgufTokenizer::from_gguf(&content).map_err(|e| load_error(path, "tokenizer", e))?;
+        let template_text = content
+            .metadata
+            .get("tokenizer.chat_template")
+            .and_then(|v| v.to_string().ok())
+            .cloned();
+        let template =
+            ChatTemplate::detect(template_text.as_deref(), &tokenizer).ok_or_else(|| {
+                load_error(
+                    path,
+                    "chat template",
+                    "no supported chat template (ChatML) in this model",
+                )
+            })?;
         let arch = content
             .metadata
             .get("general.architecture")
             .and_then(|v| v.to_string().ok())
             .cloned()
             .unwrap_or_default();
-        let trained_context = content.metadata.get(&format!("{arch}.context_length")).and_then(as_u32).unwrap_or(2048) as usize;
+        let trained_context = content
+            .metadata
+            .get(&format!("{arch}.context_length"))
+            .and_then(as_u32)
+            .unwrap_or(2048) as usize;
         let device = Device::Cpu;
         let needs_requant = options.requantize_slow_formats
-            && content.tensor_infos.values().any(|t| is_slow_format(t.ggml_dtype));
+            && content
+                .tensor_infos
+                .values()
+                .any(|t| is_slow_format(t.ggml_dtype));
         let (content, mut reader): (Content, Box<dyn ReadSeek>) = if needs_requant {
-            let (c, r) = requantize(content, &mut file, &device).map_err(|e| load_error(path, "re-quantizing", e))?;
+            let (c, r) = requantize(content, &mut file, &device)
+                .map_err(|e| load_error(path, "re-quantizing", e))?;
             (c, Box::new(r))
         } else {
             (content, Box::new(file))
@@ -121,7 +145,13 @@ impl GgufGenerator {
                 ),
                 trained_context,
             ),
-            other => return Err(load_error(path, "architecture", format!("'{other}' is not supported (llama, qwen2 are)"))),
+            other => {
+                return Err(load_error(
+                    path,
+                    "architecture",
+                    format!("'{other}' is not supported (llama, qwen2 are)"),
+                ));
+            }
         };
         drop(reader);
         let context_length = trained_context.min(arch_limit).min(options.max_context);
@@ -170,7 +200,11 @@ fn is_slow_format(dtype: GgmlDType) -> bool {
 }
 
 /// Rewrites the model in memory with slow-kernel tensors converted to Q8_0.
-fn requantize(content: Content, file: &mut std::fs::File, device: &Device) -> candle_core::Result<(Content, Cursor<Vec<u8>>)> {
+fn requantize(
+    content: Content,
+    file: &mut std::fs::File,
+    device: &Device,
+) -> candle_core::Result<(Content, Cursor<Vec<u8>>)> {
     let mut tensors = Vec::with_capacity(content.tensor_infos.len());
     for name in content.tensor_infos.keys() {
         let tensor = content.tensor(file, name, device)?;
@@ -207,12 +241,18 @@ impl Generator for GgufGenerator {
     }
 
     fn count_tokens(&self, text: &str) -> Result<usize> {
-        self.tokenizer.encode_plain(text).map(|ids| ids.len()).map_err(|e| Error::InvalidInput(e.to_string()))
+        self.tokenizer
+            .encode_plain(text)
+            .map(|ids| ids.len())
+            .map_err(|e| Error::InvalidInput(e.to_string()))
     }
 
     fn template_overhead(&self, messages: &[ChatMessage]) -> Result<usize> {
         let total = self.render(messages)?.len();
-        let content: usize = messages.iter().map(|m| self.count_tokens(&m.content)).sum::<Result<usize>>()?;
+        let content: usize = messages
+            .iter()
+            .map(|m| self.count_tokens(&m.content))
+            .sum::<Result<usize>>()?;
         Ok(total.saturating_sub(content))
     }
 
@@ -226,13 +266,23 @@ impl Generator for GgufGenerator {
             )));
         }
         let (events, receiver) = mpsc::channel(256);
-        let jobs = self.jobs.as_ref().ok_or_else(|| Error::Unavailable { message: "generator stopped".into(), source: None })?;
-        match jobs.try_send(Job { prompt, request, events }) {
+        let jobs = self.jobs.as_ref().ok_or_else(|| Error::Unavailable {
+            message: "generator stopped".into(),
+            source: None,
+        })?;
+        match jobs.try_send(Job {
+            prompt,
+            request,
+            events,
+        }) {
             Ok(()) => Ok(receiver),
-            Err(TrySendError::Full(_)) => Err(Error::Overloaded("the generation queue is full".into())),
-            Err(TrySendError::Disconnected(_)) => {
-                Err(Error::Unavailable { message: "the generation thread has stopped".into(), source: None })
+            Err(TrySendError::Full(_)) => {
+                Err(Error::Overloaded("the generation queue is full".into()))
             }
+            Err(TrySendError::Disconnected(_)) => Err(Error::Unavailable {
+                message: "the generation thread has stopped".into(),
+                source: None,
+            }),
         }
     }
 }
@@ -276,12 +326,20 @@ impl Worker {
                 Sampling::ArgMax
             } else {
                 match sampling.top_p {
-                    Some(p) if p > 0.0 && p < 1.0 => Sampling::TopP { p, temperature: sampling.temperature },
-                    _ => Sampling::All { temperature: sampling.temperature },
+                    Some(p) if p > 0.0 && p < 1.0 => Sampling::TopP {
+                        p,
+                        temperature: sampling.temperature,
+                    },
+                    _ => Sampling::All {
+                        temperature: sampling.temperature,
+                    },
                 }
             },
         );
-        let mut stats = GenerationStats { prompt_tokens: job.prompt.len(), ..Default::default() };
+        let mut stats = GenerationStats {
+            prompt_tokens: job.prompt.len(),
+            ..Default::default()
+        };
         let t0 = Instant::now();
         let mut logits = None;
         let mut pos = 0;
@@ -296,7 +354,9 @@ impl Worker {
         stats.prompt_eval_ms = t0.elapsed().as_secs_f64() * 1000.0;
         let t1 = Instant::now();
         let mut logits = logits.expect("prompt is never empty").squeeze(0)?;
-        let budget = sampling.max_tokens.min(self.context_length.saturating_sub(job.prompt.len()));
+        let budget = sampling
+            .max_tokens
+            .min(self.context_length.saturating_sub(job.prompt.len()));
         let mut stream = self.decoder.decode_stream(true);
         let mut finish = FinishReason::Length;
         for _ in 0..budget {
@@ -306,9 +366,14 @@ impl Worker {
                 break;
             }
             stats.completion_tokens += 1;
-            let text = stream.step(next).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+            let text = stream
+                .step(next)
+                .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
             if let Some(text) = text
-                && job.events.blocking_send(GenerationEvent::Text(text)).is_err()
+                && job
+                    .events
+                    .blocking_send(GenerationEvent::Text(text))
+                    .is_err()
             {
                 finish = FinishReason::Cancelled;
                 break;
@@ -321,7 +386,9 @@ impl Worker {
             pos += 1;
         }
         stats.generate_ms = t1.elapsed().as_secs_f64() * 1000.0;
-        let _ = job.events.blocking_send(GenerationEvent::Done { stats, finish });
+        let _ = job
+            .events
+            .blocking_send(GenerationEvent::Done { stats, finish });
         Ok(())
     }
 }

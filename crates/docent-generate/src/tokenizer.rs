@@ -41,7 +41,9 @@ pub struct GgufTokenizer {
 }
 
 fn get<'a>(ct: &'a Content, key: &str) -> Result<&'a Value, TokenizerError> {
-    ct.metadata.get(key).ok_or_else(|| TokenizerError::Metadata(key.into()))
+    ct.metadata
+        .get(key)
+        .ok_or_else(|| TokenizerError::Metadata(key.into()))
 }
 
 /// Reads any integer-typed metadata value.
@@ -60,16 +62,24 @@ pub(crate) fn as_u32(v: &Value) -> Option<u32> {
 }
 
 fn strings(ct: &Content, key: &str) -> Result<Vec<String>, TokenizerError> {
-    let values = get(ct, key)?.to_vec().map_err(|_| TokenizerError::Metadata(key.into()))?;
+    let values = get(ct, key)?
+        .to_vec()
+        .map_err(|_| TokenizerError::Metadata(key.into()))?;
     values
         .iter()
-        .map(|v| v.to_string().cloned().map_err(|_| TokenizerError::Metadata(key.into())))
+        .map(|v| {
+            v.to_string()
+                .cloned()
+                .map_err(|_| TokenizerError::Metadata(key.into()))
+        })
         .collect()
 }
 
 impl GgufTokenizer {
     pub fn from_gguf(ct: &Content) -> Result<Self, TokenizerError> {
-        let model = get(ct, "tokenizer.ggml.model")?.to_string().map_err(|_| TokenizerError::Metadata("tokenizer.ggml.model".into()))?;
+        let model = get(ct, "tokenizer.ggml.model")?
+            .to_string()
+            .map_err(|_| TokenizerError::Metadata("tokenizer.ggml.model".into()))?;
         if model != "gpt2" {
             return Err(TokenizerError::UnsupportedModel(model.clone()));
         }
@@ -82,7 +92,10 @@ impl GgufTokenizer {
         let tokens = strings(ct, "tokenizer.ggml.tokens")?;
         let merges: Vec<(String, String)> = strings(ct, "tokenizer.ggml.merges")?
             .into_iter()
-            .filter_map(|m| m.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())))
+            .filter_map(|m| {
+                m.split_once(' ')
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+            })
             .collect();
         let types: Vec<u32> = match ct.metadata.get("tokenizer.ggml.token_type") {
             Some(v) => v
@@ -93,7 +106,11 @@ impl GgufTokenizer {
                 .collect(),
             None => vec![1; tokens.len()],
         };
-        let vocab: Vocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+        let vocab: Vocab = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect();
         let bpe = BPE::builder()
             .vocab_and_merges(vocab, merges)
             .build()
@@ -101,16 +118,26 @@ impl GgufTokenizer {
         let mut tokenizer = Tokenizer::new(bpe);
         let pre_tokenizer: PreTokenizerWrapper = match pre.as_str() {
             "qwen2" => {
-                tokenizer.with_normalizer(Some(NFC)).map_err(|e| TokenizerError::Build(e.to_string()))?;
-                Sequence::new(vec![split(QWEN2_PATTERN)?, ByteLevel::new(false, false, false).into()]).into()
+                tokenizer
+                    .with_normalizer(Some(NFC))
+                    .map_err(|e| TokenizerError::Build(e.to_string()))?;
+                Sequence::new(vec![
+                    split(QWEN2_PATTERN)?,
+                    ByteLevel::new(false, false, false).into(),
+                ])
+                .into()
             }
-            "llama3" | "llama-bpe" | "smaug-bpe" => {
-                Sequence::new(vec![split(LLAMA3_PATTERN)?, ByteLevel::new(false, true, false).into()]).into()
-            }
+            "llama3" | "llama-bpe" | "smaug-bpe" => Sequence::new(vec![
+                split(LLAMA3_PATTERN)?,
+                ByteLevel::new(false, true, false).into(),
+            ])
+            .into(),
             // SmolLM ("smollm") and StarCoder-style vocabularies split digits one by one.
-            "smollm" | "starcoder" | "refact" => {
-                Sequence::new(vec![Digits::new(true).into(), ByteLevel::new(false, true, true).into()]).into()
-            }
+            "smollm" | "starcoder" | "refact" => Sequence::new(vec![
+                Digits::new(true).into(),
+                ByteLevel::new(false, true, true).into(),
+            ])
+            .into(),
             _ => ByteLevel::new(false, true, true).into(),
         };
         tokenizer.with_pre_tokenizer(Some(pre_tokenizer));
@@ -121,9 +148,15 @@ impl GgufTokenizer {
             .filter(|(_, t)| matches!(t, 3 | 4))
             .map(|(i, _)| AddedToken::from(tokens[i].clone(), true))
             .collect();
-        tokenizer.add_special_tokens(specials).map_err(|e| TokenizerError::Build(e.to_string()))?;
+        tokenizer
+            .add_special_tokens(specials)
+            .map_err(|e| TokenizerError::Build(e.to_string()))?;
         let mut eos_ids = Vec::new();
-        if let Some(id) = ct.metadata.get("tokenizer.ggml.eos_token_id").and_then(as_u32) {
+        if let Some(id) = ct
+            .metadata
+            .get("tokenizer.ggml.eos_token_id")
+            .and_then(as_u32)
+        {
             eos_ids.push(id);
         }
         for end in ["<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end|>"] {
@@ -135,7 +168,12 @@ impl GgufTokenizer {
         }
         let mut plain = tokenizer.clone();
         plain.set_encode_special_tokens(true);
-        Ok(GgufTokenizer { with_specials: tokenizer, plain, eos_ids, pre })
+        Ok(GgufTokenizer {
+            with_specials: tokenizer,
+            plain,
+            eos_ids,
+            pre,
+        })
     }
 
     /// Ids of plain text (special-token text is not interpreted).
@@ -153,7 +191,11 @@ impl GgufTokenizer {
 }
 
 fn split(pattern: &str) -> Result<PreTokenizerWrapper, TokenizerError> {
-    Split::new(SplitPattern::Regex(pattern.into()), SplitDelimiterBehavior::Isolated, false)
-        .map(Into::into)
-        .map_err(|e| TokenizerError::Build(e.to_string()))
+    Split::new(
+        SplitPattern::Regex(pattern.into()),
+        SplitDelimiterBehavior::Isolated,
+        false,
+    )
+    .map(Into::into)
+    .map_err(|e| TokenizerError::Build(e.to_string()))
 }

@@ -49,11 +49,23 @@ fn qwen2_tokenizer_matches_published_ids() {
     assert_eq!(t.plain.decode(&ids(&t, text), false).unwrap(), text);
 }
 
-fn run(generator: &GgufGenerator, question: &str, max_tokens: usize) -> (String, docent_core::GenerationStats) {
+fn run(
+    generator: &GgufGenerator,
+    question: &str,
+    max_tokens: usize,
+) -> (String, docent_core::GenerationStats) {
     let mut rx = generator
         .generate(GenerationRequest {
-            messages: vec![ChatMessage::system("You are a helpful assistant."), ChatMessage::user(question)],
-            sampling: SamplingParams { max_tokens, temperature: 0.0, top_p: None, seed: 7 },
+            messages: vec![
+                ChatMessage::system("You are a helpful assistant."),
+                ChatMessage::user(question),
+            ],
+            sampling: SamplingParams {
+                max_tokens,
+                temperature: 0.0,
+                top_p: None,
+                seed: 7,
+            },
         })
         .unwrap();
     let mut text = String::new();
@@ -83,13 +95,23 @@ fn greedy_generation_is_deterministic_and_cancellable() {
     // and a long generation does not run to its limit.
     let rx = generator
         .generate(GenerationRequest {
-            messages: vec![ChatMessage::user("Count from one to one thousand in words.")],
-            sampling: SamplingParams { max_tokens: 4000, temperature: 0.0, top_p: None, seed: 7 },
+            messages: vec![ChatMessage::user(
+                "Count from one to one thousand in words.",
+            )],
+            sampling: SamplingParams {
+                max_tokens: 4000,
+                temperature: 0.0,
+                top_p: None,
+                seed: 7,
+            },
         })
         .unwrap();
     drop(rx);
     let t = std::time::Instant::now();
     let (c, _) = run(&generator, "What is the capital of France?", 24);
     assert_eq!(c, a);
-    assert!(t.elapsed().as_secs() < 60, "cancelled generation kept the model busy");
+    assert!(
+        t.elapsed().as_secs() < 60,
+        "cancelled generation kept the model busy"
+    );
 }

@@ -53,7 +53,9 @@ pub enum ModelError {
         expected: String,
         actual: String,
     },
-    #[error("no space left on the device while writing {path}; free some space or point --models-dir elsewhere")]
+    #[error(
+        "no space left on the device while writing {path}; free some space or point --models-dir elsewhere"
+    )]
     DiskFull { path: PathBuf },
     #[error("model '{name}' is not pulled (missing {path}); run `docent models pull {name}`")]
     NotPulled { name: String, path: PathBuf },
@@ -123,7 +125,11 @@ pub mod testing {
         let dir = models_dir();
         let puller = Puller::new(
             Manifest::builtin(),
-            PullOptions { models_dir: dir.clone(), python: "python3".into(), progress: false },
+            PullOptions {
+                models_dir: dir.clone(),
+                python: "python3".into(),
+                progress: false,
+            },
         );
         if let Err(e) = puller.pull(name) {
             panic!("cannot pull model {name} for tests: {e}");

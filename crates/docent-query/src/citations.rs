@@ -16,7 +16,11 @@ const MAX_MARKER: usize = 16;
 
 impl CitationFilter {
     pub fn new(passages: usize) -> Self {
-        CitationFilter { passages, pending: String::new(), cited: Vec::new() }
+        CitationFilter {
+            passages,
+            pending: String::new(),
+            cited: Vec::new(),
+        }
     }
 
     /// Feeds streamed text; returns what may be shown now.
@@ -70,14 +74,19 @@ impl CitationFilter {
 }
 
 fn could_be_marker(partial: &str) -> bool {
-    partial.chars().all(|c| c.is_ascii_digit() || c == ',' || c == ' ')
+    partial
+        .chars()
+        .all(|c| c.is_ascii_digit() || c == ',' || c == ' ')
 }
 
 fn parse_marker(inner: &str) -> Option<Vec<usize>> {
     if inner.trim().is_empty() {
         return None;
     }
-    inner.split(',').map(|p| p.trim().parse::<usize>().ok()).collect()
+    inner
+        .split(',')
+        .map(|p| p.trim().parse::<usize>().ok())
+        .collect()
 }
 
 #[cfg(test)]
@@ -93,18 +102,33 @@ mod tests {
 
     #[test]
     fn valid_markers_pass_and_are_recorded() {
-        assert_eq!(run(3, &["New staff get 20 days [2]", " and more [1, 3]."]), ("New staff get 20 days [2] and more [1, 3].".into(), vec![2, 1, 3]));
+        assert_eq!(
+            run(3, &["New staff get 20 days [2]", " and more [1, 3]."]),
+            (
+                "New staff get 20 days [2] and more [1, 3].".into(),
+                vec![2, 1, 3]
+            )
+        );
     }
 
     #[test]
     fn markers_pointing_nowhere_are_removed_even_split_across_tokens() {
-        assert_eq!(run(2, &["Yes [", "7", "] ok [", "2]"]), ("Yes  ok [2]".into(), vec![2]));
+        assert_eq!(
+            run(2, &["Yes [", "7", "] ok [", "2]"]),
+            ("Yes  ok [2]".into(), vec![2])
+        );
         assert_eq!(run(2, &["[0]x"]), ("x".into(), vec![]));
     }
 
     #[test]
     fn brackets_that_are_not_markers_are_kept() {
-        assert_eq!(run(2, &["see [the docs] and a[i"]), ("see [the docs] and a[i".into(), vec![]));
-        assert_eq!(run(2, &["array[", "k] = 1"]), ("array[k] = 1".into(), vec![]));
+        assert_eq!(
+            run(2, &["see [the docs] and a[i"]),
+            ("see [the docs] and a[i".into(), vec![])
+        );
+        assert_eq!(
+            run(2, &["array[", "k] = 1"]),
+            ("array[k] = 1".into(), vec![])
+        );
     }
 }

@@ -10,7 +10,10 @@ mod citations;
 mod prompt;
 mod retrieve;
 
-pub use answer::{AnswerAssembler, AskEvent, AskRequest, AskResponse, Asker, Citation, Prepared, QuerySettings, Timings, Usage};
+pub use answer::{
+    AnswerAssembler, AskEvent, AskRequest, AskResponse, Asker, Citation, Prepared, QuerySettings,
+    Timings, Usage,
+};
 pub use citations::CitationFilter;
 pub use prompt::{PromptBuilder, PromptTemplates};
 pub use retrieve::{Retrieval, Retriever};

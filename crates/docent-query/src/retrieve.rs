@@ -22,15 +22,29 @@ impl Retriever {
     }
 
     /// Blocking: call from a thread that may wait on the model.
-    pub fn retrieve(&self, question: &str, top_k: usize, filter: &SearchFilter, score_floor: f32) -> Result<Retrieval> {
+    pub fn retrieve(
+        &self,
+        question: &str,
+        top_k: usize,
+        filter: &SearchFilter,
+        score_floor: f32,
+    ) -> Result<Retrieval> {
         let t0 = Instant::now();
         let vector = self.embedder.embed(&[question.to_string()])?.remove(0);
         let embed_ms = ms(t0);
         let t1 = Instant::now();
-        let mut passages = self.store.search(&SearchRequest { vector, top_k, filter: filter.clone() })?;
+        let mut passages = self.store.search(&SearchRequest {
+            vector,
+            top_k,
+            filter: filter.clone(),
+        })?;
         let search_ms = ms(t1);
         passages.retain(|p| p.score >= score_floor);
-        Ok(Retrieval { passages, embed_ms, search_ms })
+        Ok(Retrieval {
+            passages,
+            embed_ms,
+            search_ms,
+        })
     }
 }
 

@@ -3,17 +3,18 @@
 use crate::payload::{from_payload, to_payload};
 use crate::{DENSE, SPARSE};
 use docent_core::{
-    ChunkId, CollectionSpec, DocumentId, EmbeddedChunk, Error, Result, ScoredChunk, SearchFilter, SearchRequest,
-    VectorStore,
+    ChunkId, CollectionSpec, DocumentId, EmbeddedChunk, Error, Result, ScoredChunk, SearchFilter,
+    SearchRequest, VectorStore,
 };
 use qdrant_edge::bm25_embed::{EdgeBm25, EdgeBm25Config};
 use qdrant_edge::external::ordered_float::NotNan;
 use qdrant_edge::{
-    Condition, CountRequest, CreateIndex, Distance, EdgeConfig, EdgeShard, EdgeSparseVectorParams, EdgeVectorParams,
-    FieldCondition, FieldIndexOperations, Filter, JsonPath, Match, Modifier, NamedQuery, OperationError,
-    PayloadFieldSchema, PayloadSchemaType, PointId, PointInsertOperations, PointOperations, PointStruct, QueryEnum,
-    QueryRequest, ScoringQuery, ScrollRequest, UpdateOperation, Vector, VectorInternal, Vectors,
-    WithPayloadInterface, WithVector,
+    Condition, CountRequest, CreateIndex, Distance, EdgeConfig, EdgeShard, EdgeSparseVectorParams,
+    EdgeVectorParams, FieldCondition, FieldIndexOperations, Filter, JsonPath, Match, Modifier,
+    NamedQuery, OperationError, PayloadFieldSchema, PayloadSchemaType, PointId,
+    PointInsertOperations, PointOperations, PointStruct, QueryEnum, QueryRequest, ScoringQuery,
+    ScrollRequest, UpdateOperation, Vector, VectorInternal, Vectors, WithPayloadInterface,
+    WithVector,
 };
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -39,22 +40,29 @@ fn storage_error(what: &str, e: OperationError) -> Error {
 }
 
 fn key(field: &str) -> JsonPath {
-    field.parse().unwrap_or_else(|_| panic!("{field} is a valid payload key"))
+    field
+        .parse()
+        .unwrap_or_else(|_| panic!("{field} is a valid payload key"))
 }
 
 fn bm25_config() -> EdgeBm25Config {
-    EdgeBm25Config { avg_len: NotNan::new(120.0).expect("not NaN"), ..Default::default() }
+    EdgeBm25Config {
+        avg_len: NotNan::new(120.0).expect("not NaN"),
+        ..Default::default()
+    }
 }
 
 impl EdgeStore {
     /// Opens the collection at `dir`, creating it when empty. Refuses a
     /// collection built with a different spec, and one held by another process.
     pub fn open(dir: &Path, spec: CollectionSpec) -> Result<Self> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::unavailable(format!("cannot create {}", dir.display()), e))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::unavailable(format!("cannot create {}", dir.display()), e))?;
         let spec_path = dir.join(SPEC_FILE);
         if spec_path.exists() {
-            let text = std::fs::read_to_string(&spec_path)
-                .map_err(|e| Error::unavailable(format!("cannot read {}", spec_path.display()), e))?;
+            let text = std::fs::read_to_string(&spec_path).map_err(|e| {
+                Error::unavailable(format!("cannot read {}", spec_path.display()), e)
+            })?;
             let found: CollectionSpec = serde_json::from_str(&text)
                 .map_err(|e| Error::unavailable(format!("corrupt {}", spec_path.display()), e))?;
             if let Some(diff) = spec.mismatch(&found) {
@@ -91,16 +99,29 @@ impl EdgeStore {
             let text = serde_json::to_string_pretty(&spec).expect("spec serialises");
             std::fs::write(&tmp, text)
                 .and_then(|_| std::fs::rename(&tmp, &spec_path))
-                .map_err(|e| Error::unavailable(format!("cannot write {}", spec_path.display()), e))?;
+                .map_err(|e| {
+                    Error::unavailable(format!("cannot write {}", spec_path.display()), e)
+                })?;
         }
-        let bm25 = EdgeBm25::new(bm25_config()).map_err(|e| Error::internal("cannot build BM25", e))?;
-        let store = EdgeStore { shard, spec, bm25, writes: Mutex::new(()), path: dir.to_path_buf() };
+        let bm25 =
+            EdgeBm25::new(bm25_config()).map_err(|e| Error::internal("cannot build BM25", e))?;
+        let store = EdgeStore {
+            shard,
+            spec,
+            bm25,
+            writes: Mutex::new(()),
+            path: dir.to_path_buf(),
+        };
         for field in INDEXED_FIELDS {
             store.update(
-                UpdateOperation::FieldIndexOperation(FieldIndexOperations::CreateIndex(CreateIndex {
-                    field_name: key(field),
-                    field_schema: Some(PayloadFieldSchema::FieldType(PayloadSchemaType::Keyword)),
-                })),
+                UpdateOperation::FieldIndexOperation(FieldIndexOperations::CreateIndex(
+                    CreateIndex {
+                        field_name: key(field),
+                        field_schema: Some(PayloadFieldSchema::FieldType(
+                            PayloadSchemaType::Keyword,
+                        )),
+                    },
+                )),
                 "cannot create a payload index",
             )?;
         }
@@ -120,16 +141,28 @@ impl EdgeStore {
         let mut must = Vec::new();
         if !filter.document_ids.is_empty() {
             let ids: Vec<String> = filter.document_ids.iter().map(|d| d.0.clone()).collect();
-            must.push(Condition::Field(FieldCondition::new_match(key("document_id"), Match::from(ids))));
+            must.push(Condition::Field(FieldCondition::new_match(
+                key("document_id"),
+                Match::from(ids),
+            )));
         }
         if let Some(source) = &filter.source {
-            must.push(Condition::Field(FieldCondition::new_match(key("source"), Match::from(source.clone()))));
+            must.push(Condition::Field(FieldCondition::new_match(
+                key("source"),
+                Match::from(source.clone()),
+            )));
         }
-        (!must.is_empty()).then(|| Filter { must: Some(must), ..Default::default() })
+        (!must.is_empty()).then(|| Filter {
+            must: Some(must),
+            ..Default::default()
+        })
     }
 
     fn document_filter(document: &DocumentId) -> Filter {
-        Filter::new_must(Condition::Field(FieldCondition::new_match(key("document_id"), Match::from(document.0.clone()))))
+        Filter::new_must(Condition::Field(FieldCondition::new_match(
+            key("document_id"),
+            Match::from(document.0.clone()),
+        )))
     }
 }
 
@@ -140,7 +173,10 @@ fn point_id(id: ChunkId) -> PointId {
 fn chunk_id(id: &PointId) -> Result<ChunkId> {
     match id {
         PointId::Uuid(u) => Ok(ChunkId(*u)),
-        PointId::NumId(n) => Err(Error::Internal { message: format!("unexpected numeric point id {n}"), source: None }),
+        PointId::NumId(n) => Err(Error::Internal {
+            message: format!("unexpected numeric point id {n}"),
+            source: None,
+        }),
     }
 }
 
@@ -164,11 +200,17 @@ impl VectorStore for EdgeStore {
                 )));
             }
             let sparse = self.bm25.embed_document(&c.chunk.text);
-            let vectors = Vectors::new_named([(DENSE, Vector::new_dense(c.vector.clone())), (SPARSE, Vector::from(sparse))]);
-            points.push(PointStruct::new(point_id(c.chunk.id), vectors, to_payload(&c.chunk)).into());
+            let vectors = Vectors::new_named([
+                (DENSE, Vector::new_dense(c.vector.clone())),
+                (SPARSE, Vector::from(sparse)),
+            ]);
+            points
+                .push(PointStruct::new(point_id(c.chunk.id), vectors, to_payload(&c.chunk)).into());
         }
         self.update(
-            UpdateOperation::PointOperation(PointOperations::UpsertPoints(PointInsertOperations::PointsList(points))),
+            UpdateOperation::PointOperation(PointOperations::UpsertPoints(
+                PointInsertOperations::PointsList(points),
+            )),
             "upsert failed",
         )
     }
@@ -178,12 +220,17 @@ impl VectorStore for EdgeStore {
             return Ok(());
         }
         let ids = ids.iter().copied().map(point_id).collect();
-        self.update(UpdateOperation::PointOperation(PointOperations::DeletePoints { ids }), "delete failed")
+        self.update(
+            UpdateOperation::PointOperation(PointOperations::DeletePoints { ids }),
+            "delete failed",
+        )
     }
 
     fn delete_document(&self, document: &DocumentId) -> Result<()> {
         self.update(
-            UpdateOperation::PointOperation(PointOperations::DeletePointsByFilter(Self::document_filter(document))),
+            UpdateOperation::PointOperation(PointOperations::DeletePointsByFilter(
+                Self::document_filter(document),
+            )),
             "delete failed",
         )?;
         self.flush()
@@ -246,20 +293,32 @@ impl VectorStore for EdgeStore {
                     message: "search hit without payload".into(),
                     source: None,
                 })?;
-                Ok(ScoredChunk { chunk: from_payload(chunk_id(&hit.id)?, &payload.0)?, score: hit.score })
+                Ok(ScoredChunk {
+                    chunk: from_payload(chunk_id(&hit.id)?, &payload.0)?,
+                    score: hit.score,
+                })
             })
             .collect()
     }
 
     fn count(&self) -> Result<usize> {
-        self.shard.count(CountRequest { filter: None, exact: true }).map_err(|e| storage_error("count failed", e))
+        self.shard
+            .count(CountRequest {
+                filter: None,
+                exact: true,
+            })
+            .map_err(|e| storage_error("count failed", e))
     }
 
     fn flush(&self) -> Result<()> {
         let _guard = self.writes.lock().unwrap_or_else(|p| p.into_inner());
         // qdrant-edge 0.7 reports flush failures by panicking; keep a bad disk
         // from taking the process down with it.
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.shard.flush()))
-            .map_err(|_| Error::Internal { message: "vector store flush failed (see the log)".into(), source: None })
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.shard.flush())).map_err(
+            |_| Error::Internal {
+                message: "vector store flush failed (see the log)".into(),
+                source: None,
+            },
+        )
     }
 }

@@ -26,14 +26,20 @@ pub fn from_payload(id: ChunkId, payload: &Map<String, Value>) -> Result<Chunk> 
             .get(k)
             .and_then(Value::as_str)
             .map(str::to_string)
-            .ok_or_else(|| Error::Internal { message: format!("chunk {id}: payload field {k} missing"), source: None })
+            .ok_or_else(|| Error::Internal {
+                message: format!("chunk {id}: payload field {k} missing"),
+                source: None,
+            })
     };
     let number = |k: &str| -> Result<usize> {
         payload
             .get(k)
             .and_then(Value::as_u64)
             .map(|n| n as usize)
-            .ok_or_else(|| Error::Internal { message: format!("chunk {id}: payload field {k} missing"), source: None })
+            .ok_or_else(|| Error::Internal {
+                message: format!("chunk {id}: payload field {k} missing"),
+                source: None,
+            })
     };
     Ok(Chunk {
         id,
@@ -44,7 +50,10 @@ pub fn from_payload(id: ChunkId, payload: &Map<String, Value>) -> Result<Chunk> 
         end: number("end")?,
         line_start: number("line_start")?,
         line_end: number("line_end")?,
-        heading: payload.get("heading").and_then(Value::as_str).map(str::to_string),
+        heading: payload
+            .get("heading")
+            .and_then(Value::as_str)
+            .map(str::to_string),
         content_hash: text("content_hash")?,
         text: text("text")?,
     })

@@ -2,7 +2,8 @@
 //! store, not the embedder, is under test.
 
 use docent_core::{
-    Chunk, ChunkId, CollectionSpec, DocumentId, EmbeddedChunk, Error, SearchFilter, SearchRequest, VectorStore,
+    Chunk, ChunkId, CollectionSpec, DocumentId, EmbeddedChunk, Error, SearchFilter, SearchRequest,
+    VectorStore,
 };
 use docent_store::EdgeStore;
 
@@ -38,7 +39,11 @@ fn chunk(doc: &str, ordinal: usize, text: &str, vector: [f32; 4]) -> EmbeddedChu
 
 fn search(store: &EdgeStore, v: [f32; 4], filter: SearchFilter) -> Vec<(String, usize)> {
     store
-        .search(&SearchRequest { vector: v.to_vec(), top_k: 10, filter })
+        .search(&SearchRequest {
+            vector: v.to_vec(),
+            top_k: 10,
+            filter,
+        })
         .unwrap()
         .into_iter()
         .map(|h| (h.chunk.document_id.0, h.chunk.ordinal))
@@ -59,10 +64,22 @@ fn upsert_search_delete_and_reopen() {
             ])
             .unwrap();
         // Upserting the same ids again replaces, not duplicates.
-        store.upsert(&[chunk("b.md", 0, "beta zero", [0.0, 1.0, 0.0, 0.0])]).unwrap();
+        store
+            .upsert(&[chunk("b.md", 0, "beta zero", [0.0, 1.0, 0.0, 0.0])])
+            .unwrap();
         assert_eq!(store.count().unwrap(), 3);
-        let hits = store.search(&SearchRequest { vector: vec![1.0, 0.0, 0.0, 0.0], top_k: 2, filter: SearchFilter::default() }).unwrap();
-        assert_eq!(hits[0].chunk, chunk("a.md", 0, "alpha zero", [0.0; 4]).chunk, "payload round-trips");
+        let hits = store
+            .search(&SearchRequest {
+                vector: vec![1.0, 0.0, 0.0, 0.0],
+                top_k: 2,
+                filter: SearchFilter::default(),
+            })
+            .unwrap();
+        assert_eq!(
+            hits[0].chunk,
+            chunk("a.md", 0, "alpha zero", [0.0; 4]).chunk,
+            "payload round-trips"
+        );
         assert!((hits[0].score - 1.0).abs() < 1e-5);
         assert!(hits[0].score >= hits[1].score);
         store.flush().unwrap();
@@ -70,25 +87,51 @@ fn upsert_search_delete_and_reopen() {
     // Reopen: data survives.
     let store = EdgeStore::open(&path, spec()).unwrap();
     assert_eq!(store.count().unwrap(), 3);
-    assert_eq!(search(&store, [0.0, 1.0, 0.0, 0.0], SearchFilter::default())[0], ("b.md".into(), 0));
+    assert_eq!(
+        search(&store, [0.0, 1.0, 0.0, 0.0], SearchFilter::default())[0],
+        ("b.md".into(), 0)
+    );
 
     // Filters are applied inside the query.
-    let only_b = SearchFilter { source: Some("b.md".into()), ..Default::default() };
-    assert_eq!(search(&store, [1.0, 0.0, 0.0, 0.0], only_b), vec![("b.md".to_string(), 0)]);
-    let only_a = SearchFilter { document_ids: vec![DocumentId::new("a.md")], ..Default::default() };
-    assert!(search(&store, [0.0, 1.0, 0.0, 0.0], only_a).iter().all(|(d, _)| d == "a.md"));
+    let only_b = SearchFilter {
+        source: Some("b.md".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        search(&store, [1.0, 0.0, 0.0, 0.0], only_b),
+        vec![("b.md".to_string(), 0)]
+    );
+    let only_a = SearchFilter {
+        document_ids: vec![DocumentId::new("a.md")],
+        ..Default::default()
+    };
+    assert!(
+        search(&store, [0.0, 1.0, 0.0, 0.0], only_a)
+            .iter()
+            .all(|(d, _)| d == "a.md")
+    );
 
     let mut ids = store.chunk_ids(&DocumentId::new("a.md")).unwrap();
     ids.sort();
-    let mut expected = vec![chunk("a.md", 0, "", [0.0; 4]).chunk.id, chunk("a.md", 1, "", [0.0; 4]).chunk.id];
+    let mut expected = vec![
+        chunk("a.md", 0, "", [0.0; 4]).chunk.id,
+        chunk("a.md", 1, "", [0.0; 4]).chunk.id,
+    ];
     expected.sort();
     assert_eq!(ids, expected);
 
-    store.delete_chunks(&[chunk("a.md", 1, "", [0.0; 4]).chunk.id]).unwrap();
+    store
+        .delete_chunks(&[chunk("a.md", 1, "", [0.0; 4]).chunk.id])
+        .unwrap();
     assert_eq!(store.count().unwrap(), 2);
     store.delete_document(&DocumentId::new("a.md")).unwrap();
     assert_eq!(store.count().unwrap(), 1);
-    assert!(store.chunk_ids(&DocumentId::new("a.md")).unwrap().is_empty());
+    assert!(
+        store
+            .chunk_ids(&DocumentId::new("a.md"))
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[test]
@@ -96,9 +139,15 @@ fn a_different_spec_is_refused_with_what_differs() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("vectors");
     drop(EdgeStore::open(&path, spec()).unwrap());
-    let other = CollectionSpec { embedding_model: "other-model".into(), ..spec() };
+    let other = CollectionSpec {
+        embedding_model: "other-model".into(),
+        ..spec()
+    };
     match EdgeStore::open(&path, other) {
-        Err(Error::Incompatible(msg)) => assert!(msg.contains("test-4d") && msg.contains("other-model"), "{msg}"),
+        Err(Error::Incompatible(msg)) => assert!(
+            msg.contains("test-4d") && msg.contains("other-model"),
+            "{msg}"
+        ),
         Err(e) => panic!("wrong error: {e}"),
         Ok(_) => panic!("a mismatching collection was opened"),
     }

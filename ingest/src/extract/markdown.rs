@@ -11,7 +11,10 @@ pub struct MarkdownExtractor;
 impl Extractor for MarkdownExtractor {
     fn accepts(&self, path: &Path, _head: &[u8]) -> bool {
         matches!(
-            path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref(),
+            path.extension()
+                .and_then(|e| e.to_str())
+                .map(str::to_ascii_lowercase)
+                .as_deref(),
             Some("md" | "markdown" | "mdown" | "mkd")
         )
     }
@@ -24,10 +27,17 @@ impl Extractor for MarkdownExtractor {
             return Err(ExtractError::Empty);
         }
         let title = metadata.get("title").cloned().or_else(|| {
-            text.lines().find_map(|l| l.strip_prefix("# ").map(|t| t.trim().to_string()))
+            text.lines()
+                .find_map(|l| l.strip_prefix("# ").map(|t| t.trim().to_string()))
         });
         let line_offset = source[..body_start].matches('\n').count();
-        Ok(ExtractedDocument { text, title, kind: TextKind::Markdown, metadata, line_offset })
+        Ok(ExtractedDocument {
+            text,
+            title,
+            kind: TextKind::Markdown,
+            metadata,
+            line_offset,
+        })
     }
 }
 
@@ -50,7 +60,9 @@ fn front_matter(source: &str) -> (BTreeMap<String, String>, usize) {
     }
     // The closing `---` line starts after the newline `end` points at.
     let close = 4 + end + 1;
-    let body = source[close..].find('\n').map_or(source.len(), |i| close + i + 1);
+    let body = source[close..]
+        .find('\n')
+        .map_or(source.len(), |i| close + i + 1);
     (metadata, body)
 }
 
@@ -61,7 +73,10 @@ mod tests {
     #[test]
     fn front_matter_becomes_metadata() {
         let doc = MarkdownExtractor
-            .extract(Path::new("a.md"), b"---\ntitle: Handbook\ntags: hr\n---\n# Leave\nText.\n")
+            .extract(
+                Path::new("a.md"),
+                b"---\ntitle: Handbook\ntags: hr\n---\n# Leave\nText.\n",
+            )
             .unwrap();
         assert_eq!(doc.metadata["title"], "Handbook");
         assert_eq!(doc.metadata["tags"], "hr");
@@ -72,7 +87,9 @@ mod tests {
 
     #[test]
     fn title_from_first_heading() {
-        let doc = MarkdownExtractor.extract(Path::new("a.md"), b"intro\n# Pricing\n").unwrap();
+        let doc = MarkdownExtractor
+            .extract(Path::new("a.md"), b"intro\n# Pricing\n")
+            .unwrap();
         assert_eq!(doc.title.as_deref(), Some("Pricing"));
         assert_eq!(doc.line_offset, 0);
     }

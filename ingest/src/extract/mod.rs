@@ -17,7 +17,9 @@ pub struct Extractors {
 
 impl Default for Extractors {
     fn default() -> Self {
-        Extractors { extractors: vec![Box::new(MarkdownExtractor), Box::new(TextExtractor)] }
+        Extractors {
+            extractors: vec![Box::new(MarkdownExtractor), Box::new(TextExtractor)],
+        }
     }
 }
 
@@ -31,7 +33,9 @@ impl Extractors {
             }
         }
         Err(ExtractError::Unsupported(
-            path.extension().map(|e| format!(".{}", e.to_string_lossy())).unwrap_or_else(|| "no extension".into()),
+            path.extension()
+                .map(|e| format!(".{}", e.to_string_lossy()))
+                .unwrap_or_else(|| "no extension".into()),
         ))
     }
 }

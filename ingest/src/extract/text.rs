@@ -19,7 +19,11 @@ impl Extractor for TextExtractor {
         if text.trim().is_empty() {
             return Err(ExtractError::Empty);
         }
-        Ok(ExtractedDocument { text, kind: TextKind::Plain, ..Default::default() })
+        Ok(ExtractedDocument {
+            text,
+            kind: TextKind::Plain,
+            ..Default::default()
+        })
     }
 }
 
@@ -48,7 +52,9 @@ pub fn decode_text(bytes: &[u8]) -> Result<String, ExtractError> {
 
 fn decode_utf16(bytes: &[u8], read: fn([u8; 2]) -> u16) -> Result<String, ExtractError> {
     if bytes.len() % 2 != 0 {
-        return Err(ExtractError::Undecodable("UTF-16 text with an odd number of bytes".into()));
+        return Err(ExtractError::Undecodable(
+            "UTF-16 text with an odd number of bytes".into(),
+        ));
     }
     let units = bytes.chunks_exact(2).map(|c| read([c[0], c[1]]));
     char::decode_utf16(units)
@@ -63,7 +69,10 @@ fn looks_binary(bytes: &[u8]) -> bool {
     if memchr::memchr(0, head).is_some() {
         return true;
     }
-    let control = head.iter().filter(|&&b| b < 0x20 && !matches!(b, b'\n' | b'\r' | b'\t' | 0x0C)).count();
+    let control = head
+        .iter()
+        .filter(|&&b| b < 0x20 && !matches!(b, b'\n' | b'\r' | b'\t' | 0x0C))
+        .count();
     control * 10 > head.len()
 }
 
@@ -87,7 +96,10 @@ mod tests {
 
     #[test]
     fn binary_is_refused() {
-        assert!(matches!(decode_text(b"\x7fELF\x02\x01\x01\0\0\0"), Err(ExtractError::Binary(_))));
+        assert!(matches!(
+            decode_text(b"\x7fELF\x02\x01\x01\0\0\0"),
+            Err(ExtractError::Binary(_))
+        ));
     }
 
     #[test]

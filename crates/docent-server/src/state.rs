@@ -1,0 +1,46 @@
+use docent_core::{Embedder, SamplingParams, VectorStore};
+use docent_ingest::Pipeline;
+use docent_query::Asker;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Bounds on what one request may ask for (the `[server]` config section).
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// `top_k` above this is clamped.
+    pub max_top_k: usize,
+    /// `max_tokens` above this is clamped.
+    pub max_tokens: usize,
+    /// Largest JSON request body in bytes.
+    pub max_json_bytes: usize,
+    /// Largest upload in bytes.
+    pub max_upload_bytes: usize,
+    /// Time a request may take before it is answered with 503.
+    pub request_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_top_k: 50,
+            max_tokens: 1024,
+            max_json_bytes: 1 << 20,
+            max_upload_bytes: 32 << 20,
+            request_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Everything the handlers share. Backends are trait objects so tests can
+/// put fakes around the code under test.
+pub struct AppState {
+    pub asker: Arc<Asker>,
+    pub embedder: Arc<dyn Embedder>,
+    pub store: Arc<dyn VectorStore>,
+    pub pipeline: Arc<Pipeline>,
+    pub limits: Limits,
+    /// When non-empty, every `/v1` route needs one of these as a bearer token.
+    pub api_keys: Vec<String>,
+    /// Sampling used when a request does not say.
+    pub defaults: SamplingParams,
+}
