@@ -357,7 +357,6 @@ fn ask(setup: &Setup, args: AskArgs) -> Result<ExitCode> {
 fn serve(setup: &Setup, args: ServeArgs) -> Result<ExitCode> {
     let parts = setup.embedding()?;
     let collection = setup.collection(&parts)?;
-    let pipeline = Arc::new(setup.pipeline(&parts, &collection));
     let generator = setup.generator(None)?;
     let g = &setup.config.generate;
     let s = &setup.config.server;
@@ -371,12 +370,10 @@ fn serve(setup: &Setup, args: ServeArgs) -> Result<ExitCode> {
         asker,
         embedder: parts.embedder.clone(),
         store: collection.store.clone(),
-        pipeline,
         limits: docent_server::Limits {
             max_top_k: s.max_top_k,
             max_tokens: s.max_tokens,
             max_json_bytes: s.max_json_bytes,
-            max_upload_bytes: s.max_upload_bytes,
             request_timeout: std::time::Duration::from_secs(s.request_timeout_secs),
         },
         api_keys: s.api_keys.clone(),

@@ -37,7 +37,6 @@ pub struct ServerConfig {
     pub max_top_k: usize,
     pub max_tokens: usize,
     pub max_json_bytes: usize,
-    pub max_upload_bytes: usize,
     pub request_timeout_secs: u64,
 }
 
@@ -52,7 +51,6 @@ impl std::fmt::Debug for ServerConfig {
             .field("max_top_k", &self.max_top_k)
             .field("max_tokens", &self.max_tokens)
             .field("max_json_bytes", &self.max_json_bytes)
-            .field("max_upload_bytes", &self.max_upload_bytes)
             .field("request_timeout_secs", &self.request_timeout_secs)
             .finish()
     }

@@ -79,7 +79,7 @@ impl Puller {
             let target = dir.join(&file.name);
             if target.is_file() {
                 // Present: a pull re-verifies the bytes (loading trusts the marker).
-                let actual = sha256_file(&target, None)?;
+                let actual = sha256_file(&target)?;
                 if actual == file.sha256 {
                     write_marker(&dir, file, &target)?;
                     report.already_present.push(file.name.clone());
@@ -317,7 +317,7 @@ fn write_marker(dir: &Path, file: &FileSpec, target: &Path) -> Result<(), ModelE
 }
 
 /// Hex sha256 of a file.
-pub(crate) fn sha256_file(path: &Path, bar: Option<&ProgressBar>) -> Result<String, ModelError> {
+fn sha256_file(path: &Path) -> Result<String, ModelError> {
     let mut f = File::open(path).map_err(|e| ModelError::io("cannot open", path, e))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -329,9 +329,6 @@ pub(crate) fn sha256_file(path: &Path, bar: Option<&ProgressBar>) -> Result<Stri
             Err(e) => return Err(ModelError::io("cannot read", path, e)),
         };
         hasher.update(&buf[..n]);
-        if let Some(bar) = bar {
-            bar.inc(n as u64);
-        }
     }
     Ok(hex::encode(hasher.finalize()))
 }

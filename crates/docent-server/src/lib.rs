@@ -45,6 +45,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/readyz", get(ready))
         .fallback(|| async { ApiError::not_found("no such route; see /openapi.json") })
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            state.limits.request_timeout,
+        ))
         .layer(TraceLayer::new_for_http())
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))

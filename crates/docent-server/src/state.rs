@@ -1,5 +1,4 @@
 use docent_core::{Embedder, SamplingParams, VectorStore};
-use docent_ingest::Pipeline;
 use docent_query::Asker;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,9 +12,7 @@ pub struct Limits {
     pub max_tokens: usize,
     /// Largest JSON request body in bytes.
     pub max_json_bytes: usize,
-    /// Largest upload in bytes.
-    pub max_upload_bytes: usize,
-    /// Time a request may take before it is answered with 503.
+    /// Time a request may take before it is answered with 408.
     pub request_timeout: Duration,
 }
 
@@ -25,7 +22,6 @@ impl Default for Limits {
             max_top_k: 50,
             max_tokens: 1024,
             max_json_bytes: 1 << 20,
-            max_upload_bytes: 32 << 20,
             request_timeout: Duration::from_secs(120),
         }
     }
@@ -37,7 +33,6 @@ pub struct AppState {
     pub asker: Arc<Asker>,
     pub embedder: Arc<dyn Embedder>,
     pub store: Arc<dyn VectorStore>,
-    pub pipeline: Arc<Pipeline>,
     pub limits: Limits,
     /// When non-empty, every `/v1` route needs one of these as a bearer token.
     pub api_keys: Vec<String>,
