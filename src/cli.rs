@@ -322,6 +322,7 @@ fn ask(setup: &Setup, args: AskArgs) -> Result<ExitCode> {
         collection.store.clone(),
         generator,
         setup.config.query.clone(),
+        setup.config.retrieval.clone(),
     );
     let request = AskRequest {
         question: args.question.clone(),
@@ -330,6 +331,7 @@ fn ask(setup: &Setup, args: AskArgs) -> Result<ExitCode> {
             source: args.source.clone(),
             ..Default::default()
         },
+        mode: None,
         sampling: SamplingParams {
             max_tokens: args.max_tokens.unwrap_or(g.max_tokens),
             temperature: args.temperature.unwrap_or(g.temperature),
@@ -365,6 +367,7 @@ fn serve(setup: &Setup, args: ServeArgs) -> Result<ExitCode> {
         collection.store.clone(),
         generator,
         setup.config.query.clone(),
+        setup.config.retrieval.clone(),
     ));
     let state = Arc::new(docent_server::AppState {
         asker,

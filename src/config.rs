@@ -24,6 +24,7 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub generate: GenerateConfig,
     pub query: docent_query::QuerySettings,
+    pub retrieval: docent_query::RetrievalSettings,
     pub runtime: RuntimeConfig,
     pub server: ServerConfig,
 }

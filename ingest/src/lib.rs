@@ -16,4 +16,5 @@ pub use chunk::TokenChunker;
 pub use extract::Extractors;
 pub use pipeline::{
     FileError, FileFailure, IngestOptions, IngestSummary, Outcome, Pipeline, Progress, line_of,
+    parse_date,
 };

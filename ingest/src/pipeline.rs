@@ -184,7 +184,7 @@ impl Pipeline {
             .extractors
             .extract(path_hint, bytes)
             .map_err(|e| FileError::Skip(e.to_string()))?;
-        let chunks = self.make_chunks(id, source, &hash, &document);
+        let chunks = self.make_chunks(id, source, &hash, &document, modified);
         if chunks.is_empty() {
             return Err(FileError::Skip("no extractable text".into()));
         }
@@ -255,9 +255,17 @@ impl Pipeline {
         source: &str,
         hash: &str,
         document: &ExtractedDocument,
+        modified: Option<u64>,
     ) -> Vec<Chunk> {
         let spans = self.chunker.chunk(document);
         let mut lines = LineIndex::new(&document.text);
+        let (tags, metadata) = split_tags(&document.metadata);
+        // A document's own date wins over the file's modification time.
+        let dated = document
+            .metadata
+            .get("date")
+            .and_then(|d| parse_date(d))
+            .or(modified);
         spans
             .into_iter()
             .enumerate()
@@ -272,8 +280,12 @@ impl Pipeline {
                 line_end: lines.line_of(span.end.saturating_sub(1).max(span.start))
                     + document.line_offset,
                 heading: span.heading,
+                page: document.page_of(span.start),
                 content_hash: hash.to_string(),
                 text: document.text[span.start..span.end].to_string(),
+                tags: tags.clone(),
+                metadata: metadata.clone(),
+                modified: dated,
             })
             .collect()
     }
@@ -303,6 +315,51 @@ impl Pipeline {
         record.updated_at = now_secs();
         self.catalogue.put(&record).map_err(fatal_error)
     }
+}
+
+/// Splits document metadata into tags (the `tags` key: a comma-separated or
+/// `[a, b]` list) and the remaining key/value pairs.
+fn split_tags(
+    metadata: &std::collections::BTreeMap<String, String>,
+) -> (Vec<String>, std::collections::BTreeMap<String, String>) {
+    let mut rest = metadata.clone();
+    let tags = rest
+        .remove("tags")
+        .map(|t| {
+            t.trim_matches(|c| c == '[' || c == ']')
+                .split(',')
+                .map(|t| t.trim().trim_matches(|c| c == '"' || c == '\'').to_string())
+                .filter(|t| !t.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    (tags, rest)
+}
+
+/// Seconds since the Unix epoch of a `YYYY-MM-DD` date (a longer ISO 8601
+/// timestamp is read up to its date), or of a plain number of seconds.
+pub fn parse_date(text: &str) -> Option<u64> {
+    let text = text.trim().trim_matches(|c| c == '"' || c == '\'');
+    if let Ok(secs) = text.parse::<u64>() {
+        return Some(secs);
+    }
+    let date = text.get(..10)?;
+    let mut parts = date.split('-');
+    let y: i64 = parts.next()?.parse().ok()?;
+    let m: i64 = parts.next()?.parse().ok()?;
+    let d: i64 = parts.next()?.parse().ok()?;
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || y < 1970 {
+        return None;
+    }
+    // Days from civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400).ok()
 }
 
 /// The text the embedder sees: the heading path gives a chunk its context.
@@ -410,5 +467,19 @@ impl<'a> LineIndex<'a> {
             .count();
         self.pos = offset;
         self.line
+    }
+}
+
+#[cfg(test)]
+mod date_tests {
+    use super::parse_date;
+
+    #[test]
+    fn dates_parse_to_epoch_seconds() {
+        assert_eq!(parse_date("1970-01-01"), Some(0));
+        assert_eq!(parse_date("2024-03-01"), Some(1_709_251_200));
+        assert_eq!(parse_date("2024-03-01T10:00:00Z"), Some(1_709_251_200));
+        assert_eq!(parse_date("1700000000"), Some(1_700_000_000));
+        assert_eq!(parse_date("March 1st"), None);
     }
 }

@@ -4,7 +4,7 @@ use std::fmt;
 
 /// Identity of a document: its source path relative to the ingested root, or
 /// an id chosen by an API caller. Stable across re-ingestion.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct DocumentId(pub String);
 
@@ -29,7 +29,9 @@ const CHUNK_NAMESPACE: uuid::Uuid =
 
 /// Identity of a chunk: a UUID derived from (document id, content hash, ordinal),
 /// so re-ingesting identical content produces identical ids (an upsert, not a copy).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct ChunkId(pub uuid::Uuid);
 

@@ -17,6 +17,21 @@ pub struct ExtractedDocument {
     /// Lines of the source file that precede `text` (e.g. cut front matter),
     /// added to line numbers shown to users.
     pub line_offset: usize,
+    /// Byte offsets in `text` where each page begins (the first is 0), for
+    /// paged formats such as PDF; empty when the format has no pages.
+    #[serde(default)]
+    pub page_starts: Vec<usize>,
+}
+
+impl ExtractedDocument {
+    /// 1-based page holding byte `offset`, when the document has pages.
+    pub fn page_of(&self, offset: usize) -> Option<u32> {
+        if self.page_starts.is_empty() {
+            return None;
+        }
+        let index = self.page_starts.partition_point(|&s| s <= offset);
+        Some(index.max(1) as u32)
+    }
 }
 
 /// The structure a chunker may rely on.
@@ -40,7 +55,7 @@ pub struct ChunkSpan {
 }
 
 /// A stored passage of a document.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Chunk {
     pub id: ChunkId,
     pub document_id: DocumentId,
@@ -56,9 +71,22 @@ pub struct Chunk {
     pub line_end: usize,
     /// Heading path the chunk sits under, if any.
     pub heading: Option<String>,
+    /// 1-based page of `start`, for paged formats.
+    #[serde(default)]
+    pub page: Option<u32>,
     /// Hash of the whole document's content this chunk was cut from.
     pub content_hash: String,
     pub text: String,
+    /// Document tags (front matter `tags`, or given by an API caller).
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Other document metadata (front matter keys, document properties).
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    /// Seconds since the Unix epoch of the document's date: its `date`
+    /// metadata when it has one, else the file's modification time.
+    #[serde(default)]
+    pub modified: Option<u64>,
 }
 
 /// A chunk with its vector, ready for a store.
@@ -72,7 +100,12 @@ pub struct EmbeddedChunk {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ScoredChunk {
     pub chunk: Chunk,
+    /// The ranking score: cosine similarity in dense mode, BM25 in keyword
+    /// mode, the fused score in hybrid mode.
     pub score: f32,
+    /// Cosine similarity between the query and the chunk, whatever the mode;
+    /// comparable across queries, so score floors use it.
+    pub similarity: f32,
 }
 
 /// Restricts a search to part of the collection. Empty fields do not filter.
@@ -84,13 +117,93 @@ pub struct SearchFilter {
     /// Only documents whose source is exactly this.
     #[serde(default)]
     pub source: Option<String>,
+    /// Only documents under this folder of sources (`docs/` or `docs`): matched
+    /// on whole path segments.
+    #[serde(default)]
+    pub source_prefix: Option<String>,
+    /// Only documents carrying at least one of these tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Only documents whose metadata has each of these key/value pairs.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    /// Only documents dated at or after this (seconds since the Unix epoch).
+    #[serde(default)]
+    pub modified_after: Option<u64>,
+    /// Only documents dated at or before this (seconds since the Unix epoch).
+    #[serde(default)]
+    pub modified_before: Option<u64>,
+}
+
+impl SearchFilter {
+    /// Whether the filter restricts nothing.
+    pub fn is_empty(&self) -> bool {
+        self == &SearchFilter::default()
+    }
+}
+
+/// Which signals rank a search.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SearchMode {
+    /// Dense vectors only.
+    Dense,
+    /// BM25 keywords only.
+    Keyword,
+    /// Both, fused.
+    #[default]
+    Hybrid,
+}
+
+impl std::str::FromStr for SearchMode {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "dense" => Ok(SearchMode::Dense),
+            "keyword" => Ok(SearchMode::Keyword),
+            "hybrid" => Ok(SearchMode::Hybrid),
+            other => Err(format!(
+                "unknown search mode {other:?}; use dense, keyword or hybrid"
+            )),
+        }
+    }
+}
+
+/// How hybrid search fuses its two ranked lists.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "method", rename_all = "lowercase")]
+pub enum Fusion {
+    /// Reciprocal rank fusion: sum of `weight / (rank + k)` over the lists.
+    Rrf {
+        k: u32,
+        dense_weight: f32,
+        keyword_weight: f32,
+    },
+    /// Distribution-based score fusion (scores normalised per list, summed).
+    Dbsf,
+}
+
+impl Default for Fusion {
+    fn default() -> Self {
+        Fusion::Rrf {
+            k: 60,
+            dense_weight: 1.0,
+            keyword_weight: 1.0,
+        }
+    }
 }
 
 /// One search against a store.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct SearchRequest {
     /// Dense query vector.
     pub vector: Vec<f32>,
+    /// The query's text, for the keyword side.
+    pub text: String,
+    pub mode: SearchMode,
+    pub fusion: Fusion,
+    /// Candidates each side contributes before fusion (at least `top_k`).
+    pub candidates: usize,
     /// How many chunks to return at most.
     pub top_k: usize,
     pub filter: SearchFilter,
@@ -109,7 +222,7 @@ pub struct CollectionSpec {
 
 impl CollectionSpec {
     /// Current layout of stored points and payloads.
-    pub const SCHEMA_VERSION: u32 = 1;
+    pub const SCHEMA_VERSION: u32 = 2;
 
     /// Describes how `found` differs from `self`, or `None` when they agree.
     pub fn mismatch(&self, found: &CollectionSpec) -> Option<String> {

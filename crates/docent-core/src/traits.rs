@@ -1,5 +1,5 @@
 use crate::{
-    ChunkId, ChunkSpan, CollectionSpec, DocumentId, EmbeddedChunk, ExtractedDocument,
+    Chunk, ChunkId, ChunkSpan, CollectionSpec, DocumentId, EmbeddedChunk, ExtractedDocument,
     GenerationEvent, GenerationRequest, Result, ScoredChunk, SearchRequest,
 };
 use std::path::Path;
@@ -29,6 +29,8 @@ pub trait VectorStore: Send + Sync {
     fn delete_document(&self, document: &DocumentId) -> Result<()>;
     /// Ids of every chunk stored for a document.
     fn chunk_ids(&self, document: &DocumentId) -> Result<Vec<ChunkId>>;
+    /// Chunks of a document at the given ordinals; missing ones are skipped.
+    fn chunks_by_ordinal(&self, document: &DocumentId, ordinals: &[usize]) -> Result<Vec<Chunk>>;
     /// Nearest chunks, best first.
     fn search(&self, request: &SearchRequest) -> Result<Vec<ScoredChunk>>;
     /// Number of stored chunks.

@@ -1,10 +1,11 @@
 use crate::NO_ANSWER;
 use crate::citations::CitationFilter;
 use crate::prompt::{PromptBuilder, PromptTemplates};
-use crate::retrieve::{Retriever, ms};
+use crate::retrieve::{RetrievalSettings, Retriever, ms};
 use docent_core::{
     ChatMessage, Embedder, Error, FinishReason, GenerationEvent, GenerationRequest,
-    GenerationStats, Generator, Result, SamplingParams, ScoredChunk, SearchFilter, VectorStore,
+    GenerationStats, Generator, Result, SamplingParams, ScoredChunk, SearchFilter, SearchMode,
+    VectorStore,
 };
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -16,8 +17,6 @@ use std::time::Instant;
 pub struct QuerySettings {
     /// Passages retrieved per question.
     pub top_k: usize,
-    /// Passages scoring below this are not shown to the model.
-    pub score_floor: f32,
     /// Most tokens the prompt may take (passages, question and template).
     pub max_prompt_tokens: usize,
 }
@@ -26,7 +25,6 @@ impl Default for QuerySettings {
     fn default() -> Self {
         QuerySettings {
             top_k: 5,
-            score_floor: 0.2,
             max_prompt_tokens: 2048,
         }
     }
@@ -38,6 +36,8 @@ pub struct AskRequest {
     pub question: String,
     pub top_k: Option<usize>,
     pub filter: SearchFilter,
+    /// Overrides the configured search mode.
+    pub mode: Option<SearchMode>,
     pub sampling: SamplingParams,
 }
 
@@ -55,7 +55,14 @@ pub struct Citation {
     pub line_start: usize,
     pub line_end: usize,
     pub heading: Option<String>,
+    /// 1-based page, for paged formats (PDF).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page: Option<u32>,
+    /// The ranking score (fused in hybrid mode).
     pub score: f32,
+    /// Cosine similarity between the question and the passage.
+    #[serde(default)]
+    pub similarity: f32,
     /// Whether the answer cites this passage with an `[n]` marker.
     pub cited: bool,
     pub text: String,
@@ -118,9 +125,10 @@ impl Asker {
         store: Arc<dyn VectorStore>,
         generator: Arc<dyn Generator>,
         settings: QuerySettings,
+        retrieval: RetrievalSettings,
     ) -> Self {
         Asker {
-            retriever: Retriever::new(embedder, store),
+            retriever: Retriever::new(embedder, store, retrieval),
             generator,
             prompts: PromptBuilder::new(PromptTemplates::default()),
             settings,
@@ -129,6 +137,10 @@ impl Asker {
 
     pub fn settings(&self) -> &QuerySettings {
         &self.settings
+    }
+
+    pub fn retriever(&self) -> &Retriever {
+        &self.retriever
     }
 
     pub fn generator(&self) -> &Arc<dyn Generator> {
@@ -142,9 +154,9 @@ impl Asker {
             return Err(Error::InvalidInput("question: must not be empty".into()));
         }
         let top_k = request.top_k.unwrap_or(self.settings.top_k).max(1);
-        let retrieval =
-            self.retriever
-                .retrieve(question, top_k, &request.filter, self.settings.score_floor)?;
+        let retrieval = self
+            .retriever
+            .retrieve(question, top_k, &request.filter, request.mode)?;
         let room = self
             .generator
             .context_length()
@@ -244,7 +256,9 @@ impl AnswerAssembler {
                 line_start: p.chunk.line_start,
                 line_end: p.chunk.line_end,
                 heading: p.chunk.heading.clone(),
+                page: p.chunk.page,
                 score: p.score,
+                similarity: p.similarity,
                 cited: false,
                 text: p.chunk.text.clone(),
             })

@@ -155,8 +155,10 @@ mod tests {
                 heading: None,
                 content_hash: "h".into(),
                 text: text.into(),
+                ..Default::default()
             },
             score,
+            similarity: score,
         }
     }
 

@@ -1,6 +1,43 @@
-use docent_core::{Embedder, Result, ScoredChunk, SearchFilter, SearchRequest, VectorStore};
+use docent_core::{
+    Embedder, Fusion, Result, ScoredChunk, SearchFilter, SearchMode, SearchRequest, VectorStore,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
+
+/// How passages are found and shaped (part of the `[query]` config section).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetrievalSettings {
+    /// Dense, keyword or hybrid.
+    pub mode: SearchMode,
+    /// How hybrid search fuses the dense and keyword lists.
+    pub fusion: Fusion,
+    /// Candidates each side of a hybrid search contributes before fusion.
+    pub candidates: usize,
+    /// Passages whose cosine similarity to the question is below this are dropped.
+    pub score_floor: f32,
+    /// Passages whose word overlap (Jaccard of word sets) with a better one is
+    /// at least this are collapsed into it; 1.0 collapses exact copies only.
+    pub duplicate_threshold: f32,
+    /// Neighbouring chunks added on each side of a passage, so the model sees
+    /// a continuous stretch of the document (0: none).
+    pub neighbours: usize,
+}
+
+impl Default for RetrievalSettings {
+    fn default() -> Self {
+        RetrievalSettings {
+            mode: SearchMode::Hybrid,
+            fusion: Fusion::default(),
+            candidates: 50,
+            score_floor: 0.2,
+            duplicate_threshold: 0.9,
+            neighbours: 0,
+        }
+    }
+}
 
 /// Passages found for a question, with what finding them cost.
 #[derive(Clone, Debug)]
@@ -10,44 +47,214 @@ pub struct Retrieval {
     pub search_ms: f64,
 }
 
-/// Dense retrieval: embed the question, search, drop passages under the floor.
+/// Embeds a question, searches the store, and shapes the results.
 pub struct Retriever {
     embedder: Arc<dyn Embedder>,
     store: Arc<dyn VectorStore>,
+    settings: RetrievalSettings,
 }
 
 impl Retriever {
-    pub fn new(embedder: Arc<dyn Embedder>, store: Arc<dyn VectorStore>) -> Self {
-        Retriever { embedder, store }
+    pub fn new(
+        embedder: Arc<dyn Embedder>,
+        store: Arc<dyn VectorStore>,
+        settings: RetrievalSettings,
+    ) -> Self {
+        Retriever {
+            embedder,
+            store,
+            settings,
+        }
     }
 
-    /// Blocking: call from a thread that may wait on the model.
+    pub fn settings(&self) -> &RetrievalSettings {
+        &self.settings
+    }
+
+    /// Blocking: call from a thread that may wait on the model. `mode`
+    /// overrides the configured one.
     pub fn retrieve(
         &self,
         question: &str,
         top_k: usize,
         filter: &SearchFilter,
-        score_floor: f32,
+        mode: Option<SearchMode>,
     ) -> Result<Retrieval> {
+        let s = &self.settings;
         let t0 = Instant::now();
         let vector = self.embedder.embed(&[question.to_string()])?.remove(0);
         let embed_ms = ms(t0);
         let t1 = Instant::now();
-        let mut passages = self.store.search(&SearchRequest {
+        // Ask for extra hits so collapsed duplicates don't leave the list short.
+        let fetch = if s.duplicate_threshold < 1.0 {
+            top_k + top_k.div_ceil(2)
+        } else {
+            top_k
+        };
+        let hits = self.store.search(&SearchRequest {
             vector,
-            top_k,
+            text: question.to_string(),
+            mode: mode.unwrap_or(s.mode),
+            fusion: s.fusion,
+            candidates: s.candidates.max(fetch),
+            top_k: fetch,
             filter: filter.clone(),
         })?;
+        let mut passages = collapse_duplicates(hits, s.duplicate_threshold);
+        passages.retain(|p| p.similarity >= s.score_floor);
+        passages.truncate(top_k);
+        if s.neighbours > 0 {
+            passages = self.expand(passages)?;
+        }
         let search_ms = ms(t1);
-        passages.retain(|p| p.score >= score_floor);
         Ok(Retrieval {
             passages,
             embed_ms,
             search_ms,
         })
     }
+
+    /// Widens each passage with its neighbouring chunks, merged into one span
+    /// of the document (overlap between chunks removed).
+    fn expand(&self, passages: Vec<ScoredChunk>) -> Result<Vec<ScoredChunk>> {
+        let n = self.settings.neighbours;
+        let mut out = Vec::with_capacity(passages.len());
+        for mut passage in passages {
+            let ordinal = passage.chunk.ordinal;
+            let wanted: Vec<usize> = (ordinal.saturating_sub(n)..=ordinal + n)
+                .filter(|&o| o != ordinal)
+                .collect();
+            let mut parts = self
+                .store
+                .chunks_by_ordinal(&passage.chunk.document_id, &wanted)?;
+            parts.retain(|c| c.content_hash == passage.chunk.content_hash);
+            parts.push(passage.chunk.clone());
+            parts.sort_by_key(|c| c.start);
+            let merged = merge_spans(&parts);
+            let first = &parts[0];
+            let last = &parts[parts.len() - 1];
+            passage.chunk.start = first.start;
+            passage.chunk.end = last.end.max(passage.chunk.end);
+            passage.chunk.line_start = first.line_start;
+            passage.chunk.line_end = last.line_end.max(passage.chunk.line_end);
+            passage.chunk.text = merged;
+            out.push(passage);
+        }
+        Ok(out)
+    }
+}
+
+/// Joins chunks sorted by start into the text they cover, without repeating
+/// the bytes where neighbours overlap. Chunks that don't touch are joined by
+/// a blank line.
+fn merge_spans(parts: &[docent_core::Chunk]) -> String {
+    let mut text = String::new();
+    let mut end = 0usize;
+    for (i, c) in parts.iter().enumerate() {
+        if i == 0 || c.start >= end {
+            if i > 0 && c.start > end {
+                text.push_str("\n\n");
+            }
+            text.push_str(&c.text);
+        } else if c.end > end {
+            let skip = end - c.start;
+            // `skip` is a byte offset into `c.text`; chunk ends fall on char
+            // boundaries of the same document, so this is one too.
+            if let Some(rest) = c.text.get(skip..) {
+                text.push_str(rest);
+            }
+        }
+        end = end.max(c.end);
+    }
+    text
+}
+
+fn words(text: &str) -> HashSet<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect()
+}
+
+/// Drops passages that repeat a better-ranked one (word-set Jaccard at or
+/// above `threshold`), keeping the order.
+pub fn collapse_duplicates(hits: Vec<ScoredChunk>, threshold: f32) -> Vec<ScoredChunk> {
+    if threshold > 1.0 {
+        return hits;
+    }
+    let mut kept: Vec<(ScoredChunk, HashSet<String>)> = Vec::with_capacity(hits.len());
+    for hit in hits {
+        let set = words(&hit.chunk.text);
+        let duplicate = kept.iter().any(|(k, kset)| {
+            if k.chunk.text == hit.chunk.text {
+                return true;
+            }
+            let inter = set.intersection(kset).count() as f32;
+            let union = (set.len() + kset.len()) as f32 - inter;
+            union > 0.0 && inter / union >= threshold
+        });
+        if !duplicate {
+            kept.push((hit, set));
+        }
+    }
+    kept.into_iter().map(|(h, _)| h).collect()
 }
 
 pub(crate) fn ms(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use docent_core::{Chunk, DocumentId};
+
+    fn hit(doc: &str, text: &str, score: f32) -> ScoredChunk {
+        ScoredChunk {
+            chunk: Chunk {
+                document_id: DocumentId::new(doc),
+                source: doc.into(),
+                text: text.into(),
+                ..Default::default()
+            },
+            score,
+            similarity: score,
+        }
+    }
+
+    #[test]
+    fn near_duplicates_collapse_into_the_better_one() {
+        let hits = vec![
+            hit(
+                "a",
+                "Refunds are issued within 14 days of the request.",
+                0.9,
+            ),
+            hit(
+                "b",
+                "Refunds are issued within 14 days of the request!",
+                0.8,
+            ),
+            hit("c", "Enterprise costs 45 dollars per seat.", 0.7),
+        ];
+        let kept = collapse_duplicates(hits, 0.9);
+        let docs: Vec<&str> = kept.iter().map(|h| h.chunk.source.as_str()).collect();
+        assert_eq!(docs, ["a", "c"]);
+    }
+
+    #[test]
+    fn spans_merge_without_repeating_overlap() {
+        let doc = "one two three four five six";
+        let part = |s: usize, e: usize| Chunk {
+            start: s,
+            end: e,
+            text: doc[s..e].into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            merge_spans(&[part(0, 13), part(8, 23)]),
+            "one two three four five"
+        );
+        assert_eq!(merge_spans(&[part(0, 3), part(8, 13)]), "one\n\nthree");
+    }
 }

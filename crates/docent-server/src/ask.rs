@@ -7,9 +7,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use docent_core::{
-    GenerationEvent, GenerationRequest, SamplingParams, SearchFilter, SearchRequest,
-};
+use docent_core::{GenerationEvent, GenerationRequest, SamplingParams, SearchFilter, SearchMode};
 use docent_query::{AnswerAssembler, AskRequest, AskResponse, NO_ANSWER};
 use serde::{Deserialize, Serialize};
 use std::convert::Infallible;
@@ -21,6 +19,9 @@ use tokio_stream::wrappers::ReceiverStream;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AskBody {
+    /// Overrides the configured search mode: dense, keyword or hybrid.
+    #[serde(default)]
+    pub mode: Option<SearchMode>,
     pub question: String,
     pub top_k: Option<usize>,
     pub filters: Option<SearchFilter>,
@@ -36,12 +37,14 @@ pub struct SearchBody {
     pub query: String,
     pub top_k: Option<usize>,
     pub filters: Option<SearchFilter>,
+    pub mode: Option<SearchMode>,
 }
 
 /// One ranked chunk of `POST /v1/search`.
 #[derive(Debug, Serialize)]
 pub struct SearchHit {
     pub score: f32,
+    pub similarity: f32,
     pub document_id: String,
     pub source: String,
     pub chunk_id: String,
@@ -50,6 +53,8 @@ pub struct SearchHit {
     pub line_start: usize,
     pub line_end: usize,
     pub heading: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub page: Option<u32>,
     pub text: String,
 }
 
@@ -76,6 +81,7 @@ impl AppState {
             question: body.question.clone(),
             top_k: body.top_k.map(|k| k.clamp(1, self.limits.max_top_k)),
             filter: body.filters.clone().unwrap_or_default(),
+            mode: body.mode,
             sampling: SamplingParams {
                 max_tokens: body
                     .max_tokens
@@ -236,14 +242,12 @@ pub async fn search(
     }
     let top_k = body.top_k.unwrap_or(10).clamp(1, state.limits.max_top_k);
     let filter = body.filters.unwrap_or_default();
-    let (embedder, store) = (state.embedder.clone(), state.store.clone());
+    let asker = state.asker.clone();
     let hits = tokio::task::spawn_blocking(move || {
-        let vector = embedder.embed(&[body.query])?.remove(0);
-        store.search(&SearchRequest {
-            vector,
-            top_k,
-            filter,
-        })
+        asker
+            .retriever()
+            .retrieve(&body.query, top_k, &filter, body.mode)
+            .map(|r| r.passages)
     })
     .await
     .map_err(|e| ApiError::internal(format!("search task failed: {e}")))??;
@@ -252,6 +256,7 @@ pub async fn search(
             .into_iter()
             .map(|h| SearchHit {
                 score: h.score,
+                similarity: h.similarity,
                 document_id: h.chunk.document_id.0,
                 source: h.chunk.source,
                 chunk_id: h.chunk.id.to_string(),
@@ -260,6 +265,7 @@ pub async fn search(
                 line_start: h.chunk.line_start,
                 line_end: h.chunk.line_end,
                 heading: h.chunk.heading,
+                page: h.chunk.page,
                 text: h.chunk.text,
             })
             .collect(),

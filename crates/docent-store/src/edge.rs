@@ -1,28 +1,26 @@
 //! The embedded backend on qdrant-edge.
 
-use crate::payload::{from_payload, to_payload};
+use crate::payload::{INTEGER_FIELDS, KEYWORD_FIELDS, folder_key, from_payload, to_payload};
 use crate::{DENSE, SPARSE};
 use docent_core::{
-    ChunkId, CollectionSpec, DocumentId, EmbeddedChunk, Error, Result, ScoredChunk, SearchFilter,
-    SearchRequest, VectorStore,
+    Chunk, ChunkId, CollectionSpec, DocumentId, EmbeddedChunk, Error, Fusion, Result, ScoredChunk,
+    SearchFilter, SearchMode, SearchRequest, VectorStore,
 };
 use qdrant_edge::bm25_embed::{EdgeBm25, EdgeBm25Config};
-use qdrant_edge::external::ordered_float::NotNan;
+use qdrant_edge::external::ordered_float::{NotNan, OrderedFloat};
 use qdrant_edge::{
     Condition, CountRequest, CreateIndex, Distance, EdgeConfig, EdgeShard, EdgeSparseVectorParams,
-    EdgeVectorParams, FieldCondition, FieldIndexOperations, Filter, JsonPath, Match, Modifier,
-    NamedQuery, OperationError, PayloadFieldSchema, PayloadSchemaType, PointId,
-    PointInsertOperations, PointOperations, PointStruct, QueryEnum, QueryRequest, ScoringQuery,
-    ScrollRequest, UpdateOperation, Vector, VectorInternal, Vectors, WithPayloadInterface,
-    WithVector,
+    EdgeVectorParams, FieldCondition, FieldIndexOperations, Filter, Fusion as EdgeFusion, JsonPath,
+    Match, Modifier, NamedQuery, OperationError, PayloadFieldSchema, PayloadSchemaType, PointId,
+    PointInsertOperations, PointOperations, PointStruct, Prefetch, QueryEnum, QueryRequest, Range,
+    ScoringQuery, ScrollRequest, UpdateOperation, Vector, VectorInternal, VectorStructInternal,
+    Vectors, WithPayloadInterface, WithVector,
 };
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 /// File beside the shard recording what the collection was built with.
 const SPEC_FILE: &str = "docent_collection.json";
-/// Payload fields with an index, used by filters and deletes.
-const INDEXED_FIELDS: &[&str] = &["document_id", "source"];
 
 /// A collection stored in-process with qdrant-edge.
 pub struct EdgeStore {
@@ -112,14 +110,20 @@ impl EdgeStore {
             writes: Mutex::new(()),
             path: dir.to_path_buf(),
         };
-        for field in INDEXED_FIELDS {
+        let indexes = KEYWORD_FIELDS
+            .iter()
+            .map(|f| (f, PayloadSchemaType::Keyword))
+            .chain(
+                INTEGER_FIELDS
+                    .iter()
+                    .map(|f| (f, PayloadSchemaType::Integer)),
+            );
+        for (field, kind) in indexes {
             store.update(
                 UpdateOperation::FieldIndexOperation(FieldIndexOperations::CreateIndex(
                     CreateIndex {
                         field_name: key(field),
-                        field_schema: Some(PayloadFieldSchema::FieldType(
-                            PayloadSchemaType::Keyword,
-                        )),
+                        field_schema: Some(PayloadFieldSchema::FieldType(kind)),
                     },
                 )),
                 "cannot create a payload index",
@@ -137,19 +141,44 @@ impl EdgeStore {
         self.shard.update(op).map_err(|e| storage_error(what, e))
     }
 
+    /// Translates a docent filter into a store filter, evaluated inside the query.
     fn filter(filter: &SearchFilter) -> Option<Filter> {
+        let keyword =
+            |field: &str, m: Match| Condition::Field(FieldCondition::new_match(key(field), m));
         let mut must = Vec::new();
         if !filter.document_ids.is_empty() {
             let ids: Vec<String> = filter.document_ids.iter().map(|d| d.0.clone()).collect();
-            must.push(Condition::Field(FieldCondition::new_match(
-                key("document_id"),
-                Match::from(ids),
-            )));
+            must.push(keyword("document_id", Match::from(ids)));
         }
         if let Some(source) = &filter.source {
-            must.push(Condition::Field(FieldCondition::new_match(
-                key("source"),
-                Match::from(source.clone()),
+            must.push(keyword("source", Match::from(source.clone())));
+        }
+        if let Some(prefix) = &filter.source_prefix {
+            must.push(keyword("source_prefixes", Match::from(folder_key(prefix))));
+        }
+        if !filter.tags.is_empty() {
+            must.push(keyword("tags", Match::from(filter.tags.clone())));
+        }
+        for (k, v) in &filter.metadata {
+            // Metadata keys are free-form; an unusable key matches nothing.
+            match format!("meta.{k}").parse::<JsonPath>() {
+                Ok(path) => must.push(Condition::Field(FieldCondition::new_match(
+                    path,
+                    Match::from(v.clone()),
+                ))),
+                Err(_) => must.push(keyword("document_id", Match::from(Vec::<String>::new()))),
+            }
+        }
+        if filter.modified_after.is_some() || filter.modified_before.is_some() {
+            let bound = |v: Option<u64>| v.map(|v| OrderedFloat(v as f64));
+            must.push(Condition::Field(FieldCondition::new_range(
+                key("modified"),
+                Range {
+                    gte: bound(filter.modified_after),
+                    lte: bound(filter.modified_before),
+                    gt: None,
+                    lt: None,
+                },
             )));
         }
         (!must.is_empty()).then(|| Filter {
@@ -262,6 +291,46 @@ impl VectorStore for EdgeStore {
         Ok(out)
     }
 
+    fn chunks_by_ordinal(&self, document: &DocumentId, ordinals: &[usize]) -> Result<Vec<Chunk>> {
+        if ordinals.is_empty() {
+            return Ok(Vec::new());
+        }
+        let wanted: Vec<i64> = ordinals.iter().map(|&o| o as i64).collect();
+        let filter = Filter {
+            must: Some(vec![
+                Condition::Field(FieldCondition::new_match(
+                    key("document_id"),
+                    Match::from(document.0.clone()),
+                )),
+                Condition::Field(FieldCondition::new_match(
+                    key("ordinal"),
+                    Match::from(wanted),
+                )),
+            ]),
+            ..Default::default()
+        };
+        let (page, _) = self
+            .shard
+            .scroll(ScrollRequest {
+                offset: None,
+                limit: Some(ordinals.len()),
+                filter: Some(filter),
+                with_payload: Some(WithPayloadInterface::Bool(true)),
+                with_vector: WithVector::Bool(false),
+                order_by: None,
+            })
+            .map_err(|e| storage_error("scroll failed", e))?;
+        page.iter()
+            .map(|record| {
+                let payload = record.payload.as_ref().ok_or_else(|| Error::Internal {
+                    message: "stored chunk without payload".into(),
+                    source: None,
+                })?;
+                from_payload(chunk_id(&record.id)?, &payload.0)
+            })
+            .collect()
+    }
+
     fn search(&self, request: &SearchRequest) -> Result<Vec<ScoredChunk>> {
         if request.vector.len() != self.spec.dimension {
             return Err(Error::InvalidInput(format!(
@@ -270,32 +339,104 @@ impl VectorStore for EdgeStore {
                 self.spec.dimension
             )));
         }
+        let dense = || {
+            ScoringQuery::Vector(QueryEnum::Nearest(NamedQuery::new(
+                VectorInternal::from(request.vector.clone()),
+                DENSE,
+            )))
+        };
+        let keyword = || {
+            ScoringQuery::Vector(QueryEnum::Nearest(NamedQuery::new(
+                VectorInternal::from(self.bm25.embed_query(&request.text)),
+                SPARSE,
+            )))
+        };
+        let (prefetches, query) = match request.mode {
+            SearchMode::Dense => (vec![], dense()),
+            SearchMode::Keyword => (vec![], keyword()),
+            SearchMode::Hybrid => {
+                let limit = request.candidates.max(request.top_k);
+                let side = |query| Prefetch {
+                    prefetches: vec![],
+                    query: Some(query),
+                    limit,
+                    params: None,
+                    filter: None,
+                    score_threshold: None,
+                };
+                let fusion = match request.fusion {
+                    Fusion::Rrf {
+                        k,
+                        dense_weight,
+                        keyword_weight,
+                    } => EdgeFusion::Rrf {
+                        k: k.max(1) as usize,
+                        weights: Some(vec![
+                            OrderedFloat(dense_weight),
+                            OrderedFloat(keyword_weight),
+                        ]),
+                    },
+                    Fusion::Dbsf => EdgeFusion::Dbsf,
+                };
+                (
+                    vec![side(dense()), side(keyword())],
+                    ScoringQuery::Fusion(fusion),
+                )
+            }
+        };
         let hits = self
             .shard
             .query(QueryRequest {
-                prefetches: vec![],
-                query: Some(ScoringQuery::Vector(QueryEnum::Nearest(NamedQuery::new(
-                    VectorInternal::from(request.vector.clone()),
-                    DENSE,
-                )))),
+                prefetches,
+                query: Some(query),
                 filter: Self::filter(&request.filter),
                 score_threshold: None,
                 limit: request.top_k,
                 offset: 0,
                 params: None,
-                with_vector: WithVector::Bool(false),
+                with_vector: WithVector::Selector(vec![DENSE.to_string()]),
                 with_payload: WithPayloadInterface::Bool(true),
             })
             .map_err(|e| storage_error("search failed", e))?;
+        let norm = request
+            .vector
+            .iter()
+            .map(|x| x * x)
+            .sum::<f32>()
+            .sqrt()
+            .max(1e-12);
         hits.into_iter()
             .map(|hit| {
                 let payload = hit.payload.as_ref().ok_or_else(|| Error::Internal {
                     message: "search hit without payload".into(),
                     source: None,
                 })?;
+                // Stored cosine vectors are unit length, so the dot product
+                // with the normalised query is the cosine similarity.
+                let similarity = match &hit.vector {
+                    Some(VectorStructInternal::Named(named)) => match named.get(DENSE) {
+                        Some(VectorInternal::Dense(v)) => {
+                            v.iter()
+                                .zip(&request.vector)
+                                .map(|(a, b)| a * b)
+                                .sum::<f32>()
+                                / norm
+                        }
+                        _ => 0.0,
+                    },
+                    Some(VectorStructInternal::Single(v)) => {
+                        v.iter()
+                            .zip(&request.vector)
+                            .map(|(a, b)| a * b)
+                            .sum::<f32>()
+                            / norm
+                    }
+                    _ => 0.0,
+                };
                 Ok(ScoredChunk {
                     chunk: from_payload(chunk_id(&hit.id)?, &payload.0)?,
                     score: hit.score,
+                    similarity,
                 })
             })
             .collect()

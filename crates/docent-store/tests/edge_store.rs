@@ -2,8 +2,8 @@
 //! store, not the embedder, is under test.
 
 use docent_core::{
-    Chunk, ChunkId, CollectionSpec, DocumentId, EmbeddedChunk, Error, SearchFilter, SearchRequest,
-    VectorStore,
+    Chunk, ChunkId, CollectionSpec, DocumentId, EmbeddedChunk, Error, SearchFilter, SearchMode,
+    SearchRequest, VectorStore,
 };
 use docent_store::EdgeStore;
 
@@ -32,6 +32,7 @@ fn chunk(doc: &str, ordinal: usize, text: &str, vector: [f32; 4]) -> EmbeddedChu
             heading: (ordinal == 0).then(|| "Intro".to_string()),
             content_hash: "hash".into(),
             text: text.into(),
+            ..Default::default()
         },
         vector: vector.to_vec(),
     }
@@ -41,8 +42,10 @@ fn search(store: &EdgeStore, v: [f32; 4], filter: SearchFilter) -> Vec<(String, 
     store
         .search(&SearchRequest {
             vector: v.to_vec(),
+            mode: SearchMode::Dense,
             top_k: 10,
             filter,
+            ..Default::default()
         })
         .unwrap()
         .into_iter()
@@ -71,8 +74,9 @@ fn upsert_search_delete_and_reopen() {
         let hits = store
             .search(&SearchRequest {
                 vector: vec![1.0, 0.0, 0.0, 0.0],
+                mode: SearchMode::Dense,
                 top_k: 2,
-                filter: SearchFilter::default(),
+                ..Default::default()
             })
             .unwrap();
         assert_eq!(

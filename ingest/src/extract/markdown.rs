@@ -37,6 +37,7 @@ impl Extractor for MarkdownExtractor {
             kind: TextKind::Markdown,
             metadata,
             line_offset,
+            ..Default::default()
         })
     }
 }
