@@ -373,10 +373,13 @@ fn serve(setup: &Setup, args: ServeArgs) -> Result<ExitCode> {
         asker,
         embedder: parts.embedder.clone(),
         store: collection.store.clone(),
+        pipeline: Arc::new(setup.pipeline(&parts, &collection)),
+        metrics: docent_server::Metrics::default(),
         limits: docent_server::Limits {
             max_top_k: s.max_top_k,
             max_tokens: s.max_tokens,
             max_json_bytes: s.max_json_bytes,
+            max_upload_bytes: s.max_upload_bytes,
             request_timeout: std::time::Duration::from_secs(s.request_timeout_secs),
         },
         api_keys: s.api_keys.clone(),
@@ -392,6 +395,7 @@ fn serve(setup: &Setup, args: ServeArgs) -> Result<ExitCode> {
         .worker_threads(2)
         .enable_all()
         .build()?;
+    let grace = std::time::Duration::from_secs(s.shutdown_grace_secs);
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(&bind)
             .await
@@ -401,9 +405,27 @@ fn serve(setup: &Setup, args: ServeArgs) -> Result<ExitCode> {
             listener.local_addr()?,
             setup.collection
         );
-        docent_server::serve(listener, state, shutdown_signal())
-            .await
-            .context("server failed")
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let mut server = tokio::spawn(docent_server::serve(listener, state, async {
+            let _ = stopped.await;
+        }));
+        tokio::select! {
+            result = &mut server => {
+                return result.context("server task failed")?.context("server failed");
+            }
+            _ = shutdown_signal() => {}
+        }
+        eprintln!("docent: shutting down; finishing in-flight requests (up to {grace:?})");
+        let _ = stop.send(());
+        match tokio::time::timeout(grace, server).await {
+            Ok(result) => result
+                .context("server task failed")?
+                .context("server failed"),
+            Err(_) => {
+                eprintln!("docent: shutdown deadline passed; dropping the remaining requests");
+                Ok(())
+            }
+        }
     })?;
     collection.store.flush()?;
     eprintln!("docent stopped");
@@ -441,9 +463,13 @@ fn print_sources(out: &mut impl Write, response: &AskResponse) -> Result<()> {
     };
     writeln!(out, "\n{heading}")?;
     for c in &response.citations {
+        let lines = match c.page {
+            Some(page) => format!("page {page}, lines {}-{}", c.line_start, c.line_end),
+            None => format!("lines {}-{}", c.line_start, c.line_end),
+        };
         let place = match &c.heading {
-            Some(h) => format!("{} § {h}, lines {}-{}", c.source, c.line_start, c.line_end),
-            None => format!("{}, lines {}-{}", c.source, c.line_start, c.line_end),
+            Some(h) => format!("{} § {h}, {lines}", c.source),
+            None => format!("{}, {lines}", c.source),
         };
         let mark = if c.cited { "" } else { " (not cited)" };
         writeln!(out, "[{}] {place} (score {:.2}){mark}", c.n, c.score)?;

@@ -38,7 +38,9 @@ pub struct ServerConfig {
     pub max_top_k: usize,
     pub max_tokens: usize,
     pub max_json_bytes: usize,
+    pub max_upload_bytes: usize,
     pub request_timeout_secs: u64,
+    pub shutdown_grace_secs: u64,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -52,6 +54,8 @@ impl std::fmt::Debug for ServerConfig {
             .field("max_top_k", &self.max_top_k)
             .field("max_tokens", &self.max_tokens)
             .field("max_json_bytes", &self.max_json_bytes)
+            .field("max_upload_bytes", &self.max_upload_bytes)
+            .field("shutdown_grace_secs", &self.shutdown_grace_secs)
             .field("request_timeout_secs", &self.request_timeout_secs)
             .finish()
     }

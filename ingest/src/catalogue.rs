@@ -7,7 +7,7 @@
 //! so a run killed at any point knows on restart exactly what to clean up.
 
 use docent_core::{ChunkId, DocumentId};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -125,6 +125,33 @@ impl Catalogue {
             out.push(decode(key.value(), value.value())?);
         }
         Ok(out)
+    }
+
+    /// Up to `limit` records with ids after `after`, in id order, and the
+    /// total number of records: one page of a listing.
+    pub fn page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<DocumentRecord>, u64), CatalogueError> {
+        use std::ops::Bound;
+        let tx = self.db.begin_read().map_err(storage)?;
+        let table = tx.open_table(DOCUMENTS).map_err(storage)?;
+        let total = table.len().map_err(storage)?;
+        let lower = match after {
+            Some(a) => Bound::Excluded(a),
+            None => Bound::Unbounded,
+        };
+        let mut out = Vec::new();
+        for entry in table
+            .range::<&str>((lower, Bound::Unbounded))
+            .map_err(storage)?
+            .take(limit)
+        {
+            let (key, value) = entry.map_err(storage)?;
+            out.push(decode(key.value(), value.value())?);
+        }
+        Ok((out, total))
     }
 }
 

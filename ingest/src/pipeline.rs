@@ -5,7 +5,7 @@ use docent_core::{
     VectorStore, content_hash,
 };
 use serde::Serialize;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -172,7 +172,40 @@ impl Pipeline {
         modified: Option<u64>,
         progress: &dyn Fn(Progress),
     ) -> Result<(Outcome, usize), FileError> {
-        let hash = content_hash(bytes);
+        self.ingest_with_metadata(
+            id,
+            source,
+            path_hint,
+            bytes,
+            modified,
+            &BTreeMap::new(),
+            progress,
+        )
+    }
+
+    /// Like [`Pipeline::ingest_bytes`], with metadata from the caller (an API
+    /// client's `tags`, `date` or other keys) added over the extracted
+    /// metadata. The metadata is part of the document's hash, so changing it
+    /// re-ingests the document.
+    #[allow(clippy::too_many_arguments)]
+    pub fn ingest_with_metadata(
+        &self,
+        id: &DocumentId,
+        source: &str,
+        path_hint: &Path,
+        bytes: &[u8],
+        modified: Option<u64>,
+        metadata: &BTreeMap<String, String>,
+        progress: &dyn Fn(Progress),
+    ) -> Result<(Outcome, usize), FileError> {
+        let hash = if metadata.is_empty() {
+            content_hash(bytes)
+        } else {
+            let mut keyed = bytes.to_vec();
+            keyed.extend_from_slice(b"\0docent-metadata\0");
+            keyed.extend_from_slice(&serde_json::to_vec(metadata).unwrap_or_default());
+            content_hash(&keyed)
+        };
         let previous = self.catalogue.get(id).map_err(fatal)?;
         if let Some(prev) = &previous
             && prev.status == DocumentStatus::Ready
@@ -180,10 +213,13 @@ impl Pipeline {
         {
             return Ok((Outcome::Unchanged, 0));
         }
-        let document = self
+        let mut document = self
             .extractors
             .extract(path_hint, bytes)
             .map_err(|e| FileError::Skip(e.to_string()))?;
+        document
+            .metadata
+            .extend(metadata.iter().map(|(k, v)| (k.clone(), v.clone())));
         let chunks = self.make_chunks(id, source, &hash, &document, modified);
         if chunks.is_empty() {
             return Err(FileError::Skip("no extractable text".into()));
@@ -291,7 +327,7 @@ impl Pipeline {
     }
 
     /// Marks a document as failed, keeping chunks of an earlier good version.
-    fn record_failure(&self, id: &DocumentId, reason: &str) -> Result<()> {
+    pub fn record_failure(&self, id: &DocumentId, reason: &str) -> Result<()> {
         let mut record = match self.catalogue.get(id).map_err(fatal_error)? {
             Some(existing) => existing,
             None => DocumentRecord {

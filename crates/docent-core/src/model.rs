@@ -109,6 +109,7 @@ pub struct ScoredChunk {
 }
 
 /// Restricts a search to part of the collection. Empty fields do not filter.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct SearchFilter {
     /// Only these documents.
@@ -143,6 +144,7 @@ impl SearchFilter {
 }
 
 /// Which signals rank a search.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SearchMode {
@@ -323,6 +325,7 @@ pub struct GenerationRequest {
 }
 
 /// Why generation stopped.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FinishReason {

@@ -13,6 +13,8 @@ pub trait Embedder: Send + Sync {
     fn dimension(&self) -> usize;
     /// Longest input in model tokens, special tokens excluded; longer input is truncated.
     fn max_input_tokens(&self) -> usize;
+    /// Tokens `text` takes in this model's vocabulary (special tokens included).
+    fn count_tokens(&self, text: &str) -> Result<usize>;
     /// Embeds each text into an L2-normalised vector, in order.
     fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>>;
 }
@@ -49,6 +51,14 @@ pub trait Generator: Send + Sync {
     fn count_tokens(&self, text: &str) -> Result<usize>;
     /// Tokens the chat template adds around `messages` beyond their contents.
     fn template_overhead(&self, messages: &[crate::ChatMessage]) -> Result<usize>;
+    /// Requests waiting in the queue (not yet started).
+    fn queue_depth(&self) -> usize {
+        0
+    }
+    /// Generations stopped early because their receiver was dropped.
+    fn cancelled(&self) -> u64 {
+        0
+    }
     /// Queues a generation. Returns at once: `Error::Overloaded` when the queue
     /// is full. Events arrive on the receiver; dropping it cancels the work.
     fn generate(

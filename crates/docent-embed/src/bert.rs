@@ -57,6 +57,8 @@ struct Job {
 /// A BERT sentence encoder running on a dedicated thread.
 pub struct BertEmbedder {
     model_id: String,
+    /// A copy of the worker's tokenizer, for counting tokens off the model thread.
+    tokenizer: Tokenizer,
     dimension: usize,
     max_input_tokens: usize,
     jobs: Option<SyncSender<Job>>,
@@ -99,7 +101,7 @@ impl BertEmbedder {
         let (tx, rx) = sync_channel::<Job>(options.queue_depth.max(1));
         let worker = Worker {
             model,
-            tokenizer,
+            tokenizer: tokenizer.clone(),
             device,
             batch_size: options.batch_size.max(1),
         };
@@ -109,6 +111,7 @@ impl BertEmbedder {
             .map_err(|e| Error::internal("cannot start the embedding thread", e))?;
         Ok(BertEmbedder {
             model_id: options.model_id,
+            tokenizer,
             dimension,
             max_input_tokens: max_seq_len - 2,
             jobs: Some(tx),
@@ -124,6 +127,14 @@ impl Embedder for BertEmbedder {
 
     fn dimension(&self) -> usize {
         self.dimension
+    }
+
+    fn count_tokens(&self, text: &str) -> Result<usize> {
+        let encoding = self
+            .tokenizer
+            .encode(text, true)
+            .map_err(|e| Error::InvalidInput(format!("cannot tokenize: {e}")))?;
+        Ok(encoding.len())
     }
 
     fn max_input_tokens(&self) -> usize {
