@@ -61,6 +61,11 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Measure retrieval and answer quality on a SQuAD 2.0 or BEIR dataset
+    Eval {
+        #[command(subcommand)]
+        command: crate::eval::EvalCommand,
+    },
     /// Measure throughput (prints JSON)
     Bench {
         #[command(subcommand)]
@@ -184,6 +189,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             print!("{}", toml::to_string_pretty(&shown)?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Eval { command } => crate::eval::run(&setup, command),
         Command::Bench { command } => crate::bench::run(&setup, command),
     }
 }
