@@ -45,6 +45,8 @@ fn key(field: &str) -> JsonPath {
 
 fn bm25_config() -> EdgeBm25Config {
     EdgeBm25Config {
+        k: NotNan::new(0.9).expect("not NaN"),
+        b: NotNan::new(0.4).expect("not NaN"),
         avg_len: NotNan::new(120.0).expect("not NaN"),
         ..Default::default()
     }
