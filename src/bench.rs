@@ -40,6 +40,22 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// /v1/search latency with concurrent clients over a synthetic collection,
+    /// /v1/ask time-to-first-token, and peak RSS, over real HTTP
+    Http {
+        /// Chunks in the synthetic collection
+        #[arg(long, default_value_t = 100_000)]
+        chunks: usize,
+        /// Concurrent search clients
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        /// Search requests in all
+        #[arg(long, default_value_t = 2000)]
+        requests: usize,
+        /// Streaming asks timed for time-to-first-token
+        #[arg(long, default_value_t = 5)]
+        asks: usize,
+    },
 }
 
 pub fn run(setup: &Setup, command: BenchCommand) -> Result<ExitCode> {
@@ -56,6 +72,12 @@ pub fn run(setup: &Setup, command: BenchCommand) -> Result<ExitCode> {
             decode_tokens,
             runs,
         } => generate(setup, model, prompt_tokens, decode_tokens, runs)?,
+        BenchCommand::Http {
+            chunks,
+            clients,
+            requests,
+            asks,
+        } => crate::bench_http::run(setup, chunks, clients, requests, asks)?,
     };
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(ExitCode::SUCCESS)

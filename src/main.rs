@@ -2,6 +2,7 @@
 
 mod app;
 mod bench;
+mod bench_http;
 mod cli;
 mod config;
 mod eval;
