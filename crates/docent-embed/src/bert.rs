@@ -179,10 +179,44 @@ struct Worker {
 }
 
 impl Worker {
+    /// Serves jobs in order. Jobs that queued up while the model was busy
+    /// (concurrent queries, typically one text each) run as one batch, so N
+    /// waiting requests cost about one forward pass instead of N.
     fn run(self, jobs: Receiver<Job>) {
-        while let Ok(job) = jobs.recv() {
-            let result = self.embed_all(&job.texts);
-            let _ = job.reply.send(result);
+        while let Ok(first) = jobs.recv() {
+            let mut group = vec![first];
+            let mut texts = group[0].texts.len();
+            while texts < self.batch_size {
+                match jobs.try_recv() {
+                    Ok(job) => {
+                        texts += job.texts.len();
+                        group.push(job);
+                    }
+                    Err(_) => break,
+                }
+            }
+            if group.len() == 1 {
+                let job = group.pop().expect("one job");
+                let result = self.embed_all(&job.texts);
+                let _ = job.reply.send(result);
+                continue;
+            }
+            let all: Vec<String> = group.iter().flat_map(|j| j.texts.iter().cloned()).collect();
+            match self.embed_all(&all) {
+                Ok(mut vectors) => {
+                    for job in group.into_iter().rev() {
+                        let mine = vectors.split_off(vectors.len() - job.texts.len());
+                        let _ = job.reply.send(Ok(mine));
+                    }
+                }
+                // Retry one by one so one bad input fails only its own request.
+                Err(_) => {
+                    for job in group {
+                        let result = self.embed_all(&job.texts);
+                        let _ = job.reply.send(result);
+                    }
+                }
+            }
         }
     }
 
