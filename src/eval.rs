@@ -421,6 +421,8 @@ fn answers(setup: &Setup, args: AnswerArgs) -> Result<ExitCode> {
                     "em": q_em, "f1": q_f1, "ttft_ms": first, "total_ms": total_ms,
                 })
             )?;
+            // One line per question survives an interrupted run.
+            out.flush()?;
         }
         bar.inc(1);
     }

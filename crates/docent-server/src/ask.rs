@@ -167,9 +167,15 @@ pub(crate) async fn start_answer(
     };
     let state = state.clone();
     tokio::spawn(async move {
-        // When the consumer goes away, `tx.send` fails, this task ends and
-        // drops `events`, which cancels the generation on the model thread.
-        while let Some(event) = events.recv().await {
+        // When the consumer goes away this task ends and drops `events`,
+        // which cancels the generation on the model thread (or makes the
+        // model thread skip it, if it is still queued).
+        loop {
+            let event = tokio::select! {
+                event = events.recv() => event,
+                _ = tx.closed() => return,
+            };
+            let Some(event) = event else { break };
             let piece = match event {
                 GenerationEvent::Text(text) => {
                     let shown = assembler.push(&text);
@@ -261,7 +267,14 @@ pub async fn ask(
         if tx.send(Ok(citations)).await.is_err() {
             return;
         }
-        while let Some(piece) = pieces.recv().await {
+        loop {
+            // A client that hangs up closes `tx`; stop at once, even while
+            // the answer is still queued.
+            let piece = tokio::select! {
+                piece = pieces.recv() => piece,
+                _ = tx.closed() => return,
+            };
+            let Some(piece) = piece else { return };
             let (event, last) = match piece {
                 Piece::Text(text) => (
                     Event::default()

@@ -173,7 +173,12 @@ pub async fn chat_completions(
         if tx.send(Ok(first)).await.is_err() {
             return;
         }
-        while let Some(piece) = pieces.recv().await {
+        loop {
+            let piece = tokio::select! {
+                piece = pieces.recv() => piece,
+                _ = tx.closed() => return,
+            };
+            let Some(piece) = piece else { return };
             let (event, last) = match piece {
                 Piece::Text(text) => (chunk(json!({ "content": text }), None, None), false),
                 Piece::Done(response) => (
