@@ -6,6 +6,7 @@
 //! responses in one place, [`ApiError`].
 
 mod ask;
+mod collections;
 mod documents;
 mod error;
 mod extract;
@@ -16,7 +17,7 @@ mod state;
 
 pub use error::ApiError;
 pub use metrics::Metrics;
-pub use state::{AppState, Limits};
+pub use state::{AppState, Collections, Limits};
 
 use axum::extract::DefaultBodyLimit;
 use axum::extract::{Request, State};
@@ -53,6 +54,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/embeddings", post(openai::embeddings).layer(json_limit))
         .route("/v1/models", get(openai::models))
+        .route("/v1/collections", get(collections::list))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             require_api_key,
