@@ -14,6 +14,7 @@ mod metrics;
 mod openai;
 pub mod openapi;
 mod state;
+mod web;
 
 pub use error::ApiError;
 pub use metrics::Metrics;
@@ -32,7 +33,8 @@ use tower_http::trace::TraceLayer;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The whole API. `/healthz` and `/readyz` stay open; `/v1` needs a key when keys are configured.
+/// The whole API and the web page. `/`, `/assets/*`, `/healthz` and `/readyz`
+/// stay open; `/v1` needs a key when keys are configured.
 pub fn router(state: Arc<AppState>) -> Router {
     let json_limit = DefaultBodyLimit::max(state.limits.max_json_bytes);
     let v1 = Router::new()
@@ -61,6 +63,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         ));
     Router::new()
         .merge(v1)
+        .route("/", get(web::index))
+        .route("/assets/{name}", get(web::asset))
         .route("/healthz", get(healthz))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics::metrics))
