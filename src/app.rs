@@ -31,8 +31,13 @@ pub struct Collection {
 }
 
 impl Setup {
+    /// The folder holding one sub-folder per collection.
+    pub fn collections_root(&self) -> PathBuf {
+        self.data_dir.join("collections")
+    }
+
     pub fn collection_dir(&self) -> PathBuf {
-        self.data_dir.join("collections").join(&self.collection)
+        self.collections_root().join(&self.collection)
     }
 
     fn model_dir(&self, name: &str) -> Result<PathBuf> {

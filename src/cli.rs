@@ -395,6 +395,10 @@ fn serve(setup: &Setup, args: ServeArgs) -> Result<ExitCode> {
             top_p: Some(g.top_p),
             seed: g.seed,
         },
+        collections: docent_server::Collections {
+            dir: setup.collections_root(),
+            current: setup.collection.clone(),
+        },
     });
     let bind = args.bind.unwrap_or_else(|| s.bind.clone());
     let runtime = tokio::runtime::Builder::new_multi_thread()

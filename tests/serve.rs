@@ -602,6 +602,7 @@ fn openapi_describes_every_endpoint_and_openai_shapes_hold() {
         ("/v1/chat/completions", "post"),
         ("/v1/embeddings", "post"),
         ("/v1/models", "get"),
+        ("/v1/collections", "get"),
         ("/healthz", "get"),
         ("/readyz", "get"),
         ("/metrics", "get"),

@@ -6,6 +6,7 @@
 //! responses in one place, [`ApiError`].
 
 mod ask;
+mod collections;
 mod documents;
 mod error;
 mod extract;
@@ -13,10 +14,11 @@ mod metrics;
 mod openai;
 pub mod openapi;
 mod state;
+mod web;
 
 pub use error::ApiError;
 pub use metrics::Metrics;
-pub use state::{AppState, Limits};
+pub use state::{AppState, Collections, Limits};
 
 use axum::extract::DefaultBodyLimit;
 use axum::extract::{Request, State};
@@ -31,7 +33,8 @@ use tower_http::trace::TraceLayer;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The whole API. `/healthz` and `/readyz` stay open; `/v1` needs a key when keys are configured.
+/// The whole API and the web page. `/`, `/assets/*`, `/healthz` and `/readyz`
+/// stay open; `/v1` needs a key when keys are configured.
 pub fn router(state: Arc<AppState>) -> Router {
     let json_limit = DefaultBodyLimit::max(state.limits.max_json_bytes);
     let v1 = Router::new()
@@ -53,12 +56,15 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/embeddings", post(openai::embeddings).layer(json_limit))
         .route("/v1/models", get(openai::models))
+        .route("/v1/collections", get(collections::list))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             require_api_key,
         ));
     Router::new()
         .merge(v1)
+        .route("/", get(web::index))
+        .route("/assets/{name}", get(web::asset))
         .route("/healthz", get(healthz))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics::metrics))

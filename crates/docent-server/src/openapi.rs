@@ -17,6 +17,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
         crate::documents::list,
         crate::documents::get,
         crate::documents::delete,
+        crate::collections::list,
         crate::openai::chat_completions,
         crate::openai::embeddings,
         crate::openai::models,

@@ -2,6 +2,7 @@ use crate::metrics::Metrics;
 use docent_core::{Embedder, SamplingParams, VectorStore};
 use docent_ingest::Pipeline;
 use docent_query::Asker;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,6 +33,15 @@ impl Default for Limits {
     }
 }
 
+/// Where the collections live and which one this server serves.
+#[derive(Clone, Debug)]
+pub struct Collections {
+    /// The folder holding one sub-folder per collection (`<data dir>/collections`).
+    pub dir: PathBuf,
+    /// The served collection's name.
+    pub current: String,
+}
+
 /// Everything the handlers share. Backends are trait objects so tests can
 /// put fakes around the code under test.
 pub struct AppState {
@@ -46,4 +56,6 @@ pub struct AppState {
     pub api_keys: Vec<String>,
     /// Sampling used when a request does not say.
     pub defaults: SamplingParams,
+    /// For `GET /v1/collections`.
+    pub collections: Collections,
 }
