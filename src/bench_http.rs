@@ -123,6 +123,10 @@ fn state(
             top_p: Some(g.top_p),
             seed: g.seed,
         },
+        collections: docent_server::Collections {
+            dir: setup.collections_root(),
+            current: setup.collection.clone(),
+        },
     })
 }
 
