@@ -11,6 +11,7 @@ use tokenizers::Tokenizer;
 pub struct TokenChunker {
     text: TextSplitter<Tokenizer>,
     markdown: MarkdownSplitter<Tokenizer>,
+    tokenizer: Tokenizer,
     max_tokens: usize,
     overlap_tokens: usize,
 }
@@ -35,6 +36,7 @@ impl TokenChunker {
         Ok(TokenChunker {
             text: TextSplitter::new(config()?),
             markdown: MarkdownSplitter::new(config()?),
+            tokenizer: tokenizer.clone(),
             max_tokens,
             overlap_tokens,
         })
@@ -68,6 +70,12 @@ impl Chunker for TokenChunker {
 
     fn overlap_tokens(&self) -> usize {
         self.overlap_tokens
+    }
+
+    fn count_tokens(&self, text: &str) -> usize {
+        self.tokenizer
+            .encode(text, false)
+            .map_or(text.len() / 4 + 1, |e| e.get_ids().len())
     }
 }
 
