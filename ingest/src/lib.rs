@@ -10,6 +10,7 @@ pub mod catalogue;
 pub mod chunk;
 pub mod extract;
 mod pipeline;
+pub mod testing;
 mod watch;
 
 pub use catalogue::{Catalogue, CatalogueError, DocumentRecord, DocumentStatus};
