@@ -45,6 +45,10 @@ pub struct DocumentRecord {
     pub stale_chunk_ids: Vec<ChunkId>,
     /// Seconds since the Unix epoch of the last change to this record.
     pub updated_at: u64,
+    /// The folder the document was ingested from (absolute), which
+    /// `--prune` compares against; `None` for documents given as bytes.
+    #[serde(default)]
+    pub root: Option<String>,
 }
 
 /// Catalogue failures.
@@ -102,6 +106,24 @@ impl Catalogue {
             table
                 .insert(record.id.as_str(), bytes.as_slice())
                 .map_err(storage)?;
+        }
+        tx.commit().map_err(storage)
+    }
+
+    /// Inserts or replaces several records in one durable commit.
+    pub fn put_many(&self, records: &[DocumentRecord]) -> Result<(), CatalogueError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let tx = self.db.begin_write().map_err(storage)?;
+        {
+            let mut table = tx.open_table(DOCUMENTS).map_err(storage)?;
+            for record in records {
+                let bytes = serde_json::to_vec(record).map_err(storage)?;
+                table
+                    .insert(record.id.as_str(), bytes.as_slice())
+                    .map_err(storage)?;
+            }
         }
         tx.commit().map_err(storage)
     }
@@ -186,6 +208,7 @@ mod tests {
             chunk_ids: vec![ChunkId::derive(&DocumentId::new(id), "h", 0)],
             stale_chunk_ids: vec![],
             updated_at: now_secs(),
+            root: None,
         }
     }
 

@@ -80,6 +80,23 @@ pub enum ExtractError {
     Unsupported(String),
     #[error("malformed file: {0}")]
     Malformed(String),
+    /// A password-protected document that cannot be read without the password.
+    #[error("encrypted {0} (password protected); decrypt it and re-ingest")]
+    Encrypted(String),
+    /// A paged document whose pages carry no text (typically a scan).
+    #[error("no extractable text (scanned? run OCR on it first)")]
+    NoTextLayer,
+    /// Extraction ran past its time bound.
+    #[error(
+        "extraction took longer than {0} s (ingest.extract_timeout_secs); the file may be malformed"
+    )]
+    Timeout(u64),
+    /// Extraction (or decompression) ran past its memory bound.
+    #[error("too large to extract: {0}")]
+    TooLarge(String),
+    /// The isolated extractor died (a crash in the parser) or could not run.
+    #[error("the extractor failed: {0}")]
+    Crashed(String),
 }
 
 /// Turns the bytes of one file into text.
@@ -99,6 +116,12 @@ pub trait Chunker: Send + Sync {
     /// Largest chunk in embedder tokens.
     fn max_tokens(&self) -> usize;
     fn overlap_tokens(&self) -> usize;
+    /// Embedder tokens in `text`, for sizing embedding batches. The default
+    /// is a rough estimate (four bytes a token); tokenizer-backed chunkers
+    /// count exactly.
+    fn count_tokens(&self, text: &str) -> usize {
+        text.len() / 4 + 1
+    }
 }
 
 /// Convenience for building a collection spec from the parts that define it.

@@ -190,13 +190,17 @@ pub async fn upload(
         let mut results = Vec::with_capacity(uploads.len());
         for upload in uploads {
             let id = DocumentId::new(upload.source.clone());
-            let outcome = pipeline.ingest_with_metadata(
+            let meta = docent_ingest::DocumentMeta {
+                modified: Some(docent_ingest::catalogue::now_secs()),
+                tags: Vec::new(),
+                metadata: upload.metadata,
+            };
+            let outcome = pipeline.ingest_document(
                 &id,
                 &upload.source,
                 std::path::Path::new(&upload.source),
                 &upload.bytes,
-                Some(docent_ingest::catalogue::now_secs()),
-                &upload.metadata,
+                &meta,
                 &|_| {},
             );
             let (status, chunks, error) = match outcome {
@@ -204,7 +208,7 @@ pub async fn upload(
                 Ok((Outcome::Updated, n)) => ("updated", n, None),
                 Ok((Outcome::Unchanged, _)) => ("unchanged", 0, None),
                 Err(FileError::Skip(reason)) => {
-                    pipeline.record_failure(&id, &reason)?;
+                    pipeline.record_failure(&id, &reason, None)?;
                     ("failed", 0, Some(reason))
                 }
                 Err(FileError::Fatal(e)) => return Err(e.into()),
