@@ -30,7 +30,7 @@ pub enum BenchCommand {
     /// embedding of the same chunks
     Ingest {
         /// SQuAD 2.0 JSON whose paragraphs become files
-        #[arg(long, default_value = "/work/shared/data/squad/squad2-dev.json")]
+        #[arg(long, default_value = "../shared/data/squad/squad2-dev.json")]
         squad: std::path::PathBuf,
         /// Paragraphs to write (0: all)
         #[arg(long, default_value_t = 400)]

@@ -184,6 +184,12 @@ fn binary_and_invalid_utf8_files_fail_alone() {
         b"Caf\xe9 cr\xe8me is served at 10.",
     )
     .unwrap();
+    // Mostly UTF-8 (multi-byte characters decode) with a broken byte: not a
+    // legacy encoding, so refused with the offset.
+    let mut broken = "Le café crème coûte deux euros. ".repeat(4).into_bytes();
+    let broken_at = broken.len();
+    broken.extend_from_slice(b"\xff and more text");
+    std::fs::write(docs.path().join("broken.txt"), &broken).unwrap();
     std::fs::write(docs.path().join("empty.md"), b"").unwrap();
     let out = docent(
         data.path(),
@@ -195,7 +201,8 @@ fn binary_and_invalid_utf8_files_fail_alone() {
         "partial failure has its own exit code"
     );
     let summary = json(&out);
-    assert_eq!(summary["added"], 1, "{summary}");
+    // good.md, and latin1.txt decoded as a legacy single-byte encoding.
+    assert_eq!(summary["added"], 2, "{summary}");
     let failed = summary["failed"].as_array().unwrap();
     let reason = |p: &str| {
         failed
@@ -205,8 +212,9 @@ fn binary_and_invalid_utf8_files_fail_alone() {
             .unwrap_or_default()
     };
     assert!(reason("image.txt").contains("binary"), "{summary}");
+    assert_eq!(reason("latin1.txt"), "", "{summary}");
     assert!(
-        reason("latin1.txt").contains("invalid UTF-8 at byte 3"),
+        reason("broken.txt").contains(&format!("invalid UTF-8 at byte {broken_at}")),
         "{summary}"
     );
     assert!(

@@ -114,21 +114,25 @@ fn heading_positions(text: &str) -> Vec<(usize, usize, String)> {
 /// `Travel > Rail`. A chunk of headings only keeps its last one.
 fn body_start(text: &str, headings: &[(usize, usize, String)], start: usize, end: usize) -> usize {
     let mut at = start;
-    let mut last_heading = start;
     loop {
         let rest = &text[at..end];
         let skipped = rest.len() - rest.trim_start().len();
         let here = at + skipped;
-        let Some((pos, _, _)) = headings.iter().find(|(pos, _, _)| {
-            // The heading line may start with indentation before `#`.
-            *pos <= here && here < *pos + text[*pos..].find('\n').unwrap_or(text.len() - *pos)
-        }) else {
+        // The last heading starting at or before `here` (the line may be
+        // indented before its `#`), if `here` is on that heading's line.
+        let i = headings.partition_point(|(pos, _, _)| *pos <= here);
+        let Some((pos, _, _)) = i
+            .checked_sub(1)
+            .map(|i| &headings[i])
+            .filter(|(pos, _, _)| {
+                here < *pos + text[*pos..].find('\n').unwrap_or(text.len() - *pos)
+            })
+        else {
             return here.min(end.saturating_sub(1)).max(start);
         };
-        last_heading = *pos;
         let line_end = text[*pos..].find('\n').map_or(text.len(), |n| *pos + n + 1);
         if line_end >= end {
-            return last_heading.max(start);
+            return (*pos).max(start);
         }
         at = line_end;
     }
