@@ -4,6 +4,7 @@ mod app;
 mod bench;
 mod cli;
 mod config;
+mod migrate;
 
 fn main() -> std::process::ExitCode {
     cli::main()
