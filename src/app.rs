@@ -5,7 +5,9 @@ use anyhow::{Context, Result};
 use docent_core::{Chunker, CollectionSpec, Embedder, Generator, VectorStore, collection_spec};
 use docent_embed::{BertEmbedder, BertEmbedderOptions, load_tokenizer};
 use docent_generate::{GgufGenerator, GgufOptions};
-use docent_ingest::{Catalogue, IngestOptions, Pipeline, TokenChunker};
+use docent_ingest::{
+    Catalogue, ExtractOptions, IngestOptions, Pipeline, TokenChunker, WorkerCommand,
+};
 use docent_store::{EdgeStore, QdrantStore};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -31,8 +33,13 @@ pub struct Collection {
 }
 
 impl Setup {
+    /// The folder holding one sub-folder per collection.
+    pub fn collections_root(&self) -> PathBuf {
+        self.data_dir.join("collections")
+    }
+
     pub fn collection_dir(&self) -> PathBuf {
-        self.data_dir.join("collections").join(&self.collection)
+        self.collections_root().join(&self.collection)
     }
 
     /// The catalogue of the collection as held by one backend. Each backend
@@ -142,17 +149,44 @@ impl Setup {
     }
 
     pub fn pipeline(&self, parts: &EmbeddingParts, collection: &Collection) -> Pipeline {
+        self.pipeline_with(parts, collection, self.ingest_options())
+    }
+
+    pub fn pipeline_with(
+        &self,
+        parts: &EmbeddingParts,
+        collection: &Collection,
+        options: IngestOptions,
+    ) -> Pipeline {
         Pipeline::new(
             parts.embedder.clone(),
             collection.store.clone(),
             parts.chunker.clone(),
             collection.catalogue.clone(),
-            IngestOptions {
-                max_file_bytes: self.config.ingest.max_file_bytes,
-                embed_batch: self.config.ingest.embed_batch,
-                include_hidden: self.config.ingest.include_hidden,
-            },
+            options,
         )
+    }
+
+    /// The pipeline's options from `[ingest]`; PDFs are parsed in a child
+    /// process running this executable's hidden `extract-worker` command.
+    pub fn ingest_options(&self) -> IngestOptions {
+        let c = &self.config.ingest;
+        IngestOptions {
+            max_file_bytes: c.max_file_bytes,
+            batch_tokens: c.batch_tokens,
+            include_hidden: c.include_hidden,
+            include: c.include.clone(),
+            exclude: c.exclude.clone(),
+            extract_threads: c.extract_threads,
+            extract: ExtractOptions {
+                pdf_worker: WorkerCommand::current_exe().ok(),
+                timeout: std::time::Duration::from_secs(c.extract_timeout_secs.max(1)),
+                max_memory_bytes: c.extract_memory_mb.saturating_mul(1 << 20),
+                max_unzipped_bytes: c.max_unzipped_bytes,
+            },
+            prune: c.prune,
+            abort_after_batches: Config::test_abort_after_batches(),
+        }
     }
 
     pub fn generator(&self, model: Option<&str>) -> Result<Arc<dyn Generator>> {

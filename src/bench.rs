@@ -29,6 +29,23 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// Files and chunks per second of `docent ingest` on SQuAD paragraphs
+    /// (one file each) and on generated multi-page PDFs, against pure
+    /// embedding of the same chunks
+    Ingest {
+        /// SQuAD 2.0 JSON whose paragraphs become files
+        #[arg(long, default_value = "/work/shared/data/squad/squad2-dev.json")]
+        squad: std::path::PathBuf,
+        /// Paragraphs to write (0: all)
+        #[arg(long, default_value_t = 400)]
+        paragraphs: usize,
+        /// PDFs to generate
+        #[arg(long, default_value_t = 40)]
+        pdfs: usize,
+        /// Pages per PDF
+        #[arg(long, default_value_t = 8)]
+        pages: usize,
+    },
     /// Prompt-eval and decode tokens per second of each pulled generation model
     Generate {
         /// Models to measure [default: every pulled generation model]
@@ -64,6 +81,22 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 200)]
         queries: usize,
     },
+    /// /v1/search latency with concurrent clients over a synthetic collection,
+    /// /v1/ask time-to-first-token, and peak RSS, over real HTTP
+    Http {
+        /// Chunks in the synthetic collection
+        #[arg(long, default_value_t = 100_000)]
+        chunks: usize,
+        /// Concurrent search clients
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        /// Search requests in all
+        #[arg(long, default_value_t = 2000)]
+        requests: usize,
+        /// Streaming asks timed for time-to-first-token
+        #[arg(long, default_value_t = 5)]
+        asks: usize,
+    },
 }
 
 pub fn run(setup: &Setup, command: BenchCommand) -> Result<ExitCode> {
@@ -74,6 +107,12 @@ pub fn run(setup: &Setup, command: BenchCommand) -> Result<ExitCode> {
             batch,
             runs,
         } => embed(setup, sentences, words, batch, runs)?,
+        BenchCommand::Ingest {
+            squad,
+            paragraphs,
+            pdfs,
+            pages,
+        } => ingest(setup, &squad, paragraphs, pdfs, pages)?,
         BenchCommand::Generate {
             model,
             prompt_tokens,
@@ -87,6 +126,12 @@ pub fn run(setup: &Setup, command: BenchCommand) -> Result<ExitCode> {
             batch,
             queries,
         } => store(setup, backend, chunks, dimension, batch, queries)?,
+        BenchCommand::Http {
+            chunks,
+            clients,
+            requests,
+            asks,
+        } => crate::bench_http::run(setup, chunks, clients, requests, asks)?,
     };
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(ExitCode::SUCCESS)
@@ -401,6 +446,123 @@ fn embed(
         "threads": threads(),
         "runs_sentences_per_s": rates,
         "median_sentences_per_s": median(rates.clone()),
+        "peak_rss_mib": peak_rss_mib(),
+    }))
+}
+
+/// Writes the inputs, ingests each corpus into a fresh collection, then
+/// embeds the stored chunks again on their own for the ratio.
+fn ingest(
+    setup: &Setup,
+    squad: &std::path::Path,
+    paragraphs: usize,
+    pdfs: usize,
+    pages: usize,
+) -> Result<serde_json::Value> {
+    let work = setup
+        .data_dir
+        .join(format!("bench-ingest-{}", std::process::id()));
+    let result = ingest_in(setup, &work, squad, paragraphs, pdfs, pages);
+    let _ = std::fs::remove_dir_all(&work);
+    result
+}
+
+fn ingest_in(
+    setup: &Setup,
+    work: &std::path::Path,
+    squad: &std::path::Path,
+    paragraphs: usize,
+    pdfs: usize,
+    pages: usize,
+) -> Result<serde_json::Value> {
+    let text = std::fs::read_to_string(squad)
+        .with_context(|| format!("cannot read {}", squad.display()))?;
+    let json: serde_json::Value = serde_json::from_str(&text)?;
+    let contexts: Vec<String> = json["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|article| article["paragraphs"].as_array().into_iter().flatten())
+        .filter_map(|p| p["context"].as_str().map(str::to_string))
+        .collect();
+    let take = if paragraphs == 0 {
+        contexts.len()
+    } else {
+        paragraphs.min(contexts.len())
+    };
+    let squad_dir = work.join("squad");
+    std::fs::create_dir_all(&squad_dir)?;
+    for (i, c) in contexts[..take].iter().enumerate() {
+        std::fs::write(squad_dir.join(format!("p{i:05}.txt")), c)?;
+    }
+    let pdf_dir = work.join("pdfs");
+    std::fs::create_dir_all(&pdf_dir)?;
+    for i in 0..pdfs {
+        let page_texts: Vec<String> = (0..pages)
+            .map(|p| contexts[(i * pages + p) % contexts.len().max(1)].clone())
+            .collect();
+        std::fs::write(
+            pdf_dir.join(format!("report-{i:04}.pdf")),
+            docent_ingest::testing::simple_pdf(&page_texts, Some(&format!("Report {i}"))),
+        )?;
+    }
+    let parts = setup.embedding()?;
+    let mut corpora = Vec::new();
+    for (name, dir) in [
+        ("squad_paragraphs", &squad_dir),
+        ("multi_page_pdfs", &pdf_dir),
+    ] {
+        let local = Setup {
+            config: setup.config.clone(),
+            data_dir: work.join(format!("data-{name}")),
+            models_dir: setup.models_dir.clone(),
+            collection: "bench".into(),
+        };
+        let collection = local.collection(&parts)?;
+        let pipeline = local.pipeline(&parts, &collection);
+        let t = Instant::now();
+        let summary = pipeline.ingest_path(dir, &|_| {})?;
+        let secs = t.elapsed().as_secs_f64();
+        anyhow::ensure!(
+            summary.failed.is_empty(),
+            "bench files failed: {:?}",
+            summary.failed
+        );
+        // The same chunks, embedded alone.
+        let mut texts = Vec::new();
+        for record in collection.catalogue.list()? {
+            let ordinals: Vec<usize> = (0..record.chunk_ids.len()).collect();
+            for chunk in collection.store.chunks_by_ordinal(&record.id, &ordinals)? {
+                texts.push(match &chunk.heading {
+                    Some(h) if !chunk.text.starts_with('#') => format!("{h}\n{}", chunk.text),
+                    _ => chunk.text,
+                });
+            }
+        }
+        let t = Instant::now();
+        parts.embedder.embed(&texts)?;
+        let embed_secs = t.elapsed().as_secs_f64();
+        let chunks_per_s = summary.chunks_embedded as f64 / secs;
+        let embed_chunks_per_s = texts.len() as f64 / embed_secs;
+        corpora.push(json!({
+            "corpus": name,
+            "files": summary.files_seen,
+            "chunks": summary.chunks_embedded,
+            "seconds": secs,
+            "files_per_s": summary.files_seen as f64 / secs,
+            "chunks_per_s": chunks_per_s,
+            "embed_only_chunks_per_s": embed_chunks_per_s,
+            "ingest_to_embed_ratio": chunks_per_s / embed_chunks_per_s,
+        }));
+    }
+    Ok(json!({
+        "bench": "ingest",
+        "model": parts.embedder.model_id(),
+        "batch_tokens": setup.config.ingest.batch_tokens,
+        "extract_threads": setup.config.ingest.extract_threads,
+        "threads": threads(),
+        "pdf_pages": pages,
+        "corpora": corpora,
         "peak_rss_mib": peak_rss_mib(),
     }))
 }

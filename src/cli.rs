@@ -66,10 +66,37 @@ enum Command {
         #[command(subcommand)]
         command: StoreCommand,
     },
+    /// Measure retrieval and answer quality on a SQuAD 2.0 or BEIR dataset
+    Eval {
+        #[command(subcommand)]
+        command: crate::eval::EvalCommand,
+    },
     /// Measure throughput (prints JSON)
     Bench {
         #[command(subcommand)]
         command: crate::bench::BenchCommand,
+    },
+    /// Inspect the documents of the collection
+    Documents {
+        #[command(subcommand)]
+        command: DocumentsCommand,
+    },
+    /// Parse one PDF from stdin in isolation (run by `ingest` itself)
+    #[command(hide = true)]
+    ExtractWorker {
+        /// Address space limit in MiB
+        #[arg(long)]
+        memory_mb: Option<u64>,
+    },
+}
+
+#[derive(Subcommand)]
+enum DocumentsCommand {
+    /// List the documents of the catalogue: status, chunks, errors
+    List {
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -119,6 +146,24 @@ struct IngestArgs {
     /// Print the summary as JSON
     #[arg(long)]
     json: bool,
+    /// Remove documents of these folders whose files are gone [config: ingest.prune]
+    #[arg(long)]
+    prune: bool,
+    /// After ingesting, keep watching the folders and ingest changes until Ctrl-C
+    #[arg(long)]
+    watch: bool,
+    /// Only files whose path (relative to the folder) matches this glob; repeatable
+    #[arg(long, value_name = "GLOB")]
+    include: Vec<String>,
+    /// Leave out files whose relative path matches this glob; repeatable
+    #[arg(long, value_name = "GLOB")]
+    exclude: Vec<String>,
+    /// Largest file to read, in bytes [config: ingest.max_file_bytes]
+    #[arg(long)]
+    max_file_bytes: Option<u64>,
+    /// Descend into hidden files and folders [config: ingest.include_hidden]
+    #[arg(long)]
+    include_hidden: bool,
 }
 
 #[derive(Args)]
@@ -194,6 +239,9 @@ fn apply_thread_env(config: &Config) {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
+    if let Command::ExtractWorker { memory_mb } = cli.command {
+        return Ok(docent_ingest::extract::pdf::run_worker(memory_mb));
+    }
     let setup = setup(&cli.global)?;
     match cli.command {
         Command::Models { command } => models(&setup, command),
@@ -240,7 +288,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Eval { command } => crate::eval::run(&setup, command),
         Command::Bench { command } => crate::bench::run(&setup, command),
+        Command::Documents {
+            command: DocumentsCommand::List { json },
+        } => documents_list(&setup, json),
+        Command::ExtractWorker { memory_mb } => {
+            Ok(docent_ingest::extract::pdf::run_worker(memory_mb))
+        }
     }
 }
 
@@ -302,70 +357,216 @@ fn models(setup: &Setup, command: ModelsCommand) -> Result<ExitCode> {
 fn ingest(setup: &Setup, args: IngestArgs) -> Result<ExitCode> {
     let parts = setup.embedding()?;
     let collection = setup.collection(&parts)?;
-    let pipeline = setup.pipeline(&parts, &collection);
+    let mut options = setup.ingest_options();
+    options.prune |= args.prune;
+    options.include_hidden |= args.include_hidden;
+    options.include.extend(args.include.iter().cloned());
+    options.exclude.extend(args.exclude.iter().cloned());
+    if let Some(max) = args.max_file_bytes {
+        options.max_file_bytes = max;
+    }
+    options.validate()?;
+    let pipeline = setup.pipeline_with(&parts, &collection, options);
     let show = std::io::stderr().is_terminal() && !args.json;
     let mut total = docent_ingest::IngestSummary::default();
     for path in &args.paths {
-        let bar = if show {
-            ProgressBar::new(0)
-        } else {
-            ProgressBar::hidden()
-        };
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{prefix} [{bar:30}] {pos}/{len} files · {msg} · eta {eta}",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
-        );
-        bar.set_prefix(path.display().to_string());
-        let started = std::time::Instant::now();
-        let chunks = std::cell::Cell::new(0usize);
+        let bar = progress_bar(show, &path.display().to_string());
         let summary = pipeline
-            .ingest_path(path, &|event| match event {
-                Progress::Found(n) => bar.set_length(n as u64),
-                Progress::FileDone(_) => bar.inc(1),
-                Progress::Chunks(n) => {
-                    chunks.set(chunks.get() + n);
-                    let rate = chunks.get() as f64 / started.elapsed().as_secs_f64().max(1e-3);
-                    bar.set_message(format!("{} chunks, {rate:.0}/s", chunks.get()));
-                }
-            })
+            .ingest_path(path, &bar.callback())
             .with_context(|| format!("ingesting {} stopped", path.display()))?;
-        bar.finish_and_clear();
-        total.files_seen += summary.files_seen;
-        total.added += summary.added;
-        total.updated += summary.updated;
-        total.unchanged += summary.unchanged;
-        total.removed += summary.removed;
-        total.chunks_embedded += summary.chunks_embedded;
-        total.failed.extend(summary.failed);
+        bar.finish();
+        total.merge(summary);
     }
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&total)?);
-    } else {
-        println!(
-            "{} files: {} added, {} updated, {} unchanged, {} removed, {} failed ({} chunks embedded)",
-            total.files_seen,
-            total.added,
-            total.updated,
-            total.unchanged,
-            total.removed,
-            total.failed.len(),
-            total.chunks_embedded
-        );
-        if total.added + total.updated + total.removed == 0 && total.failed.is_empty() {
-            println!("nothing changed");
-        }
-        for f in &total.failed {
-            println!("  failed: {}: {}", f.path, f.reason);
-        }
+    print_summary(&total, args.json)?;
+    if args.watch {
+        watch(setup, &pipeline, &args.paths, args.json)?;
     }
     Ok(if total.failed.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_PARTIAL)
     })
+}
+
+/// A progress bar fed by pipeline events (hidden when stderr is not a terminal).
+struct IngestBar {
+    bar: ProgressBar,
+    started: std::time::Instant,
+    chunks: std::cell::Cell<usize>,
+}
+
+fn progress_bar(show: bool, prefix: &str) -> IngestBar {
+    let bar = if show {
+        ProgressBar::new(0)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} files · {msg} · eta {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(prefix.to_string());
+    IngestBar {
+        bar,
+        started: std::time::Instant::now(),
+        chunks: std::cell::Cell::new(0),
+    }
+}
+
+impl IngestBar {
+    fn callback(&self) -> impl Fn(Progress) + '_ {
+        move |event| match event {
+            Progress::Found(n) => self.bar.set_length(n as u64),
+            Progress::FileDone(_) => self.bar.inc(1),
+            Progress::Chunks(n) => {
+                self.chunks.set(self.chunks.get() + n);
+                let rate =
+                    self.chunks.get() as f64 / self.started.elapsed().as_secs_f64().max(1e-3);
+                self.bar
+                    .set_message(format!("{} chunks, {rate:.0}/s", self.chunks.get()));
+            }
+        }
+    }
+
+    fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+fn print_summary(total: &docent_ingest::IngestSummary, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(total)?);
+        return Ok(());
+    }
+    println!(
+        "{} files: {} added, {} updated, {} unchanged, {} removed, {} failed ({} chunks embedded)",
+        total.files_seen,
+        total.added,
+        total.updated,
+        total.unchanged,
+        total.removed,
+        total.failed.len(),
+        total.chunks_embedded
+    );
+    if total.added + total.updated + total.removed == 0 && total.failed.is_empty() {
+        println!("nothing changed");
+    }
+    for f in &total.failed {
+        println!("  failed: {}: {}", f.path, f.reason);
+    }
+    Ok(())
+}
+
+/// Watches the folders until Ctrl-C or SIGTERM, ingesting what changes.
+fn watch(
+    setup: &Setup,
+    pipeline: &docent_ingest::Pipeline,
+    paths: &[PathBuf],
+    json: bool,
+) -> Result<()> {
+    let folders: Vec<&PathBuf> = paths.iter().filter(|p| p.is_dir()).collect();
+    anyhow::ensure!(!folders.is_empty(), "--watch needs at least one folder");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let debounce = std::time::Duration::from_millis(setup.config.ingest.watch_debounce_ms);
+    eprintln!("watching {} folder(s); Ctrl-C to stop", folders.len());
+    {
+        let stop = stop.clone();
+        // Detached: it ends with the process if the watchers end first.
+        std::thread::spawn(move || {
+            if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                runtime.block_on(shutdown_signal());
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+    }
+    std::thread::scope(|scope| -> Result<()> {
+        let stop = stop.as_ref();
+        let watchers: Vec<_> = folders
+            .iter()
+            .map(|folder| {
+                scope.spawn(move || {
+                    let result = docent_ingest::watch(
+                        pipeline,
+                        folder,
+                        debounce,
+                        stop,
+                        &|_| {},
+                        &mut |run| match run {
+                            Ok(summary) => {
+                                let _ = print_summary(&summary, json);
+                            }
+                            Err(e) => eprintln!("error: ingesting changes failed: {e:#}"),
+                        },
+                    );
+                    if result.is_err() {
+                        // One folder cannot be watched: stop the others too.
+                        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    result
+                })
+            })
+            .collect();
+        for w in watchers {
+            w.join()
+                .map_err(|_| anyhow::anyhow!("a watcher crashed"))??;
+        }
+        Ok(())
+    })
+}
+
+fn documents_list(setup: &Setup, json: bool) -> Result<ExitCode> {
+    let dir = setup.collection_dir();
+    let path = dir.join("catalogue.redb");
+    anyhow::ensure!(
+        path.exists(),
+        "collection '{}' has no documents yet (nothing at {}); run `docent ingest` first",
+        setup.collection,
+        dir.display()
+    );
+    let catalogue = docent_ingest::Catalogue::open(&path)?;
+    let records = catalogue.list()?;
+    if json {
+        let rows: Vec<serde_json::Value> = records
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "id": r.id,
+                    "source": r.source,
+                    "status": r.status,
+                    "chunks": r.chunk_ids.len(),
+                    "size": r.size,
+                    "modified": r.modified,
+                    "title": r.title,
+                    "last_error": r.last_error,
+                    "updated_at": r.updated_at,
+                    "root": r.root,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{:<8} {:>6}  document", "status", "chunks");
+    for r in &records {
+        let status = serde_json::to_value(r.status)?;
+        let note = match (&r.last_error, &r.title) {
+            (Some(e), _) => format!("  ({e})"),
+            (None, Some(t)) => format!("  \"{t}\""),
+            _ => String::new(),
+        };
+        println!(
+            "{:<8} {:>6}  {}{note}",
+            status.as_str().unwrap_or("?"),
+            r.chunk_ids.len(),
+            r.id
+        );
+    }
+    println!("{} documents", records.len());
+    Ok(ExitCode::SUCCESS)
 }
 
 fn ask(setup: &Setup, args: AskArgs) -> Result<ExitCode> {
@@ -429,10 +630,13 @@ fn serve(setup: &Setup, args: ServeArgs) -> Result<ExitCode> {
         asker,
         embedder: parts.embedder.clone(),
         store: collection.store.clone(),
+        pipeline: Arc::new(setup.pipeline(&parts, &collection)),
+        metrics: docent_server::Metrics::default(),
         limits: docent_server::Limits {
             max_top_k: s.max_top_k,
             max_tokens: s.max_tokens,
             max_json_bytes: s.max_json_bytes,
+            max_upload_bytes: s.max_upload_bytes,
             request_timeout: std::time::Duration::from_secs(s.request_timeout_secs),
         },
         api_keys: s.api_keys.clone(),
@@ -442,12 +646,17 @@ fn serve(setup: &Setup, args: ServeArgs) -> Result<ExitCode> {
             top_p: Some(g.top_p),
             seed: g.seed,
         },
+        collections: docent_server::Collections {
+            dir: setup.collections_root(),
+            current: setup.collection.clone(),
+        },
     });
     let bind = args.bind.unwrap_or_else(|| s.bind.clone());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
+    let grace = std::time::Duration::from_secs(s.shutdown_grace_secs);
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(&bind)
             .await
@@ -457,9 +666,27 @@ fn serve(setup: &Setup, args: ServeArgs) -> Result<ExitCode> {
             listener.local_addr()?,
             setup.collection
         );
-        docent_server::serve(listener, state, shutdown_signal())
-            .await
-            .context("server failed")
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let mut server = tokio::spawn(docent_server::serve(listener, state, async {
+            let _ = stopped.await;
+        }));
+        tokio::select! {
+            result = &mut server => {
+                return result.context("server task failed")?.context("server failed");
+            }
+            _ = shutdown_signal() => {}
+        }
+        eprintln!("docent: shutting down; finishing in-flight requests (up to {grace:?})");
+        let _ = stop.send(());
+        match tokio::time::timeout(grace, server).await {
+            Ok(result) => result
+                .context("server task failed")?
+                .context("server failed"),
+            Err(_) => {
+                eprintln!("docent: shutdown deadline passed; dropping the remaining requests");
+                Ok(())
+            }
+        }
     })?;
     collection.store.flush()?;
     eprintln!("docent stopped");
@@ -497,9 +724,13 @@ fn print_sources(out: &mut impl Write, response: &AskResponse) -> Result<()> {
     };
     writeln!(out, "\n{heading}")?;
     for c in &response.citations {
+        let lines = match c.page {
+            Some(page) => format!("page {page}, lines {}-{}", c.line_start, c.line_end),
+            None => format!("lines {}-{}", c.line_start, c.line_end),
+        };
         let place = match &c.heading {
-            Some(h) => format!("{} § {h}, lines {}-{}", c.source, c.line_start, c.line_end),
-            None => format!("{}, lines {}-{}", c.source, c.line_start, c.line_end),
+            Some(h) => format!("{} § {h}, {lines}", c.source),
+            None => format!("{}, {lines}", c.source),
         };
         let mark = if c.cited { "" } else { " (not cited)" };
         writeln!(out, "[{}] {place} (score {:.2}){mark}", c.n, c.score)?;

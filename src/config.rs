@@ -131,7 +131,9 @@ pub struct ServerConfig {
     pub max_top_k: usize,
     pub max_tokens: usize,
     pub max_json_bytes: usize,
+    pub max_upload_bytes: usize,
     pub request_timeout_secs: u64,
+    pub shutdown_grace_secs: u64,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -145,6 +147,8 @@ impl std::fmt::Debug for ServerConfig {
             .field("max_top_k", &self.max_top_k)
             .field("max_tokens", &self.max_tokens)
             .field("max_json_bytes", &self.max_json_bytes)
+            .field("max_upload_bytes", &self.max_upload_bytes)
+            .field("shutdown_grace_secs", &self.shutdown_grace_secs)
             .field("request_timeout_secs", &self.request_timeout_secs)
             .finish()
     }
@@ -176,8 +180,16 @@ pub struct ChunkConfig {
 #[serde(deny_unknown_fields)]
 pub struct IngestConfig {
     pub max_file_bytes: u64,
-    pub embed_batch: usize,
+    pub batch_tokens: usize,
     pub include_hidden: bool,
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    pub extract_threads: usize,
+    pub extract_timeout_secs: u64,
+    pub extract_memory_mb: u64,
+    pub max_unzipped_bytes: u64,
+    pub prune: bool,
+    pub watch_debounce_ms: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -235,6 +247,14 @@ impl Config {
         flag.map(Path::to_path_buf)
             .or_else(|| (!self.models_dir.is_empty()).then(|| PathBuf::from(&self.models_dir)))
             .unwrap_or_else(docent_models::default_models_dir)
+    }
+
+    /// For crash tests only: `DOCENT_TEST_ABORT_AFTER_BATCHES=N` makes an
+    /// ingest abort the process after N stored batches.
+    pub fn test_abort_after_batches() -> Option<usize> {
+        std::env::var("DOCENT_TEST_ABORT_AFTER_BATCHES")
+            .ok()
+            .and_then(|v| v.parse().ok())
     }
 
     /// Applies the thread setting to candle and rayon, unless the environment already has one.

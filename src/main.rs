@@ -2,9 +2,11 @@
 
 mod app;
 mod bench;
+mod bench_http;
 mod cli;
 mod config;
 mod migrate;
+mod eval;
 
 fn main() -> std::process::ExitCode {
     cli::main()

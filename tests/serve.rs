@@ -64,8 +64,9 @@ fn http(
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
-    body: &str,
+    body: impl AsRef<[u8]>,
 ) -> (u16, Vec<(String, String)>, String) {
+    let body = body.as_ref();
     let mut stream = TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(300)))
@@ -78,9 +79,10 @@ fn http(
         request.push_str(&format!("{k}: {v}\r\n"));
     }
     request.push_str("\r\n");
-    request.push_str(body);
+    let mut bytes = request.into_bytes();
+    bytes.extend_from_slice(body);
     // A server may answer (413) and close before reading a large body.
-    let _ = stream.write_all(request.as_bytes());
+    let _ = stream.write_all(&bytes);
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).unwrap();
     let raw = String::from_utf8_lossy(&raw).to_string();
@@ -284,4 +286,376 @@ fn bad_requests_get_json_errors_and_keys_are_enforced() {
     );
     assert_eq!(status, 200, "{body}");
     assert_eq!(json(&body)["answerable"], false);
+}
+
+/// A multipart/form-data body; returns (content type, body).
+fn multipart(files: &[(&str, &[u8])], fields: &[(&str, &str)]) -> (String, Vec<u8>) {
+    let boundary = "docent-test-boundary-7d1f";
+    let mut body = Vec::new();
+    for (name, value) in fields {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+            )
+            .as_bytes(),
+        );
+    }
+    for (file_name, bytes) in files {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{file_name}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+fn sources_of(answer: &Value) -> Vec<String> {
+    answer["citations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["source"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn documents_upload_list_ask_delete() {
+    let data = tempfile::tempdir().unwrap();
+    let server = start(data.path(), &[]);
+    let addr = &server.addr;
+
+    let refunds = b"# Zorblat refunds\n\nZorblat refunds are processed within 9 business days of the request, \
+and the money goes back to the original card.\n";
+    let binary: Vec<u8> = (0..4096u32).map(|i| (i * 7 % 256) as u8).collect();
+    let (content_type, body) = multipart(&[("refunds.md", refunds), ("blob.txt", &binary)], &[]);
+    let (status, _, body) = http(
+        addr,
+        "POST",
+        "/v1/documents",
+        &[("Content-Type", &content_type)],
+        body,
+    );
+    assert_eq!(status, 200, "{body}");
+    let results = json(&body)["results"].as_array().unwrap().clone();
+    assert_eq!(results[0]["source"], "refunds.md");
+    assert_eq!(results[0]["status"], "added", "{body}");
+    assert!(results[0]["chunks"].as_u64().unwrap() >= 1);
+    assert_eq!(results[1]["status"], "failed", "{body}");
+    assert!(
+        results[1]["error"].as_str().unwrap().contains("binary"),
+        "{body}"
+    );
+
+    // JSON upload with metadata, found through store-side filters.
+    let (status, _, body) = http(
+        addr,
+        "POST",
+        "/v1/documents",
+        &[JSON],
+        r#"{"source": "notes/parking.txt", "text": "Visitors park in garage level B2 and register at the front desk.", "metadata": {"tags": "facilities, visitors", "date": "2025-06-01"}}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body)["results"][0]["status"], "added", "{body}");
+    let search = |filters: &str| {
+        let (status, _, body) = http(
+            addr,
+            "POST",
+            "/v1/search",
+            &[JSON],
+            format!(r#"{{"query": "where do visitors park", "filters": {filters}}}"#),
+        );
+        assert_eq!(status, 200, "{body}");
+        json(&body)["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["source"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(search(r#"{"tags": ["visitors"]}"#), ["notes/parking.txt"]);
+    assert_eq!(
+        search(r#"{"source_prefix": "notes"}"#),
+        ["notes/parking.txt"]
+    );
+    assert!(search(r#"{"tags": ["finance"]}"#).is_empty());
+    assert!(search(r#"{"modified_before": 1700000000}"#).is_empty());
+    assert_eq!(
+        search(r#"{"modified_after": 1740000000, "tags": ["visitors"]}"#),
+        ["notes/parking.txt"]
+    );
+
+    // Listing, paginated.
+    let (status, _, body) = http(addr, "GET", "/v1/documents?limit=2", &[], "");
+    assert_eq!(status, 200, "{body}");
+    let page = json(&body);
+    assert_eq!(page["total"], 3, "{body}");
+    assert_eq!(page["documents"].as_array().unwrap().len(), 2);
+    let next = page["next"].as_str().unwrap().to_string();
+    let (_, _, body) = http(
+        addr,
+        "GET",
+        &format!("/v1/documents?limit=2&after={next}"),
+        &[],
+        "",
+    );
+    let rest = json(&body);
+    assert_eq!(rest["documents"].as_array().unwrap().len(), 1, "{body}");
+    assert!(rest.get("next").is_none(), "{body}");
+    let (status, _, body) = http(addr, "GET", "/v1/documents/refunds.md", &[], "");
+    assert_eq!(status, 200, "{body}");
+    let doc = json(&body);
+    assert_eq!(doc["status"], "ready");
+    assert!(doc["chunk_count"].as_u64().unwrap() >= 1);
+    let (status, _, body) = http(addr, "GET", "/v1/documents/notes/parking.txt", &[], "");
+    assert_eq!(status, 200, "{body}");
+
+    let ask = r#"{"question": "How long do Zorblat refunds take?", "max_tokens": 24}"#;
+    let (status, _, body) = http(addr, "POST", "/v1/ask", &[JSON], ask);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(sources_of(&json(&body))[0], "refunds.md", "{body}");
+
+    let (status, _, body) = http(addr, "DELETE", "/v1/documents/refunds.md", &[], "");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body)["deleted"], true);
+    let (status, _, _) = http(addr, "GET", "/v1/documents/refunds.md", &[], "");
+    assert_eq!(status, 404);
+    let (status, _, body) = http(addr, "DELETE", "/v1/documents/refunds.md", &[], "");
+    assert_eq!(status, 404, "{body}");
+    let (status, _, body) = http(addr, "POST", "/v1/ask", &[JSON], ask);
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        !sources_of(&json(&body)).contains(&"refunds.md".to_string()),
+        "{body}"
+    );
+}
+
+#[test]
+fn oversized_upload_is_413() {
+    let data = tempfile::tempdir().unwrap();
+    let server = start(data.path(), &[("DOCENT__SERVER__MAX_UPLOAD_BYTES", "4096")]);
+    let text = "All work and no play. ".repeat(1000);
+    let (content_type, body) = multipart(&[("big.txt", text.as_bytes())], &[]);
+    let (status, _, body) = http(
+        &server.addr,
+        "POST",
+        "/v1/documents",
+        &[("Content-Type", &content_type)],
+        body,
+    );
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(json(&body)["error"]["type"], "payload_too_large", "{body}");
+}
+
+/// Sends a request on a new connection and reads only the status line and
+/// headers, leaving the connection (and any stream) open.
+fn open_stream(addr: &str, path: &str, body: &str) -> (u16, BufReader<TcpStream>) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(300)))
+        .unwrap();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nAccept: text/event-stream\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line).unwrap();
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    (status, reader)
+}
+
+fn metric(addr: &str, name: &str) -> f64 {
+    let (_, _, body) = http(addr, "GET", "/metrics", &[], "");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{body}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn full_queue_is_429_and_a_disconnect_cancels_generation() {
+    let data = tempfile::tempdir().unwrap();
+    assert!(
+        command(data.path())
+            .args(["ingest", "examples/docs"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let server = start(data.path(), &[("DOCENT__GENERATE__QUEUE_DEPTH", "1")]);
+    let addr = &server.addr;
+    // Long answers (high temperature so the model doesn't stop early) keep
+    // the one model busy while more requests arrive.
+    let long = r#"{"question": "Describe every plan, the vacation policy and the incident runbook in detail.", "max_tokens": 1000, "temperature": 1.5, "top_k": 8, "stream": true}"#;
+    let (first, mut first_reader) = open_stream(addr, "/v1/ask", long);
+    assert_eq!(first, 200);
+    let (second, second_reader) = open_stream(addr, "/v1/ask", long);
+    let (third, third_reader) = open_stream(addr, "/v1/ask", long);
+    // One runs, at most one waits in the queue: a further request is refused at once.
+    let (mut second_reader, mut third_reader) = (Some(second_reader), Some(third_reader));
+    let mut refused = match (second, third) {
+        (429, _) => second_reader.take(),
+        (_, 429) => third_reader.take(),
+        _ => panic!("no request was refused: statuses {first} {second} {third}"),
+    }
+    .unwrap();
+    // Hang up on the one that may be queued, too.
+    drop((second_reader, third_reader));
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        refused.read_line(&mut line).unwrap();
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        head.push_str(&line.to_lowercase());
+    }
+    assert!(head.contains("retry-after:"), "{head}");
+    let mut rest = String::new();
+    let _ = refused.read_line(&mut rest);
+    assert!(
+        rest.contains("overloaded") || head.contains("chunked"),
+        "{head}{rest}"
+    );
+    assert!(metric(addr, "docent_generation_rejections_total") >= 1.0);
+    drop(refused);
+
+    // Read the first stream until a token arrives, then hang up.
+    let mut saw_token = false;
+    for _ in 0..10_000 {
+        let mut line = String::new();
+        if first_reader.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        if line.starts_with("event: token") {
+            saw_token = true;
+            break;
+        }
+    }
+    assert!(saw_token, "the first stream produced tokens");
+    drop(first_reader);
+    let mut cancelled = 0.0;
+    for _ in 0..240 {
+        cancelled = metric(addr, "docent_generations_cancelled_total");
+        if cancelled >= 1.0 && metric(addr, "docent_generation_queue_depth") == 0.0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(cancelled >= 1.0, "a dropped stream stops its generation");
+    // The model is free again: a short answer goes through.
+    let (status, _, body) = http(
+        addr,
+        "POST",
+        "/v1/ask",
+        &[JSON],
+        r#"{"question": "Where is the EU data center?", "max_tokens": 16}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let metrics = http(addr, "GET", "/metrics", &[], "").2;
+    assert!(
+        metrics
+            .contains(r#"docent_http_requests_total{route="/v1/ask",method="POST",status="429"}"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains("docent_http_request_duration_seconds_bucket{route=\"/v1/ask\""));
+}
+
+#[test]
+fn openapi_describes_every_endpoint_and_openai_shapes_hold() {
+    let data = tempfile::tempdir().unwrap();
+    assert!(
+        command(data.path())
+            .args(["ingest", "examples/docs"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let server = start(data.path(), &[]);
+    let addr = &server.addr;
+    let (status, _, body) = http(addr, "GET", "/openapi.json", &[], "");
+    assert_eq!(status, 200);
+    let spec = json(&body);
+    for (path, method) in [
+        ("/v1/ask", "post"),
+        ("/v1/search", "post"),
+        ("/v1/documents", "post"),
+        ("/v1/documents", "get"),
+        ("/v1/documents/{id}", "get"),
+        ("/v1/documents/{id}", "delete"),
+        ("/v1/chat/completions", "post"),
+        ("/v1/embeddings", "post"),
+        ("/v1/models", "get"),
+        ("/v1/collections", "get"),
+        ("/healthz", "get"),
+        ("/readyz", "get"),
+        ("/metrics", "get"),
+    ] {
+        assert!(
+            spec["paths"][path][method].is_object(),
+            "{method} {path} missing from /openapi.json"
+        );
+    }
+    assert!(spec["components"]["schemas"]["AskBody"].is_object());
+
+    let (status, _, body) = http(addr, "GET", "/v1/models", &[], "");
+    assert_eq!(status, 200);
+    let ids: Vec<String> = json(&body)["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(ids.contains(&"all-MiniLM-L6-v2".to_string()), "{ids:?}");
+
+    let (status, _, body) = http(
+        addr,
+        "POST",
+        "/v1/embeddings",
+        &[JSON],
+        r#"{"input": ["hello world", "vacation days"], "model": "x"}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let e = json(&body);
+    assert_eq!(e["data"][1]["index"], 1);
+    assert_eq!(e["data"][0]["embedding"].as_array().unwrap().len(), 384);
+    assert!(e["usage"]["prompt_tokens"].as_u64().unwrap() >= 4);
+
+    let (status, _, body) = http(
+        addr,
+        "POST",
+        "/v1/chat/completions",
+        &[JSON],
+        r#"{"model": "docent", "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "Where is the EU data center?"}], "max_tokens": 24, "temperature": 0}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let c = json(&body);
+    assert_eq!(c["object"], "chat.completion");
+    assert_eq!(c["choices"][0]["message"]["role"], "assistant");
+    assert_eq!(c["docent"]["citations"][0]["source"], "faq.md", "{body}");
+
+    let (status, _, body) = http(
+        addr,
+        "POST",
+        "/v1/chat/completions",
+        &[JSON],
+        r#"{"messages": [{"role": "assistant", "content": "hi"}]}"#,
+    );
+    assert_eq!(status, 422, "{body}");
 }

@@ -7,7 +7,7 @@
 //! so a run killed at any point knows on restart exactly what to clean up.
 
 use docent_core::{ChunkId, DocumentId};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -45,6 +45,10 @@ pub struct DocumentRecord {
     pub stale_chunk_ids: Vec<ChunkId>,
     /// Seconds since the Unix epoch of the last change to this record.
     pub updated_at: u64,
+    /// The folder the document was ingested from (absolute), which
+    /// `--prune` compares against; `None` for documents given as bytes.
+    #[serde(default)]
+    pub root: Option<String>,
 }
 
 /// Catalogue failures.
@@ -106,6 +110,24 @@ impl Catalogue {
         tx.commit().map_err(storage)
     }
 
+    /// Inserts or replaces several records in one durable commit.
+    pub fn put_many(&self, records: &[DocumentRecord]) -> Result<(), CatalogueError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let tx = self.db.begin_write().map_err(storage)?;
+        {
+            let mut table = tx.open_table(DOCUMENTS).map_err(storage)?;
+            for record in records {
+                let bytes = serde_json::to_vec(record).map_err(storage)?;
+                table
+                    .insert(record.id.as_str(), bytes.as_slice())
+                    .map_err(storage)?;
+            }
+        }
+        tx.commit().map_err(storage)
+    }
+
     pub fn remove(&self, id: &DocumentId) -> Result<(), CatalogueError> {
         let tx = self.db.begin_write().map_err(storage)?;
         {
@@ -125,6 +147,33 @@ impl Catalogue {
             out.push(decode(key.value(), value.value())?);
         }
         Ok(out)
+    }
+
+    /// Up to `limit` records with ids after `after`, in id order, and the
+    /// total number of records: one page of a listing.
+    pub fn page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<DocumentRecord>, u64), CatalogueError> {
+        use std::ops::Bound;
+        let tx = self.db.begin_read().map_err(storage)?;
+        let table = tx.open_table(DOCUMENTS).map_err(storage)?;
+        let total = table.len().map_err(storage)?;
+        let lower = match after {
+            Some(a) => Bound::Excluded(a),
+            None => Bound::Unbounded,
+        };
+        let mut out = Vec::new();
+        for entry in table
+            .range::<&str>((lower, Bound::Unbounded))
+            .map_err(storage)?
+            .take(limit)
+        {
+            let (key, value) = entry.map_err(storage)?;
+            out.push(decode(key.value(), value.value())?);
+        }
+        Ok((out, total))
     }
 }
 
@@ -159,6 +208,7 @@ mod tests {
             chunk_ids: vec![ChunkId::derive(&DocumentId::new(id), "h", 0)],
             stale_chunk_ids: vec![],
             updated_at: now_secs(),
+            root: None,
         }
     }
 

@@ -11,6 +11,7 @@ use tokenizers::Tokenizer;
 pub struct TokenChunker {
     text: TextSplitter<Tokenizer>,
     markdown: MarkdownSplitter<Tokenizer>,
+    tokenizer: Tokenizer,
     max_tokens: usize,
     overlap_tokens: usize,
 }
@@ -35,6 +36,7 @@ impl TokenChunker {
         Ok(TokenChunker {
             text: TextSplitter::new(config()?),
             markdown: MarkdownSplitter::new(config()?),
+            tokenizer: tokenizer.clone(),
             max_tokens,
             overlap_tokens,
         })
@@ -57,7 +59,10 @@ impl Chunker for TokenChunker {
             .map(|(start, chunk)| ChunkSpan {
                 start,
                 end: start + chunk.len(),
-                heading: heading_path_at(&headings, start),
+                heading: heading_path_at(
+                    &headings,
+                    body_start(text, &headings, start, start + chunk.len()),
+                ),
             })
             .collect()
     }
@@ -68,6 +73,12 @@ impl Chunker for TokenChunker {
 
     fn overlap_tokens(&self) -> usize {
         self.overlap_tokens
+    }
+
+    fn count_tokens(&self, text: &str) -> usize {
+        self.tokenizer
+            .encode(text, false)
+            .map_or(text.len() / 4 + 1, |e| e.get_ids().len())
     }
 }
 
@@ -96,6 +107,31 @@ fn heading_positions(text: &str) -> Vec<(usize, usize, String)> {
         offset += line.len();
     }
     out
+}
+
+/// Where a chunk's body begins: past the heading lines (and blank lines) it
+/// opens with, so a chunk starting `# Travel` / `## Rail` / text sits under
+/// `Travel > Rail`. A chunk of headings only keeps its last one.
+fn body_start(text: &str, headings: &[(usize, usize, String)], start: usize, end: usize) -> usize {
+    let mut at = start;
+    let mut last_heading = start;
+    loop {
+        let rest = &text[at..end];
+        let skipped = rest.len() - rest.trim_start().len();
+        let here = at + skipped;
+        let Some((pos, _, _)) = headings.iter().find(|(pos, _, _)| {
+            // The heading line may start with indentation before `#`.
+            *pos <= here && here < *pos + text[*pos..].find('\n').unwrap_or(text.len() - *pos)
+        }) else {
+            return here.min(end.saturating_sub(1)).max(start);
+        };
+        last_heading = *pos;
+        let line_end = text[*pos..].find('\n').map_or(text.len(), |n| *pos + n + 1);
+        if line_end >= end {
+            return last_heading.max(start);
+        }
+        at = line_end;
+    }
 }
 
 /// The heading path (`Billing > Refunds`) in force at `offset`. A chunk that
@@ -144,5 +180,15 @@ mod tests {
             Some("Other")
         );
         assert_eq!(heading_path_at(&h, 0).as_deref(), Some("Billing"));
+        // A chunk that opens with headings sits under the deepest of them.
+        let stacked = "# Travel\n\n## Rail\n\nTickets are booked ahead.\n";
+        let hs = heading_positions(stacked);
+        let at = body_start(stacked, &hs, 0, stacked.len());
+        assert_eq!(heading_path_at(&hs, at).as_deref(), Some("Travel > Rail"));
+        // Only headings: the last one.
+        let bare = "# A\n## B\n";
+        let hb = heading_positions(bare);
+        let at = body_start(bare, &hb, 0, bare.len());
+        assert_eq!(heading_path_at(&hb, at).as_deref(), Some("A > B"));
     }
 }

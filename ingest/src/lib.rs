@@ -10,11 +10,14 @@ pub mod catalogue;
 pub mod chunk;
 pub mod extract;
 mod pipeline;
+pub mod testing;
+mod watch;
 
 pub use catalogue::{Catalogue, CatalogueError, DocumentRecord, DocumentStatus};
 pub use chunk::TokenChunker;
-pub use extract::Extractors;
+pub use extract::{ExtractOptions, Extractors, WorkerCommand};
 pub use pipeline::{
-    FileError, FileFailure, IngestOptions, IngestSummary, Outcome, Pipeline, Progress, line_of,
-    parse_date,
+    DocumentMeta, FileError, FileFailure, IngestOptions, IngestSummary, Outcome, Pipeline,
+    Progress, line_of, parse_date,
 };
+pub use watch::watch;

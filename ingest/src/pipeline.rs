@@ -1,32 +1,65 @@
+//! The pipeline: files → extract (a small thread pool) → chunk → embed
+//! (one stage, batched by tokens across files) → upsert, with the catalogue
+//! written ahead of the store so a run killed anywhere is redone cleanly.
+
 use crate::catalogue::{Catalogue, DocumentRecord, DocumentStatus, now_secs};
-use crate::extract::Extractors;
+use crate::extract::{ExtractOptions, Extractors};
+use crossbeam_channel::{Receiver, bounded};
 use docent_core::{
     Chunk, ChunkId, Chunker, DocumentId, EmbeddedChunk, Embedder, Error, ExtractedDocument, Result,
     VectorStore, content_hash,
 };
+use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::Serialize;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// Limits and choices of an ingestion run.
 #[derive(Clone, Debug)]
 pub struct IngestOptions {
     /// Files larger than this are reported as failed and not read.
     pub max_file_bytes: u64,
-    /// Chunks sent to the embedder per call.
-    pub embed_batch: usize,
+    /// Embedder tokens per embedding call; a batch takes chunks across files.
+    pub batch_tokens: usize,
     /// Whether to descend into hidden files and folders (names starting with `.`).
     pub include_hidden: bool,
+    /// Globs (on the root-relative path) a file must match; empty: every file.
+    pub include: Vec<String>,
+    /// Globs (on the root-relative path) of files to leave out.
+    pub exclude: Vec<String>,
+    /// Threads that read and extract files; 0: one per core, at most 4.
+    pub extract_threads: usize,
+    /// Bounds and isolation of the extractors.
+    pub extract: ExtractOptions,
+    /// After a folder run, remove documents of that folder whose files are gone.
+    pub prune: bool,
+    /// For crash tests: abort the process after this many stored batches.
+    #[doc(hidden)]
+    pub abort_after_batches: Option<usize>,
 }
 
 impl Default for IngestOptions {
     fn default() -> Self {
         IngestOptions {
             max_file_bytes: 50 * 1024 * 1024,
-            embed_batch: 64,
+            batch_tokens: 8192,
             include_hidden: false,
+            include: Vec::new(),
+            exclude: Vec::new(),
+            extract_threads: 0,
+            extract: ExtractOptions::default(),
+            prune: false,
+            abort_after_batches: None,
         }
+    }
+}
+
+impl IngestOptions {
+    /// Checks the globs; the error names the bad one.
+    pub fn validate(&self) -> Result<()> {
+        FileFilter::new(self).map(|_| ())
     }
 }
 
@@ -50,7 +83,21 @@ pub struct IngestSummary {
     pub chunks_embedded: usize,
 }
 
+impl IngestSummary {
+    /// Adds another run's counts to this one.
+    pub fn merge(&mut self, other: IngestSummary) {
+        self.files_seen += other.files_seen;
+        self.added += other.added;
+        self.updated += other.updated;
+        self.unchanged += other.unchanged;
+        self.removed += other.removed;
+        self.chunks_embedded += other.chunks_embedded;
+        self.failed.extend(other.failed);
+    }
+}
+
 /// Progress notifications for a front end (the CLI draws bars from them).
+/// They are sent from the thread that called the pipeline.
 pub enum Progress<'a> {
     /// The run found this many files to consider.
     Found(usize),
@@ -68,6 +115,17 @@ pub enum Outcome {
     Unchanged,
 }
 
+/// Metadata an API caller gives with a document, beside what the extractor finds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DocumentMeta {
+    /// Seconds since the Unix epoch (the document's `date` metadata wins).
+    pub modified: Option<u64>,
+    /// Tags added to the document's own.
+    pub tags: Vec<String>,
+    /// Metadata that overrides the document's own keys.
+    pub metadata: BTreeMap<String, String>,
+}
+
 /// Runs files through extract → chunk → embed → upsert and keeps the catalogue.
 pub struct Pipeline {
     embedder: Arc<dyn Embedder>,
@@ -75,7 +133,38 @@ pub struct Pipeline {
     chunker: Arc<dyn Chunker>,
     catalogue: Arc<Catalogue>,
     extractors: Extractors,
+    filter: std::result::Result<FileFilter, String>,
     options: IngestOptions,
+}
+
+/// A file to ingest and the document id it gets.
+struct FileJob {
+    path: PathBuf,
+    id: DocumentId,
+}
+
+/// What an extraction thread hands the embedding stage.
+enum Prepared {
+    Unchanged(DocumentId),
+    Failed(DocumentId, String),
+    Ready(Box<ReadyDocument>),
+    Fatal(Error),
+}
+
+/// A document cut into chunks, waiting to be embedded and stored.
+struct ReadyDocument {
+    record: DocumentRecord,
+    outcome: Outcome,
+    chunks: Vec<Chunk>,
+    tokens: Vec<usize>,
+}
+
+/// A document in the embedding stage: how many chunks are stored, and
+/// whether its pending record is in the catalogue yet.
+struct InFlight {
+    document: ReadyDocument,
+    sent: usize,
+    announced: bool,
 }
 
 impl Pipeline {
@@ -91,7 +180,8 @@ impl Pipeline {
             store,
             chunker,
             catalogue,
-            extractors: Extractors::default(),
+            extractors: Extractors::new(&options.extract),
+            filter: FileFilter::new(&options).map_err(|e| e.to_string()),
             options,
         }
     }
@@ -100,66 +190,438 @@ impl Pipeline {
         &self.catalogue
     }
 
+    pub fn options(&self) -> &IngestOptions {
+        &self.options
+    }
+
+    fn file_filter(&self) -> Result<&FileFilter> {
+        self.filter
+            .as_ref()
+            .map_err(|e| Error::InvalidInput(e.clone()))
+    }
+
     /// Ingests every file under `root` (or `root` itself if it is a file).
     /// Bad files are reported in the summary and do not stop the run; store and
-    /// catalogue failures do.
+    /// catalogue failures do. With `prune`, documents ingested from `root`
+    /// whose files are gone are removed.
     pub fn ingest_path(&self, root: &Path, progress: &dyn Fn(Progress)) -> Result<IngestSummary> {
-        let files = collect_files(root, self.options.include_hidden)
+        let filter = self.file_filter()?;
+        let (files, root_key) = collect_files(root, self.options.include_hidden, filter)
             .map_err(|e| Error::InvalidInput(format!("cannot read {}: {e}", root.display())))?;
         progress(Progress::Found(files.len()));
-        let mut summary = IngestSummary {
-            files_seen: files.len(),
-            ..Default::default()
-        };
-        for (path, id) in files {
-            match self.ingest_file(&path, &id, progress) {
-                Ok((Outcome::Added, n)) => {
-                    summary.added += 1;
-                    summary.chunks_embedded += n;
+        let seen: HashSet<DocumentId> = files.iter().map(|f| f.id.clone()).collect();
+        let mut summary = self.run(files, root_key.as_deref(), progress)?;
+        if self.options.prune
+            && let Some(root_key) = &root_key
+        {
+            for record in self.catalogue.list().map_err(fatal_error)? {
+                if record.root.as_deref() == Some(root_key.as_str()) && !seen.contains(&record.id) {
+                    self.remove_document(&record.id)?;
+                    summary.removed += 1;
                 }
-                Ok((Outcome::Updated, n)) => {
-                    summary.updated += 1;
-                    summary.chunks_embedded += n;
-                }
-                Ok((Outcome::Unchanged, _)) => summary.unchanged += 1,
-                Err(FileError::Skip(reason)) => {
-                    self.record_failure(&id, &reason)?;
-                    summary.failed.push(FileFailure {
-                        path: id.0.clone(),
-                        reason,
-                    });
-                }
-                Err(FileError::Fatal(e)) => return Err(e),
             }
-            progress(Progress::FileDone(&id.0));
         }
         self.store.flush()?;
         Ok(summary)
     }
 
-    fn ingest_file(
+    /// Ingests the given paths under `root` (as a watcher reports them):
+    /// existing files are ingested, and documents of paths that are gone
+    /// (files, or every file of a removed folder) are removed.
+    pub fn ingest_changes(
         &self,
-        path: &Path,
-        id: &DocumentId,
+        root: &Path,
+        changed: &[PathBuf],
         progress: &dyn Fn(Progress),
-    ) -> Result<(Outcome, usize), FileError> {
-        let meta =
-            std::fs::metadata(path).map_err(|e| FileError::Skip(format!("cannot read: {e}")))?;
-        if meta.len() > self.options.max_file_bytes {
-            return Err(FileError::Skip(format!(
-                "file is {} bytes, over the limit of {} (ingest.max_file_bytes)",
-                meta.len(),
-                self.options.max_file_bytes
-            )));
+    ) -> Result<IngestSummary> {
+        let filter = self.file_filter()?;
+        let root_key = std::fs::canonicalize(root)
+            .map_err(|e| Error::InvalidInput(format!("cannot read {}: {e}", root.display())))?;
+        let mut files = Vec::new();
+        let mut gone = Vec::new();
+        let mut seen = HashSet::new();
+        for path in changed {
+            let Some(id) = relative_id(&root_key, path) else {
+                continue;
+            };
+            if !seen.insert(id.clone()) {
+                continue;
+            }
+            match std::fs::metadata(path) {
+                Ok(meta) if meta.is_file() => {
+                    if filter.wants(&id, self.options.include_hidden) {
+                        files.push(FileJob {
+                            path: path.clone(),
+                            id,
+                        });
+                    }
+                }
+                Ok(meta) if meta.is_dir() => {
+                    let (inside, _) =
+                        collect_files(path, self.options.include_hidden, &FileFilter::all())
+                            .map_err(|e| {
+                                Error::InvalidInput(format!("cannot read {}: {e}", path.display()))
+                            })?;
+                    for f in inside {
+                        let id = DocumentId::new(format!("{}/{}", id.0, f.id.0));
+                        if filter.wants(&id, self.options.include_hidden) && seen.insert(id.clone())
+                        {
+                            files.push(FileJob { path: f.path, id });
+                        }
+                    }
+                }
+                _ => gone.push(id),
+            }
         }
-        let bytes =
-            std::fs::read(path).map_err(|e| FileError::Skip(format!("cannot read: {e}")))?;
+        progress(Progress::Found(files.len()));
+        let key = root_key.to_string_lossy().to_string();
+        let mut summary = self.run(files, Some(&key), progress)?;
+        if !gone.is_empty() {
+            for record in self.catalogue.list().map_err(fatal_error)? {
+                let under = gone
+                    .iter()
+                    .any(|g| record.id == *g || record.id.0.starts_with(&format!("{}/", g.0)));
+                if under && record.root.as_deref() == Some(key.as_str()) {
+                    self.remove_document(&record.id)?;
+                    summary.removed += 1;
+                }
+            }
+        }
+        self.store.flush()?;
+        Ok(summary)
+    }
+
+    /// Extracts `files` on a pool of threads and feeds the embedding stage.
+    fn run(
+        &self,
+        files: Vec<FileJob>,
+        root: Option<&str>,
+        progress: &dyn Fn(Progress),
+    ) -> Result<IngestSummary> {
+        let mut summary = IngestSummary {
+            files_seen: files.len(),
+            ..Default::default()
+        };
+        if files.is_empty() {
+            return Ok(summary);
+        }
+        let threads = match self.options.extract_threads {
+            0 => std::thread::available_parallelism()
+                .map_or(2, |n| n.get())
+                .min(4),
+            n => n,
+        }
+        .min(files.len());
+        let next = AtomicUsize::new(0);
+        let stop = AtomicBool::new(false);
+        let (tx, rx) = bounded::<Prepared>(threads * 2);
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                let tx = tx.clone();
+                let (files, next, stop) = (&files, &next, &stop);
+                scope.spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let Some(job) = files.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                            break;
+                        };
+                        if tx.send(self.prepare_file(job, root)).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            drop(tx);
+            let result = self.embed_stage(&rx, root, &mut summary, progress);
+            // On a fatal error the extractors stop at their next file.
+            stop.store(true, Ordering::Relaxed);
+            drop(rx);
+            result
+        })?;
+        Ok(summary)
+    }
+
+    /// Reads, extracts and chunks one file (on an extraction thread).
+    fn prepare_file(&self, job: &FileJob, root: Option<&str>) -> Prepared {
+        let meta = match std::fs::metadata(&job.path) {
+            Ok(m) => m,
+            Err(e) => return Prepared::Failed(job.id.clone(), format!("cannot read: {e}")),
+        };
+        if meta.len() > self.options.max_file_bytes {
+            return Prepared::Failed(
+                job.id.clone(),
+                format!(
+                    "file is {} bytes, over the limit of {} (ingest.max_file_bytes)",
+                    meta.len(),
+                    self.options.max_file_bytes
+                ),
+            );
+        }
+        let bytes = match std::fs::read(&job.path) {
+            Ok(b) => b,
+            Err(e) => return Prepared::Failed(job.id.clone(), format!("cannot read: {e}")),
+        };
         let modified = meta
             .modified()
             .ok()
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map(|d| d.as_secs());
-        self.ingest_bytes(id, &id.0, path, &bytes, modified, progress)
+        let meta = DocumentMeta {
+            modified,
+            ..Default::default()
+        };
+        let mut prepared = self.prepare(&job.id, &job.id.0, &job.path, &bytes, &meta);
+        if let Prepared::Ready(doc) = &mut prepared {
+            doc.record.root = root.map(str::to_string);
+        }
+        prepared
+    }
+
+    /// Decides whether a document changed and, if so, extracts and chunks it.
+    fn prepare(
+        &self,
+        id: &DocumentId,
+        source: &str,
+        path_hint: &Path,
+        bytes: &[u8],
+        meta: &DocumentMeta,
+    ) -> Prepared {
+        let mut hash = content_hash(bytes);
+        if meta.tags.len() + meta.metadata.len() > 0 {
+            // Caller metadata is part of what is stored, so part of the identity.
+            let extra = serde_json::json!([meta.tags, meta.metadata]).to_string();
+            hash = content_hash(format!("{hash}{extra}").as_bytes());
+        }
+        let previous = match self.catalogue.get(id) {
+            Ok(p) => p,
+            Err(e) => return Prepared::Fatal(fatal_error(e)),
+        };
+        if let Some(prev) = &previous
+            && prev.status == DocumentStatus::Ready
+            && prev.content_hash == hash
+        {
+            return Prepared::Unchanged(id.clone());
+        }
+        let document = match self.extractors.extract(path_hint, bytes) {
+            Ok(d) => d,
+            Err(e) => return Prepared::Failed(id.clone(), e.to_string()),
+        };
+        let chunks = self.make_chunks(id, source, &hash, &document, meta);
+        if chunks.is_empty() {
+            return Prepared::Failed(id.clone(), "no extractable text".into());
+        }
+        let tokens = chunks
+            .iter()
+            .map(|c| self.chunker.count_tokens(&embedding_text(c)))
+            .collect();
+        let new_ids: Vec<ChunkId> = chunks.iter().map(|c| c.id).collect();
+        // Everything an earlier, possibly interrupted, version may have left behind.
+        let keep: HashSet<ChunkId> = new_ids.iter().copied().collect();
+        let mut stale: Vec<ChunkId> = previous
+            .iter()
+            .flat_map(|p| p.chunk_ids.iter().chain(&p.stale_chunk_ids).copied())
+            .filter(|c| !keep.contains(c))
+            .collect();
+        stale.sort();
+        stale.dedup();
+        let outcome = match &previous {
+            Some(p) if p.status != DocumentStatus::Failed || !p.chunk_ids.is_empty() => {
+                Outcome::Updated
+            }
+            _ => Outcome::Added,
+        };
+        Prepared::Ready(Box::new(ReadyDocument {
+            record: DocumentRecord {
+                id: id.clone(),
+                source: source.to_string(),
+                content_hash: hash,
+                size: bytes.len() as u64,
+                modified: meta.modified,
+                title: document.title.clone(),
+                status: DocumentStatus::Pending,
+                last_error: None,
+                chunk_ids: new_ids,
+                stale_chunk_ids: stale,
+                updated_at: now_secs(),
+                root: previous.and_then(|p| p.root),
+            },
+            outcome,
+            chunks,
+            tokens,
+        }))
+    }
+
+    /// The single embedding stage: gathers chunks across documents into
+    /// batches of about `batch_tokens`, writes pending records ahead of each
+    /// upsert, and marks documents ready (in order) once all their chunks
+    /// are stored and their stale chunks deleted.
+    fn embed_stage(
+        &self,
+        rx: &Receiver<Prepared>,
+        root: Option<&str>,
+        summary: &mut IngestSummary,
+        progress: &dyn Fn(Progress),
+    ) -> Result<()> {
+        let budget = self.options.batch_tokens.max(1);
+        let mut queue: VecDeque<InFlight> = VecDeque::new();
+        let mut waiting_tokens = 0usize;
+        let mut open = true;
+        let mut batches = 0usize;
+        loop {
+            // Fill the queue until a batch's worth of tokens waits, or input ends.
+            while open && waiting_tokens < budget {
+                match rx.recv() {
+                    Ok(Prepared::Ready(doc)) => {
+                        waiting_tokens += doc.tokens.iter().sum::<usize>();
+                        queue.push_back(InFlight {
+                            document: *doc,
+                            sent: 0,
+                            announced: false,
+                        });
+                    }
+                    Ok(Prepared::Unchanged(id)) => {
+                        summary.unchanged += 1;
+                        progress(Progress::FileDone(&id.0));
+                    }
+                    Ok(Prepared::Failed(id, reason)) => {
+                        self.record_failure(&id, &reason, root)?;
+                        progress(Progress::FileDone(&id.0));
+                        summary.failed.push(FileFailure { path: id.0, reason });
+                    }
+                    Ok(Prepared::Fatal(e)) => return Err(e),
+                    Err(_) => open = false,
+                }
+            }
+            if queue.is_empty() {
+                if open {
+                    continue;
+                }
+                return Ok(());
+            }
+            let stored = self.store_batch(&mut queue, budget)?;
+            waiting_tokens = waiting_tokens.saturating_sub(stored.1);
+            progress(Progress::Chunks(stored.0));
+            summary.chunks_embedded += stored.0;
+            batches += 1;
+            if self.options.abort_after_batches == Some(batches) {
+                std::process::abort();
+            }
+            self.finish_documents(&mut queue, summary, progress)?;
+        }
+    }
+
+    /// Embeds and upserts the next batch from the front of the queue;
+    /// returns the chunks and tokens it stored.
+    fn store_batch(&self, queue: &mut VecDeque<InFlight>, budget: usize) -> Result<(usize, usize)> {
+        let mut picks: Vec<(usize, std::ops::Range<usize>)> = Vec::new();
+        let mut tokens = 0usize;
+        for (i, item) in queue.iter().enumerate() {
+            if tokens >= budget {
+                break;
+            }
+            let doc = &item.document;
+            let start = item.sent;
+            let mut end = start;
+            while end < doc.chunks.len() && (tokens < budget || end == start && picks.is_empty()) {
+                tokens += doc.tokens[end];
+                end += 1;
+            }
+            if end > start {
+                picks.push((i, start..end));
+            }
+        }
+        // Write-ahead: each document's old and new chunk ids are durable
+        // before the store sees its first point.
+        let announce: Vec<DocumentRecord> = picks
+            .iter()
+            .filter(|(i, _)| !queue[*i].announced)
+            .map(|(i, _)| queue[*i].document.record.clone())
+            .collect();
+        self.catalogue.put_many(&announce).map_err(fatal_error)?;
+        let texts: Vec<String> = picks
+            .iter()
+            .flat_map(|(i, r)| {
+                queue[*i].document.chunks[r.clone()]
+                    .iter()
+                    .map(embedding_text)
+            })
+            .collect();
+        let vectors = self.embedder.embed(&texts)?;
+        if vectors.len() != texts.len() {
+            return Err(Error::Internal {
+                message: format!(
+                    "the embedder returned {} vectors for {} texts",
+                    vectors.len(),
+                    texts.len()
+                ),
+                source: None,
+            });
+        }
+        let mut vectors = vectors.into_iter();
+        let mut points = Vec::with_capacity(texts.len());
+        for (i, range) in &picks {
+            for chunk in &queue[*i].document.chunks[range.clone()] {
+                points.push(EmbeddedChunk {
+                    chunk: chunk.clone(),
+                    vector: vectors.next().unwrap_or_default(),
+                });
+            }
+        }
+        self.store.upsert(&points)?;
+        for (i, range) in picks {
+            queue[i].announced = true;
+            queue[i].sent = range.end;
+        }
+        Ok((points.len(), tokens))
+    }
+
+    /// Completes the documents at the front of the queue whose chunks are all stored.
+    fn finish_documents(
+        &self,
+        queue: &mut VecDeque<InFlight>,
+        summary: &mut IngestSummary,
+        progress: &dyn Fn(Progress),
+    ) -> Result<()> {
+        let mut done = Vec::new();
+        while queue
+            .front()
+            .is_some_and(|f| f.sent == f.document.chunks.len())
+        {
+            let Some(item) = queue.pop_front() else { break };
+            done.push(item.document);
+        }
+        if done.is_empty() {
+            return Ok(());
+        }
+        let stale: Vec<ChunkId> = done
+            .iter()
+            .flat_map(|d| d.record.stale_chunk_ids.iter().copied())
+            .collect();
+        if !stale.is_empty() {
+            self.store.delete_chunks(&stale)?;
+        }
+        // The embedded store does not replay its write-ahead log on open, so
+        // points are durable only once flushed. Flush before the catalogue
+        // says Ready: a crash before this line leaves the documents pending,
+        // and the next run redoes them.
+        self.store.flush()?;
+        let records: Vec<DocumentRecord> = done
+            .iter()
+            .map(|d| DocumentRecord {
+                status: DocumentStatus::Ready,
+                stale_chunk_ids: Vec::new(),
+                updated_at: now_secs(),
+                ..d.record.clone()
+            })
+            .collect();
+        self.catalogue.put_many(&records).map_err(fatal_error)?;
+        for doc in done {
+            match doc.outcome {
+                Outcome::Updated => summary.updated += 1,
+                _ => summary.added += 1,
+            }
+            progress(Progress::FileDone(&doc.record.id.0));
+        }
+        Ok(())
     }
 
     /// Ingests one document given as bytes. `path_hint` picks the extractor.
@@ -172,81 +634,71 @@ impl Pipeline {
         modified: Option<u64>,
         progress: &dyn Fn(Progress),
     ) -> Result<(Outcome, usize), FileError> {
-        let hash = content_hash(bytes);
-        let previous = self.catalogue.get(id).map_err(fatal)?;
-        if let Some(prev) = &previous
-            && prev.status == DocumentStatus::Ready
-            && prev.content_hash == hash
-        {
-            return Ok((Outcome::Unchanged, 0));
-        }
-        let document = self
-            .extractors
-            .extract(path_hint, bytes)
-            .map_err(|e| FileError::Skip(e.to_string()))?;
-        let chunks = self.make_chunks(id, source, &hash, &document, modified);
-        if chunks.is_empty() {
-            return Err(FileError::Skip("no extractable text".into()));
-        }
-        let new_ids: Vec<ChunkId> = chunks.iter().map(|c| c.id).collect();
-        // Everything an earlier, possibly interrupted, version may have left behind.
-        let mut stale: Vec<ChunkId> = previous
-            .iter()
-            .flat_map(|p| p.chunk_ids.iter().chain(&p.stale_chunk_ids).copied())
-            .collect();
-        let keep: HashSet<ChunkId> = new_ids.iter().copied().collect();
-        stale.retain(|c| !keep.contains(c));
-        stale.sort();
-        stale.dedup();
-        let mut record = DocumentRecord {
-            id: id.clone(),
-            source: source.to_string(),
-            content_hash: hash,
-            size: bytes.len() as u64,
+        let meta = DocumentMeta {
             modified,
-            title: document.title.clone(),
-            status: DocumentStatus::Pending,
-            last_error: None,
-            chunk_ids: new_ids,
-            stale_chunk_ids: stale.clone(),
-            updated_at: now_secs(),
+            ..Default::default()
         };
-        // Write-ahead: the catalogue knows both versions before the store changes.
-        self.catalogue.put(&record).map_err(fatal)?;
-        let batch = self.options.embed_batch.max(1);
-        for group in chunks.chunks(batch) {
-            let texts: Vec<String> = group.iter().map(embedding_text).collect();
-            let vectors = self.embedder.embed(&texts).map_err(FileError::Fatal)?;
-            let points: Vec<EmbeddedChunk> = group
-                .iter()
-                .cloned()
-                .zip(vectors)
-                .map(|(chunk, vector)| EmbeddedChunk { chunk, vector })
-                .collect();
-            self.store.upsert(&points).map_err(FileError::Fatal)?;
-            progress(Progress::Chunks(points.len()));
-        }
-        if !stale.is_empty() {
-            self.store.delete_chunks(&stale).map_err(FileError::Fatal)?;
-        }
-        record.status = DocumentStatus::Ready;
-        record.stale_chunk_ids.clear();
-        record.updated_at = now_secs();
-        self.catalogue.put(&record).map_err(fatal)?;
-        let outcome = if previous.is_some() {
-            Outcome::Updated
-        } else {
-            Outcome::Added
+        self.ingest_document(id, source, path_hint, bytes, &meta, progress)
+    }
+
+    /// Ingests one document given as bytes, with tags and metadata from the
+    /// caller (an API upload) added to what the extractor finds.
+    pub fn ingest_document(
+        &self,
+        id: &DocumentId,
+        source: &str,
+        path_hint: &Path,
+        bytes: &[u8],
+        meta: &DocumentMeta,
+        progress: &dyn Fn(Progress),
+    ) -> Result<(Outcome, usize), FileError> {
+        let doc = match self.prepare(id, source, path_hint, bytes, meta) {
+            Prepared::Unchanged(_) => return Ok((Outcome::Unchanged, 0)),
+            Prepared::Failed(_, reason) => return Err(FileError::Skip(reason)),
+            Prepared::Fatal(e) => return Err(FileError::Fatal(e)),
+            Prepared::Ready(doc) => doc,
         };
-        Ok((outcome, chunks.len()))
+        let outcome = doc.outcome;
+        let n = doc.chunks.len();
+        let mut queue = VecDeque::from([InFlight {
+            document: *doc,
+            sent: 0,
+            announced: false,
+        }]);
+        let mut summary = IngestSummary::default();
+        while !queue.is_empty() {
+            let (stored, _) = self
+                .store_batch(&mut queue, self.options.batch_tokens.max(1))
+                .map_err(FileError::Fatal)?;
+            progress(Progress::Chunks(stored));
+            self.finish_documents(&mut queue, &mut summary, &|_| {})
+                .map_err(FileError::Fatal)?;
+        }
+        Ok((outcome, n))
     }
 
     /// Removes a document and all its chunks. Returns whether it existed.
+    /// The record turns pending first, so an interrupted removal is redone.
     pub fn remove_document(&self, id: &DocumentId) -> Result<bool> {
-        let existed = self.catalogue.get(id).map_err(fatal_error)?.is_some();
+        let Some(record) = self.catalogue.get(id).map_err(fatal_error)? else {
+            self.store.delete_document(id)?;
+            return Ok(false);
+        };
+        let mut pending = record.clone();
+        pending.status = DocumentStatus::Pending;
+        pending.stale_chunk_ids = record
+            .chunk_ids
+            .iter()
+            .chain(&record.stale_chunk_ids)
+            .copied()
+            .collect();
+        pending.chunk_ids = Vec::new();
+        pending.content_hash = String::new();
+        self.catalogue.put(&pending).map_err(fatal_error)?;
         self.store.delete_document(id)?;
+        self.store.flush()?;
         self.catalogue.remove(id).map_err(fatal_error)?;
-        Ok(existed)
+        Ok(true)
     }
 
     fn make_chunks(
@@ -255,17 +707,25 @@ impl Pipeline {
         source: &str,
         hash: &str,
         document: &ExtractedDocument,
-        modified: Option<u64>,
+        meta: &DocumentMeta,
     ) -> Vec<Chunk> {
-        let spans = self.chunker.chunk(document);
+        let spans = self.chunk_spans(document);
         let mut lines = LineIndex::new(&document.text);
-        let (tags, metadata) = split_tags(&document.metadata);
+        // The caller's keys (an API upload's `tags`, `date`, ...) override the
+        // document's own.
+        let mut all = document.metadata.clone();
+        all.extend(meta.metadata.clone());
+        let (mut tags, metadata) = split_tags(&all);
+        for tag in &meta.tags {
+            if !tags.contains(tag) {
+                tags.push(tag.clone());
+            }
+        }
         // A document's own date wins over the file's modification time.
-        let dated = document
-            .metadata
+        let dated = all
             .get("date")
             .and_then(|d| parse_date(d))
-            .or(modified);
+            .or(meta.modified);
         spans
             .into_iter()
             .enumerate()
@@ -290,8 +750,46 @@ impl Pipeline {
             .collect()
     }
 
+    /// The document's chunk spans. Paged documents (PDF) are chunked page by
+    /// page, so no chunk straddles a page break and every citation's page
+    /// number is the page its text is on.
+    fn chunk_spans(&self, document: &ExtractedDocument) -> Vec<docent_core::ChunkSpan> {
+        if document.page_starts.len() < 2 {
+            return self.chunker.chunk(document);
+        }
+        let len = document.text.len();
+        let mut out = Vec::new();
+        for (i, &start) in document.page_starts.iter().enumerate() {
+            let end = document
+                .page_starts
+                .get(i + 1)
+                .copied()
+                .unwrap_or(len)
+                .min(len);
+            if start >= end || document.text[start..end].trim().is_empty() {
+                continue;
+            }
+            let page = ExtractedDocument {
+                text: document.text[start..end].to_string(),
+                page_starts: Vec::new(),
+                ..document.clone()
+            };
+            out.extend(
+                self.chunker
+                    .chunk(&page)
+                    .into_iter()
+                    .map(|span| docent_core::ChunkSpan {
+                        start: span.start + start,
+                        end: span.end + start,
+                        ..span
+                    }),
+            );
+        }
+        out
+    }
+
     /// Marks a document as failed, keeping chunks of an earlier good version.
-    fn record_failure(&self, id: &DocumentId, reason: &str) -> Result<()> {
+    pub fn record_failure(&self, id: &DocumentId, reason: &str, root: Option<&str>) -> Result<()> {
         let mut record = match self.catalogue.get(id).map_err(fatal_error)? {
             Some(existing) => existing,
             None => DocumentRecord {
@@ -306,8 +804,12 @@ impl Pipeline {
                 chunk_ids: Vec::new(),
                 stale_chunk_ids: Vec::new(),
                 updated_at: 0,
+                root: None,
             },
         };
+        if record.root.is_none() {
+            record.root = root.map(str::to_string);
+        }
         if record.status != DocumentStatus::Pending {
             record.status = DocumentStatus::Failed;
         }
@@ -315,6 +817,121 @@ impl Pipeline {
         record.updated_at = now_secs();
         self.catalogue.put(&record).map_err(fatal_error)
     }
+}
+
+/// Which files a run takes: include/exclude globs on the root-relative path.
+struct FileFilter {
+    include: Option<GlobSet>,
+    exclude: GlobSet,
+}
+
+impl FileFilter {
+    fn new(options: &IngestOptions) -> Result<Self> {
+        let build = |patterns: &[String]| -> Result<GlobSet> {
+            let mut set = GlobSetBuilder::new();
+            for p in patterns {
+                let glob = Glob::new(p)
+                    .map_err(|e| Error::InvalidInput(format!("bad glob {p:?}: {e}")))?;
+                set.add(glob);
+            }
+            set.build()
+                .map_err(|e| Error::InvalidInput(format!("bad globs: {e}")))
+        };
+        Ok(FileFilter {
+            include: (!options.include.is_empty())
+                .then(|| build(&options.include))
+                .transpose()?,
+            exclude: build(&options.exclude)?,
+        })
+    }
+
+    fn all() -> Self {
+        FileFilter {
+            include: None,
+            exclude: GlobSet::empty(),
+        }
+    }
+
+    /// Whether a root-relative id passes the globs (and the hidden rule).
+    fn wants(&self, id: &DocumentId, include_hidden: bool) -> bool {
+        let path = Path::new(&id.0);
+        if !include_hidden && id.0.split('/').any(|part| part.starts_with('.')) {
+            return false;
+        }
+        self.include.as_ref().is_none_or(|s| s.is_match(path)) && !self.exclude.is_match(path)
+    }
+}
+
+/// The root-relative, `/`-separated id of `path`, when it lies under `root`.
+fn relative_id(root: &Path, path: &Path) -> Option<DocumentId> {
+    let absolute = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir().ok()?.join(path)
+    };
+    // A removed file cannot be canonicalised; its parent usually can.
+    let canonical = std::fs::canonicalize(&absolute).ok().or_else(|| {
+        let parent = std::fs::canonicalize(absolute.parent()?).ok()?;
+        Some(parent.join(absolute.file_name()?))
+    })?;
+    let rel = canonical.strip_prefix(root).ok()?;
+    let id = rel
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/");
+    (!id.is_empty()).then(|| DocumentId::new(id))
+}
+
+/// Files under `root` in a stable order, with their ids (root-relative,
+/// `/`-separated), and the canonical root when it is a folder.
+fn collect_files(
+    root: &Path,
+    include_hidden: bool,
+    filter: &FileFilter,
+) -> std::io::Result<(Vec<FileJob>, Option<String>)> {
+    let meta = std::fs::metadata(root)?;
+    if meta.is_file() {
+        let name = root
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let job = FileJob {
+            path: root.to_path_buf(),
+            id: DocumentId::new(name),
+        };
+        return Ok((vec![job], None));
+    }
+    let canonical = std::fs::canonicalize(root)?;
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            if !include_hidden && name.to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let file_type = entry.file_type()?;
+            let path = entry.path();
+            if file_type.is_dir() {
+                stack.push(path);
+            } else if file_type.is_file() {
+                let rel = path.strip_prefix(root).unwrap_or(&path);
+                let id = DocumentId::new(
+                    rel.components()
+                        .map(|c| c.as_os_str().to_string_lossy())
+                        .collect::<Vec<_>>()
+                        .join("/"),
+                );
+                if filter.wants(&id, include_hidden) {
+                    out.push(FileJob { path, id });
+                }
+            }
+        }
+    }
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok((out, Some(canonical.to_string_lossy().to_string())))
 }
 
 /// Splits document metadata into tags (the `tags` key: a comma-separated or
@@ -378,10 +995,6 @@ pub enum FileError {
     Fatal(Error),
 }
 
-fn fatal(e: crate::CatalogueError) -> FileError {
-    FileError::Fatal(fatal_error(e))
-}
-
 fn fatal_error(e: crate::CatalogueError) -> Error {
     match e {
         crate::CatalogueError::Locked { .. } => Error::Unavailable {
@@ -390,44 +1003,6 @@ fn fatal_error(e: crate::CatalogueError) -> Error {
         },
         other => Error::internal("catalogue failure", other),
     }
-}
-
-/// Files under `root` in a stable order, with their ids (root-relative, `/`-separated).
-fn collect_files(root: &Path, include_hidden: bool) -> std::io::Result<Vec<(PathBuf, DocumentId)>> {
-    let meta = std::fs::metadata(root)?;
-    if meta.is_file() {
-        let name = root
-            .file_name()
-            .map(|n| n.to_string_lossy().to_string())
-            .unwrap_or_default();
-        return Ok(vec![(root.to_path_buf(), DocumentId::new(name))]);
-    }
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir)? {
-            let entry = entry?;
-            let name = entry.file_name();
-            if !include_hidden && name.to_string_lossy().starts_with('.') {
-                continue;
-            }
-            let file_type = entry.file_type()?;
-            let path = entry.path();
-            if file_type.is_dir() {
-                stack.push(path);
-            } else if file_type.is_file() {
-                let rel = path.strip_prefix(root).unwrap_or(&path);
-                let id = rel
-                    .components()
-                    .map(|c| c.as_os_str().to_string_lossy())
-                    .collect::<Vec<_>>()
-                    .join("/");
-                out.push((path, DocumentId::new(id)));
-            }
-        }
-    }
-    out.sort_by(|a, b| a.1.cmp(&b.1));
-    Ok(out)
 }
 
 /// 1-based line number of a byte offset, for citations.

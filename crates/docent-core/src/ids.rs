@@ -4,6 +4,7 @@ use std::fmt;
 
 /// Identity of a document: its source path relative to the ingested root, or
 /// an id chosen by an API caller. Stable across re-ingestion.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct DocumentId(pub String);

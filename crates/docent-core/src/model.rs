@@ -129,6 +129,7 @@ pub struct ScoredChunk {
 }
 
 /// Restricts a search to part of the collection. Empty fields do not filter.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct SearchFilter {
     /// Only these documents.
@@ -163,6 +164,7 @@ impl SearchFilter {
 }
 
 /// Which signals rank a search.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SearchMode {
@@ -343,6 +345,7 @@ pub struct GenerationRequest {
 }
 
 /// Why generation stopped.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FinishReason {

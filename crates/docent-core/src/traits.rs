@@ -13,6 +13,8 @@ pub trait Embedder: Send + Sync {
     fn dimension(&self) -> usize;
     /// Longest input in model tokens, special tokens excluded; longer input is truncated.
     fn max_input_tokens(&self) -> usize;
+    /// Tokens `text` takes in this model's vocabulary (special tokens included).
+    fn count_tokens(&self, text: &str) -> Result<usize>;
     /// Embeds each text into an L2-normalised vector, in order.
     fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>>;
 }
@@ -60,6 +62,14 @@ pub trait Generator: Send + Sync {
     fn count_tokens(&self, text: &str) -> Result<usize>;
     /// Tokens the chat template adds around `messages` beyond their contents.
     fn template_overhead(&self, messages: &[crate::ChatMessage]) -> Result<usize>;
+    /// Requests waiting in the queue (not yet started).
+    fn queue_depth(&self) -> usize {
+        0
+    }
+    /// Generations stopped early because their receiver was dropped.
+    fn cancelled(&self) -> u64 {
+        0
+    }
     /// Queues a generation. Returns at once: `Error::Overloaded` when the queue
     /// is full. Events arrive on the receiver; dropping it cancels the work.
     fn generate(
@@ -81,6 +91,23 @@ pub enum ExtractError {
     Unsupported(String),
     #[error("malformed file: {0}")]
     Malformed(String),
+    /// A password-protected document that cannot be read without the password.
+    #[error("encrypted {0} (password protected); decrypt it and re-ingest")]
+    Encrypted(String),
+    /// A paged document whose pages carry no text (typically a scan).
+    #[error("no extractable text (scanned? run OCR on it first)")]
+    NoTextLayer,
+    /// Extraction ran past its time bound.
+    #[error(
+        "extraction took longer than {0} s (ingest.extract_timeout_secs); the file may be malformed"
+    )]
+    Timeout(u64),
+    /// Extraction (or decompression) ran past its memory bound.
+    #[error("too large to extract: {0}")]
+    TooLarge(String),
+    /// The isolated extractor died (a crash in the parser) or could not run.
+    #[error("the extractor failed: {0}")]
+    Crashed(String),
 }
 
 /// Turns the bytes of one file into text.
@@ -100,6 +127,12 @@ pub trait Chunker: Send + Sync {
     /// Largest chunk in embedder tokens.
     fn max_tokens(&self) -> usize;
     fn overlap_tokens(&self) -> usize;
+    /// Embedder tokens in `text`, for sizing embedding batches. The default
+    /// is a rough estimate (four bytes a token); tokenizer-backed chunkers
+    /// count exactly.
+    fn count_tokens(&self, text: &str) -> usize {
+        text.len() / 4 + 1
+    }
 }
 
 /// Convenience for building a collection spec from the parts that define it.

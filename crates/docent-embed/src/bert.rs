@@ -57,6 +57,8 @@ struct Job {
 /// A BERT sentence encoder running on a dedicated thread.
 pub struct BertEmbedder {
     model_id: String,
+    /// A copy of the worker's tokenizer, for counting tokens off the model thread.
+    tokenizer: Tokenizer,
     dimension: usize,
     max_input_tokens: usize,
     jobs: Option<SyncSender<Job>>,
@@ -99,7 +101,7 @@ impl BertEmbedder {
         let (tx, rx) = sync_channel::<Job>(options.queue_depth.max(1));
         let worker = Worker {
             model,
-            tokenizer,
+            tokenizer: tokenizer.clone(),
             device,
             batch_size: options.batch_size.max(1),
         };
@@ -109,6 +111,7 @@ impl BertEmbedder {
             .map_err(|e| Error::internal("cannot start the embedding thread", e))?;
         Ok(BertEmbedder {
             model_id: options.model_id,
+            tokenizer,
             dimension,
             max_input_tokens: max_seq_len - 2,
             jobs: Some(tx),
@@ -124,6 +127,14 @@ impl Embedder for BertEmbedder {
 
     fn dimension(&self) -> usize {
         self.dimension
+    }
+
+    fn count_tokens(&self, text: &str) -> Result<usize> {
+        let encoding = self
+            .tokenizer
+            .encode(text, true)
+            .map_err(|e| Error::InvalidInput(format!("cannot tokenize: {e}")))?;
+        Ok(encoding.len())
     }
 
     fn max_input_tokens(&self) -> usize {
@@ -168,10 +179,44 @@ struct Worker {
 }
 
 impl Worker {
+    /// Serves jobs in order. Jobs that queued up while the model was busy
+    /// (concurrent queries, typically one text each) run as one batch, so N
+    /// waiting requests cost about one forward pass instead of N.
     fn run(self, jobs: Receiver<Job>) {
-        while let Ok(job) = jobs.recv() {
-            let result = self.embed_all(&job.texts);
-            let _ = job.reply.send(result);
+        while let Ok(first) = jobs.recv() {
+            let mut group = vec![first];
+            let mut texts = group[0].texts.len();
+            while texts < self.batch_size {
+                match jobs.try_recv() {
+                    Ok(job) => {
+                        texts += job.texts.len();
+                        group.push(job);
+                    }
+                    Err(_) => break,
+                }
+            }
+            if group.len() == 1 {
+                let job = group.pop().expect("one job");
+                let result = self.embed_all(&job.texts);
+                let _ = job.reply.send(result);
+                continue;
+            }
+            let all: Vec<String> = group.iter().flat_map(|j| j.texts.iter().cloned()).collect();
+            match self.embed_all(&all) {
+                Ok(mut vectors) => {
+                    for job in group.into_iter().rev() {
+                        let mine = vectors.split_off(vectors.len() - job.texts.len());
+                        let _ = job.reply.send(Ok(mine));
+                    }
+                }
+                // Retry one by one so one bad input fails only its own request.
+                Err(_) => {
+                    for job in group {
+                        let result = self.embed_all(&job.texts);
+                        let _ = job.reply.send(result);
+                    }
+                }
+            }
         }
     }
 

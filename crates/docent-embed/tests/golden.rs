@@ -62,3 +62,40 @@ fn minilm_reproduces_sentence_transformers_within_1e_4() {
         assert!(worst <= 1e-5, "padding changed {text:?} by {worst}");
     }
 }
+
+/// Concurrent single-text requests are batched together on the model thread;
+/// each caller must still get exactly its own golden vector.
+#[test]
+fn concurrent_requests_batched_together_get_their_own_vectors() {
+    let model_dir = docent_models::testing::require("all-MiniLM-L6-v2");
+    let golden_path =
+        docent_models::testing::shared_dir().join("data/golden/minilm-embeddings.json");
+    let golden: Golden =
+        serde_json::from_str(&std::fs::read_to_string(&golden_path).unwrap()).unwrap();
+    let embedder = std::sync::Arc::new(
+        BertEmbedder::load(BertEmbedderOptions::new(model_dir, "all-MiniLM-L6-v2")).unwrap(),
+    );
+    for _round in 0..3 {
+        let handles: Vec<_> = golden
+            .items
+            .iter()
+            .map(|item| {
+                let embedder = embedder.clone();
+                let text = item.text.clone();
+                let expected = item.embedding.clone();
+                std::thread::spawn(move || {
+                    let got = embedder.embed(&[text.clone()]).unwrap().remove(0);
+                    let worst = expected
+                        .iter()
+                        .zip(&got)
+                        .map(|(a, b)| (a - b).abs())
+                        .fold(0.0f32, f32::max);
+                    assert!(worst < 1e-4, "{text:?}: off by {worst}");
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+    }
+}

@@ -12,6 +12,7 @@ use docent_core::{
 use std::io::Cursor;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -75,6 +76,10 @@ pub struct GgufGenerator {
     tokenizer: Arc<GgufTokenizer>,
     template: ChatTemplate,
     jobs: Option<SyncSender<Job>>,
+    /// Jobs accepted and not yet picked up by the model thread.
+    queued: Arc<AtomicUsize>,
+    /// Generations stopped because their caller went away.
+    cancelled: Arc<AtomicU64>,
     worker: Option<JoinHandle<()>>,
 }
 
@@ -157,7 +162,11 @@ impl GgufGenerator {
         let context_length = trained_context.min(arch_limit).min(options.max_context);
         let tokenizer = Arc::new(tokenizer);
         let (tx, rx) = sync_channel::<Job>(options.queue_depth);
+        let queued = Arc::new(AtomicUsize::new(0));
+        let cancelled = Arc::new(AtomicU64::new(0));
         let worker = Worker {
+            queued: queued.clone(),
+            cancelled: cancelled.clone(),
             model,
             decoder: tokenizer.with_specials.clone(),
             eos: tokenizer.eos_ids.clone(),
@@ -175,6 +184,8 @@ impl GgufGenerator {
             tokenizer,
             template,
             jobs: Some(tx),
+            queued,
+            cancelled,
             worker: Some(handle),
         })
     }
@@ -256,6 +267,14 @@ impl Generator for GgufGenerator {
         Ok(total.saturating_sub(content))
     }
 
+    fn queue_depth(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    fn cancelled(&self) -> u64 {
+        self.cancelled.load(Ordering::Relaxed)
+    }
+
     fn generate(&self, request: GenerationRequest) -> Result<mpsc::Receiver<GenerationEvent>> {
         let prompt = self.render(&request.messages)?;
         if prompt.len() + 1 >= self.context_length {
@@ -270,11 +289,17 @@ impl Generator for GgufGenerator {
             message: "generator stopped".into(),
             source: None,
         })?;
-        match jobs.try_send(Job {
+        // Count before sending so the worker's decrement never runs first.
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        let sent = jobs.try_send(Job {
             prompt,
             request,
             events,
-        }) {
+        });
+        if sent.is_err() {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+        }
+        match sent {
             Ok(()) => Ok(receiver),
             Err(TrySendError::Full(_)) => {
                 Err(Error::Overloaded("the generation queue is full".into()))
@@ -297,6 +322,8 @@ impl Drop for GgufGenerator {
 }
 
 struct Worker {
+    queued: Arc<AtomicUsize>,
+    cancelled: Arc<AtomicU64>,
     model: Model,
     decoder: Tokenizer,
     eos: Vec<u32>,
@@ -308,7 +335,9 @@ struct Worker {
 impl Worker {
     fn run(mut self, jobs: Receiver<Job>) {
         while let Ok(job) = jobs.recv() {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
             if job.events.is_closed() {
+                self.cancelled.fetch_add(1, Ordering::Relaxed);
                 continue; // the caller left while the job was queued
             }
             let events = job.events.clone();
@@ -348,6 +377,7 @@ impl Worker {
             logits = Some(self.model.forward(&input, pos)?);
             pos += piece.len();
             if job.events.is_closed() {
+                self.cancelled.fetch_add(1, Ordering::Relaxed);
                 return Ok(());
             }
         }
@@ -376,6 +406,7 @@ impl Worker {
                     .is_err()
             {
                 finish = FinishReason::Cancelled;
+                self.cancelled.fetch_add(1, Ordering::Relaxed);
                 break;
             }
             if stats.completion_tokens == budget {

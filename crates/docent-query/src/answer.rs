@@ -42,6 +42,7 @@ pub struct AskRequest {
 }
 
 /// A passage the answer rests on.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Citation {
     /// The number of the passage in the prompt, as used in `[n]` markers.
@@ -69,6 +70,7 @@ pub struct Citation {
 }
 
 /// Where time went, in milliseconds.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Timings {
     pub embed: f64,
@@ -78,6 +80,7 @@ pub struct Timings {
 }
 
 /// Token counts of the generation.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Usage {
     pub prompt_tokens: usize,
@@ -85,6 +88,7 @@ pub struct Usage {
 }
 
 /// A finished answer.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AskResponse {
     pub answer: String,

@@ -7,6 +7,7 @@
 
 mod answer;
 mod citations;
+pub mod eval;
 mod prompt;
 mod retrieve;
 

@@ -16,7 +16,8 @@ pub struct RetrievalSettings {
     pub fusion: Fusion,
     /// Candidates each side of a hybrid search contributes before fusion.
     pub candidates: usize,
-    /// Passages whose cosine similarity to the question is below this are dropped.
+    /// When no retrieved passage reaches this cosine similarity to the
+    /// question, nothing is retrieved: the question is off-topic.
     pub score_floor: f32,
     /// Passages whose word overlap (Jaccard of word sets) with a better one is
     /// at least this are collapsed into it; 1.0 collapses exact copies only.
@@ -30,8 +31,8 @@ impl Default for RetrievalSettings {
     fn default() -> Self {
         RetrievalSettings {
             mode: SearchMode::Hybrid,
-            fusion: Fusion::default(),
-            candidates: 50,
+            fusion: Fusion::Dbsf,
+            candidates: 100,
             score_floor: 0.2,
             duplicate_threshold: 0.9,
             neighbours: 0,
@@ -80,13 +81,28 @@ impl Retriever {
         filter: &SearchFilter,
         mode: Option<SearchMode>,
     ) -> Result<Retrieval> {
-        let s = &self.settings;
         let t0 = Instant::now();
         let vector = self.embedder.embed(&[question.to_string()])?.remove(0);
         let embed_ms = ms(t0);
+        let mut retrieval = self.retrieve_embedded(question, vector, top_k, filter, mode)?;
+        retrieval.embed_ms = embed_ms;
+        Ok(retrieval)
+    }
+
+    /// Like [`Retriever::retrieve`], for a question already embedded (batch
+    /// evaluation embeds all questions at once).
+    pub fn retrieve_embedded(
+        &self,
+        question: &str,
+        vector: Vec<f32>,
+        top_k: usize,
+        filter: &SearchFilter,
+        mode: Option<SearchMode>,
+    ) -> Result<Retrieval> {
+        let s = &self.settings;
         let t1 = Instant::now();
         // Ask for extra hits so collapsed duplicates don't leave the list short.
-        let fetch = if s.duplicate_threshold < 1.0 {
+        let fetch = if s.duplicate_threshold <= 1.0 {
             top_k + top_k.div_ceil(2)
         } else {
             top_k
@@ -101,16 +117,21 @@ impl Retriever {
             filter: filter.clone(),
         })?;
         let mut passages = collapse_duplicates(hits, s.duplicate_threshold);
-        passages.retain(|p| p.similarity >= s.score_floor);
+        // The floor is a gate on the question, not a cut per passage: keyword
+        // matches can rank a passage high whose cosine similarity is modest,
+        // so passages are kept in fused order as long as one of them shows
+        // the question is on topic.
+        if !passages.iter().any(|p| p.similarity >= s.score_floor) {
+            passages.clear();
+        }
         passages.truncate(top_k);
         if s.neighbours > 0 {
             passages = self.expand(passages)?;
         }
-        let search_ms = ms(t1);
         Ok(Retrieval {
             passages,
-            embed_ms,
-            search_ms,
+            embed_ms: 0.0,
+            search_ms: ms(t1),
         })
     }
 

@@ -14,16 +14,20 @@ pub struct ApiError {
     pub retry_after: Option<u64>,
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    error: Inner<'a>,
+/// Every error response: `{"error": {"type", "message"}}`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    error: ErrorDetail,
 }
 
-#[derive(Serialize)]
-struct Inner<'a> {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Machine-readable kind: invalid_request, unauthorized, not_found,
+    /// payload_too_large, overloaded, unavailable, internal...
     #[serde(rename = "type")]
-    kind: &'a str,
-    message: &'a str,
+    kind: String,
+    /// What went wrong and what to do next.
+    message: String,
 }
 
 impl ApiError {
@@ -116,10 +120,10 @@ impl std::fmt::Display for ErrorChain<'_> {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Body {
-            error: Inner {
-                kind: self.kind,
-                message: &self.message,
+        let body = ErrorBody {
+            error: ErrorDetail {
+                kind: self.kind.to_string(),
+                message: self.message,
             },
         };
         let mut response = (self.status, axum::Json(body)).into_response();

@@ -6,13 +6,21 @@
 //! responses in one place, [`ApiError`].
 
 mod ask;
+mod collections;
+mod documents;
 mod error;
 mod extract;
+mod metrics;
+mod openai;
+pub mod openapi;
 mod state;
+mod web;
 
 pub use error::ApiError;
-pub use state::{AppState, Limits};
+pub use metrics::Metrics;
+pub use state::{AppState, Collections, Limits};
 
+use axum::extract::DefaultBodyLimit;
 use axum::extract::{Request, State};
 use axum::http::{HeaderName, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -25,26 +33,47 @@ use tower_http::trace::TraceLayer;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The whole API. `/healthz` and `/readyz` stay open; `/v1` needs a key when keys are configured.
+/// The whole API and the web page. `/`, `/assets/*`, `/healthz` and `/readyz`
+/// stay open; `/v1` needs a key when keys are configured.
 pub fn router(state: Arc<AppState>) -> Router {
+    let json_limit = DefaultBodyLimit::max(state.limits.max_json_bytes);
     let v1 = Router::new()
-        .route("/v1/ask", post(ask::ask))
-        .route("/v1/search", post(ask::search))
+        .route("/v1/ask", post(ask::ask).layer(json_limit))
+        .route("/v1/search", post(ask::search).layer(json_limit))
+        .route(
+            "/v1/documents",
+            post(documents::upload)
+                .layer(DefaultBodyLimit::max(state.limits.max_upload_bytes))
+                .get(documents::list),
+        )
+        .route(
+            "/v1/documents/{*id}",
+            get(documents::get).delete(documents::delete),
+        )
+        .route(
+            "/v1/chat/completions",
+            post(openai::chat_completions).layer(json_limit),
+        )
+        .route("/v1/embeddings", post(openai::embeddings).layer(json_limit))
+        .route("/v1/models", get(openai::models))
+        .route("/v1/collections", get(collections::list))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             require_api_key,
-        ))
-        .layer(axum::extract::DefaultBodyLimit::max(
-            state.limits.max_json_bytes,
         ));
     Router::new()
         .merge(v1)
-        .route(
-            "/healthz",
-            get(|| async { Json(serde_json::json!({ "status": "ok" })) }),
-        )
+        .route("/", get(web::index))
+        .route("/assets/{name}", get(web::asset))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(ready))
+        .route("/metrics", get(metrics::metrics))
+        .route("/openapi.json", get(|| async { Json(openapi::document()) }))
         .fallback(|| async { ApiError::not_found("no such route; see /openapi.json") })
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             state.limits.request_timeout,
@@ -55,6 +84,20 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "The process is alive (never needs a key)")))]
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// Documents `/metrics` (served by `metrics::metrics`).
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format: docent_http_requests_total{route,method,status}, docent_http_request_duration_seconds (histogram), docent_generated_tokens_total, docent_prompt_tokens_total, docent_generation_queue_depth, docent_generation_rejections_total, docent_documents_ingested_total", content_type = "text/plain")))]
+#[allow(dead_code)]
+async fn metrics_doc() {}
+
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "Models loaded and the store readable"), (status = 503, description = "Not ready")))]
 async fn ready(State(state): State<Arc<AppState>>) -> Response {
     let store = state.store.clone();
     match tokio::task::spawn_blocking(move || store.count()).await {

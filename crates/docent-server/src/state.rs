@@ -1,5 +1,8 @@
+use crate::metrics::Metrics;
 use docent_core::{Embedder, SamplingParams, VectorStore};
+use docent_ingest::Pipeline;
 use docent_query::Asker;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +15,8 @@ pub struct Limits {
     pub max_tokens: usize,
     /// Largest JSON request body in bytes.
     pub max_json_bytes: usize,
+    /// Largest document upload (one request, all files) in bytes.
+    pub max_upload_bytes: usize,
     /// Time a request may take before it is answered with 408.
     pub request_timeout: Duration,
 }
@@ -22,9 +27,19 @@ impl Default for Limits {
             max_top_k: 50,
             max_tokens: 1024,
             max_json_bytes: 1 << 20,
+            max_upload_bytes: 50 << 20,
             request_timeout: Duration::from_secs(120),
         }
     }
+}
+
+/// Where the collections live and which one this server serves.
+#[derive(Clone, Debug)]
+pub struct Collections {
+    /// The folder holding one sub-folder per collection (`<data dir>/collections`).
+    pub dir: PathBuf,
+    /// The served collection's name.
+    pub current: String,
 }
 
 /// Everything the handlers share. Backends are trait objects so tests can
@@ -33,9 +48,14 @@ pub struct AppState {
     pub asker: Arc<Asker>,
     pub embedder: Arc<dyn Embedder>,
     pub store: Arc<dyn VectorStore>,
+    /// The ingestion pipeline behind `/v1/documents`.
+    pub pipeline: Arc<Pipeline>,
+    pub metrics: Metrics,
     pub limits: Limits,
     /// When non-empty, every `/v1` route needs one of these as a bearer token.
     pub api_keys: Vec<String>,
     /// Sampling used when a request does not say.
     pub defaults: SamplingParams,
+    /// For `GET /v1/collections`.
+    pub collections: Collections,
 }

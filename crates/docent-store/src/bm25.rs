@@ -12,6 +12,10 @@ use qdrant_edge::external::ordered_float::NotNan;
 /// Average chunk length in BM25 tokens (after stop words), the `avg_len`
 /// of the length normalisation.
 const AVERAGE_TOKENS: f64 = 120.0;
+/// Term-frequency saturation and length normalisation: the best hybrid
+/// nDCG@10 on the SQuAD dev set (`docent eval retrieval --sweep`).
+const K1: f64 = 0.9;
+const B: f64 = 0.4;
 
 /// BM25 vectors for documents and queries.
 pub struct Bm25 {
@@ -21,6 +25,8 @@ pub struct Bm25 {
 impl Bm25 {
     pub fn new() -> Result<Self> {
         let config = EdgeBm25Config {
+            k: NotNan::new(K1).expect("not NaN"),
+            b: NotNan::new(B).expect("not NaN"),
             avg_len: NotNan::new(AVERAGE_TOKENS).expect("not NaN"),
             ..Default::default()
         };

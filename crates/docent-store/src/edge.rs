@@ -146,6 +146,16 @@ impl EdgeStore {
         &self.path
     }
 
+    /// Runs qdrant-edge's optimizers to completion (merges segments, builds
+    /// the HNSW and payload indexes). Worth calling after a bulk load.
+    pub fn optimize(&self) -> Result<()> {
+        let _guard = self.writes.lock().unwrap_or_else(|p| p.into_inner());
+        self.shard
+            .optimize()
+            .map(|_| ())
+            .map_err(|e| storage_error("optimize failed", e))
+    }
+
     fn update(&self, op: UpdateOperation, what: &str) -> Result<()> {
         let _guard = self.writes.lock().unwrap_or_else(|p| p.into_inner());
         self.shard.update(op).map_err(|e| storage_error(what, e))

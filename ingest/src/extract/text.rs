@@ -27,9 +27,11 @@ impl Extractor for TextExtractor {
     }
 }
 
-/// Decodes text bytes: UTF-8 (a BOM is dropped) or UTF-16 with a BOM. Binary
-/// data (NUL bytes or many control characters) and invalid UTF-8 are refused
-/// with a message that says where decoding failed.
+/// Decodes text bytes: UTF-8 (a BOM is dropped), UTF-16 with a BOM or with
+/// the NUL pattern of ASCII-range UTF-16, or a legacy encoding (Windows-1252,
+/// Latin-1, Shift_JIS...) guessed with chardetng. Binary data (NUL bytes or
+/// many control characters) is refused, and so is text that is mostly UTF-8
+/// but broken, with a message that says where decoding failed.
 pub fn decode_text(bytes: &[u8]) -> Result<String, ExtractError> {
     if let Some(rest) = bytes.strip_prefix(&[0xFF, 0xFE]) {
         return decode_utf16(rest, u16::from_le_bytes);
@@ -37,16 +39,67 @@ pub fn decode_text(bytes: &[u8]) -> Result<String, ExtractError> {
     if let Some(rest) = bytes.strip_prefix(&[0xFE, 0xFF]) {
         return decode_utf16(rest, u16::from_be_bytes);
     }
+    if let Some(read) = bomless_utf16(bytes) {
+        return decode_utf16(bytes, read);
+    }
     let bytes = bytes.strip_prefix(&[0xEF, 0xBB, 0xBF]).unwrap_or(bytes);
     if looks_binary(bytes) {
         return Err(ExtractError::Binary("contains NUL or control bytes".into()));
     }
     match std::str::from_utf8(bytes) {
         Ok(s) => Ok(s.replace("\r\n", "\n")),
-        Err(e) => Err(ExtractError::Undecodable(format!(
+        Err(e) if mostly_utf8(bytes) => Err(ExtractError::Undecodable(format!(
             "invalid UTF-8 at byte {}; convert the file to UTF-8",
             e.valid_up_to()
         ))),
+        Err(_) => decode_legacy(bytes),
+    }
+}
+
+/// Whether the valid multi-byte UTF-8 characters outnumber the broken
+/// sequences: such a file is damaged UTF-8, not a legacy encoding (where
+/// valid multi-byte sequences are rare accidents).
+fn mostly_utf8(bytes: &[u8]) -> bool {
+    let (mut good, mut bad) = (0usize, 0usize);
+    for chunk in bytes.utf8_chunks() {
+        good += chunk.valid().chars().filter(|c| !c.is_ascii()).count();
+        bad += usize::from(!chunk.invalid().is_empty());
+    }
+    good > bad
+}
+
+/// A legacy (non-UTF) encoding guessed from the bytes.
+fn decode_legacy(bytes: &[u8]) -> Result<String, ExtractError> {
+    let mut detector = chardetng::EncodingDetector::new();
+    detector.feed(bytes, true);
+    let encoding = detector.guess(None, false);
+    let (text, _, had_errors) = encoding.decode(bytes);
+    if had_errors {
+        return Err(ExtractError::Undecodable(format!(
+            "neither UTF-8 nor valid {} (the closest guess); convert the file to UTF-8",
+            encoding.name()
+        )));
+    }
+    Ok(text.replace("\r\n", "\n"))
+}
+
+/// UTF-16 without a BOM, recognised by NULs in every other byte (text in
+/// the ASCII range, as such files mostly are).
+fn bomless_utf16(bytes: &[u8]) -> Option<fn([u8; 2]) -> u16> {
+    let head = &bytes[..bytes.len().min(4096) & !1];
+    if head.len() < 8 {
+        return None;
+    }
+    let pairs = head.len() / 2;
+    let zero_at = |i: usize| head.chunks_exact(2).filter(|p| p[i] == 0).count();
+    let (even, odd) = (zero_at(0), zero_at(1));
+    // Nine in ten pairs have their NUL on one side and none on the other.
+    if odd * 10 >= pairs * 9 && even == 0 {
+        Some(u16::from_le_bytes)
+    } else if even * 10 >= pairs * 9 && odd == 0 {
+        Some(u16::from_be_bytes)
+    } else {
+        None
     }
 }
 
@@ -57,10 +110,16 @@ fn decode_utf16(bytes: &[u8], read: fn([u8; 2]) -> u16) -> Result<String, Extrac
         ));
     }
     let units = bytes.chunks_exact(2).map(|c| read([c[0], c[1]]));
-    char::decode_utf16(units)
+    let text = char::decode_utf16(units)
         .collect::<Result<String, _>>()
         .map(|s| s.replace("\r\n", "\n"))
-        .map_err(|e| ExtractError::Undecodable(format!("invalid UTF-16: {e}")))
+        .map_err(|e| ExtractError::Undecodable(format!("invalid UTF-16: {e}")))?;
+    if looks_binary(text.as_bytes()) {
+        return Err(ExtractError::Binary(
+            "UTF-16 that decodes to control characters".into(),
+        ));
+    }
+    Ok(text)
 }
 
 /// NUL bytes, or more than 10% control characters in the first 8 KiB.
@@ -103,8 +162,30 @@ mod tests {
     }
 
     #[test]
-    fn invalid_utf8_names_the_offset() {
-        let err = decode_text(b"caf\xe9 au lait").unwrap_err().to_string();
-        assert!(err.contains("byte 3"), "{err}");
+    fn broken_utf8_names_the_offset() {
+        let mut bytes = "café crème brûlée au lait ".as_bytes().to_vec();
+        bytes.push(0xFF);
+        let err = decode_text(&bytes).unwrap_err().to_string();
+        assert!(err.contains("invalid UTF-8 at byte 30"), "{err}");
+    }
+
+    #[test]
+    fn latin1_and_windows_1252_are_decoded() {
+        assert_eq!(
+            decode_text(b"Caf\xe9 cr\xe8me is served at 10 \x96 daily.").unwrap(),
+            "Café crème is served at 10 – daily."
+        );
+    }
+
+    #[test]
+    fn bomless_utf16_is_decoded() {
+        let mut le = Vec::new();
+        let mut be = Vec::new();
+        for u in "Visitors park in lot C.".encode_utf16() {
+            le.extend(u.to_le_bytes());
+            be.extend(u.to_be_bytes());
+        }
+        assert_eq!(decode_text(&le).unwrap(), "Visitors park in lot C.");
+        assert_eq!(decode_text(&be).unwrap(), "Visitors park in lot C.");
     }
 }

@@ -1,0 +1,355 @@
+//! `docent bench http`: `/v1/search` latency and throughput with concurrent
+//! clients over a large synthetic collection, `/v1/ask` time-to-first-token
+//! on the example documents, and the server's peak RSS. Both servers run in
+//! this process on loopback ports, so the figures include HTTP, JSON, query
+//! embedding, retrieval and (for ask) prompt evaluation.
+
+use crate::app::Setup;
+use crate::bench::{peak_rss_mib, synthetic_sentences};
+use anyhow::{Context, Result, bail};
+use docent_core::{
+    Chunk, ChunkId, DocumentId, EmbeddedChunk, SamplingParams, VectorStore, collection_spec,
+};
+use docent_query::Asker;
+use docent_store::EdgeStore;
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A keep-alive HTTP/1.1 connection that reads `Content-Length` bodies.
+struct Client {
+    reader: BufReader<TcpStream>,
+    addr: String,
+}
+
+impl Client {
+    fn connect(addr: &str) -> Result<Self> {
+        let stream = TcpStream::connect(addr)?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(Duration::from_secs(600)))?;
+        Ok(Client {
+            reader: BufReader::new(stream),
+            addr: addr.to_string(),
+        })
+    }
+
+    fn post(&mut self, path: &str, body: &str) -> Result<(u16, String)> {
+        write!(
+            self.reader.get_mut(),
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            self.addr,
+            body.len()
+        )?;
+        let (status, length) = self.head()?;
+        let mut buf = vec![0; length];
+        self.reader.read_exact(&mut buf)?;
+        Ok((status, String::from_utf8_lossy(&buf).into_owned()))
+    }
+
+    fn head(&mut self) -> Result<(u16, usize)> {
+        let mut line = String::new();
+        self.reader.read_line(&mut line)?;
+        let status = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .context("bad status line")?;
+        let mut length = 0;
+        loop {
+            line.clear();
+            self.reader.read_line(&mut line)?;
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                length = v.trim().parse()?;
+            }
+        }
+        Ok((status, length))
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+/// Unit vectors with a little shared structure, from a fixed seed.
+fn synthetic_vector(seed: u64, dim: usize) -> Vec<f32> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut v: Vec<f32> = (0..dim)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        })
+        .collect();
+    let norm = v.iter().map(|a| a * a).sum::<f32>().sqrt();
+    v.iter_mut().for_each(|a| *a /= norm);
+    v
+}
+
+fn state(
+    setup: &Setup,
+    asker: Arc<Asker>,
+    parts: &crate::app::EmbeddingParts,
+    store: Arc<dyn VectorStore>,
+    catalogue: Arc<docent_ingest::Catalogue>,
+) -> Arc<docent_server::AppState> {
+    let g = &setup.config.generate;
+    let collection = crate::app::Collection {
+        store: store.clone(),
+        catalogue,
+    };
+    Arc::new(docent_server::AppState {
+        asker,
+        embedder: parts.embedder.clone(),
+        store,
+        pipeline: Arc::new(setup.pipeline(parts, &collection)),
+        metrics: docent_server::Metrics::default(),
+        limits: docent_server::Limits::default(),
+        api_keys: Vec::new(),
+        defaults: SamplingParams {
+            max_tokens: g.max_tokens,
+            temperature: g.temperature,
+            top_p: Some(g.top_p),
+            seed: g.seed,
+        },
+        collections: docent_server::Collections {
+            dir: setup.collections_root(),
+            current: setup.collection.clone(),
+        },
+    })
+}
+
+pub fn run(
+    setup: &Setup,
+    chunks: usize,
+    clients: usize,
+    requests: usize,
+    asks: usize,
+) -> Result<Value> {
+    let tmp = tempfile::tempdir()?;
+    let parts = setup.embedding()?;
+    let generator = setup.generator(None)?;
+    let spec = collection_spec(parts.embedder.as_ref(), parts.chunker.as_ref());
+    let dim = spec.dimension;
+
+    // 1. A large synthetic collection.
+    let big = Arc::new(EdgeStore::open(
+        &tmp.path().join("big/vectors"),
+        spec.clone(),
+    )?);
+    let t0 = Instant::now();
+    let words = synthetic_sentences(chunks.min(20_000), 60);
+    let batch = 2000;
+    let mut ordinal = 0usize;
+    while ordinal < chunks {
+        let points: Vec<EmbeddedChunk> = (ordinal..(ordinal + batch).min(chunks))
+            .map(|i| {
+                let document_id = DocumentId::new(format!("synthetic/{:05}.txt", i / 10));
+                let text = words[i % words.len()].clone();
+                EmbeddedChunk {
+                    chunk: Chunk {
+                        id: ChunkId::derive(&document_id, "bench", i % 10),
+                        source: document_id.0.clone(),
+                        document_id,
+                        ordinal: i % 10,
+                        end: text.len(),
+                        line_start: 1,
+                        line_end: 1,
+                        content_hash: "bench".into(),
+                        text,
+                        ..Default::default()
+                    },
+                    vector: synthetic_vector(i as u64 + 1, dim),
+                }
+            })
+            .collect();
+        big.upsert(&points)?;
+        ordinal += points.len();
+    }
+    big.flush()?;
+    let load_secs = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    big.optimize()?;
+    let optimize_secs = t1.elapsed().as_secs_f64();
+    let count = big.count()?;
+    if count != chunks {
+        bail!("the synthetic collection holds {count} chunks, expected {chunks}");
+    }
+
+    // 2. The example documents, for time-to-first-token.
+    let small_setup = Setup {
+        config: setup.config.clone(),
+        data_dir: tmp.path().join("small"),
+        models_dir: setup.models_dir.clone(),
+        collection: "examples".into(),
+    };
+    let small = small_setup.collection(&parts)?;
+    let pipeline = small_setup.pipeline(&parts, &small);
+    pipeline.ingest_path(std::path::Path::new("examples/docs"), &|_| {})?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let big_catalogue = Arc::new(docent_ingest::Catalogue::open(
+        &tmp.path().join("big/catalogue.redb"),
+    )?);
+    let search_state = state(
+        setup,
+        Arc::new(Asker::new(
+            parts.embedder.clone(),
+            big.clone(),
+            generator.clone(),
+            setup.config.query.clone(),
+            setup.config.retrieval.clone(),
+        )),
+        &parts,
+        big.clone(),
+        big_catalogue,
+    );
+    let ask_state = state(
+        setup,
+        Arc::new(Asker::new(
+            parts.embedder.clone(),
+            small.store.clone(),
+            generator.clone(),
+            setup.config.query.clone(),
+            setup.config.retrieval.clone(),
+        )),
+        &parts,
+        small.store.clone(),
+        small.catalogue.clone(),
+    );
+    let (search_addr, ask_addr) = runtime.block_on(async {
+        let a = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let b = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addrs = (a.local_addr()?.to_string(), b.local_addr()?.to_string());
+        tokio::spawn(docent_server::serve(
+            a,
+            search_state,
+            std::future::pending(),
+        ));
+        tokio::spawn(docent_server::serve(b, ask_state, std::future::pending()));
+        anyhow::Ok(addrs)
+    })?;
+
+    // 3. Search: `clients` threads on keep-alive connections.
+    let queries = synthetic_sentences(512, 8);
+    let warm = Client::connect(&search_addr)?.post("/v1/search", r#"{"query": "warm up"}"#)?;
+    if warm.0 != 200 {
+        bail!("search answered {}: {}", warm.0, warm.1);
+    }
+    let per_client = requests.div_ceil(clients.max(1));
+    let t2 = Instant::now();
+    let handles: Vec<_> = (0..clients.max(1))
+        .map(|c| {
+            let addr = search_addr.clone();
+            let queries = queries.clone();
+            std::thread::spawn(move || -> Result<Vec<f64>> {
+                let mut client = Client::connect(&addr)?;
+                let mut latencies = Vec::with_capacity(per_client);
+                for i in 0..per_client {
+                    let q = &queries[(c * 131 + i) % queries.len()];
+                    let body = json!({ "query": q, "top_k": 10 }).to_string();
+                    let t = Instant::now();
+                    let (status, text) = client.post("/v1/search", &body)?;
+                    if status != 200 {
+                        bail!("search answered {status}: {text}");
+                    }
+                    latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+                }
+                Ok(latencies)
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for h in handles {
+        latencies.extend(
+            h.join()
+                .map_err(|_| anyhow::anyhow!("client thread panicked"))??,
+        );
+    }
+    let search_secs = t2.elapsed().as_secs_f64();
+    latencies.sort_by(|a, b| a.total_cmp(b));
+
+    // 4. Ask: time to the first token event, one request at a time.
+    let questions = [
+        "How many vacation days do new employees get?",
+        "How much does the Enterprise plan cost?",
+        "How fast must we respond to a Sev1 incident?",
+        "Where is customer data stored for EU customers?",
+        "How much storage does the free plan include?",
+    ];
+    let mut ttft = Vec::new();
+    let mut prompt_tokens = Vec::new();
+    for i in 0..asks {
+        let q = questions[i % questions.len()];
+        let mut client = Client::connect(&ask_addr)?;
+        let body =
+            json!({ "question": q, "top_k": 5, "max_tokens": 8, "stream": true }).to_string();
+        let t = Instant::now();
+        write!(
+            client.reader.get_mut(),
+            "POST /v1/ask HTTP/1.1\r\nHost: {ask_addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )?;
+        let mut first = None;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if client.reader.read_line(&mut line)? == 0 {
+                break;
+            }
+            if first.is_none() && line.starts_with("event: token") {
+                first = Some(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            if let Some(data) = line.strip_prefix("data: ")
+                && let Ok(v) = serde_json::from_str::<Value>(data)
+                && let Some(n) = v["usage"]["prompt_tokens"].as_u64()
+            {
+                prompt_tokens.push(n as f64);
+            }
+        }
+        ttft.push(first.context("the ask stream produced no token")?);
+    }
+    ttft.sort_by(|a, b| a.total_cmp(b));
+    prompt_tokens.sort_by(|a, b| a.total_cmp(b));
+
+    Ok(json!({
+        "bench": "http",
+        "search": {
+            "chunks": chunks,
+            "clients": clients,
+            "requests": latencies.len(),
+            "load_secs": load_secs,
+            "optimize_secs": optimize_secs,
+            "p50_ms": percentile(&latencies, 0.5),
+            "p90_ms": percentile(&latencies, 0.9),
+            "p99_ms": percentile(&latencies, 0.99),
+            "max_ms": latencies.last().copied().unwrap_or(0.0),
+            "requests_per_sec": latencies.len() as f64 / search_secs,
+            "mode": format!("{:?}", setup.config.retrieval.mode).to_lowercase(),
+        },
+        "ask": {
+            "model": generator.model_id(),
+            "requests": ttft.len(),
+            "top_k": 5,
+            "ttft_ms_p50": percentile(&ttft, 0.5),
+            "ttft_ms_min": ttft.first().copied().unwrap_or(0.0),
+            "prompt_tokens_p50": percentile(&prompt_tokens, 0.5),
+        },
+        "peak_rss_mib": peak_rss_mib(),
+        "note": "synthetic chunks: English-like text for BM25, pseudo-random unit vectors for the dense side; queries are embedded by the real model",
+    }))
+}

@@ -1,0 +1,524 @@
+//! `docent eval retrieval` and `docent eval answers`: quality measured on a
+//! SQuAD 2.0 (or, for retrieval, BEIR) dataset, in a collection of its own
+//! under `<data dir>/eval/` so the user's collections are never touched.
+//! The eval collection is kept, so later runs skip the embedding work.
+
+use crate::app::Setup;
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use docent_core::{DocumentId, SamplingParams, SearchFilter, SearchMode};
+use docent_ingest::Progress;
+use docent_query::eval::{
+    Dataset, Query, RetrievalMetrics, exact_match, load_beir, load_squad, median, token_f1,
+};
+use docent_query::{AskEvent, AskRequest, Asker};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use serde_json::json;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+#[derive(Subcommand)]
+pub enum EvalCommand {
+    /// Retrieval quality: recall@k, MRR@10 and nDCG@10
+    Retrieval(RetrievalArgs),
+    /// Answer quality: exact match, F1, abstention and citations, on the full ask path
+    Answers(AnswerArgs),
+}
+
+#[derive(Args)]
+pub struct DatasetArgs {
+    /// A SQuAD 2.0 JSON file (each paragraph becomes a document)
+    #[arg(long, conflicts_with = "beir")]
+    squad: Option<PathBuf>,
+    /// A BEIR folder (corpus.jsonl, queries.jsonl, qrels/test.tsv); retrieval only
+    #[arg(long)]
+    beir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct RetrievalArgs {
+    #[command(flatten)]
+    dataset: DatasetArgs,
+    /// dense, keyword, hybrid, or all [default: the configured mode]
+    #[arg(long)]
+    mode: Option<String>,
+    /// Also try a grid of fusion settings in hybrid mode (how the default was chosen)
+    #[arg(long)]
+    sweep: bool,
+    /// Also score SQuAD's unanswerable questions (their paragraph is still the relevant document)
+    #[arg(long)]
+    include_unanswerable: bool,
+    /// Print JSON
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct AnswerArgs {
+    #[command(flatten)]
+    dataset: DatasetArgs,
+    /// Questions to ask, drawn at random (answerable and not) with --seed
+    #[arg(long, default_value_t = 100)]
+    limit: usize,
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// Generation model to use instead of the configured one
+    #[arg(long)]
+    model: Option<String>,
+    /// Maximum answer length in tokens
+    #[arg(long, default_value_t = 64)]
+    max_tokens: usize,
+    /// Write one JSON line per question here
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Print JSON
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(setup: &Setup, command: EvalCommand) -> Result<ExitCode> {
+    match command {
+        EvalCommand::Retrieval(args) => retrieval(setup, args),
+        EvalCommand::Answers(args) => answers(setup, args),
+    }
+}
+
+fn load(args: &DatasetArgs) -> Result<(String, Dataset, PathBuf)> {
+    let (path, dataset) = match (&args.squad, &args.beir) {
+        (Some(p), _) => (p.clone(), load_squad(p)?),
+        (None, Some(p)) => (p.clone(), load_beir(p)?),
+        (None, None) => bail!("give a dataset: --squad FILE or --beir DIR"),
+    };
+    if dataset.documents.is_empty() || dataset.queries.is_empty() {
+        bail!("{} has no documents or no queries", path.display());
+    }
+    let name = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_else(|| "dataset".into());
+    Ok((name, dataset, path))
+}
+
+/// The eval collection for a dataset: under `<data>/eval/`, named after the
+/// dataset and the hash of its documents, so another dataset never mixes in.
+fn eval_setup(setup: &Setup, name: &str, dataset: &Dataset) -> Setup {
+    let mut bytes = Vec::new();
+    for (id, text) in &dataset.documents {
+        bytes.extend_from_slice(id.as_bytes());
+        bytes.push(0);
+        bytes.extend_from_slice(text.as_bytes());
+    }
+    let hash = docent_core::content_hash(&bytes);
+    Setup {
+        config: setup.config.clone(),
+        data_dir: setup.data_dir.join("eval"),
+        models_dir: setup.models_dir.clone(),
+        collection: format!("{name}-{}", &hash[..8]),
+    }
+}
+
+fn bar(len: usize, what: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len as u64);
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "{what} {{bar:40}} {{pos}}/{{len}} {{per_sec}} eta {{eta}}"
+        ))
+        .expect("valid template"),
+    );
+    bar
+}
+
+/// Ingests the dataset's documents (a no-op when they already are).
+fn ingest(
+    setup: &Setup,
+    parts: &crate::app::EmbeddingParts,
+    dataset: &Dataset,
+) -> Result<crate::app::Collection> {
+    let collection = setup.collection(parts)?;
+    let pipeline = setup.pipeline(parts, &collection);
+    let bar = bar(dataset.documents.len(), "ingesting");
+    let mut failed = 0;
+    for (id, text) in &dataset.documents {
+        // `.txt` picks the plain-text extractor whatever the id looks like.
+        let hint = PathBuf::from(format!("{id}.txt"));
+        match pipeline.ingest_bytes(
+            &DocumentId::new(id.clone()),
+            id,
+            &hint,
+            text.as_bytes(),
+            None,
+            &|_: Progress| {},
+        ) {
+            Ok(_) => {}
+            Err(docent_ingest::FileError::Skip(reason)) => {
+                failed += 1;
+                tracing::warn!(document = %id, %reason, "eval document not ingested");
+            }
+            Err(docent_ingest::FileError::Fatal(e)) => return Err(e.into()),
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    collection.store.flush()?;
+    if failed > 0 {
+        eprintln!("warning: {failed} documents could not be ingested");
+    }
+    Ok(collection)
+}
+
+fn retrieval(setup: &Setup, args: RetrievalArgs) -> Result<ExitCode> {
+    let started = Instant::now();
+    let (name, dataset, path) = load(&args.dataset)?;
+    let modes: Vec<SearchMode> = match args.mode.as_deref() {
+        None => vec![setup.config.retrieval.mode],
+        Some("all") => vec![SearchMode::Dense, SearchMode::Keyword, SearchMode::Hybrid],
+        Some(m) => vec![m.parse().map_err(anyhow::Error::msg)?],
+    };
+    let queries: Vec<&Query> = dataset
+        .queries
+        .iter()
+        .filter(|q| args.include_unanswerable || !q.unanswerable)
+        .collect();
+    let eval = eval_setup(setup, &name, &dataset);
+    let parts = eval.embedding()?;
+    let collection = ingest(&eval, &parts, &dataset)?;
+    let asker_settings = setup.config.retrieval.clone();
+    let retriever = docent_query::Retriever::new(
+        parts.embedder.clone(),
+        collection.store.clone(),
+        asker_settings.clone(),
+    );
+    let t_embed = Instant::now();
+    let texts: Vec<String> = queries.iter().map(|q| q.text.clone()).collect();
+    let mut vectors = Vec::with_capacity(texts.len());
+    let embed_bar = bar(texts.len(), "embedding questions");
+    for batch in texts.chunks(256) {
+        vectors.extend(parts.embedder.embed(batch)?);
+        embed_bar.inc(batch.len() as u64);
+    }
+    embed_bar.finish_and_clear();
+    let embed_secs = t_embed.elapsed().as_secs_f64();
+    let score =
+        |retriever: &docent_query::Retriever, mode: SearchMode| -> Result<serde_json::Value> {
+            let mut metrics = RetrievalMetrics::default();
+            let mut latencies = Vec::with_capacity(queries.len());
+            for (q, v) in queries.iter().zip(&vectors) {
+                // Chunks, not documents, are ranked: fetch extra and keep each
+                // document's best chunk.
+                let r = retriever.retrieve_embedded(
+                    &q.text,
+                    v.clone(),
+                    20,
+                    &SearchFilter::default(),
+                    Some(mode),
+                )?;
+                latencies.push(r.search_ms);
+                let ranked: Vec<String> = r
+                    .passages
+                    .iter()
+                    .map(|p| p.chunk.document_id.0.clone())
+                    .collect();
+                metrics.add(&ranked, &q.relevant);
+            }
+            let mut summary = json!(metrics.summary());
+            summary["search_ms_p50"] = json!(median(&mut latencies));
+            Ok(summary)
+        };
+    let mut results = serde_json::Map::new();
+    for mode in &modes {
+        results.insert(
+            format!("{mode:?}").to_lowercase(),
+            score(&retriever, *mode)?,
+        );
+    }
+    if args.sweep {
+        let mut grid = vec![docent_core::Fusion::Dbsf];
+        for k in [2, 5, 10, 20, 60] {
+            for keyword_weight in [1.0f32, 1.5, 2.0, 3.0] {
+                grid.push(docent_core::Fusion::Rrf {
+                    k,
+                    dense_weight: 1.0,
+                    keyword_weight,
+                });
+            }
+        }
+        let bar = bar(grid.len(), "fusion sweep");
+        for fusion in grid {
+            let mut settings = asker_settings.clone();
+            settings.fusion = fusion;
+            let r = docent_query::Retriever::new(
+                parts.embedder.clone(),
+                collection.store.clone(),
+                settings,
+            );
+            let label = match fusion {
+                docent_core::Fusion::Dbsf => "hybrid dbsf".to_string(),
+                docent_core::Fusion::Rrf {
+                    k, keyword_weight, ..
+                } => format!("hybrid rrf k={k} kw={keyword_weight}"),
+            };
+            results.insert(label, score(&r, SearchMode::Hybrid)?);
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+    }
+    let report = json!({
+        "dataset": path.display().to_string(),
+        "documents": dataset.documents.len(),
+        "queries": queries.len(),
+        "collection": eval.collection_dir().display().to_string(),
+        "retrieval": asker_settings,
+        "question_embedding_secs": embed_secs,
+        "modes": results,
+        "total_secs": started.elapsed().as_secs_f64(),
+    });
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "{} documents, {} questions ({})",
+            dataset.documents.len(),
+            queries.len(),
+            path.display()
+        );
+        println!(
+            "{:<28} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8}",
+            "mode", "R@1", "R@5", "R@10", "MRR@10", "nDCG@10", "p50 ms"
+        );
+        for (mode, m) in &results {
+            println!(
+                "{:<28} {:>8.4} {:>8.4} {:>8.4} {:>9.4} {:>8.4} {:>8.2}",
+                mode,
+                m["recall@1"].as_f64().unwrap_or(0.0),
+                m["recall@5"].as_f64().unwrap_or(0.0),
+                m["recall@10"].as_f64().unwrap_or(0.0),
+                m["mrr@10"].as_f64().unwrap_or(0.0),
+                m["ndcg@10"].as_f64().unwrap_or(0.0),
+                m["search_ms_p50"].as_f64().unwrap_or(0.0),
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn answers(setup: &Setup, args: AnswerArgs) -> Result<ExitCode> {
+    let started = Instant::now();
+    let (name, dataset, path) = load(&args.dataset)?;
+    if args.dataset.beir.is_some() {
+        bail!("answer evaluation needs gold answers: use --squad");
+    }
+    let eval = eval_setup(setup, &name, &dataset);
+    let parts = eval.embedding()?;
+    let collection = ingest(&eval, &parts, &dataset)?;
+    let generator = setup.generator(args.model.as_deref())?;
+    let asker = Asker::new(
+        parts.embedder.clone(),
+        collection.store.clone(),
+        generator.clone(),
+        setup.config.query.clone(),
+        setup.config.retrieval.clone(),
+    );
+    let mut picked: Vec<&Query> = dataset.queries.iter().collect();
+    picked.shuffle(&mut rand::rngs::StdRng::seed_from_u64(args.seed));
+    picked.truncate(args.limit);
+    let mut out = match &args.out {
+        Some(p) => Some(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
+        )),
+        None => None,
+    };
+    let g = &setup.config.generate;
+    let (mut em, mut f1, mut answerable_n, mut false_abstain) = (0.0, 0.0, 0usize, 0usize);
+    let (mut unanswerable_n, mut abstained) = (0usize, 0usize);
+    let (mut answered_n, mut cite_hit, mut top_hit, mut no_valid_citation) = (0usize, 0, 0, 0);
+    let (mut ttft, mut totals) = (Vec::new(), Vec::new());
+    let bar = bar(picked.len(), "asking");
+    for q in &picked {
+        let t0 = Instant::now();
+        let mut first: Option<f64> = None;
+        let response = asker.ask(
+            &AskRequest {
+                question: q.text.clone(),
+                top_k: None,
+                filter: SearchFilter::default(),
+                mode: None,
+                sampling: SamplingParams {
+                    max_tokens: args.max_tokens,
+                    temperature: 0.0,
+                    top_p: Some(g.top_p),
+                    seed: g.seed,
+                },
+            },
+            |event| {
+                if let AskEvent::Text(_) = event
+                    && first.is_none()
+                {
+                    first = Some(t0.elapsed().as_secs_f64() * 1000.0);
+                }
+            },
+        )?;
+        let total_ms = t0.elapsed().as_secs_f64() * 1000.0;
+        ttft.push(first.unwrap_or(total_ms));
+        totals.push(total_ms);
+        let gold_doc = q.relevant.keys().next().cloned().unwrap_or_default();
+        let cited: Vec<&str> = response
+            .citations
+            .iter()
+            .filter(|c| c.cited)
+            .map(|c| c.document_id.as_str())
+            .collect();
+        let (q_em, q_f1) = if q.unanswerable {
+            unanswerable_n += 1;
+            if !response.answerable {
+                abstained += 1;
+            }
+            (None, None)
+        } else {
+            answerable_n += 1;
+            if !response.answerable {
+                false_abstain += 1;
+            }
+            let plain = strip_markers(&response.answer);
+            let (e, f) = (
+                exact_match(&plain, &q.answers),
+                token_f1(&plain, &q.answers),
+            );
+            em += e;
+            f1 += f;
+            if response.answerable {
+                answered_n += 1;
+                if cited.contains(&gold_doc.as_str()) {
+                    cite_hit += 1;
+                }
+                if cited.is_empty() {
+                    no_valid_citation += 1;
+                }
+                if response.citations.first().map(|c| c.document_id.as_str())
+                    == Some(gold_doc.as_str())
+                {
+                    top_hit += 1;
+                }
+            }
+            (Some(e), Some(f))
+        };
+        if let Some(out) = out.as_mut() {
+            writeln!(
+                out,
+                "{}",
+                json!({
+                    "id": q.id, "question": q.text, "unanswerable": q.unanswerable,
+                    "gold": q.answers, "gold_document": gold_doc,
+                    "answer": response.answer, "answerable": response.answerable,
+                    "cited": cited, "top_document": response.citations.first().map(|c| &c.document_id),
+                    "top_similarity": response.citations.first().map(|c| c.similarity),
+                    "em": q_em, "f1": q_f1, "ttft_ms": first, "total_ms": total_ms,
+                })
+            )?;
+            // One line per question survives an interrupted run.
+            out.flush()?;
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let ratio = |a: f64, b: usize| if b == 0 { 0.0 } else { a / b as f64 };
+    let report = json!({
+        "dataset": path.display().to_string(),
+        "model": generator.model_id(),
+        "questions": picked.len(),
+        "seed": args.seed,
+        "answerable": {
+            "count": answerable_n,
+            "exact_match": ratio(em, answerable_n),
+            "f1": ratio(f1, answerable_n),
+            "false_abstention_rate": ratio(false_abstain as f64, answerable_n),
+            "citation_hits_gold": ratio(cite_hit as f64, answered_n),
+            "top_passage_is_gold": ratio(top_hit as f64, answered_n),
+            "answered_without_valid_citation": ratio(no_valid_citation as f64, answered_n),
+        },
+        "unanswerable": {
+            "count": unanswerable_n,
+            "abstention_accuracy": ratio(abstained as f64, unanswerable_n),
+        },
+        "ttft_ms_p50": median(&mut ttft),
+        "total_ms_p50": median(&mut totals),
+        "total_secs": started.elapsed().as_secs_f64(),
+    });
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        let a = &report["answerable"];
+        println!(
+            "{} questions on {} ({}): {} answerable, {} unanswerable",
+            picked.len(),
+            generator.model_id(),
+            path.display(),
+            answerable_n,
+            unanswerable_n
+        );
+        println!(
+            "answerable:   EM {:.3}  F1 {:.3}  false abstention {:.3}  citation→gold {:.3}  no valid citation {:.3}",
+            a["exact_match"].as_f64().unwrap_or(0.0),
+            a["f1"].as_f64().unwrap_or(0.0),
+            a["false_abstention_rate"].as_f64().unwrap_or(0.0),
+            a["citation_hits_gold"].as_f64().unwrap_or(0.0),
+            a["answered_without_valid_citation"].as_f64().unwrap_or(0.0),
+        );
+        println!(
+            "unanswerable: abstention accuracy {:.3}",
+            report["unanswerable"]["abstention_accuracy"]
+                .as_f64()
+                .unwrap_or(0.0)
+        );
+        println!(
+            "time: median TTFT {:.0} ms, median total {:.0} ms",
+            report["ttft_ms_p50"].as_f64().unwrap_or(0.0),
+            report["total_ms_p50"].as_f64().unwrap_or(0.0)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The answer without `[n]` markers, for comparison with gold answers.
+fn strip_markers(answer: &str) -> String {
+    let mut out = String::with_capacity(answer.len());
+    let mut rest = answer;
+    while let Some(open) = rest.find('[') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        match after.find(']') {
+            Some(close)
+                if after[..close]
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || c == ',' || c == ' ')
+                    && close > 0 =>
+            {
+                rest = &after[close + 1..];
+            }
+            _ => {
+                out.push('[');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_markers;
+
+    #[test]
+    fn markers_are_stripped_for_scoring() {
+        assert_eq!(strip_markers("Paris [1]."), "Paris .");
+        assert_eq!(strip_markers("In 1066 [1, 2] it fell"), "In 1066 it fell");
+        assert_eq!(strip_markers("array[i] stays"), "array[i] stays");
+    }
+}

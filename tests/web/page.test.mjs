@@ -1,0 +1,467 @@
+// Drives docent's web page in headless Chromium against a running
+// `docent serve` (started by tests/web.rs, which passes its address).
+//
+//   DOCENT_URL         the server, e.g. http://127.0.0.1:40123 (required)
+//   DOCENT_KEY         the API key the server was started with (required)
+//   DOCENT_WEB_OUTPUT  folder for screenshots (required)
+//   CHROMIUM           browser binary (default /usr/bin/chromium)
+//
+// The server is expected to serve examples/docs as its collection, a second
+// collection named `other`, generation queue depth 1 and short answers.
+// Prints `ok - STEP` per passed step; exits non-zero at the first failure
+// after saving a screenshot of the page as it was.
+
+import { chromium } from 'playwright-core';
+import { existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+
+const BASE = need('DOCENT_URL');
+const KEY = need('DOCENT_KEY');
+const OUT = need('DOCENT_WEB_OUTPUT');
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const ANSWER_TIMEOUT = 300_000;
+
+function need(name) {
+  const value = process.env[name];
+  if (!value) {
+    console.error(`${name} is not set (run this through \`cargo test --release --test web\`)`);
+    process.exit(2);
+  }
+  return value;
+}
+
+function check(condition, message) {
+  if (!condition) throw new Error(message);
+}
+
+if (!existsSync(CHROMIUM)) {
+  console.error(`${CHROMIUM} is missing: run .ci/run, or apt-get install chromium chromium-driver`);
+  process.exit(2);
+}
+mkdirSync(OUT, { recursive: true });
+
+const browser = await chromium.launch({
+  executablePath: CHROMIUM,
+  // playwright adds a fresh --user-data-dir of its own.
+  args: [
+    '--headless',
+    '--no-sandbox',
+    '--disable-gpu',
+    '--disable-background-networking',
+    '--disable-component-update',
+    '--no-first-run',
+    '--disable-quic',
+    '--disable-sync',
+  ],
+});
+const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+const page = await context.newPage();
+const pageErrors = [];
+page.on('pageerror', (e) => pageErrors.push(`page error: ${e.message}`));
+page.on('console', (m) => {
+  if (m.type() === 'error' && !/status of (401|404|429)/.test(m.text())) {
+    pageErrors.push(`console error: ${m.text()}`);
+  }
+});
+
+let failed = false;
+
+async function step(name, body) {
+  if (failed) return;
+  const started = Date.now();
+  try {
+    await body();
+    check(pageErrors.length === 0, `errors in the page:\n${pageErrors.join('\n')}`);
+    console.log(`ok - ${name} (${((Date.now() - started) / 1000).toFixed(1)} s)`);
+  } catch (e) {
+    failed = true;
+    const shot = join(OUT, 'failure.png');
+    await page.screenshot({ path: shot, fullPage: true }).catch(() => {});
+    console.log(`not ok - ${name}\n${e.stack || e}\n(page at the failure: ${shot})`);
+  }
+}
+
+const api = (path, init = {}) =>
+  fetch(BASE + path, {
+    ...init,
+    headers: { Authorization: `Bearer ${KEY}`, 'Content-Type': 'application/json', ...(init.headers || {}) },
+  });
+
+const answerState = () => page.getAttribute('#answer', 'data-state');
+
+/** Types a question, asks, and waits until the answer leaves the running states. */
+async function ask(question) {
+  await page.fill('#question', question);
+  await page.press('#question', 'Enter');
+  await page.waitForFunction(
+    () => !['searching', 'streaming', 'empty'].includes(document.querySelector('#answer').dataset.state),
+    null,
+    { timeout: ANSWER_TIMEOUT },
+  );
+  return answerState();
+}
+
+async function metric(name) {
+  const text = await (await fetch(`${BASE}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith(`${name} `));
+  return line ? Number(line.split(' ')[1]) : NaN;
+}
+
+await step('the page and its assets are served with a strict CSP and revalidation', async () => {
+  const index = await fetch(`${BASE}/`);
+  check(index.status === 200, `GET / is ${index.status}`);
+  check(index.headers.get('content-type').startsWith('text/html'), 'index is HTML');
+  const csp = index.headers.get('content-security-policy') || '';
+  check(csp.includes("script-src 'self'") && !csp.includes('unsafe-inline'), `CSP: ${csp}`);
+  check(index.headers.get('cache-control') === 'no-cache', 'index revalidates');
+  const etag = index.headers.get('etag');
+  const again = await fetch(`${BASE}/`, { headers: { 'If-None-Match': etag } });
+  check(again.status === 304, `a current copy is 304, got ${again.status}`);
+  for (const [asset, type] of [
+    ['app.js', 'text/javascript'],
+    ['sse.js', 'text/javascript'],
+    ['app.css', 'text/css'],
+  ]) {
+    const r = await fetch(`${BASE}/assets/${asset}`);
+    check(r.status === 200 && r.headers.get('content-type').startsWith(type), `${asset}: ${r.status}`);
+  }
+  check((await fetch(`${BASE}/assets/nope.js`)).status === 404, 'unknown asset is 404');
+  check((await fetch(`${BASE}/v1/collections`)).status === 401, 'the API still needs the key');
+});
+
+await step('the page asks for the API key, refuses a wrong one, and keeps the right one', async () => {
+  await page.goto(BASE);
+  await page.waitForSelector('#key-dialog[open]');
+  await page.fill('#key-input', 'wrong-key');
+  await page.press('#key-input', 'Enter');
+  await page.waitForFunction(() => /refused/.test(document.querySelector('#key-message').textContent));
+  check(await page.isVisible('#key-dialog[open]'), 'the dialog asks again after a refused key');
+  await page.fill('#key-input', KEY);
+  await page.click('#key-save');
+  await page.waitForSelector('#key-dialog[open]', { state: 'detached' });
+  await page.waitForSelector('#collection option', { state: 'attached' });
+  const stored = await page.evaluate(() => sessionStorage.getItem('docent.apiKey'));
+  check(stored === KEY, 'the key is kept in session storage');
+  const options = await page.$$eval('#collection option', (os) => os.map((o) => [o.value, o.textContent, o.selected]));
+  check(
+    options.some(([v, t, s]) => v === 'default' && s && /served/.test(t)),
+    `the served collection is selected: ${JSON.stringify(options)}`,
+  );
+  check(options.some(([v]) => v === 'other'), `the other collection is listed: ${JSON.stringify(options)}`);
+  // A reload in the same tab does not ask again.
+  await page.reload();
+  await page.waitForSelector('#collection option', { state: 'attached' });
+  check(!(await page.isVisible('#key-dialog[open]')), 'no second prompt after a reload');
+});
+
+await step('choosing another collection explains how to serve it', async () => {
+  await page.selectOption('#collection', 'other');
+  const note = await page.textContent('#collection-note');
+  check(await page.isVisible('#collection-note'), 'a note is shown');
+  check(note.includes('--collection other'), `note: ${note}`);
+  check((await page.inputValue('#collection')) === 'default', 'the served collection stays selected');
+});
+
+let answer = '';
+await step('a question streams in token by token and the answer holds the fact', async () => {
+  await page.evaluate(() => {
+    window.__snapshots = [];
+    window.__shift = 0;
+    new MutationObserver(() => window.__snapshots.push(document.querySelector('#answer-text').textContent)).observe(
+      document.querySelector('#answer-text'),
+      { childList: true, subtree: true, characterData: true },
+    );
+    new PerformanceObserver((list) => {
+      for (const entry of list.getEntries()) if (!entry.hadRecentInput) window.__shift += entry.value;
+    }).observe({ type: 'layout-shift' });
+  });
+  const state = await ask('Where is the EU data center?');
+  check(state === 'done', `answer state ${state}: ${await page.textContent('#answer')}`);
+  answer = await page.textContent('#answer-text');
+  const snapshots = await page.evaluate(() => window.__snapshots.filter((s) => s.length > 0));
+  const partial = new Set(snapshots.filter((s) => s.length < answer.length));
+  check(partial.size >= 3, `the answer grew in steps (${partial.size} partial states): ${JSON.stringify(snapshots)}`);
+  const tokens = Number(await page.getAttribute('#answer', 'data-tokens'));
+  check(tokens >= 3, `token events arrived: ${tokens}`);
+  check(/Frankfurt/.test(answer), `the answer names Frankfurt: ${answer}`);
+  const shift = await page.evaluate(() => window.__shift);
+  check(shift < 0.01, `no layout shift while streaming (shift score ${shift})`);
+  check(await page.isVisible('#sources'), 'sources are listed after the answer');
+  console.log(`   answer: ${answer}`);
+});
+
+await step('citation [1] opens its passage from the right file, highlighted', async () => {
+  const inAnswer = await page.$('#answer-text .cite[data-n="1"]');
+  await (inAnswer || (await page.$('#source-list .source[data-n="1"]'))).click();
+  await page.waitForSelector('#passage.open');
+  const source = await page.textContent('#passage-facts [data-fact="source"]');
+  check(source === 'faq.md', `passage source: ${source}`);
+  check(await page.isVisible('#passage-facts [data-fact="score"]'), 'the score is shown');
+  check(await page.isVisible('#passage-facts [data-fact="lines"]'), 'the lines are shown');
+  const marks = await page.$$eval('#passage-text mark', (ms) => ms.map((m) => m.textContent));
+  check(marks.some((m) => /Frankfurt/.test(m)), `the Frankfurt sentence is highlighted: ${JSON.stringify(marks)}`);
+  const shot = join(OUT, 'answered.png');
+  await page.screenshot({ path: shot, fullPage: true });
+  console.log(`   screenshot: ${shot}`);
+});
+
+await step('at phone width the page fits and the passage is a closable sheet', async () => {
+  await page.setViewportSize({ width: 390, height: 844 });
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  check(overflow <= 0, `no sideways scrolling at phone width (${overflow}px too wide)`);
+  const shot = join(OUT, 'answered-phone.png');
+  await page.screenshot({ path: shot });
+  console.log(`   screenshot: ${shot}`);
+  await page.keyboard.press('Escape');
+  check(!(await page.isVisible('#passage')), 'Escape closes the passage');
+  // Keyboard: the first source opens with Enter and takes focus.
+  await page.focus('#source-list .source[data-n="1"]');
+  await page.keyboard.press('Enter');
+  await page.waitForSelector('#passage.open');
+  check(await page.evaluate(() => document.activeElement.id === 'passage'), 'focus moves to the passage');
+  await page.keyboard.press('Escape');
+  check(
+    await page.evaluate(() => document.activeElement.matches('.source[data-n="1"]')),
+    'focus returns to the source after closing',
+  );
+  await page.setViewportSize({ width: 1280, height: 800 });
+  await page.screenshot({ path: join(OUT, 'answered-laptop.png') });
+});
+
+await step('an unanswerable question is shown as such', async () => {
+  const state = await ask('What is the capital of Mongolia?');
+  check(state === 'unanswerable', `answer state ${state}`);
+  check(await page.isVisible('#answer-notice'), 'a notice says there is no supported answer');
+  const notice = await page.textContent('#answer-notice');
+  check(/No supported answer/.test(notice), notice);
+  const sources = await page.$$('#source-list .source');
+  if (sources.length > 0) {
+    check((await page.textContent('#sources-title')) === 'Possibly related', 'passages are offered as possibly related');
+  }
+});
+
+await step('filters narrow the passages, and Stop cancels the generation', async () => {
+  // A document in a folder, with tags, added through the API.
+  const seeded = await api('/v1/documents', {
+    method: 'POST',
+    body: JSON.stringify({
+      source: 'policies/parking.md',
+      text: '# Parking\n\nStaff park in the north garage. Visitors park on level 2 and get a ticket at reception.\n',
+      metadata: { tags: 'facilities' },
+    }),
+  });
+  check(seeded.ok, `seeding a document: ${seeded.status}`);
+  const cancelledBefore = await metric('docent_generations_cancelled_total');
+  await page.click('#filters summary');
+  check(await page.isVisible('#filter-prefix'), 'the filters open from their summary');
+  await page.fill('#filter-prefix', 'policies');
+  await page.fill('#filter-tags', 'facilities, other');
+  await page.fill('#question', 'Where do staff and visitors park, and how do visitors get a ticket?');
+  const sent = page.waitForRequest((r) => r.url().endsWith('/v1/ask'));
+  await page.press('#question', 'Enter');
+  const body = (await sent).postDataJSON();
+  check(body.filters.source_prefix === 'policies', JSON.stringify(body));
+  check(JSON.stringify(body.filters.tags) === '["facilities","other"]', JSON.stringify(body));
+  await page.waitForSelector('#answer[data-state="streaming"]', { timeout: ANSWER_TIMEOUT });
+  check(await page.isEnabled('#stop-button'), 'Stop is enabled while answering');
+  await page.click('#stop-button');
+  await page.waitForSelector('#answer[data-state="stopped"]', { timeout: 10_000 });
+  check(await page.isEnabled('#ask-button'), 'asking is possible again');
+  const sources = await page.$$eval('#source-list .source-name', (s) => s.map((e) => e.textContent));
+  check(sources.length > 0 && sources.every((s) => s.endsWith('policies/parking.md')), `sources: ${sources}`);
+  let cancelled = cancelledBefore;
+  for (let i = 0; i < 120 && !(cancelled > cancelledBefore); i++) {
+    await new Promise((r) => setTimeout(r, 500));
+    cancelled = await metric('docent_generations_cancelled_total');
+  }
+  check(cancelled > cancelledBefore, `the server cancelled the generation (${cancelledBefore} → ${cancelled})`);
+  await page.fill('#filter-prefix', '');
+  await page.fill('#filter-tags', '');
+});
+
+const PARROT = '# Office pets\n\nThe office parrot is named Captain Biscuit. He lives in the Berlin office kitchen.\n';
+
+await step('the documents view lists the collection', async () => {
+  await page.click('#nav-documents');
+  await page.waitForSelector('#docs-body tr');
+  const rows = await page.$$eval('#docs-body tr', (trs) => trs.map((tr) => [...tr.cells].map((c) => c.textContent)));
+  check(rows.length === 7, `examples/docs and policies/parking.md: ${JSON.stringify(rows)}`);
+  for (const [source, status, chunks, size, ingested] of rows) {
+    check(status === 'ready', `${source} is ${status}`);
+    check(Number(chunks) > 0, `${source} has chunks`);
+    check(/\d/.test(size) && /\d/.test(ingested), `${source} shows size and time`);
+  }
+  check((await page.textContent('#docs-total')) === '7 documents', 'the total is shown');
+});
+
+await step('files upload by drag-and-drop and by the picker, with per-file results', async () => {
+  await page.fill('#upload-tags', 'pets');
+  const drop = await page.evaluateHandle((text) => {
+    const data = new DataTransfer();
+    data.items.add(new File([text], 'parrot.md', { type: 'text/markdown' }));
+    return data;
+  }, PARROT);
+  await page.dispatchEvent('#drop', 'dragenter', { dataTransfer: drop });
+  await page.dispatchEvent('#drop', 'drop', { dataTransfer: drop });
+  await page.waitForSelector('#upload-results li[data-source="parrot.md"]', { timeout: 120_000 });
+  check(
+    (await page.getAttribute('#upload-results li[data-source="parrot.md"]', 'data-status')) === 'added',
+    await page.textContent('#upload-results'),
+  );
+  await page.setInputFiles('#file-input', [
+    { name: 'empty.md', mimeType: 'text/markdown', buffer: Buffer.from('   \n') },
+    { name: 'notes.txt', mimeType: 'text/plain', buffer: Buffer.from('Parking permits are issued by reception.\n') },
+  ]);
+  await page.waitForSelector('#upload-results li[data-source="notes.txt"]', { timeout: 120_000 });
+  const results = await page.$$eval('#upload-results li', (lis) => lis.map((li) => [li.dataset.source, li.dataset.status, li.textContent]));
+  check(results.length === 2, JSON.stringify(results));
+  check(results.some(([s, st]) => s === 'notes.txt' && st === 'added'), JSON.stringify(results));
+  console.log(`   per-file results: ${results.map((r) => r[2]).join(' | ')}`);
+  await page.waitForSelector('#docs-body tr[data-id="parrot.md"]');
+  await page.waitForSelector('#docs-body tr[data-id="notes.txt"]');
+});
+
+await step('a question about the uploaded file is answered from it', async () => {
+  await page.click('#nav-ask');
+  await page.evaluate(() => (document.querySelector('#filters').open = true));
+  await page.fill('#filter-tags', 'pets');
+  const state = await ask('What is the name of the office parrot?');
+  check(state === 'done' || state === 'unanswerable', `answer state ${state}`);
+  const sources = await page.$$eval('#source-list .source-name', (s) => s.map((e) => e.textContent));
+  check(sources[0] === '[1] parrot.md', `sources: ${sources}`);
+  await page.click('#source-list .source[data-n="1"]');
+  check(/Captain Biscuit/.test(await page.textContent('#passage-text')), 'the passage is the uploaded text');
+  const text = await page.textContent('#answer-text');
+  console.log(`   answer: ${text}`);
+  check(/Biscuit/.test(text), `the answer names the parrot: ${text}`);
+  await page.fill('#filter-tags', '');
+});
+
+await step('a document is deleted after confirmation', async () => {
+  await page.click('#nav-documents');
+  await page.waitForSelector('#docs-body tr[data-id="parrot.md"]');
+  await page.click('#docs-body tr[data-id="parrot.md"] .delete');
+  await page.waitForSelector('#delete-dialog[open]');
+  check((await page.textContent('#delete-name')) === 'parrot.md', 'the dialog names the document');
+  await page.click('#delete-cancel');
+  await page.waitForSelector('#delete-dialog[open]', { state: 'detached' });
+  check(await page.isVisible('#docs-body tr[data-id="parrot.md"]'), 'cancel keeps it');
+  await page.click('#docs-body tr[data-id="parrot.md"] .delete');
+  await page.click('#delete-confirm');
+  await page.waitForSelector('#docs-body tr[data-id="parrot.md"]', { state: 'detached' });
+  check(/Deleted parrot\.md/.test(await page.textContent('#upload-status')), await page.textContent('#upload-status'));
+  const gone = await api('/v1/documents/parrot.md');
+  check(gone.status === 404, `the server no longer has it (${gone.status})`);
+});
+
+await step('a full generation queue (429) shows an error instead of hanging', async () => {
+  await page.click('#nav-ask');
+  // Occupy the one model and its one queue slot with long answers.
+  const held = [];
+  let refused = false;
+  for (let i = 0; i < 4 && !refused; i++) {
+    const controller = new AbortController();
+    const r = await api('/v1/ask', {
+      method: 'POST',
+      signal: controller.signal,
+      body: JSON.stringify({
+        question: 'Describe every plan, the vacation policy and the incident runbook in detail.',
+        max_tokens: 1000,
+        temperature: 1.5,
+        stream: true,
+      }),
+    });
+    if (r.status === 429) refused = true;
+    else held.push(controller);
+  }
+  check(refused, 'the server refuses once its queue is full');
+  try {
+    const state = await ask('How much does the Enterprise plan cost?');
+    check(state === 'error', `answer state ${state}`);
+    const error = await page.textContent('#answer-error');
+    check(/busy/.test(error) && /Try again/.test(error), `error: ${error}`);
+    check(await page.isEnabled('#ask-button'), 'asking is possible again');
+    check(!(await page.isEnabled('#stop-button')), 'Stop is off');
+  } finally {
+    for (const c of held) c.abort();
+  }
+});
+
+/** An SSE body: citations, then `tokens`, then `tail` (raw frames). */
+function sseBody(tokens, tail) {
+  const citation = {
+    n: 1,
+    document_id: 'pricing.md',
+    source: 'pricing.md',
+    chunk_id: 'c1',
+    start: 0,
+    end: 60,
+    line_start: 3,
+    line_end: 5,
+    heading: 'Plans',
+    score: 0.5,
+    similarity: 0.7,
+    cited: false,
+    text: 'Acme Sync has three plans. The Enterprise plan costs $45 per user per month.',
+  };
+  let body = `event: citations\ndata: ${JSON.stringify([citation])}\n\n`;
+  for (const t of tokens) body += `event: token\ndata: ${JSON.stringify({ text: t })}\n\n`;
+  return body + tail;
+}
+
+await step('a stream that fails mid-answer shows the error and keeps the partial answer', async () => {
+  await page.route('**/v1/ask', (route) =>
+    route.fulfill({
+      status: 200,
+      headers: { 'content-type': 'text/event-stream' },
+      body: sseBody(
+        ['The Enterprise', ' plan costs', ' $45 [1]', ' per'],
+        'event: error\ndata: {"error": {"type": "internal", "message": "generation failed: the model thread stopped"}}\n\n',
+      ),
+    }),
+  );
+  try {
+    const state = await ask('How much does the Enterprise plan cost?');
+    check(state === 'error', `answer state ${state}`);
+    check(/model thread stopped/.test(await page.textContent('#answer-error')), await page.textContent('#answer-error'));
+    check((await page.textContent('#answer-text')).startsWith('The Enterprise plan costs $45'), 'the partial answer stays');
+    // The in-answer marker is a link to the passage.
+    await page.click('#answer-text .cite[data-n="1"]');
+    await page.waitForSelector('#passage.open');
+    const marks = await page.$$eval('#passage-text mark', (ms) => ms.map((m) => m.textContent));
+    check(
+      marks.length === 1 && marks[0] === 'The Enterprise plan costs $45 per user per month.',
+      `the sentence the answer rests on is highlighted: ${JSON.stringify(marks)}`,
+    );
+  } finally {
+    await page.unroute('**/v1/ask');
+  }
+  // A connection that drops without `done` or `error` is an error too.
+  await page.route('**/v1/ask', (route) =>
+    route.fulfill({ status: 200, headers: { 'content-type': 'text/event-stream' }, body: sseBody(['Partial'], '') }),
+  );
+  try {
+    const state = await ask('How much does the Enterprise plan cost?');
+    check(state === 'error', `answer state ${state}`);
+    check(/closed before the answer finished/.test(await page.textContent('#answer-error')), 'a dropped stream is reported');
+  } finally {
+    await page.unroute('**/v1/ask');
+  }
+});
+
+await step('a key revoked mid-session is asked for again', async () => {
+  await page.evaluate(() => sessionStorage.setItem('docent.apiKey', 'stale-key'));
+  await page.click('#nav-documents');
+  await page.click('#docs-refresh');
+  await page.waitForSelector('#key-dialog[open]');
+  check(/refused/.test(await page.textContent('#key-message')), 'the dialog says the key was refused');
+  await page.fill('#key-input', KEY);
+  await page.press('#key-input', 'Enter');
+  await page.waitForSelector('#key-dialog[open]', { state: 'detached' });
+  await page.waitForFunction(() => document.querySelectorAll('#docs-body tr').length > 0);
+  check(!(await page.isVisible('#docs-error')), 'the list loaded with the new key');
+});
+
+await browser.close();
+if (failed) process.exit(1);
+console.log('all web page checks passed');
