@@ -1,14 +1,14 @@
 //! Wiring: builds the models, store, catalogue and pipelines from the config.
 
-use crate::config::Config;
+use crate::config::{Config, StoreKind};
 use anyhow::{Context, Result};
-use docent_core::{Chunker, Embedder, Generator, VectorStore, collection_spec};
+use docent_core::{Chunker, CollectionSpec, Embedder, Generator, VectorStore, collection_spec};
 use docent_embed::{BertEmbedder, BertEmbedderOptions, load_tokenizer};
 use docent_generate::{GgufGenerator, GgufOptions};
 use docent_ingest::{
     Catalogue, ExtractOptions, IngestOptions, Pipeline, TokenChunker, WorkerCommand,
 };
-use docent_store::EdgeStore;
+use docent_store::{EdgeStore, QdrantStore};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -40,6 +40,61 @@ impl Setup {
 
     pub fn collection_dir(&self) -> PathBuf {
         self.collections_root().join(&self.collection)
+    }
+
+    /// The catalogue of the collection as held by one backend. Each backend
+    /// has its own, since each describes what that store holds.
+    pub fn catalogue_path(&self, kind: StoreKind) -> PathBuf {
+        let dir = self.collection_dir();
+        match kind {
+            StoreKind::Embedded => dir.join("catalogue.redb"),
+            StoreKind::Qdrant => dir.join("catalogue-qdrant.redb"),
+        }
+    }
+
+    /// Where the embedded backend keeps the vectors.
+    pub fn vectors_dir(&self) -> PathBuf {
+        self.collection_dir().join("vectors")
+    }
+
+    /// Opens the collection's vectors on one backend: with `spec`, creating
+    /// the collection when missing and refusing one built otherwise; without,
+    /// an existing collection as it was built.
+    pub fn open_store(
+        &self,
+        kind: StoreKind,
+        spec: Option<CollectionSpec>,
+    ) -> Result<Arc<dyn VectorStore>, docent_core::Error> {
+        Ok(match kind {
+            StoreKind::Embedded => {
+                let dir = self.vectors_dir();
+                Arc::new(match spec {
+                    Some(spec) => EdgeStore::open(&dir, spec)?,
+                    None => EdgeStore::open_existing(&dir)?,
+                })
+            }
+            StoreKind::Qdrant => {
+                let options = self.config.store.qdrant.options(&self.collection);
+                Arc::new(match spec {
+                    Some(spec) => QdrantStore::open(options, spec)?,
+                    None => QdrantStore::open_existing(options)?,
+                })
+            }
+        })
+    }
+
+    /// Where the collection lives on a backend, for messages.
+    pub fn store_location(&self, kind: StoreKind) -> String {
+        match kind {
+            StoreKind::Embedded => self.vectors_dir().display().to_string(),
+            StoreKind::Qdrant => {
+                let q = &self.config.store.qdrant;
+                format!(
+                    "collection {}{} on Qdrant at {}",
+                    q.collection_prefix, self.collection, q.url
+                )
+            }
+        }
     }
 
     fn model_dir(&self, name: &str) -> Result<PathBuf> {
@@ -76,18 +131,19 @@ impl Setup {
         let dir = self.collection_dir();
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
-        let catalogue = Catalogue::open(&dir.join("catalogue.redb"))?;
+        let kind = self.config.store.kind;
+        let catalogue = Catalogue::open(&self.catalogue_path(kind))?;
         let spec = collection_spec(parts.embedder.as_ref(), parts.chunker.as_ref());
-        let store = EdgeStore::open(&dir.join("vectors"), spec).map_err(|e| match e {
+        let store = self.open_store(kind, Some(spec)).map_err(|e| match e {
             docent_core::Error::Incompatible(msg) => anyhow::anyhow!(
-                "collection '{}' at {} cannot be used: {msg}. Rebuild it: delete that folder and run `docent ingest` again, or pick another --collection",
+                "collection '{}' ({}) cannot be used: {msg}. Rebuild it: delete it and run `docent ingest` again, or pick another --collection",
                 self.collection,
-                dir.display()
+                self.store_location(kind),
             ),
             other => anyhow::Error::new(other),
         })?;
         Ok(Collection {
-            store: Arc::new(store),
+            store,
             catalogue: Arc::new(catalogue),
         })
     }

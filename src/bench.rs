@@ -1,9 +1,13 @@
 //! `docent bench`: reproducible throughput measurements that print JSON.
 
 use crate::app::Setup;
+use crate::config::StoreKind;
 use anyhow::{Context, Result};
 use clap::Subcommand;
-use docent_core::{ChatMessage, GenerationEvent, GenerationRequest, SamplingParams};
+use docent_core::{
+    ChatMessage, Chunk, ChunkId, CollectionSpec, DocumentId, EmbeddedChunk, GenerationEvent,
+    GenerationRequest, SamplingParams, SearchMode, SearchRequest, VectorStore,
+};
 use serde_json::json;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -57,6 +61,26 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// Ingest throughput and search latency of a store backend on synthetic
+    /// chunks (random unit vectors, English-like text), in a scratch
+    /// collection deleted afterwards
+    Store {
+        /// Backend to measure; qdrant uses [store.qdrant] from the config
+        #[arg(long, value_enum, default_value = "embedded")]
+        backend: StoreKind,
+        /// Chunks to ingest
+        #[arg(long, default_value_t = 100_000)]
+        chunks: usize,
+        /// Vector dimension (384 is all-MiniLM-L6-v2's)
+        #[arg(long, default_value_t = 384)]
+        dimension: usize,
+        /// Chunks per upsert
+        #[arg(long, default_value_t = 256)]
+        batch: usize,
+        /// Searches timed per mode
+        #[arg(long, default_value_t = 200)]
+        queries: usize,
+    },
     /// /v1/search latency with concurrent clients over a synthetic collection,
     /// /v1/ask time-to-first-token, and peak RSS, over real HTTP
     Http {
@@ -95,6 +119,13 @@ pub fn run(setup: &Setup, command: BenchCommand) -> Result<ExitCode> {
             decode_tokens,
             runs,
         } => generate(setup, model, prompt_tokens, decode_tokens, runs)?,
+        BenchCommand::Store {
+            backend,
+            chunks,
+            dimension,
+            batch,
+            queries,
+        } => store(setup, backend, chunks, dimension, batch, queries)?,
         BenchCommand::Http {
             chunks,
             clients,
@@ -183,6 +214,177 @@ pub fn synthetic_sentences(count: usize, words: usize) -> Vec<String> {
                 + "."
         })
         .collect()
+}
+
+/// Deterministic pseudo-random unit vectors.
+fn unit_vectors(seed: u64, dimension: usize) -> impl FnMut() -> Vec<f32> {
+    let mut state = seed | 1;
+    move || {
+        let mut v: Vec<f32> = (0..dimension)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+            })
+            .collect();
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+        v.iter_mut().for_each(|x| *x /= norm);
+        v
+    }
+}
+
+/// The `q`-quantile (0..=1) of latencies, nearest rank.
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+fn store(
+    setup: &Setup,
+    backend: StoreKind,
+    chunks: usize,
+    dimension: usize,
+    batch: usize,
+    queries: usize,
+) -> Result<serde_json::Value> {
+    let spec = CollectionSpec {
+        embedding_model: "bench-synthetic".into(),
+        dimension,
+        chunk_max_tokens: 254,
+        chunk_overlap_tokens: 32,
+        schema_version: CollectionSpec::SCHEMA_VERSION,
+    };
+    let name = format!("bench_store_{}", std::process::id());
+    let scratch = setup.data_dir.join(&name);
+    let qdrant = setup.config.store.qdrant.options(&name);
+    let opened: Box<dyn VectorStore> = match backend {
+        StoreKind::Embedded => Box::new(docent_store::EdgeStore::open(&scratch, spec)?),
+        StoreKind::Qdrant => Box::new(docent_store::QdrantStore::open(qdrant.clone(), spec)?),
+    };
+    let result = measure(opened.as_ref(), chunks, dimension, batch, queries);
+    drop(opened);
+    match backend {
+        StoreKind::Embedded => std::fs::remove_dir_all(&scratch)
+            .with_context(|| format!("cannot remove {}", scratch.display()))?,
+        StoreKind::Qdrant => docent_store::QdrantStore::delete_collection(&qdrant)?,
+    }
+    let mut report = result?;
+    report["backend"] = json!(backend.name());
+    report["where"] = json!(match backend {
+        StoreKind::Embedded => scratch.display().to_string(),
+        StoreKind::Qdrant => setup.config.store.qdrant.url.clone(),
+    });
+    Ok(report)
+}
+
+fn measure(
+    store: &dyn VectorStore,
+    chunks: usize,
+    dimension: usize,
+    batch: usize,
+    queries: usize,
+) -> Result<serde_json::Value> {
+    let words = 60;
+    let mut vectors = unit_vectors(0x5EED, dimension);
+    let started = Instant::now();
+    let mut done = 0;
+    while done < chunks {
+        let n = batch.max(1).min(chunks - done);
+        let texts = synthetic_sentences_from(done as u64, n, words);
+        let points: Vec<EmbeddedChunk> = texts
+            .into_iter()
+            .enumerate()
+            .map(|(i, sentence)| {
+                let ordinal = done + i;
+                // Common words plus two rarer topic terms, so keyword search
+                // meets both long and short posting lists.
+                let text = format!(
+                    "{sentence} topic{} item{}",
+                    ordinal % 1000,
+                    ordinal % 9973
+                );
+                let document_id = DocumentId::new(format!("doc{}.md", ordinal / 20));
+                EmbeddedChunk {
+                    chunk: Chunk {
+                        id: ChunkId::derive(&document_id, "bench", ordinal),
+                        source: document_id.0.clone(),
+                        document_id,
+                        ordinal,
+                        content_hash: "bench".into(),
+                        end: text.len(),
+                        text,
+                        ..Default::default()
+                    },
+                    vector: vectors(),
+                }
+            })
+            .collect();
+        store.upsert(&points)?;
+        done += n;
+    }
+    store.flush()?;
+    let ingest_secs = started.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        store.count()? == chunks,
+        "the store holds {} chunks after ingesting {chunks}",
+        store.count()?
+    );
+
+    let mut query_vectors = unit_vectors(0xC0FFEE, dimension);
+    let query_texts: Vec<String> = synthetic_sentences_from(11, queries, 6)
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| format!("{s} topic{} item{}", (i * 37) % 1000, (i * 101) % 9973))
+        .collect();
+    let mut search = serde_json::Map::new();
+    for mode in [SearchMode::Dense, SearchMode::Keyword, SearchMode::Hybrid] {
+        let mut latencies = Vec::with_capacity(queries);
+        for text in &query_texts {
+            let request = SearchRequest {
+                vector: query_vectors(),
+                text: text.clone(),
+                mode,
+                candidates: 50,
+                top_k: 5,
+                ..Default::default()
+            };
+            let t = Instant::now();
+            let hits = store.search(&request)?;
+            latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+            anyhow::ensure!(!hits.is_empty(), "a {mode:?} search found nothing");
+        }
+        latencies.sort_by(|a, b| a.total_cmp(b));
+        search.insert(
+            format!("{mode:?}").to_lowercase(),
+            json!({
+                "p50_ms": quantile(&latencies, 0.50),
+                "p99_ms": quantile(&latencies, 0.99),
+                "mean_ms": latencies.iter().sum::<f64>() / latencies.len().max(1) as f64,
+            }),
+        );
+    }
+    Ok(json!({
+        "chunks": chunks,
+        "dimension": dimension,
+        "batch": batch,
+        "words_per_chunk": words,
+        "ingest_seconds": ingest_secs,
+        "ingest_points_per_s": chunks as f64 / ingest_secs,
+        "queries_per_mode": queries,
+        "top_k": 5,
+        "search": search,
+        "peak_rss_mib": peak_rss_mib(),
+    }))
+}
+
+/// Like [`synthetic_sentences`], but from a seed, so batches differ.
+fn synthetic_sentences_from(seed: u64, count: usize, words: usize) -> Vec<String> {
+    let pool = synthetic_sentences(count + (seed % 97) as usize, words);
+    pool.into_iter().skip((seed % 97) as usize).collect()
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -453,4 +655,25 @@ fn generate(
     Ok(
         json!({ "bench": "generate", "threads": threads(), "models": results, "peak_rss_mib": peak_rss_mib() }),
     )
+}
+
+#[cfg(test)]
+mod store_tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_use_the_nearest_rank() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(quantile(&v, 0.5), 50.0);
+        assert_eq!(quantile(&v, 0.99), 99.0);
+        assert_eq!(quantile(&[3.0], 0.99), 3.0);
+    }
+
+    #[test]
+    fn synthetic_vectors_are_unit_length_and_distinct() {
+        let mut next = unit_vectors(1, 8);
+        let (a, b) = (next(), next());
+        assert!((a.iter().map(|x| x * x).sum::<f32>() - 1.0).abs() < 1e-5);
+        assert_ne!(a, b);
+    }
 }

@@ -61,6 +61,11 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Manage the vector store
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
     /// Measure retrieval and answer quality on a SQuAD 2.0 or BEIR dataset
     Eval {
         #[command(subcommand)]
@@ -104,6 +109,27 @@ enum ModelsCommand {
     },
     /// List the models of the manifest and whether they are pulled
     List,
+}
+
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// Copy the collection to another backend (vectors, BM25, payloads and
+    /// catalogue; nothing is embedded again). Resumable: run it again after
+    /// an interruption. Stop ingestion into the source while it runs
+    Migrate {
+        /// Backend to copy from
+        #[arg(long, value_enum)]
+        from: crate::config::StoreKind,
+        /// Backend to copy to (its settings come from the config, [store.qdrant])
+        #[arg(long, value_enum)]
+        to: crate::config::StoreKind,
+        /// Points per page
+        #[arg(long, default_value_t = 256)]
+        batch: usize,
+        /// Print the summary as JSON
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -230,6 +256,36 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 *key = "<redacted>".into();
             }
             print!("{}", toml::to_string_pretty(&shown)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Store {
+            command:
+                StoreCommand::Migrate {
+                    from,
+                    to,
+                    batch,
+                    json,
+                },
+        } => {
+            let summary = crate::migrate::run(&setup, from, to, batch)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+            } else {
+                println!(
+                    "copied {} points and {} catalogue records from {} to {} in {:.1}s{}; counts verified",
+                    summary.points,
+                    summary.documents,
+                    summary.from,
+                    summary.to,
+                    summary.seconds,
+                    if summary.resumed { " (resumed)" } else { "" }
+                );
+                println!(
+                    "to use it, set store.kind = \"{}\" (e.g. DOCENT__STORE__KIND={})",
+                    to.name(),
+                    to.name()
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Eval { command } => crate::eval::run(&setup, command),

@@ -27,6 +27,99 @@ pub struct Config {
     pub retrieval: docent_query::RetrievalSettings,
     pub runtime: RuntimeConfig,
     pub server: ServerConfig,
+    pub store: StoreConfig,
+}
+
+/// Which `VectorStore` backend holds the vectors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// qdrant-edge in the data directory.
+    Embedded,
+    /// A Qdrant server or cluster over gRPC.
+    Qdrant,
+}
+
+impl StoreKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            StoreKind::Embedded => "embedded",
+            StoreKind::Qdrant => "qdrant",
+        }
+    }
+}
+
+/// `[store]`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    pub kind: StoreKind,
+    pub qdrant: QdrantConfig,
+}
+
+/// `[store.qdrant]`. `Debug` redacts the API key.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QdrantConfig {
+    pub url: String,
+    pub api_key: String,
+    pub connect_timeout_secs: u64,
+    pub request_timeout_secs: u64,
+    pub collection_prefix: String,
+    pub shard_number: u32,
+    pub replication_factor: u32,
+    pub write_consistency_factor: u32,
+    pub on_disk_payload: bool,
+    pub on_disk_vectors: bool,
+    pub write_retries: u32,
+    pub retry_backoff_ms: u64,
+}
+
+impl std::fmt::Debug for QdrantConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QdrantConfig")
+            .field("url", &self.url)
+            .field(
+                "api_key",
+                &if self.api_key.is_empty() {
+                    "<none>"
+                } else {
+                    "<redacted>"
+                },
+            )
+            .field("connect_timeout_secs", &self.connect_timeout_secs)
+            .field("request_timeout_secs", &self.request_timeout_secs)
+            .field("collection_prefix", &self.collection_prefix)
+            .field("shard_number", &self.shard_number)
+            .field("replication_factor", &self.replication_factor)
+            .field("write_consistency_factor", &self.write_consistency_factor)
+            .field("on_disk_payload", &self.on_disk_payload)
+            .field("on_disk_vectors", &self.on_disk_vectors)
+            .field("write_retries", &self.write_retries)
+            .field("retry_backoff_ms", &self.retry_backoff_ms)
+            .finish()
+    }
+}
+
+impl QdrantConfig {
+    /// Client options for the docent collection `collection`.
+    pub fn options(&self, collection: &str) -> docent_store::QdrantOptions {
+        use std::time::Duration;
+        docent_store::QdrantOptions {
+            url: self.url.clone(),
+            api_key: (!self.api_key.is_empty()).then(|| self.api_key.clone()),
+            connect_timeout: Duration::from_secs(self.connect_timeout_secs.max(1)),
+            request_timeout: Duration::from_secs(self.request_timeout_secs.max(1)),
+            collection: format!("{}{collection}", self.collection_prefix),
+            shard_number: self.shard_number,
+            replication_factor: self.replication_factor,
+            write_consistency_factor: self.write_consistency_factor,
+            on_disk_payload: self.on_disk_payload,
+            on_disk_vectors: self.on_disk_vectors,
+            write_retries: self.write_retries,
+            retry_backoff: Duration::from_millis(self.retry_backoff_ms),
+        }
+    }
 }
 
 /// `[server]`. `Debug` redacts the API keys.
@@ -199,6 +292,27 @@ mod tests {
             !shown.contains("s3cret") && shown.contains("1 redacted"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn the_qdrant_api_key_is_redacted_and_the_collection_is_prefixed() {
+        let mut c = Config::load(None).unwrap();
+        assert_eq!(c.store.kind, StoreKind::Embedded);
+        c.store.qdrant.api_key = "k3y".into();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("k3y") && shown.contains("<redacted>"), "{shown}");
+        let options = c.store.qdrant.options("notes");
+        assert_eq!(options.collection, "docent_notes");
+        assert_eq!(options.api_key.as_deref(), Some("k3y"));
+    }
+
+    #[test]
+    fn the_cluster_example_config_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/cluster.toml");
+        let c = Config::load(Some(&path)).unwrap();
+        assert_eq!(c.store.kind, StoreKind::Qdrant);
+        assert_eq!(c.store.qdrant.url, "http://qdrant-1:6334");
+        assert!(c.store.qdrant.replication_factor >= 2);
     }
 
     #[test]

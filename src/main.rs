@@ -5,6 +5,7 @@ mod bench;
 mod bench_http;
 mod cli;
 mod config;
+mod migrate;
 mod eval;
 
 fn main() -> std::process::ExitCode {

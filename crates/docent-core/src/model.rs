@@ -96,6 +96,26 @@ pub struct EmbeddedChunk {
     pub vector: Vec<f32>,
 }
 
+/// A sparse vector: sorted, unique term ids and their weights. The BM25 side
+/// of a chunk is one (raw term-frequency weights; IDF is applied by the store
+/// at query time).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SparseVector {
+    pub indices: Vec<u32>,
+    pub values: Vec<f32>,
+}
+
+/// Everything a store holds for one chunk: what `docent store migrate`
+/// copies between backends so nothing is embedded twice.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredPoint {
+    pub chunk: Chunk,
+    /// The dense vector as stored (unit length for cosine collections).
+    pub vector: Vec<f32>,
+    /// The BM25 vector as stored.
+    pub sparse: SparseVector,
+}
+
 /// A chunk returned by a search, with the score that ranked it (higher is better).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ScoredChunk {

@@ -1,6 +1,6 @@
 use crate::{
     Chunk, ChunkId, ChunkSpan, CollectionSpec, DocumentId, EmbeddedChunk, ExtractedDocument,
-    GenerationEvent, GenerationRequest, Result, ScoredChunk, SearchRequest,
+    GenerationEvent, GenerationRequest, Result, ScoredChunk, SearchRequest, StoredPoint,
 };
 use std::path::Path;
 
@@ -39,6 +39,17 @@ pub trait VectorStore: Send + Sync {
     fn count(&self) -> Result<usize>;
     /// Makes every accepted write durable.
     fn flush(&self) -> Result<()>;
+    /// One page of the stored points in id order, starting at `from` (the
+    /// cursor a previous page returned; `None` for the first page). Returns
+    /// the page and the cursor of the next one, `None` after the last page.
+    fn scroll_points(
+        &self,
+        from: Option<ChunkId>,
+        limit: usize,
+    ) -> Result<(Vec<StoredPoint>, Option<ChunkId>)>;
+    /// Inserts or replaces points exactly as given: vectors are not
+    /// recomputed, so points copied from another store keep their scores.
+    fn upsert_points(&self, points: &[StoredPoint]) -> Result<()>;
 }
 
 /// Produces text from chat messages on a model that lives on its own thread.

@@ -1,21 +1,22 @@
 //! The embedded backend on qdrant-edge.
 
+use crate::bm25::Bm25;
 use crate::payload::{INTEGER_FIELDS, KEYWORD_FIELDS, folder_key, from_payload, to_payload};
 use crate::{DENSE, SPARSE};
 use docent_core::{
     Chunk, ChunkId, CollectionSpec, DocumentId, EmbeddedChunk, Error, Fusion, Result, ScoredChunk,
-    SearchFilter, SearchMode, SearchRequest, VectorStore,
+    SearchFilter, SearchMode, SearchRequest, StoredPoint, VectorStore,
 };
-use qdrant_edge::bm25_embed::{EdgeBm25, EdgeBm25Config};
-use qdrant_edge::external::ordered_float::{NotNan, OrderedFloat};
+use qdrant_edge::external::ordered_float::OrderedFloat;
 use qdrant_edge::{
     Condition, CountRequest, CreateIndex, Distance, EdgeConfig, EdgeShard, EdgeSparseVectorParams,
     EdgeVectorParams, FieldCondition, FieldIndexOperations, Filter, Fusion as EdgeFusion, JsonPath,
     Match, Modifier, NamedQuery, OperationError, PayloadFieldSchema, PayloadSchemaType, PointId,
     PointInsertOperations, PointOperations, PointStruct, Prefetch, QueryEnum, QueryRequest, Range,
-    ScoringQuery, ScrollRequest, UpdateOperation, Vector, VectorInternal, VectorStructInternal,
-    Vectors, WithPayloadInterface, WithVector,
+    ScoringQuery, ScrollRequest, SparseVector as EdgeSparse, UpdateOperation, Vector,
+    VectorInternal, VectorStructInternal, Vectors, WithPayloadInterface, WithVector,
 };
+use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -26,7 +27,7 @@ const SPEC_FILE: &str = "docent_collection.json";
 pub struct EdgeStore {
     shard: EdgeShard,
     spec: CollectionSpec,
-    bm25: EdgeBm25,
+    bm25: Bm25,
     /// Serialises writes and flushes: qdrant-edge's `flush` panics when it
     /// meets a concurrent writer, so every mutation goes through this lock.
     writes: Mutex<()>,
@@ -43,16 +44,28 @@ fn key(field: &str) -> JsonPath {
         .unwrap_or_else(|_| panic!("{field} is a valid payload key"))
 }
 
-fn bm25_config() -> EdgeBm25Config {
-    EdgeBm25Config {
-        k: NotNan::new(0.9).expect("not NaN"),
-        b: NotNan::new(0.4).expect("not NaN"),
-        avg_len: NotNan::new(120.0).expect("not NaN"),
-        ..Default::default()
-    }
+fn read_spec(spec_path: &Path) -> Result<CollectionSpec> {
+    let text = std::fs::read_to_string(spec_path)
+        .map_err(|e| Error::unavailable(format!("cannot read {}", spec_path.display()), e))?;
+    serde_json::from_str(&text)
+        .map_err(|e| Error::unavailable(format!("corrupt {}", spec_path.display()), e))
 }
 
 impl EdgeStore {
+    /// Opens an existing collection with the spec it records, whatever the
+    /// running configuration says (for copying it elsewhere).
+    pub fn open_existing(dir: &Path) -> Result<Self> {
+        let spec_path = dir.join(SPEC_FILE);
+        if !spec_path.exists() {
+            return Err(Error::NotFound(format!(
+                "no embedded collection at {} (it has no {SPEC_FILE}); check --data-dir and --collection",
+                dir.display()
+            )));
+        }
+        let spec = read_spec(&spec_path)?;
+        Self::open(dir, spec)
+    }
+
     /// Opens the collection at `dir`, creating it when empty. Refuses a
     /// collection built with a different spec, and one held by another process.
     pub fn open(dir: &Path, spec: CollectionSpec) -> Result<Self> {
@@ -60,11 +73,7 @@ impl EdgeStore {
             .map_err(|e| Error::unavailable(format!("cannot create {}", dir.display()), e))?;
         let spec_path = dir.join(SPEC_FILE);
         if spec_path.exists() {
-            let text = std::fs::read_to_string(&spec_path).map_err(|e| {
-                Error::unavailable(format!("cannot read {}", spec_path.display()), e)
-            })?;
-            let found: CollectionSpec = serde_json::from_str(&text)
-                .map_err(|e| Error::unavailable(format!("corrupt {}", spec_path.display()), e))?;
+            let found = read_spec(&spec_path)?;
             if let Some(diff) = spec.mismatch(&found) {
                 return Err(Error::Incompatible(format!("it was built with {diff}")));
             }
@@ -103,8 +112,7 @@ impl EdgeStore {
                     Error::unavailable(format!("cannot write {}", spec_path.display()), e)
                 })?;
         }
-        let bm25 =
-            EdgeBm25::new(bm25_config()).map_err(|e| Error::internal("cannot build BM25", e))?;
+        let bm25 = Bm25::new()?;
         let store = EdgeStore {
             shard,
             spec,
@@ -151,6 +159,41 @@ impl EdgeStore {
     fn update(&self, op: UpdateOperation, what: &str) -> Result<()> {
         let _guard = self.writes.lock().unwrap_or_else(|p| p.into_inner());
         self.shard.update(op).map_err(|e| storage_error(what, e))
+    }
+
+    /// Upserts (id, dense, sparse, payload) tuples after checking dimensions.
+    fn write_points(
+        &self,
+        points: Vec<(ChunkId, Vec<f32>, docent_core::SparseVector, Value)>,
+    ) -> Result<()> {
+        if points.is_empty() {
+            return Ok(());
+        }
+        let mut out = Vec::with_capacity(points.len());
+        for (id, dense, sparse, payload) in points {
+            if dense.len() != self.spec.dimension {
+                return Err(Error::InvalidInput(format!(
+                    "vector of chunk {id} has {} dimensions; the collection has {}",
+                    dense.len(),
+                    self.spec.dimension
+                )));
+            }
+            let sparse = EdgeSparse {
+                indices: sparse.indices,
+                values: sparse.values,
+            };
+            let vectors = Vectors::new_named([
+                (DENSE, Vector::new_dense(dense)),
+                (SPARSE, Vector::from(sparse)),
+            ]);
+            out.push(PointStruct::new(point_id(id), vectors, payload).into());
+        }
+        self.update(
+            UpdateOperation::PointOperation(PointOperations::UpsertPoints(
+                PointInsertOperations::PointsList(out),
+            )),
+            "upsert failed",
+        )
     }
 
     /// Translates a docent filter into a store filter, evaluated inside the query.
@@ -227,33 +270,87 @@ impl VectorStore for EdgeStore {
     }
 
     fn upsert(&self, chunks: &[EmbeddedChunk]) -> Result<()> {
-        if chunks.is_empty() {
-            return Ok(());
-        }
-        let mut points = Vec::with_capacity(chunks.len());
-        for c in chunks {
-            if c.vector.len() != self.spec.dimension {
-                return Err(Error::InvalidInput(format!(
-                    "vector of chunk {} has {} dimensions; the collection has {}",
+        let points = chunks
+            .iter()
+            .map(|c| {
+                (
                     c.chunk.id,
-                    c.vector.len(),
-                    self.spec.dimension
-                )));
+                    c.vector.clone(),
+                    self.bm25.document(&c.chunk.text),
+                    to_payload(&c.chunk),
+                )
+            })
+            .collect();
+        self.write_points(points)
+    }
+
+    fn upsert_points(&self, points: &[StoredPoint]) -> Result<()> {
+        let points = points
+            .iter()
+            .map(|p| {
+                (
+                    p.chunk.id,
+                    p.vector.clone(),
+                    p.sparse.clone(),
+                    to_payload(&p.chunk),
+                )
+            })
+            .collect();
+        self.write_points(points)
+    }
+
+    fn scroll_points(
+        &self,
+        from: Option<ChunkId>,
+        limit: usize,
+    ) -> Result<(Vec<StoredPoint>, Option<ChunkId>)> {
+        let (page, next) = self
+            .shard
+            .scroll(ScrollRequest {
+                offset: from.map(point_id),
+                limit: Some(limit.max(1)),
+                filter: None,
+                with_payload: Some(WithPayloadInterface::Bool(true)),
+                with_vector: WithVector::Bool(true),
+                order_by: None,
+            })
+            .map_err(|e| storage_error("scroll failed", e))?;
+        let mut points = Vec::with_capacity(page.len());
+        for record in page {
+            let id = chunk_id(&record.id)?;
+            let payload = record.payload.as_ref().ok_or_else(|| Error::Internal {
+                message: format!("stored chunk {id} without payload"),
+                source: None,
+            })?;
+            let chunk = from_payload(id, &payload.0)?;
+            let (mut vector, mut sparse) = (Vec::new(), docent_core::SparseVector::default());
+            if let Some(VectorStructInternal::Named(named)) = record.vector {
+                for (name, v) in named {
+                    match (name.as_str(), v) {
+                        (DENSE, VectorInternal::Dense(d)) => vector = d,
+                        (SPARSE, VectorInternal::Sparse(s)) => {
+                            sparse = docent_core::SparseVector {
+                                indices: s.indices,
+                                values: s.values,
+                            }
+                        }
+                        _ => {}
+                    }
+                }
             }
-            let sparse = self.bm25.embed_document(&c.chunk.text);
-            let vectors = Vectors::new_named([
-                (DENSE, Vector::new_dense(c.vector.clone())),
-                (SPARSE, Vector::from(sparse)),
-            ]);
-            points
-                .push(PointStruct::new(point_id(c.chunk.id), vectors, to_payload(&c.chunk)).into());
+            if vector.len() != self.spec.dimension {
+                return Err(Error::Internal {
+                    message: format!("stored chunk {id} has no dense vector of the collection's dimension"),
+                    source: None,
+                });
+            }
+            points.push(StoredPoint {
+                chunk,
+                vector,
+                sparse,
+            });
         }
-        self.update(
-            UpdateOperation::PointOperation(PointOperations::UpsertPoints(
-                PointInsertOperations::PointsList(points),
-            )),
-            "upsert failed",
-        )
+        Ok((points, next.as_ref().map(chunk_id).transpose()?))
     }
 
     fn delete_chunks(&self, ids: &[ChunkId]) -> Result<()> {
@@ -351,6 +448,7 @@ impl VectorStore for EdgeStore {
                 self.spec.dimension
             )));
         }
+        let query_terms = self.bm25.query(&request.text);
         let dense = || {
             ScoringQuery::Vector(QueryEnum::Nearest(NamedQuery::new(
                 VectorInternal::from(request.vector.clone()),
@@ -359,7 +457,10 @@ impl VectorStore for EdgeStore {
         };
         let keyword = || {
             ScoringQuery::Vector(QueryEnum::Nearest(NamedQuery::new(
-                VectorInternal::from(self.bm25.embed_query(&request.text)),
+                VectorInternal::from(EdgeSparse {
+                    indices: query_terms.indices.clone(),
+                    values: query_terms.values.clone(),
+                }),
                 SPARSE,
             )))
         };

@@ -1,0 +1,991 @@
+//! The server backend: the same collections on a Qdrant server or cluster,
+//! over gRPC with `qdrant-client`.
+//!
+//! Layout and scoring match [`crate::EdgeStore`] exactly: a cosine vector
+//! `dense`, a sparse vector `bm25` with the IDF modifier, the payload of
+//! [`crate::payload`] with the same indexes, and BM25 vectors computed here
+//! by [`crate::bm25::Bm25`] (Qdrant's own tokenizer and term ids), so both
+//! backends rank keyword and hybrid searches the same way and a migration
+//! copies sparse vectors verbatim.
+//!
+//! The [`CollectionSpec`] is kept in the collection's own metadata (Qdrant
+//! 1.16+ stores arbitrary JSON with a collection), under the key `docent`:
+//! it lives and dies with the collection, replicates with it, and never
+//! shows up as a point in counts, scrolls or searches.
+//!
+//! `VectorStore` is synchronous; the store owns a small tokio runtime and
+//! blocks on it. Callers must not call it from inside an async task (the
+//! server uses `spawn_blocking`). Writes retry transient failures with
+//! exponential backoff; reads fail fast with `Error::Unavailable` (a 503).
+
+use crate::bm25::Bm25;
+use crate::payload::{INTEGER_FIELDS, KEYWORD_FIELDS, folder_key, from_payload, to_payload};
+use crate::{DENSE, SPARSE};
+use docent_core::{
+    Chunk, ChunkId, CollectionSpec, DocumentId, EmbeddedChunk, Error, Fusion, Result, ScoredChunk,
+    SearchFilter, SearchMode, SearchRequest, SparseVector, StoredPoint, VectorStore,
+};
+use qdrant_client::qdrant::{
+    self as pb, Condition, CountPoints, CreateCollection, CreateFieldIndexCollection,
+    DeletePoints, Distance, FieldType, Filter, GetCollectionInfoRequest, Modifier, PointId,
+    PointStruct, PointsIdsList, PrefetchQuery, Query, QueryPoints, Range, ScrollPoints,
+    SparseVectorConfig, SparseVectorParams, UpsertPoints, VectorInput, VectorParams,
+    VectorParamsMap, VectorsConfig, point_id::PointIdOptions, vector_output, vectors_config,
+};
+use qdrant_client::{Payload, Qdrant, QdrantError};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::Duration;
+
+/// Oldest server with everything used here: collection metadata (1.16) and
+/// weighted RRF (1.17).
+const MIN_VERSION: (u64, u64) = (1, 17);
+const MIN_VERSION_TEXT: &str = "Qdrant 1.17";
+
+/// Whether a server version string (`1.17.0`, `v1.17.1-dev`) is new enough.
+/// An unparsable version is let through: development builds report odd ones.
+fn version_supported(version: &str) -> bool {
+    let mut parts = version
+        .trim_start_matches('v')
+        .split(['.', '-'])
+        .map(|p| p.parse::<u64>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(major), Some(minor)) => (major, minor) >= MIN_VERSION,
+        _ => true,
+    }
+}
+
+/// Key of the collection metadata entry holding the spec.
+const METADATA_KEY: &str = "docent";
+
+/// How to reach the server and how to lay out a new collection.
+#[derive(Clone)]
+pub struct QdrantOptions {
+    /// gRPC endpoint, e.g. `http://localhost:6334`.
+    pub url: String,
+    pub api_key: Option<String>,
+    pub connect_timeout: Duration,
+    /// Upper bound on each request.
+    pub request_timeout: Duration,
+    /// Name of the collection on the server.
+    pub collection: String,
+    /// Shards of a new collection (spread over the cluster's nodes).
+    pub shard_number: u32,
+    /// Copies of each shard in a new collection.
+    pub replication_factor: u32,
+    /// Replicas that must confirm a write before it succeeds.
+    pub write_consistency_factor: u32,
+    /// Keep payloads on disk (memory-mapped) rather than in RAM.
+    pub on_disk_payload: bool,
+    /// Keep dense vectors on disk (memory-mapped) rather than in RAM.
+    pub on_disk_vectors: bool,
+    /// Attempts after the first for a write that failed transiently.
+    pub write_retries: u32,
+    /// Wait before the first retry; doubled each time.
+    pub retry_backoff: Duration,
+}
+
+impl std::fmt::Debug for QdrantOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QdrantOptions")
+            .field("url", &self.url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("collection", &self.collection)
+            .field("shard_number", &self.shard_number)
+            .field("replication_factor", &self.replication_factor)
+            .field("write_consistency_factor", &self.write_consistency_factor)
+            .finish_non_exhaustive()
+    }
+}
+
+impl QdrantOptions {
+    /// Options for a local single node with docent's defaults.
+    pub fn new(url: impl Into<String>, collection: impl Into<String>) -> Self {
+        QdrantOptions {
+            url: url.into(),
+            api_key: None,
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(30),
+            collection: collection.into(),
+            shard_number: 1,
+            replication_factor: 1,
+            write_consistency_factor: 1,
+            on_disk_payload: true,
+            on_disk_vectors: false,
+            write_retries: 3,
+            retry_backoff: Duration::from_millis(200),
+        }
+    }
+}
+
+/// A collection on a Qdrant server or cluster.
+pub struct QdrantStore {
+    client: Qdrant,
+    /// `Some` until drop; shut down without blocking, since the last owner
+    /// may be dropped inside an async context.
+    runtime: Option<tokio::runtime::Runtime>,
+    options: QdrantOptions,
+    spec: CollectionSpec,
+    bm25: Bm25,
+}
+
+impl Drop for QdrantStore {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Whether a failed call may succeed if simply tried again.
+fn is_transient(e: &QdrantError) -> bool {
+    use tonic::Code;
+    match e {
+        QdrantError::ResourceExhaustedError { .. } => true,
+        QdrantError::ResponseError { status } => matches!(
+            status.code(),
+            Code::Unavailable | Code::DeadlineExceeded | Code::Aborted | Code::Unknown
+        ),
+        QdrantError::Io(_) => true,
+        _ => false,
+    }
+}
+
+/// The server's suggested wait, when it sent one.
+fn retry_after(e: &QdrantError) -> Option<Duration> {
+    match e {
+        QdrantError::ResourceExhaustedError {
+            retry_after_seconds,
+            ..
+        } => Some(Duration::from_secs(*retry_after_seconds)),
+        _ => None,
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("docent-qdrant")
+        .enable_all()
+        .build()
+        .map_err(|e| Error::internal("cannot start the Qdrant client runtime", e))
+}
+
+fn client(options: &QdrantOptions) -> Result<Qdrant> {
+    let mut config = Qdrant::from_url(&options.url)
+        .timeout(options.request_timeout)
+        .connect_timeout(options.connect_timeout)
+        // docent runs its own health check with a clearer message.
+        .skip_compatibility_check();
+    if let Some(key) = &options.api_key {
+        config = config.api_key(key.clone());
+    }
+    config.build().map_err(|e| Error::InvalidInput(format!(
+        "store.qdrant.url {:?} is not a usable gRPC URL ({e}); use e.g. http://localhost:6334",
+        options.url
+    )))
+}
+
+impl QdrantStore {
+    /// Connects, creates the collection with its indexes when missing, and
+    /// refuses an existing one built with a different spec or layout.
+    pub fn open(options: QdrantOptions, spec: CollectionSpec) -> Result<Self> {
+        Self::connect(options, Some(spec))
+    }
+
+    /// Opens an existing collection with the spec it records (for copying it).
+    pub fn open_existing(options: QdrantOptions) -> Result<Self> {
+        Self::connect(options, None)
+    }
+
+    /// Deletes a collection (used by tests and benchmarks); a missing one is fine.
+    pub fn delete_collection(options: &QdrantOptions) -> Result<()> {
+        let rt = runtime()?;
+        let client = client(options)?;
+        let name = options.collection.clone();
+        let result = rt.block_on(async {
+            if client.collection_exists(&name).await? {
+                client.delete_collection(&name).await?;
+            }
+            Ok::<_, QdrantError>(())
+        });
+        rt.shutdown_background();
+        result.map_err(|e| read_error(options, "deleting the collection", e))
+    }
+
+    fn connect(options: QdrantOptions, wanted: Option<CollectionSpec>) -> Result<Self> {
+        let rt = runtime()?;
+        let client = client(&options)?;
+        let health = rt.block_on(client.health_check()).map_err(|e| {
+            Error::unavailable(
+                format!(
+                    "cannot reach Qdrant at {} ({}); check store.qdrant.url (the gRPC port, usually 6334), the API key, and that the server is running",
+                    options.url,
+                    describe(&e)
+                ),
+                e,
+            )
+        })?;
+        if !version_supported(&health.version) {
+            return Err(Error::Incompatible(format!(
+                "Qdrant at {} is version {}; docent needs {MIN_VERSION_TEXT} or newer (collection metadata, weighted hybrid fusion). Upgrade the server",
+                options.url, health.version
+            )));
+        }
+        let name = options.collection.clone();
+        let exists = rt
+            .block_on(client.collection_exists(&name))
+            .map_err(|e| read_error(&options, "checking the collection", e))?;
+        let spec = match (exists, wanted) {
+            (false, None) => {
+                return Err(Error::NotFound(format!(
+                    "no collection {name} on Qdrant at {}; check --collection and store.qdrant.collection_prefix",
+                    options.url
+                )));
+            }
+            (false, Some(spec)) => {
+                let created = rt.block_on(client.create_collection(create_request(&options, &spec)));
+                match created {
+                    Ok(_) => {}
+                    // Another docent created it meanwhile: check it like any other.
+                    Err(QdrantError::ResponseError { status })
+                        if status.code() == tonic::Code::AlreadyExists => {}
+                    Err(e) => return Err(write_error(&options, "creating the collection", e)),
+                }
+                check_existing(&rt, &client, &options, Some(&spec))?
+            }
+            (true, wanted) => check_existing(&rt, &client, &options, wanted.as_ref())?,
+        };
+        let store = QdrantStore {
+            client,
+            runtime: Some(rt),
+            options,
+            spec,
+            bm25: Bm25::new()?,
+        };
+        store.ensure_indexes()?;
+        Ok(store)
+    }
+
+    /// The collection's name on the server.
+    pub fn collection(&self) -> &str {
+        &self.options.collection
+    }
+
+    fn block_on<F: Future>(&self, f: F) -> F::Output {
+        self.runtime
+            .as_ref()
+            .expect("runtime lives until drop")
+            .block_on(f)
+    }
+
+    /// Runs a write, retrying transient failures with exponential backoff.
+    fn write<T, F, Fut>(&self, what: &str, call: F) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = std::result::Result<T, QdrantError>>,
+    {
+        let mut wait = self.options.retry_backoff;
+        let mut attempt = 0;
+        loop {
+            match self.block_on(call()) {
+                Ok(v) => return Ok(v),
+                Err(e) if is_transient(&e) && attempt < self.options.write_retries => {
+                    attempt += 1;
+                    let pause = retry_after(&e).unwrap_or(wait).min(Duration::from_secs(30));
+                    tracing::warn!(
+                        "Qdrant at {}: {what} failed ({}), retry {attempt}/{} in {pause:?}",
+                        self.options.url,
+                        describe(&e),
+                        self.options.write_retries
+                    );
+                    std::thread::sleep(pause);
+                    wait = wait.saturating_mul(2);
+                }
+                Err(e) => return Err(write_error(&self.options, what, e)),
+            }
+        }
+    }
+
+    /// Runs a read once: a failing cluster answers 503 at once rather than
+    /// holding the request while it recovers.
+    fn read<T, Fut>(&self, what: &str, fut: Fut) -> Result<T>
+    where
+        Fut: Future<Output = std::result::Result<T, QdrantError>>,
+    {
+        self.block_on(fut)
+            .map_err(|e| read_error(&self.options, what, e))
+    }
+
+    fn ensure_indexes(&self) -> Result<()> {
+        let fields = KEYWORD_FIELDS
+            .iter()
+            .map(|f| (*f, FieldType::Keyword))
+            .chain(INTEGER_FIELDS.iter().map(|f| (*f, FieldType::Integer)));
+        for (field, kind) in fields {
+            self.write("creating a payload index", || {
+                self.client.create_field_index(CreateFieldIndexCollection {
+                    collection_name: self.options.collection.clone(),
+                    wait: Some(true),
+                    field_name: field.to_string(),
+                    field_type: Some(kind as i32),
+                    ..Default::default()
+                })
+            })?;
+        }
+        Ok(())
+    }
+
+    fn upsert_request(&self, points: Vec<PointStruct>) -> UpsertPoints {
+        UpsertPoints {
+            collection_name: self.options.collection.clone(),
+            wait: Some(true),
+            points,
+            ..Default::default()
+        }
+    }
+
+    fn write_points(&self, points: Vec<(ChunkId, Vec<f32>, SparseVector, Value)>) -> Result<()> {
+        if points.is_empty() {
+            return Ok(());
+        }
+        let mut out = Vec::with_capacity(points.len());
+        for (id, dense, sparse, payload) in points {
+            if dense.len() != self.spec.dimension {
+                return Err(Error::InvalidInput(format!(
+                    "vector of chunk {id} has {} dimensions; the collection has {}",
+                    dense.len(),
+                    self.spec.dimension
+                )));
+            }
+            let payload = Payload::try_from(payload)
+                .map_err(|e| Error::internal("chunk payload is not a JSON object", e))?;
+            let vectors: HashMap<String, pb::Vector> = HashMap::from([
+                (DENSE.to_string(), pb::Vector::new_dense(dense)),
+                (
+                    SPARSE.to_string(),
+                    pb::Vector::new_sparse(sparse.indices, sparse.values),
+                ),
+            ]);
+            out.push(PointStruct::new(point_id(id), vectors, payload));
+        }
+        let request = self.upsert_request(out);
+        self.write("upsert", || self.client.upsert_points(request.clone()))?;
+        Ok(())
+    }
+
+    fn delete(&self, selector: pb::PointsSelector) -> Result<()> {
+        let request = DeletePoints {
+            collection_name: self.options.collection.clone(),
+            wait: Some(true),
+            points: Some(selector),
+            ..Default::default()
+        };
+        self.write("delete", || self.client.delete_points(request.clone()))?;
+        Ok(())
+    }
+
+    fn scroll_page(
+        &self,
+        filter: Option<Filter>,
+        from: Option<PointId>,
+        limit: usize,
+        with_vectors: bool,
+    ) -> Result<(Vec<pb::RetrievedPoint>, Option<PointId>)> {
+        let request = ScrollPoints {
+            collection_name: self.options.collection.clone(),
+            filter,
+            offset: from,
+            limit: Some(limit.clamp(1, u32::MAX as usize) as u32),
+            with_payload: Some(true.into()),
+            with_vectors: Some(with_vectors.into()),
+            ..Default::default()
+        };
+        let response = self.read("scroll", self.client.scroll(request))?;
+        Ok((response.result, response.next_page_offset))
+    }
+}
+
+/// The create request for a new collection laid out like the embedded one.
+// `on_disk` and `on_disk_payload` are deprecated in favour of a newer
+// `memory` field that 1.17 servers do not know; every supported server
+// honours the old fields, so those are used.
+#[allow(deprecated)]
+fn create_request(options: &QdrantOptions, spec: &CollectionSpec) -> CreateCollection {
+    let dense = VectorParams {
+        size: spec.dimension as u64,
+        distance: Distance::Cosine as i32,
+        on_disk: Some(options.on_disk_vectors),
+        ..Default::default()
+    };
+    let sparse = SparseVectorParams {
+        modifier: Some(Modifier::Idf as i32),
+        ..Default::default()
+    };
+    CreateCollection {
+        collection_name: options.collection.clone(),
+        shard_number: Some(options.shard_number.max(1)),
+        replication_factor: Some(options.replication_factor.max(1)),
+        write_consistency_factor: Some(options.write_consistency_factor.max(1)),
+        on_disk_payload: Some(options.on_disk_payload),
+        vectors_config: Some(VectorsConfig {
+            config: Some(vectors_config::Config::ParamsMap(VectorParamsMap {
+                map: HashMap::from([(DENSE.to_string(), dense)]),
+            })),
+        }),
+        sparse_vectors_config: Some(SparseVectorConfig {
+            map: HashMap::from([(SPARSE.to_string(), sparse)]),
+        }),
+        metadata: spec_metadata(spec),
+        ..Default::default()
+    }
+}
+
+fn spec_metadata(spec: &CollectionSpec) -> HashMap<String, pb::Value> {
+    let json = serde_json::to_value(spec).expect("spec serialises");
+    HashMap::from([(METADATA_KEY.to_string(), pb::Value::from(json))])
+}
+
+/// Reads an existing collection's spec and layout, and checks them against
+/// `wanted` when given. Returns the spec it was built with.
+fn check_existing(
+    rt: &tokio::runtime::Runtime,
+    client: &Qdrant,
+    options: &QdrantOptions,
+    wanted: Option<&CollectionSpec>,
+) -> Result<CollectionSpec> {
+    let name = &options.collection;
+    let info = rt
+        .block_on(client.collection_info(GetCollectionInfoRequest {
+            collection_name: name.clone(),
+        }))
+        .map_err(|e| read_error(options, "reading the collection", e))?;
+    let config = info.result.and_then(|r| r.config).unwrap_or_default();
+    let where_ = format!("collection {name} on Qdrant at {}", options.url);
+    let found: CollectionSpec = match config.metadata.get(METADATA_KEY) {
+        Some(value) => serde_json::from_value(serde_json::Value::from(value.clone())).map_err(
+            |e| {
+                Error::Incompatible(format!(
+                    "the {where_} has unreadable docent metadata ({e}); delete it or pick another collection"
+                ))
+            },
+        )?,
+        None => {
+            return Err(Error::Incompatible(format!(
+                "the {where_} has no docent metadata: it was not created by docent, or the server lost it. Use another collection name, or delete it"
+            )));
+        }
+    };
+    if let Some(wanted) = wanted
+        && let Some(diff) = wanted.mismatch(&found)
+    {
+        return Err(Error::Incompatible(format!("it was built with {diff}")));
+    }
+    // The layout must be the one docent creates, or searches would fail later.
+    let params = config.params.unwrap_or_default();
+    let dense_ok = match params.vectors_config.and_then(|v| v.config) {
+        Some(vectors_config::Config::ParamsMap(map)) => map.map.get(DENSE).is_some_and(|p| {
+            p.size == found.dimension as u64 && p.distance == Distance::Cosine as i32
+        }),
+        _ => false,
+    };
+    let sparse_ok = params
+        .sparse_vectors_config
+        .and_then(|s| s.map.get(SPARSE).copied())
+        .is_some_and(|p| p.modifier == Some(Modifier::Idf as i32));
+    if !dense_ok || !sparse_ok {
+        return Err(Error::Incompatible(format!(
+            "the {where_} lacks docent's vectors (a cosine \"{DENSE}\" of {} dimensions and a \"{SPARSE}\" sparse vector with IDF); delete it or pick another collection",
+            found.dimension
+        )));
+    }
+    Ok(found)
+}
+
+fn describe(e: &QdrantError) -> String {
+    match e {
+        QdrantError::ResponseError { status } | QdrantError::ResourceExhaustedError { status, .. } => {
+            let mut text = format!("{:?}: {}", status.code(), status.message());
+            // Transport failures carry the cause (connection refused, DNS...)
+            // in the source chain rather than the message.
+            let mut source = std::error::Error::source(status);
+            while let Some(s) = source {
+                text.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            text
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Maps a failed call; `what` names the operation.
+fn classify(options: &QdrantOptions, what: &str, e: QdrantError, retried: bool) -> Error {
+    use tonic::Code;
+    let url = &options.url;
+    let detail = describe(&e);
+    let again = if retried { " (after retries)" } else { "" };
+    match &e {
+        QdrantError::ResourceExhaustedError { .. } => {
+            Error::Overloaded(format!("Qdrant at {url} is overloaded{again}: {what}: {detail}"))
+        }
+        QdrantError::ResponseError { status } => match status.code() {
+            Code::Unauthenticated | Code::PermissionDenied => Error::unavailable(
+                format!("Qdrant at {url} refused {what}: {detail}; check store.qdrant.api_key"),
+                e,
+            ),
+            Code::NotFound => Error::unavailable(
+                format!(
+                    "collection {} is missing on Qdrant at {url} ({what}: {detail}); restart docent to create it",
+                    options.collection
+                ),
+                e,
+            ),
+            Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
+                Error::internal(format!("Qdrant at {url} rejected {what}: {detail}"), e)
+            }
+            _ => Error::unavailable(
+                format!("Qdrant at {url} failed {what}{again}: {detail}; check the cluster's health"),
+                e,
+            ),
+        },
+        _ => Error::unavailable(format!("Qdrant at {url} failed {what}{again}: {detail}"), e),
+    }
+}
+
+fn read_error(options: &QdrantOptions, what: &str, e: QdrantError) -> Error {
+    classify(options, what, e, false)
+}
+
+fn write_error(options: &QdrantOptions, what: &str, e: QdrantError) -> Error {
+    let retried = is_transient(&e) && options.write_retries > 0;
+    classify(options, what, e, retried)
+}
+
+fn point_id(id: ChunkId) -> PointId {
+    PointId {
+        point_id_options: Some(PointIdOptions::Uuid(id.0.to_string())),
+    }
+}
+
+fn chunk_id(id: Option<&PointId>) -> Result<ChunkId> {
+    match id.and_then(|p| p.point_id_options.as_ref()) {
+        Some(PointIdOptions::Uuid(text)) => text.parse().map(ChunkId).map_err(|e| {
+            Error::internal(format!("point id {text} is not a UUID"), e)
+        }),
+        other => Err(Error::Internal {
+            message: format!("unexpected point id {other:?}: not a docent chunk"),
+            source: None,
+        }),
+    }
+}
+
+fn payload_chunk(id: Option<&PointId>, payload: HashMap<String, pb::Value>) -> Result<Chunk> {
+    let id = chunk_id(id)?;
+    let map: serde_json::Map<String, Value> = Payload::from(payload).into();
+    from_payload(id, &map)
+}
+
+fn keyword(field: &str, value: impl Into<pb::r#match::MatchValue>) -> Condition {
+    Condition::matches(field, value)
+}
+
+/// Translates a docent filter into a Qdrant filter, the same conditions the
+/// embedded backend builds.
+fn filter(filter: &SearchFilter) -> Option<Filter> {
+    let mut must = Vec::new();
+    if !filter.document_ids.is_empty() {
+        let ids: Vec<String> = filter.document_ids.iter().map(|d| d.0.clone()).collect();
+        must.push(keyword("document_id", ids));
+    }
+    if let Some(source) = &filter.source {
+        must.push(keyword("source", source.clone()));
+    }
+    if let Some(prefix) = &filter.source_prefix {
+        must.push(keyword("source_prefixes", folder_key(prefix)));
+    }
+    if !filter.tags.is_empty() {
+        must.push(keyword("tags", filter.tags.clone()));
+    }
+    for (k, v) in &filter.metadata {
+        must.push(keyword(&format!("meta.{k}"), v.clone()));
+    }
+    if filter.modified_after.is_some() || filter.modified_before.is_some() {
+        must.push(Condition::range(
+            "modified",
+            Range {
+                gte: filter.modified_after.map(|v| v as f64),
+                lte: filter.modified_before.map(|v| v as f64),
+                ..Default::default()
+            },
+        ));
+    }
+    (!must.is_empty()).then(|| Filter::must(must))
+}
+
+fn document_filter(document: &DocumentId) -> Filter {
+    Filter::must([keyword("document_id", document.0.clone())])
+}
+
+fn named_vectors(vectors: Option<pb::VectorsOutput>) -> (Vec<f32>, SparseVector) {
+    let mut dense = Vec::new();
+    let mut sparse = SparseVector::default();
+    if let Some(pb::vectors_output::VectorsOptions::Vectors(named)) =
+        vectors.and_then(|v| v.vectors_options)
+    {
+        for (name, v) in named.vectors {
+            match (name.as_str(), v.into_vector()) {
+                (DENSE, vector_output::Vector::Dense(d)) => dense = d.data,
+                (SPARSE, vector_output::Vector::Sparse(s)) => {
+                    sparse = SparseVector {
+                        indices: s.indices,
+                        values: s.values,
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    (dense, sparse)
+}
+
+impl VectorStore for QdrantStore {
+    fn spec(&self) -> &CollectionSpec {
+        &self.spec
+    }
+
+    fn upsert(&self, chunks: &[EmbeddedChunk]) -> Result<()> {
+        let points = chunks
+            .iter()
+            .map(|c| {
+                (
+                    c.chunk.id,
+                    c.vector.clone(),
+                    self.bm25.document(&c.chunk.text),
+                    to_payload(&c.chunk),
+                )
+            })
+            .collect();
+        self.write_points(points)
+    }
+
+    fn delete_chunks(&self, ids: &[ChunkId]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let ids = PointsIdsList {
+            ids: ids.iter().copied().map(point_id).collect(),
+        };
+        self.delete(pb::PointsSelector::from(pb::points_selector::PointsSelectorOneOf::Points(ids)))
+    }
+
+    fn delete_document(&self, document: &DocumentId) -> Result<()> {
+        self.delete(pb::PointsSelector::from(document_filter(document)))
+    }
+
+    fn chunk_ids(&self, document: &DocumentId) -> Result<Vec<ChunkId>> {
+        let mut out = Vec::new();
+        let mut from = None;
+        loop {
+            let request = ScrollPoints {
+                collection_name: self.options.collection.clone(),
+                filter: Some(document_filter(document)),
+                offset: from,
+                limit: Some(1024),
+                with_payload: Some(false.into()),
+                with_vectors: Some(false.into()),
+                ..Default::default()
+            };
+            let page = self.read("scroll", self.client.scroll(request))?;
+            for point in &page.result {
+                out.push(chunk_id(point.id.as_ref())?);
+            }
+            match page.next_page_offset {
+                Some(next) => from = Some(next),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    fn chunks_by_ordinal(&self, document: &DocumentId, ordinals: &[usize]) -> Result<Vec<Chunk>> {
+        if ordinals.is_empty() {
+            return Ok(Vec::new());
+        }
+        let wanted: Vec<i64> = ordinals.iter().map(|&o| o as i64).collect();
+        let filter = Filter::must([
+            keyword("document_id", document.0.clone()),
+            keyword("ordinal", wanted),
+        ]);
+        let (page, _) = self.scroll_page(Some(filter), None, ordinals.len(), false)?;
+        page.into_iter()
+            .map(|p| payload_chunk(p.id.as_ref(), p.payload))
+            .collect()
+    }
+
+    fn search(&self, request: &SearchRequest) -> Result<Vec<ScoredChunk>> {
+        if request.vector.len() != self.spec.dimension {
+            return Err(Error::InvalidInput(format!(
+                "query vector has {} dimensions; the collection has {}",
+                request.vector.len(),
+                self.spec.dimension
+            )));
+        }
+        let terms = self.bm25.query(&request.text);
+        let dense = || Query::new_nearest(VectorInput::new_dense(request.vector.clone()));
+        let sparse = || {
+            Query::new_nearest(VectorInput::new_sparse(
+                terms.indices.clone(),
+                terms.values.clone(),
+            ))
+        };
+        let filter = filter(&request.filter);
+        let (prefetch, query, using) = match request.mode {
+            SearchMode::Dense => (vec![], dense(), Some(DENSE.to_string())),
+            SearchMode::Keyword => (vec![], sparse(), Some(SPARSE.to_string())),
+            SearchMode::Hybrid => {
+                let limit = request.candidates.max(request.top_k) as u64;
+                // The filter goes into each side as well, so both candidate
+                // lists come from the filtered set (as in the embedded engine,
+                // where the top-level filter reaches the prefetches).
+                let side = |query: Query, using: &str| PrefetchQuery {
+                    query: Some(query),
+                    using: Some(using.to_string()),
+                    filter: filter.clone(),
+                    limit: Some(limit),
+                    ..Default::default()
+                };
+                let fusion = match request.fusion {
+                    Fusion::Rrf {
+                        k,
+                        dense_weight,
+                        keyword_weight,
+                    } => Query::new_rrf(pb::Rrf {
+                        k: Some(k.max(1)),
+                        weights: vec![dense_weight, keyword_weight],
+                    }),
+                    Fusion::Dbsf => Query::new_fusion(pb::Fusion::Dbsf),
+                };
+                (
+                    vec![side(dense(), DENSE), side(sparse(), SPARSE)],
+                    fusion,
+                    None,
+                )
+            }
+        };
+        let query = QueryPoints {
+            collection_name: self.options.collection.clone(),
+            prefetch,
+            query: Some(query),
+            using,
+            filter,
+            limit: Some(request.top_k as u64),
+            with_vectors: Some(vec![DENSE].into()),
+            with_payload: Some(true.into()),
+            ..Default::default()
+        };
+        let hits = self.read("search", self.client.query(query))?.result;
+        let norm = request
+            .vector
+            .iter()
+            .map(|x| x * x)
+            .sum::<f32>()
+            .sqrt()
+            .max(1e-12);
+        hits.into_iter()
+            .map(|hit| {
+                let (stored, _) = named_vectors(hit.vectors);
+                // Stored cosine vectors are unit length (Qdrant normalises
+                // them), so the dot product with the normalised query is
+                // the cosine similarity.
+                let similarity = stored
+                    .iter()
+                    .zip(&request.vector)
+                    .map(|(a, b)| a * b)
+                    .sum::<f32>()
+                    / norm;
+                Ok(ScoredChunk {
+                    chunk: payload_chunk(hit.id.as_ref(), hit.payload)?,
+                    score: hit.score,
+                    similarity,
+                })
+            })
+            .collect()
+    }
+
+    fn count(&self) -> Result<usize> {
+        let request = CountPoints {
+            collection_name: self.options.collection.clone(),
+            exact: Some(true),
+            ..Default::default()
+        };
+        let response = self.read("count", self.client.count(request))?;
+        Ok(response.result.map(|r| r.count as usize).unwrap_or(0))
+    }
+
+    /// Every write already waited for the server's acknowledgement (its WAL,
+    /// on `write_consistency_factor` replicas), so there is nothing to do.
+    fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn scroll_points(
+        &self,
+        from: Option<ChunkId>,
+        limit: usize,
+    ) -> Result<(Vec<StoredPoint>, Option<ChunkId>)> {
+        let (page, next) = self.scroll_page(None, from.map(point_id), limit, true)?;
+        let mut points = Vec::with_capacity(page.len());
+        for p in page {
+            let (vector, sparse) = named_vectors(p.vectors);
+            let chunk = payload_chunk(p.id.as_ref(), p.payload)?;
+            if vector.len() != self.spec.dimension {
+                return Err(Error::Internal {
+                    message: format!(
+                        "stored chunk {} has no dense vector of the collection's dimension",
+                        chunk.id
+                    ),
+                    source: None,
+                });
+            }
+            points.push(StoredPoint {
+                chunk,
+                vector,
+                sparse,
+            });
+        }
+        Ok((points, next.as_ref().map(|n| chunk_id(Some(n))).transpose()?))
+    }
+
+    fn upsert_points(&self, points: &[StoredPoint]) -> Result<()> {
+        let points = points
+            .iter()
+            .map(|p| {
+                (
+                    p.chunk.id,
+                    p.vector.clone(),
+                    p.sparse.clone(),
+                    to_payload(&p.chunk),
+                )
+            })
+            .collect();
+        self.write_points(points)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> CollectionSpec {
+        CollectionSpec {
+            embedding_model: "m".into(),
+            dimension: 4,
+            chunk_max_tokens: 10,
+            chunk_overlap_tokens: 2,
+            schema_version: CollectionSpec::SCHEMA_VERSION,
+        }
+    }
+
+    #[test]
+    fn the_spec_round_trips_through_collection_metadata() {
+        let metadata = spec_metadata(&spec());
+        let back: CollectionSpec =
+            serde_json::from_value(Value::from(metadata[METADATA_KEY].clone())).unwrap();
+        assert_eq!(back, spec());
+    }
+
+    #[test]
+    fn a_new_collection_has_the_embedded_layout_and_the_configured_cluster_settings() {
+        let mut options = QdrantOptions::new("http://localhost:6334", "docent_x");
+        options.shard_number = 6;
+        options.replication_factor = 2;
+        options.write_consistency_factor = 2;
+        let request = create_request(&options, &spec());
+        assert_eq!(request.shard_number, Some(6));
+        assert_eq!(request.replication_factor, Some(2));
+        assert_eq!(request.write_consistency_factor, Some(2));
+        let Some(vectors_config::Config::ParamsMap(map)) =
+            request.vectors_config.and_then(|v| v.config)
+        else {
+            panic!("named vectors expected");
+        };
+        assert_eq!(map.map[DENSE].size, 4);
+        assert_eq!(map.map[DENSE].distance, Distance::Cosine as i32);
+        let sparse = request.sparse_vectors_config.unwrap();
+        assert_eq!(sparse.map[SPARSE].modifier, Some(Modifier::Idf as i32));
+        assert!(request.metadata.contains_key(METADATA_KEY));
+    }
+
+    #[test]
+    fn servers_older_than_1_17_are_refused() {
+        assert!(version_supported("1.17.0"));
+        assert!(version_supported("v1.18.2-dev"));
+        assert!(version_supported("2.0.0"));
+        assert!(!version_supported("1.16.3"));
+        assert!(!version_supported("1.9.0"));
+        assert!(version_supported("unknown"));
+    }
+
+    #[test]
+    fn point_ids_round_trip() {
+        let id = ChunkId::derive(&DocumentId::new("a.md"), "h", 3);
+        assert_eq!(chunk_id(Some(&point_id(id))).unwrap(), id);
+        let numeric = PointId {
+            point_id_options: Some(PointIdOptions::Num(7)),
+        };
+        assert!(matches!(
+            chunk_id(Some(&numeric)),
+            Err(Error::Internal { .. })
+        ));
+    }
+
+    #[test]
+    fn an_unreachable_server_names_the_url_and_fails_as_unavailable() {
+        // Port 9 (discard) on localhost: nothing listens, so the connection is refused.
+        let mut options = QdrantOptions::new("http://127.0.0.1:9", "docent_none");
+        options.connect_timeout = Duration::from_millis(500);
+        options.request_timeout = Duration::from_secs(2);
+        match QdrantStore::open(options, spec()) {
+            Err(Error::Unavailable { message, .. }) => {
+                assert!(message.contains("http://127.0.0.1:9"), "{message}");
+                assert!(message.contains("store.qdrant.url"), "{message}");
+            }
+            Err(e) => panic!("wrong error: {e}"),
+            Ok(_) => panic!("opened a store with no server"),
+        }
+    }
+
+    #[test]
+    fn a_malformed_url_is_invalid_input() {
+        let options = QdrantOptions::new("not a url", "docent_none");
+        assert!(matches!(
+            QdrantStore::open(options, spec()),
+            Err(Error::InvalidInput(_))
+        ));
+    }
+
+    #[test]
+    fn transient_errors_are_retried_and_others_are_not() {
+        let unavailable = QdrantError::ResponseError {
+            status: tonic::Status::unavailable("node down"),
+        };
+        let invalid = QdrantError::ResponseError {
+            status: tonic::Status::invalid_argument("bad"),
+        };
+        assert!(is_transient(&unavailable));
+        assert!(!is_transient(&invalid));
+        let options = QdrantOptions::new("http://q:6334", "c");
+        match write_error(&options, "upsert", unavailable) {
+            Error::Unavailable { message, .. } => {
+                assert!(message.contains("http://q:6334") && message.contains("after retries"))
+            }
+            e => panic!("wrong error: {e}"),
+        }
+        assert!(matches!(
+            read_error(&options, "search", invalid),
+            Error::Internal { .. }
+        ));
+    }
+}
