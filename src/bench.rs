@@ -302,11 +302,7 @@ fn measure(
                 let ordinal = done + i;
                 // Common words plus two rarer topic terms, so keyword search
                 // meets both long and short posting lists.
-                let text = format!(
-                    "{sentence} topic{} item{}",
-                    ordinal % 1000,
-                    ordinal % 9973
-                );
+                let text = format!("{sentence} topic{} item{}", ordinal % 1000, ordinal % 9973);
                 let document_id = DocumentId::new(format!("doc{}.md", ordinal / 20));
                 EmbeddedChunk {
                     chunk: Chunk {

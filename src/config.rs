@@ -300,7 +300,10 @@ mod tests {
         assert_eq!(c.store.kind, StoreKind::Embedded);
         c.store.qdrant.api_key = "k3y".into();
         let shown = format!("{c:?}");
-        assert!(!shown.contains("k3y") && shown.contains("<redacted>"), "{shown}");
+        assert!(
+            !shown.contains("k3y") && shown.contains("<redacted>"),
+            "{shown}"
+        );
         let options = c.store.qdrant.options("notes");
         assert_eq!(options.collection, "docent_notes");
         assert_eq!(options.api_key.as_deref(), Some("k3y"));

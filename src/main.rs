@@ -5,8 +5,8 @@ mod bench;
 mod bench_http;
 mod cli;
 mod config;
-mod migrate;
 mod eval;
+mod migrate;
 
 fn main() -> std::process::ExitCode {
     cli::main()

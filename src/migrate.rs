@@ -127,9 +127,17 @@ pub fn copy_catalogue(source: &Catalogue, target: &Catalogue) -> Result<usize> {
     Ok(records.len())
 }
 
-pub fn run(setup: &Setup, from: StoreKind, to: StoreKind, batch: usize) -> Result<MigrationSummary> {
+pub fn run(
+    setup: &Setup,
+    from: StoreKind,
+    to: StoreKind,
+    batch: usize,
+) -> Result<MigrationSummary> {
     if from == to {
-        bail!("--from and --to are both {}; pick two different backends", from.name());
+        bail!(
+            "--from and --to are both {}; pick two different backends",
+            from.name()
+        );
     }
     let started = std::time::Instant::now();
     let source: Arc<dyn VectorStore> = setup.open_store(from, None).with_context(|| {
@@ -155,9 +163,11 @@ pub fn run(setup: &Setup, from: StoreKind, to: StoreKind, batch: usize) -> Resul
         ProgressBar::hidden()
     };
     bar.set_style(
-        ProgressStyle::with_template("migrate [{bar:30}] {pos}/{len} points · {per_sec} · eta {eta}")
-            .expect("valid template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "migrate [{bar:30}] {pos}/{len} points · {per_sec} · eta {eta}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
     );
     let state_file = state_path(setup, from, to);
     std::fs::create_dir_all(setup.collection_dir())?;
@@ -221,7 +231,9 @@ mod tests {
                         source: doc.0.clone(),
                         ordinal: i,
                         content_hash: "h".into(),
-                        text: format!("chunk number {i} about pelicans"),
+                        // Distinct term counts and vectors, so no two chunks tie in
+                        // any mode and rankings compare exactly.
+                        text: format!("chunk number {i} about {}", "pelicans ".repeat(1 + i)),
                         ..Default::default()
                     },
                     vector: vec![1.0, i as f32],
@@ -304,7 +316,10 @@ mod tests {
         };
         let bar = ProgressBar::hidden();
         let err = copy_points(&source, &flaky, &state, 4, &bar).unwrap_err();
-        assert!(format!("{err:#}").contains("run the same command again"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("run the same command again"),
+            "{err:#}"
+        );
         let saved = MigrationState::load(&state).unwrap().unwrap();
         assert_eq!(saved.copied, 8);
         assert!(!saved.points_done && saved.cursor.is_some());
@@ -320,9 +335,25 @@ mod tests {
             text: "number 7 pelicans".into(),
             top_k: 3,
             candidates: 10,
+            // Score-based fusion: rank fusion can tie two chunks exactly.
+            fusion: docent_core::Fusion::Dbsf,
             ..Default::default()
         };
-        assert_eq!(source.search(&request).unwrap(), target.search(&request).unwrap());
+        for mode in [
+            docent_core::SearchMode::Dense,
+            docent_core::SearchMode::Keyword,
+            docent_core::SearchMode::Hybrid,
+        ] {
+            let request = docent_core::SearchRequest {
+                mode,
+                ..request.clone()
+            };
+            assert_eq!(
+                source.search(&request).unwrap(),
+                target.search(&request).unwrap(),
+                "{mode:?}"
+            );
+        }
     }
 
     #[test]
@@ -360,14 +391,23 @@ mod tests {
             chunk_ids: vec![ChunkId::derive(&DocumentId::new(name), "h", 0)],
             stale_chunk_ids: vec![],
             updated_at: 0,
+            root: Some("docs".into()),
         };
         source.put(&record("a.md")).unwrap();
         source.put(&record("b.md")).unwrap();
         target.put(&record("stale.md")).unwrap();
         assert_eq!(copy_catalogue(&source, &target).unwrap(), 2);
-        let mut names: Vec<String> = target.list().unwrap().into_iter().map(|r| r.source).collect();
+        let mut names: Vec<String> = target
+            .list()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.source)
+            .collect();
         names.sort();
         assert_eq!(names, vec!["a.md", "b.md"]);
-        assert_eq!(target.get(&DocumentId::new("a.md")).unwrap(), Some(record("a.md")));
+        assert_eq!(
+            target.get(&DocumentId::new("a.md")).unwrap(),
+            Some(record("a.md"))
+        );
     }
 }

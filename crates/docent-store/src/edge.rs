@@ -340,7 +340,9 @@ impl VectorStore for EdgeStore {
             }
             if vector.len() != self.spec.dimension {
                 return Err(Error::Internal {
-                    message: format!("stored chunk {id} has no dense vector of the collection's dimension"),
+                    message: format!(
+                        "stored chunk {id} has no dense vector of the collection's dimension"
+                    ),
                     source: None,
                 });
             }

@@ -26,11 +26,11 @@ use docent_core::{
     SearchFilter, SearchMode, SearchRequest, SparseVector, StoredPoint, VectorStore,
 };
 use qdrant_client::qdrant::{
-    self as pb, Condition, CountPoints, CreateCollection, CreateFieldIndexCollection,
-    DeletePoints, Distance, FieldType, Filter, GetCollectionInfoRequest, Modifier, PointId,
-    PointStruct, PointsIdsList, PrefetchQuery, Query, QueryPoints, Range, ScrollPoints,
-    SparseVectorConfig, SparseVectorParams, UpsertPoints, VectorInput, VectorParams,
-    VectorParamsMap, VectorsConfig, point_id::PointIdOptions, vector_output, vectors_config,
+    self as pb, Condition, CountPoints, CreateCollection, CreateFieldIndexCollection, DeletePoints,
+    Distance, FieldType, Filter, GetCollectionInfoRequest, Modifier, PointId, PointStruct,
+    PointsIdsList, PrefetchQuery, Query, QueryPoints, Range, ScrollPoints, SparseVectorConfig,
+    SparseVectorParams, UpsertPoints, VectorInput, VectorParams, VectorParamsMap, VectorsConfig,
+    point_id::PointIdOptions, vector_output, vectors_config,
 };
 use qdrant_client::{Payload, Qdrant, QdrantError};
 use serde_json::Value;
@@ -181,10 +181,12 @@ fn client(options: &QdrantOptions) -> Result<Qdrant> {
     if let Some(key) = &options.api_key {
         config = config.api_key(key.clone());
     }
-    config.build().map_err(|e| Error::InvalidInput(format!(
-        "store.qdrant.url {:?} is not a usable gRPC URL ({e}); use e.g. http://localhost:6334",
-        options.url
-    )))
+    config.build().map_err(|e| {
+        Error::InvalidInput(format!(
+            "store.qdrant.url {:?} is not a usable gRPC URL ({e}); use e.g. http://localhost:6334",
+            options.url
+        ))
+    })
 }
 
 impl QdrantStore {
@@ -245,7 +247,8 @@ impl QdrantStore {
                 )));
             }
             (false, Some(spec)) => {
-                let created = rt.block_on(client.create_collection(create_request(&options, &spec)));
+                let created =
+                    rt.block_on(client.create_collection(create_request(&options, &spec)));
                 match created {
                     Ok(_) => {}
                     // Another docent created it meanwhile: check it like any other.
@@ -505,7 +508,8 @@ fn check_existing(
 
 fn describe(e: &QdrantError) -> String {
     match e {
-        QdrantError::ResponseError { status } | QdrantError::ResourceExhaustedError { status, .. } => {
+        QdrantError::ResponseError { status }
+        | QdrantError::ResourceExhaustedError { status, .. } => {
             let mut text = format!("{:?}: {}", status.code(), status.message());
             // Transport failures carry the cause (connection refused, DNS...)
             // in the source chain rather than the message.
@@ -527,9 +531,9 @@ fn classify(options: &QdrantOptions, what: &str, e: QdrantError, retried: bool) 
     let detail = describe(&e);
     let again = if retried { " (after retries)" } else { "" };
     match &e {
-        QdrantError::ResourceExhaustedError { .. } => {
-            Error::Overloaded(format!("Qdrant at {url} is overloaded{again}: {what}: {detail}"))
-        }
+        QdrantError::ResourceExhaustedError { .. } => Error::Overloaded(format!(
+            "Qdrant at {url} is overloaded{again}: {what}: {detail}"
+        )),
         QdrantError::ResponseError { status } => match status.code() {
             Code::Unauthenticated | Code::PermissionDenied => Error::unavailable(
                 format!("Qdrant at {url} refused {what}: {detail}; check store.qdrant.api_key"),
@@ -546,7 +550,9 @@ fn classify(options: &QdrantOptions, what: &str, e: QdrantError, retried: bool) 
                 Error::internal(format!("Qdrant at {url} rejected {what}: {detail}"), e)
             }
             _ => Error::unavailable(
-                format!("Qdrant at {url} failed {what}{again}: {detail}; check the cluster's health"),
+                format!(
+                    "Qdrant at {url} failed {what}{again}: {detail}; check the cluster's health"
+                ),
                 e,
             ),
         },
@@ -571,9 +577,10 @@ fn point_id(id: ChunkId) -> PointId {
 
 fn chunk_id(id: Option<&PointId>) -> Result<ChunkId> {
     match id.and_then(|p| p.point_id_options.as_ref()) {
-        Some(PointIdOptions::Uuid(text)) => text.parse().map(ChunkId).map_err(|e| {
-            Error::internal(format!("point id {text} is not a UUID"), e)
-        }),
+        Some(PointIdOptions::Uuid(text)) => text
+            .parse()
+            .map(ChunkId)
+            .map_err(|e| Error::internal(format!("point id {text} is not a UUID"), e)),
         other => Err(Error::Internal {
             message: format!("unexpected point id {other:?}: not a docent chunk"),
             source: None,
@@ -677,7 +684,9 @@ impl VectorStore for QdrantStore {
         let ids = PointsIdsList {
             ids: ids.iter().copied().map(point_id).collect(),
         };
-        self.delete(pb::PointsSelector::from(pb::points_selector::PointsSelectorOneOf::Points(ids)))
+        self.delete(pb::PointsSelector::from(
+            pb::points_selector::PointsSelectorOneOf::Points(ids),
+        ))
     }
 
     fn delete_document(&self, document: &DocumentId) -> Result<()> {
@@ -855,7 +864,10 @@ impl VectorStore for QdrantStore {
                 sparse,
             });
         }
-        Ok((points, next.as_ref().map(|n| chunk_id(Some(n))).transpose()?))
+        Ok((
+            points,
+            next.as_ref().map(|n| chunk_id(Some(n))).transpose()?,
+        ))
     }
 
     fn upsert_points(&self, points: &[StoredPoint]) -> Result<()> {

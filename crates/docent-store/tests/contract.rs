@@ -434,9 +434,7 @@ fn check_hybrid_search(backend: &dyn Backend) {
     };
     assert_eq!(first(SearchMode::Hybrid, dense_only), "close.md");
 
-    let keyword = store
-        .search(&request(SearchMode::Keyword, rrf))
-        .unwrap();
+    let keyword = store.search(&request(SearchMode::Keyword, rrf)).unwrap();
     assert_eq!(keyword.len(), 1, "only one chunk holds a query term");
     assert!(keyword[0].score > 0.0);
     // Similarity is the cosine whatever the mode.
@@ -524,7 +522,9 @@ fn check_scroll_and_copy(backend: &dyn Backend) {
         chunks.push(chunk(
             "c.md",
             i,
-            &format!("gamma {i} pelican"),
+            // A distinct term count per chunk: no keyword ties, so the
+            // rankings of the original and the copy compare exactly.
+            &format!("gamma {i} {}", "pelican ".repeat(1 + i)),
             [0.1, 0.1, 1.0, i as f32 / 10.0],
         ));
     }
@@ -547,7 +547,10 @@ fn check_scroll_and_copy(backend: &dyn Backend) {
         }
     }
     assert_eq!(pages, 4, "10 points in pages of 3");
-    assert_eq!(sorted(seen.clone()), sorted(chunks.iter().map(|c| c.chunk.id).collect()));
+    assert_eq!(
+        sorted(seen.clone()),
+        sorted(chunks.iter().map(|c| c.chunk.id).collect())
+    );
     assert_eq!(copy.count().unwrap(), 10);
 
     let (all, next) = store.scroll_points(None, 100).unwrap();
@@ -565,6 +568,8 @@ fn check_scroll_and_copy(backend: &dyn Backend) {
             mode,
             candidates: 10,
             top_k: 5,
+            // Score-based fusion: rank fusion can tie two chunks exactly.
+            fusion: Fusion::Dbsf,
             ..Default::default()
         };
         let a = store.search(&request).unwrap();
