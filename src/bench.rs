@@ -516,6 +516,9 @@ fn ingest_in(
         };
         let collection = local.collection(&parts)?;
         let pipeline = local.pipeline(&parts, &collection);
+        // Warm the model (first-call allocations) so both figures below are
+        // steady state.
+        parts.embedder.embed(&contexts[..4.min(contexts.len())])?;
         let t = Instant::now();
         let summary = pipeline.ingest_path(dir, &|_| {})?;
         let secs = t.elapsed().as_secs_f64();

@@ -44,7 +44,7 @@ impl Default for IngestOptions {
     fn default() -> Self {
         IngestOptions {
             max_file_bytes: 50 * 1024 * 1024,
-            batch_tokens: 8192,
+            batch_tokens: 32768,
             include_hidden: false,
             include: Vec::new(),
             exclude: Vec::new(),
@@ -545,7 +545,9 @@ impl Pipeline {
                     .map(embedding_text)
             })
             .collect();
+        let started = std::time::Instant::now();
         let vectors = self.embedder.embed(&texts)?;
+        let embedded = started.elapsed();
         if vectors.len() != texts.len() {
             return Err(Error::Internal {
                 message: format!(
@@ -567,6 +569,13 @@ impl Pipeline {
             }
         }
         self.store.upsert(&points)?;
+        tracing::debug!(
+            chunks = points.len(),
+            tokens,
+            embed_ms = embedded.as_millis() as u64,
+            store_ms = (started.elapsed() - embedded).as_millis() as u64,
+            "batch stored"
+        );
         for (i, range) in picks {
             queue[i].announced = true;
             queue[i].sent = range.end;
@@ -603,7 +612,9 @@ impl Pipeline {
         // points are durable only once flushed. Flush before the catalogue
         // says Ready: a crash before this line leaves the documents pending,
         // and the next run redoes them.
+        let started = std::time::Instant::now();
         self.store.flush()?;
+        let flushed = started.elapsed();
         let records: Vec<DocumentRecord> = done
             .iter()
             .map(|d| DocumentRecord {
@@ -614,6 +625,12 @@ impl Pipeline {
             })
             .collect();
         self.catalogue.put_many(&records).map_err(fatal_error)?;
+        tracing::debug!(
+            documents = records.len(),
+            flush_ms = flushed.as_millis() as u64,
+            catalogue_ms = (started.elapsed() - flushed).as_millis() as u64,
+            "documents finished"
+        );
         for doc in done {
             match doc.outcome {
                 Outcome::Updated => summary.updated += 1,
