@@ -2,9 +2,10 @@
 //! embeddings, and chat completions with and without streaming. The package is
 //! installed into a virtualenv under the target directory on first run.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
+
+mod common;
 
 fn venv_python() -> PathBuf {
     let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("openai-venv");
@@ -37,20 +38,11 @@ fn venv_python() -> PathBuf {
 #[test]
 fn the_official_openai_client_works_against_docent() {
     let python = venv_python();
-    let models = {
-        docent_models::testing::require("all-MiniLM-L6-v2");
-        docent_models::testing::require("smollm2-135m-instruct");
-        docent_models::testing::models_dir()
-    };
     let data = tempfile::tempdir().unwrap();
+    let key = ("DOCENT__SERVER__API_KEYS", r#"["test-key"]"#);
     let docent = |args: &[&str]| {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_docent"));
-        c.args(args)
-            .env("DOCENT_DATA_DIR", data.path())
-            .env("DOCENT_MODELS_DIR", &models)
-            .env("DOCENT__GENERATE__MODEL", "smollm2-135m-instruct")
-            .env("DOCENT__SERVER__API_KEYS", r#"["test-key"]"#)
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        let mut c = common::command(data.path());
+        c.args(args).env(key.0, key.1);
         c
     };
     assert!(
@@ -60,29 +52,14 @@ fn the_official_openai_client_works_against_docent() {
             .status
             .success()
     );
-    let mut child = docent(&["serve", "--bind", "127.0.0.1:0"])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("server exited before listening")
-            .unwrap();
-        if let Some(rest) = line.strip_prefix("docent serving on http://") {
-            break rest.split_whitespace().next().unwrap().to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let server = common::start(data.path(), &[key]);
+    let addr = &server.addr;
     let output = Command::new(&python)
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/openai/client_check.py"))
         .arg(format!("http://{addr}/v1"))
         .output()
         .unwrap();
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(server);
     assert!(
         output.status.success(),
         "openai client checks failed:\n{}\n{}",

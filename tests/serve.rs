@@ -3,60 +3,10 @@
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-fn models_dir() -> PathBuf {
-    docent_models::testing::require("all-MiniLM-L6-v2");
-    docent_models::testing::require("smollm2-135m-instruct");
-    docent_models::testing::models_dir()
-}
-
-fn command(data: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_docent"));
-    c.env("DOCENT_DATA_DIR", data)
-        .env("DOCENT_MODELS_DIR", models_dir())
-        .env("DOCENT__GENERATE__MODEL", "smollm2-135m-instruct")
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
-    c
-}
-
-/// A running server, killed on drop.
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(data: &Path, extra_env: &[(&str, &str)]) -> Server {
-    let mut c = command(data);
-    c.args(["serve", "--bind", "127.0.0.1:0"])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null());
-    for (k, v) in extra_env {
-        c.env(k, v);
-    }
-    let mut child = c.spawn().unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("server exited before listening")
-            .unwrap();
-        if let Some(rest) = line.strip_prefix("docent serving on http://") {
-            break rest.split_whitespace().next().unwrap().to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    Server { child, addr }
-}
+mod common;
+use common::{command, start};
 
 /// One HTTP/1.1 exchange; returns status, headers (lower-case names) and body.
 fn http(

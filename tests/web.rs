@@ -5,28 +5,16 @@
 //! `npm ci` runs in tests/web when its node_modules is missing. Screenshots
 //! land in `target/web-test-output/`.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const KEY: &str = "web-test-key";
 
-fn models_dir() -> PathBuf {
-    docent_models::testing::require("all-MiniLM-L6-v2");
-    docent_models::testing::require("smollm2-135m-instruct");
-    docent_models::testing::models_dir()
-}
-
-fn command(data: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_docent"));
-    c.env("DOCENT_DATA_DIR", data)
-        .env("DOCENT_MODELS_DIR", models_dir())
-        .env("DOCENT__GENERATE__MODEL", "smollm2-135m-instruct")
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
-    c
-}
+mod common;
+use common::{command, start};
 
 fn ingest(data: &Path, args: &[&str]) {
     let out = command(data).args(args).output().unwrap();
@@ -38,44 +26,6 @@ fn ingest(data: &Path, args: &[&str]) {
 }
 
 /// A running server, killed on drop.
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(data: &Path, extra_env: &[(&str, &str)]) -> Server {
-    let mut c = command(data);
-    c.args(["serve", "--bind", "127.0.0.1:0"])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null());
-    for (k, v) in extra_env {
-        c.env(k, v);
-    }
-    let mut child = c.spawn().unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("server exited before listening")
-            .unwrap();
-        if let Some(rest) = line.strip_prefix("docent serving on http://") {
-            break rest.split_whitespace().next().unwrap().to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    Server {
-        child,
-        url: format!("http://{addr}"),
-    }
-}
-
 /// `target/` of this build (the test binary is `target/<profile>/deps/web-*`).
 fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
@@ -184,7 +134,7 @@ fn web_page_asks_cites_uploads_and_deletes_in_a_real_browser() {
     let (ok, printed) = run_node(
         "page.test.mjs",
         &[
-            ("DOCENT_URL", &server.url),
+            ("DOCENT_URL", &server.url()),
             ("DOCENT_KEY", KEY),
             ("DOCENT_WEB_OUTPUT", output.to_str().unwrap()),
             ("CHROMIUM", CHROMIUM),
