@@ -64,7 +64,9 @@ pub struct Citation {
     /// Cosine similarity between the question and the passage.
     #[serde(default)]
     pub similarity: f32,
-    /// Whether the answer cites this passage with an `[n]` marker.
+    /// Whether the answer rests on this passage: it cites it with an `[n]`
+    /// marker, or, when the answer has no valid marker at all, the passage
+    /// holds most (at least 60%) of the answer's content words.
     pub cited: bool,
     pub text: String,
 }
@@ -301,6 +303,13 @@ impl AnswerAssembler {
         }
         let answer = self.answer.trim().to_string();
         let answerable = !is_abstention(&answer);
+        if answerable && self.filter.cited().is_empty() {
+            // Small models often answer without any [n] marker; cite the
+            // passage the answer's words come from, if one clearly holds them.
+            if let Some(i) = attribute(&answer, &self.citations) {
+                self.citations[i].cited = true;
+            }
+        }
         self.timings.prompt_eval = stats.prompt_eval_ms;
         self.timings.generate = stats.generate_ms;
         AskResponse {
@@ -357,9 +366,92 @@ pub fn is_abstention(answer: &str) -> bool {
     .any(|p| head.contains(p))
 }
 
+/// Content words (lowercase, alphanumeric, stop words and one-letter
+/// tokens dropped).
+fn content_words(text: &str) -> std::collections::HashSet<String> {
+    const STOP: &[&str] = &[
+        "the", "a", "an", "and", "or", "of", "to", "in", "on", "at", "for", "by", "with", "from",
+        "is", "are", "was", "were", "be", "been", "it", "its", "as", "that", "this", "which",
+        "who", "what", "when", "where", "how", "why", "their", "they", "he", "she", "his", "her",
+        "has", "have", "had", "not", "no", "but", "also", "than", "then", "there", "these",
+        "those", "into", "about", "such", "can", "could", "would", "will", "do", "does", "did",
+    ];
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| w.chars().count() > 1)
+        .map(str::to_lowercase)
+        .filter(|w| !STOP.contains(&w.as_str()))
+        .collect()
+}
+
+/// The passage an answer without markers most likely comes from: the one
+/// holding the largest share of the answer's content words, if that share
+/// is at least 60% (ties go to the better-ranked passage). `None` when no
+/// passage clearly supports the answer.
+pub fn attribute(answer: &str, citations: &[Citation]) -> Option<usize> {
+    const MIN_SHARE: f64 = 0.6;
+    let words = content_words(answer);
+    if words.is_empty() {
+        return None;
+    }
+    let mut best: Option<(usize, f64)> = None;
+    for (i, c) in citations.iter().enumerate() {
+        let passage = content_words(&c.text);
+        let share =
+            words.iter().filter(|w| passage.contains(*w)).count() as f64 / words.len() as f64;
+        if share >= MIN_SHARE && best.is_none_or(|(_, b)| share > b) {
+            best = Some((i, share));
+        }
+    }
+    best.map(|(i, _)| i)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn passage(n: usize, text: &str) -> Citation {
+        Citation {
+            n,
+            document_id: format!("d{n}"),
+            source: format!("d{n}.md"),
+            chunk_id: String::new(),
+            start: 0,
+            end: text.len(),
+            line_start: 1,
+            line_end: 1,
+            heading: None,
+            page: None,
+            score: 0.5,
+            similarity: 0.5,
+            cited: false,
+            text: text.to_string(),
+        }
+    }
+
+    #[test]
+    fn an_answer_without_markers_is_attributed_to_the_passage_holding_its_words() {
+        let passages = [
+            passage(1, "Visitors park in lot C behind the warehouse."),
+            passage(
+                2,
+                "The Rankine cycle is the thermodynamic basis of the steam engine.",
+            ),
+        ];
+        assert_eq!(
+            attribute(
+                "The steam engine's thermodynamic basis is the Rankine cycle.",
+                &passages
+            ),
+            Some(1)
+        );
+        assert_eq!(attribute("Lot C.", &passages), Some(0));
+        // Words found in no passage: no citation is invented.
+        assert_eq!(
+            attribute("Employees get twenty vacation days.", &passages),
+            None
+        );
+        assert_eq!(attribute("", &passages), None);
+    }
 
     #[test]
     fn abstentions_are_recognised() {
