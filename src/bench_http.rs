@@ -7,9 +7,7 @@
 use crate::app::Setup;
 use crate::bench::{peak_rss_mib, synthetic_sentences};
 use anyhow::{Context, Result, bail};
-use docent_core::{
-    Chunk, ChunkId, DocumentId, EmbeddedChunk, SamplingParams, VectorStore, collection_spec,
-};
+use docent_core::{Chunk, ChunkId, DocumentId, EmbeddedChunk, VectorStore, collection_spec};
 use docent_query::Asker;
 use docent_store::EdgeStore;
 use serde_json::{Value, json};
@@ -117,12 +115,7 @@ fn state(
         metrics: docent_server::Metrics::default(),
         limits: docent_server::Limits::default(),
         api_keys: Vec::new(),
-        defaults: SamplingParams {
-            max_tokens: g.max_tokens,
-            temperature: g.temperature,
-            top_p: Some(g.top_p),
-            seed: g.seed,
-        },
+        defaults: g.sampling(),
         collections: docent_server::Collections {
             dir: setup.collections_root(),
             current: setup.collection.clone(),

@@ -592,8 +592,7 @@ fn ask(setup: &Setup, args: AskArgs) -> Result<ExitCode> {
         sampling: SamplingParams {
             max_tokens: args.max_tokens.unwrap_or(g.max_tokens),
             temperature: args.temperature.unwrap_or(g.temperature),
-            top_p: Some(g.top_p),
-            seed: g.seed,
+            ..g.sampling()
         },
     };
     let stream = !args.json;
@@ -640,12 +639,7 @@ fn serve(setup: &Setup, args: ServeArgs) -> Result<ExitCode> {
             request_timeout: std::time::Duration::from_secs(s.request_timeout_secs),
         },
         api_keys: s.api_keys.clone(),
-        defaults: SamplingParams {
-            max_tokens: g.max_tokens,
-            temperature: g.temperature,
-            top_p: Some(g.top_p),
-            seed: g.seed,
-        },
+        defaults: g.sampling(),
         collections: docent_server::Collections {
             dir: setup.collections_root(),
             current: setup.collection.clone(),

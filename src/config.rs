@@ -206,6 +206,18 @@ pub struct GenerateConfig {
     pub seed: u64,
 }
 
+impl GenerateConfig {
+    /// The sampling a request gets when it sets none of its own.
+    pub fn sampling(&self) -> docent_core::SamplingParams {
+        docent_core::SamplingParams {
+            max_tokens: self.max_tokens,
+            temperature: self.temperature,
+            top_p: Some(self.top_p),
+            seed: self.seed,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuntimeConfig {

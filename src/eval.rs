@@ -352,8 +352,7 @@ fn answers(setup: &Setup, args: AnswerArgs) -> Result<ExitCode> {
                 sampling: SamplingParams {
                     max_tokens: args.max_tokens,
                     temperature: 0.0,
-                    top_p: Some(g.top_p),
-                    seed: g.seed,
+                    ..g.sampling()
                 },
             },
             |event| {

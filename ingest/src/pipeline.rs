@@ -786,10 +786,11 @@ impl Pipeline {
             if start >= end || document.text[start..end].trim().is_empty() {
                 continue;
             }
+            // Only the page's text and kind matter to the chunker.
             let page = ExtractedDocument {
                 text: document.text[start..end].to_string(),
-                page_starts: Vec::new(),
-                ..document.clone()
+                kind: document.kind,
+                ..Default::default()
             };
             out.extend(
                 self.chunker

@@ -16,41 +16,54 @@ struct Asset {
     name: &'static str,
     content_type: &'static str,
     body: &'static str,
+    /// Hash of `body`, computed at compile time.
+    hash: u64,
 }
 
-const INDEX: Asset = Asset {
-    name: "index.html",
-    content_type: "text/html; charset=utf-8",
-    body: include_str!("../web/index.html"),
-};
+impl Asset {
+    const fn new(name: &'static str, content_type: &'static str, body: &'static str) -> Asset {
+        Asset {
+            name,
+            content_type,
+            body,
+            hash: fnv1a(body.as_bytes()),
+        }
+    }
+}
+
+const INDEX: Asset = Asset::new(
+    "index.html",
+    "text/html; charset=utf-8",
+    include_str!("../web/index.html"),
+);
 
 /// Files under `/assets/`.
 const ASSETS: &[Asset] = &[
-    Asset {
-        name: "app.css",
-        content_type: "text/css; charset=utf-8",
-        body: include_str!("../web/app.css"),
-    },
-    Asset {
-        name: "app.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_str!("../web/app.js"),
-    },
-    Asset {
-        name: "api.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_str!("../web/api.js"),
-    },
-    Asset {
-        name: "sse.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_str!("../web/sse.js"),
-    },
-    Asset {
-        name: "passage.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_str!("../web/passage.js"),
-    },
+    Asset::new(
+        "app.css",
+        "text/css; charset=utf-8",
+        include_str!("../web/app.css"),
+    ),
+    Asset::new(
+        "app.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../web/app.js"),
+    ),
+    Asset::new(
+        "api.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../web/api.js"),
+    ),
+    Asset::new(
+        "sse.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../web/sse.js"),
+    ),
+    Asset::new(
+        "passage.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../web/passage.js"),
+    ),
 ];
 
 /// Same-origin scripts, styles and fetches only; the page cannot be framed.
@@ -74,7 +87,7 @@ pub async fn asset(Path(name): Path<String>, headers: HeaderMap) -> Response {
 /// Answers with the file, or 304 when the browser's copy is current. Browsers
 /// revalidate every time (`no-cache`), so a new binary's page is never stale.
 fn serve(asset: &Asset, headers: &HeaderMap) -> Response {
-    let etag = format!("\"{:016x}\"", fnv1a(asset.body.as_bytes()));
+    let etag = format!("\"{:016x}\"", asset.hash);
     let fresh = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -103,10 +116,14 @@ fn serve(asset: &Asset, headers: &HeaderMap) -> Response {
 }
 
 /// A content hash for ETags (stable across builds of the same file).
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
+const fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut i = 0;
+    while i < bytes.len() {
+        h = (h ^ bytes[i] as u64).wrapping_mul(0x0100_0000_01b3);
+        i += 1;
+    }
+    h
 }
 
 #[cfg(test)]

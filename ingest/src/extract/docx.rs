@@ -23,9 +23,7 @@ impl DocxExtractor {
 
 impl Extractor for DocxExtractor {
     fn accepts(&self, path: &Path, _head: &[u8]) -> bool {
-        path.extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| e.eq_ignore_ascii_case("docx"))
+        super::has_extension(path, &["docx"])
     }
 
     fn extract(&self, _path: &Path, bytes: &[u8]) -> Result<ExtractedDocument, ExtractError> {
@@ -52,10 +50,7 @@ impl Extractor for DocxExtractor {
             .ok()
             .flatten()
             .and_then(|core| core_title(&core))
-            .or_else(|| {
-                text.lines()
-                    .find_map(|l| l.strip_prefix("# ").map(|t| t.trim().to_string()))
-            });
+            .or_else(|| super::first_heading(&text));
         Ok(ExtractedDocument {
             text,
             title,

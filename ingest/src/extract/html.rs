@@ -45,13 +45,7 @@ const BLOCKS: &[&str] = &[
 
 impl Extractor for HtmlExtractor {
     fn accepts(&self, path: &Path, _head: &[u8]) -> bool {
-        matches!(
-            path.extension()
-                .and_then(|e| e.to_str())
-                .map(str::to_ascii_lowercase)
-                .as_deref(),
-            Some("html" | "htm" | "xhtml")
-        )
+        super::has_extension(path, &["html", "htm", "xhtml"])
     }
 
     fn extract(&self, _path: &Path, bytes: &[u8]) -> Result<ExtractedDocument, ExtractError> {
@@ -74,10 +68,7 @@ impl Extractor for HtmlExtractor {
         if text.trim().is_empty() {
             return Err(ExtractError::Empty);
         }
-        let title = title.or_else(|| {
-            text.lines()
-                .find_map(|l| l.strip_prefix("# ").map(|t| t.trim().to_string()))
-        });
+        let title = title.or_else(|| super::first_heading(&text));
         Ok(ExtractedDocument {
             text,
             title,

@@ -10,13 +10,7 @@ pub struct MarkdownExtractor;
 
 impl Extractor for MarkdownExtractor {
     fn accepts(&self, path: &Path, _head: &[u8]) -> bool {
-        matches!(
-            path.extension()
-                .and_then(|e| e.to_str())
-                .map(str::to_ascii_lowercase)
-                .as_deref(),
-            Some("md" | "markdown" | "mdown" | "mkd")
-        )
+        super::has_extension(path, &["md", "markdown", "mdown", "mkd"])
     }
 
     fn extract(&self, _path: &Path, bytes: &[u8]) -> Result<ExtractedDocument, ExtractError> {
@@ -26,10 +20,10 @@ impl Extractor for MarkdownExtractor {
         if text.trim().is_empty() {
             return Err(ExtractError::Empty);
         }
-        let title = metadata.get("title").cloned().or_else(|| {
-            text.lines()
-                .find_map(|l| l.strip_prefix("# ").map(|t| t.trim().to_string()))
-        });
+        let title = metadata
+            .get("title")
+            .cloned()
+            .or_else(|| super::first_heading(&text));
         let line_offset = source[..body_start].matches('\n').count();
         Ok(ExtractedDocument {
             text,

@@ -91,3 +91,17 @@ impl Extractors {
         ))
     }
 }
+
+/// Whether `path` ends in one of `extensions` (lowercase, without the dot),
+/// compared case-insensitively.
+pub(crate) fn has_extension(path: &Path, extensions: &[&str]) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| extensions.iter().any(|x| e.eq_ignore_ascii_case(x)))
+}
+
+/// The first top-level Markdown heading (`# Title`) of `text`, as a title.
+pub(crate) fn first_heading(text: &str) -> Option<String> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("# ").map(|t| t.trim().to_string()))
+}

@@ -99,10 +99,7 @@ struct PdfText {
 
 impl Extractor for PdfExtractor {
     fn accepts(&self, path: &Path, head: &[u8]) -> bool {
-        path.extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| e.eq_ignore_ascii_case("pdf"))
-            || head.starts_with(b"%PDF-")
+        super::has_extension(path, &["pdf"]) || head.starts_with(b"%PDF-")
     }
 
     fn extract(&self, _path: &Path, bytes: &[u8]) -> Result<ExtractedDocument, ExtractError> {
