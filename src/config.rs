@@ -269,17 +269,22 @@ impl Config {
             .and_then(|v| v.parse().ok())
     }
 
-    /// Applies the thread setting to candle and rayon, unless the environment already has one.
+    /// Applies the thread setting to candle and rayon, unless the environment
+    /// already has one. With `threads = 0` the count is the CPUs this process
+    /// may use, and it is still written out: without the variable, candle
+    /// 0.11 re-reads /proc/cpuinfo on every tensor operation, which made a
+    /// 10-token query embedding 2.4× slower.
     pub fn thread_env(&self) -> Vec<(&'static str, String)> {
-        let mut out = Vec::new();
-        if self.runtime.threads > 0 {
-            for key in ["CANDLE_NUM_THREADS", "RAYON_NUM_THREADS"] {
-                if std::env::var_os(key).is_none() {
-                    out.push((key, self.runtime.threads.to_string()));
-                }
-            }
-        }
-        out
+        let threads = if self.runtime.threads > 0 {
+            self.runtime.threads
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        };
+        ["CANDLE_NUM_THREADS", "RAYON_NUM_THREADS"]
+            .into_iter()
+            .filter(|key| std::env::var_os(key).is_none())
+            .map(|key| (key, threads.to_string()))
+            .collect()
     }
 }
 

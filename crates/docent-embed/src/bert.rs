@@ -1,6 +1,7 @@
+use crate::encoder::{Encoder, mean_pool};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config};
+use candle_transformers::models::bert::Config;
 use docent_core::{Embedder, Error, Result};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -95,7 +96,7 @@ impl BertEmbedder {
             VarBuilder::from_buffered_safetensors(weights, DType::F32, &device).map_err(|e| {
                 Error::unavailable(format!("invalid weights {}", weights_path.display()), e)
             })?;
-        let model = BertModel::load(vb, &config).map_err(|e| {
+        let model = Encoder::load(vb, &config).map_err(|e| {
             Error::unavailable(format!("cannot build BERT from {}", dir.display()), e)
         })?;
         let (tx, rx) = sync_channel::<Job>(options.queue_depth.max(1));
@@ -172,7 +173,7 @@ impl Drop for BertEmbedder {
 }
 
 struct Worker {
-    model: BertModel,
+    model: Encoder,
     tokenizer: Tokenizer,
     device: Device,
     batch_size: usize,
@@ -250,16 +251,10 @@ impl Worker {
             ids[row * seq..row * seq + tokens.len()].copy_from_slice(tokens);
             mask[row * seq..row * seq + tokens.len()].fill(1);
         }
+        let padded = batch.iter().any(|ids| ids.len() < seq);
         let ids = Tensor::from_vec(ids, (n, seq), &self.device)?;
         let mask = Tensor::from_vec(mask, (n, seq), &self.device)?;
-        let token_types = ids.zeros_like()?;
-        let hidden = self.model.forward(&ids, &token_types, Some(&mask))?;
-        // Masked mean over the sequence, then L2 normalisation.
-        let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
-        let summed = hidden.broadcast_mul(&mask)?.sum(1)?;
-        let counts = mask.sum(1)?;
-        let mean = summed.broadcast_div(&counts)?;
-        let norms = mean.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f32::MAX)?;
-        mean.broadcast_div(&norms)?.to_vec2::<f32>()
+        let hidden = self.model.forward(&ids, &mask, padded)?;
+        mean_pool(&hidden, &mask)
     }
 }

@@ -7,5 +7,6 @@
 //! own reply channel.
 
 mod bert;
+mod encoder;
 
 pub use bert::{BertEmbedder, BertEmbedderOptions, load_tokenizer};
