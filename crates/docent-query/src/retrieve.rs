@@ -25,6 +25,9 @@ pub struct RetrievalSettings {
     /// Neighbouring chunks added on each side of a passage, so the model sees
     /// a continuous stretch of the document (0: none).
     pub neighbours: usize,
+    /// Query embeddings remembered (by exact text) so a repeated question
+    /// skips the model; 0 turns the cache off.
+    pub query_cache: usize,
 }
 
 impl Default for RetrievalSettings {
@@ -36,6 +39,7 @@ impl Default for RetrievalSettings {
             score_floor: 0.2,
             duplicate_threshold: 0.9,
             neighbours: 0,
+            query_cache: 4096,
         }
     }
 }
@@ -53,6 +57,7 @@ pub struct Retriever {
     embedder: Arc<dyn Embedder>,
     store: Arc<dyn VectorStore>,
     settings: RetrievalSettings,
+    cache: Option<quick_cache::sync::Cache<String, Arc<Vec<f32>>>>,
 }
 
 impl Retriever {
@@ -61,10 +66,13 @@ impl Retriever {
         store: Arc<dyn VectorStore>,
         settings: RetrievalSettings,
     ) -> Self {
+        let cache =
+            (settings.query_cache > 0).then(|| quick_cache::sync::Cache::new(settings.query_cache));
         Retriever {
             embedder,
             store,
             settings,
+            cache,
         }
     }
 
@@ -82,11 +90,24 @@ impl Retriever {
         mode: Option<SearchMode>,
     ) -> Result<Retrieval> {
         let t0 = Instant::now();
-        let vector = self.embedder.embed(&[question.to_string()])?.remove(0);
+        let vector = self.embed_query(question)?;
         let embed_ms = ms(t0);
         let mut retrieval = self.retrieve_embedded(question, vector, top_k, filter, mode)?;
         retrieval.embed_ms = embed_ms;
         Ok(retrieval)
+    }
+
+    /// The question's vector, from the cache when it was asked before.
+    pub fn embed_query(&self, question: &str) -> Result<Vec<f32>> {
+        let Some(cache) = &self.cache else {
+            return Ok(self.embedder.embed(&[question.to_string()])?.remove(0));
+        };
+        if let Some(vector) = cache.get(question) {
+            return Ok(vector.as_ref().clone());
+        }
+        let vector = self.embedder.embed(&[question.to_string()])?.remove(0);
+        cache.insert(question.to_string(), Arc::new(vector.clone()));
+        Ok(vector)
     }
 
     /// Like [`Retriever::retrieve`], for a question already embedded (batch
