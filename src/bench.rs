@@ -137,6 +137,15 @@ pub fn run(setup: &Setup, command: BenchCommand) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The next value of a xorshift64 generator (the benchmarks' deterministic
+/// pseudo-random source; `state` must not be 0).
+pub fn xorshift(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
 /// Deterministic English-like sentences of `words` words.
 pub fn synthetic_sentences(count: usize, words: usize) -> Vec<String> {
     const VOCAB: &[&str] = &[
@@ -203,12 +212,7 @@ pub fn synthetic_sentences(count: usize, words: usize) -> Vec<String> {
     (0..count)
         .map(|_| {
             (0..words)
-                .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    VOCAB[(state % VOCAB.len() as u64) as usize]
-                })
+                .map(|_| VOCAB[(xorshift(&mut state) % VOCAB.len() as u64) as usize])
                 .collect::<Vec<_>>()
                 .join(" ")
                 + "."
@@ -221,12 +225,7 @@ fn unit_vectors(seed: u64, dimension: usize) -> impl FnMut() -> Vec<f32> {
     let mut state = seed | 1;
     move || {
         let mut v: Vec<f32> = (0..dimension)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-            })
+            .map(|_| (xorshift(&mut state) >> 40) as f32 / (1u64 << 24) as f32 - 0.5)
             .collect();
         let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
         v.iter_mut().for_each(|x| *x /= norm);

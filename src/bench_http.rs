@@ -5,7 +5,7 @@
 //! embedding, retrieval and (for ask) prompt evaluation.
 
 use crate::app::Setup;
-use crate::bench::peak_rss_mib;
+use crate::bench::{peak_rss_mib, xorshift};
 use anyhow::{Context, Result, bail};
 use docent_core::{Chunk, ChunkId, DocumentId, EmbeddedChunk, VectorStore, collection_spec};
 use docent_query::Asker;
@@ -71,26 +71,23 @@ impl Client {
     }
 }
 
-/// `requests` searches spread over `clients` threads; `query(client, i)`
-/// picks each one's text. Returns latency percentiles and throughput.
-fn search_phase(
-    addr: &str,
-    clients: usize,
-    requests: usize,
-    query: impl Fn(usize, usize) -> String + Sync,
-) -> Result<Value> {
+/// `requests` searches spread over `clients` threads; client `c` sends
+/// `queries[(c · per_client + i) mod len]` as its `i`-th request, so a list
+/// of `requests` queries is sent once each. The texts are made before the
+/// clock starts. Returns latency percentiles and throughput.
+fn search_phase(addr: &str, clients: usize, requests: usize, queries: &[String]) -> Result<Value> {
     let clients = clients.max(1);
     let per_client = requests.div_ceil(clients);
     let t = Instant::now();
     let mut latencies = std::thread::scope(|scope| -> Result<Vec<f64>> {
         let handles: Vec<_> = (0..clients)
             .map(|c| {
-                let query = &query;
                 scope.spawn(move || -> Result<Vec<f64>> {
                     let mut client = Client::connect(addr)?;
                     let mut latencies = Vec::with_capacity(per_client);
                     for i in 0..per_client {
-                        let body = json!({ "query": query(c, i), "top_k": 10 }).to_string();
+                        let query = &queries[(c * per_client + i) % queries.len()];
+                        let body = json!({ "query": query, "top_k": 10 }).to_string();
                         let t = Instant::now();
                         let (status, text) = client.post("/v1/search", &body)?;
                         if status != 200 {
@@ -180,14 +177,13 @@ impl ZipfText {
         }
     }
 
-    fn word(&mut self) -> &str {
-        self.state ^= self.state << 13;
-        self.state ^= self.state >> 7;
-        self.state ^= self.state << 17;
-        let u = (self.state >> 11) as f64 / (1u64 << 53) as f64
+    /// The vocabulary index of the next word.
+    fn next_word(&mut self) -> usize {
+        let u = (xorshift(&mut self.state) >> 11) as f64 / (1u64 << 53) as f64
             * self.cumulative[self.cumulative.len() - 1];
-        let i = self.cumulative.partition_point(|&c| c < u);
-        &self.words[i.min(self.words.len() - 1)]
+        self.cumulative
+            .partition_point(|&c| c < u)
+            .min(self.words.len() - 1)
     }
 
     fn sentence(&mut self, words: usize) -> String {
@@ -196,8 +192,8 @@ impl ZipfText {
             if i > 0 {
                 out.push(' ');
             }
-            let w = self.word().to_string();
-            out.push_str(&w);
+            let w = self.next_word();
+            out.push_str(&self.words[w]);
         }
         out.push('.');
         out
@@ -208,12 +204,7 @@ impl ZipfText {
 fn synthetic_vector(seed: u64, dim: usize) -> Vec<f32> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut v: Vec<f32> = (0..dim)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        })
+        .map(|_| (xorshift(&mut x) >> 40) as f32 / (1u64 << 24) as f32 - 0.5)
         .collect();
     let norm = v.iter().map(|a| a * a).sum::<f32>().sqrt();
     v.iter_mut().for_each(|a| *a /= norm);
@@ -387,18 +378,14 @@ pub fn run(
     if warm.0 != 200 {
         bail!("search answered {}: {}", warm.0, warm.1);
     }
-    let mut pool_text = ZipfText::new(99);
-    let pool: Vec<String> = (0..256).map(|_| pool_text.sentence(6)).collect();
-    let cold = search_phase(&search_addr, clients, requests, |c, i| {
-        // Seeded per request: distinct from each other and from the pool.
-        ZipfText::new(1_000_003 * (c as u64 + 1) + i as u64).sentence(6)
-    })?;
-    search_phase(&search_addr, clients, pool.len(), |c, i| {
-        pool[(c * 31 + i) % pool.len()].clone()
-    })?;
-    let warm = search_phase(&search_addr, clients, requests, |c, i| {
-        pool[(c * 131 + i) % pool.len()].clone()
-    })?;
+    // One generator for both lists, so no cold query repeats a pool query
+    // except by chance (6 words from a 30,000-word vocabulary).
+    let mut text = ZipfText::new(99);
+    let pool: Vec<String> = (0..256).map(|_| text.sentence(6)).collect();
+    let cold_queries: Vec<String> = (0..requests.max(1)).map(|_| text.sentence(6)).collect();
+    let cold = search_phase(&search_addr, clients, requests, &cold_queries)?;
+    search_phase(&search_addr, clients, pool.len(), &pool)?;
+    let warm = search_phase(&search_addr, clients, requests, &pool)?;
 
     // 4. Ask: time to the first token event, one request at a time.
     let questions = [

@@ -7,7 +7,7 @@
 //! so each matmul reads its weights row-major (4× faster for small inputs,
 //! the same for large ones); Q, K and V are one fused projection with the
 //! attention scale folded into Q; and GELU uses a fast erf (error below
-//! 2e-7) instead of libm's, which took a fifth of bulk embedding time.
+//! 5e-7) instead of libm's, which took a fifth of bulk embedding time.
 
 use candle_core::{CpuStorage, CustomOp1, D, DType, Layout, Module, Result, Shape, Tensor};
 use candle_nn::{LayerNorm, VarBuilder};

@@ -56,7 +56,7 @@ pub struct Retriever {
     embedder: Arc<dyn Embedder>,
     store: Arc<dyn VectorStore>,
     settings: RetrievalSettings,
-    cache: Option<quick_cache::sync::Cache<String, Arc<Vec<f32>>>>,
+    cache: Option<quick_cache::sync::Cache<String, Vec<f32>>>,
 }
 
 impl Retriever {
@@ -98,14 +98,13 @@ impl Retriever {
 
     /// The question's vector, from the cache when it was asked before.
     pub fn embed_query(&self, question: &str) -> Result<Vec<f32>> {
-        let Some(cache) = &self.cache else {
-            return Ok(self.embedder.embed(&[question.to_string()])?.remove(0));
-        };
-        if let Some(vector) = cache.get(question) {
-            return Ok(vector.as_ref().clone());
+        if let Some(vector) = self.cache.as_ref().and_then(|c| c.get(question)) {
+            return Ok(vector);
         }
         let vector = self.embedder.embed(&[question.to_string()])?.remove(0);
-        cache.insert(question.to_string(), Arc::new(vector.clone()));
+        if let Some(cache) = &self.cache {
+            cache.insert(question.to_string(), vector.clone());
+        }
         Ok(vector)
     }
 
