@@ -203,5 +203,6 @@ pub fn load_generator(path: &Path, name: &str, config: &Config) -> Result<GgufGe
     options.max_context = g.max_context;
     options.prefill_chunk = g.prefill_chunk;
     options.requantize_slow_formats = g.requantize_slow_formats;
+    options.dense_prefill = g.dense_prefill;
     GgufGenerator::load(options).with_context(|| format!("cannot load generation model {name}"))
 }

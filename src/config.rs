@@ -200,6 +200,7 @@ pub struct GenerateConfig {
     pub max_context: usize,
     pub prefill_chunk: usize,
     pub requantize_slow_formats: bool,
+    pub dense_prefill: bool,
     pub max_tokens: usize,
     pub temperature: f64,
     pub top_p: f64,

@@ -1,10 +1,10 @@
 use crate::chat::ChatTemplate;
 use crate::tokenizer::{GgufTokenizer, as_u32};
+use crate::transformer::Transformer;
+use candle_core::Device;
 use candle_core::quantized::gguf_file::{self, Content};
 use candle_core::quantized::{GgmlDType, QTensor};
-use candle_core::{Device, Tensor};
 use candle_transformers::generation::{LogitsProcessor, Sampling};
-use candle_transformers::models::{quantized_llama, quantized_qwen2};
 use docent_core::{
     ChatMessage, Error, FinishReason, GenerationEvent, GenerationRequest, GenerationStats,
     Generator, Result,
@@ -34,6 +34,10 @@ pub struct GgufOptions {
     /// Quantization formats without a fast CPU kernel (Q4_1, Q5_0, Q5_1) are
     /// converted to Q8_0 at load; about 5× faster decoding for ~1.7× memory.
     pub requantize_slow_formats: bool,
+    /// Keep f32 copies of the weights for prompt evaluation (gemm instead of
+    /// quantized dot products): about 2.4× faster prompts for 4 bytes per
+    /// weight of extra memory.
+    pub dense_prefill: bool,
 }
 
 impl GgufOptions {
@@ -45,20 +49,7 @@ impl GgufOptions {
             max_context: 8192,
             prefill_chunk: 512,
             requantize_slow_formats: true,
-        }
-    }
-}
-
-enum Model {
-    Llama(quantized_llama::ModelWeights),
-    Qwen2(quantized_qwen2::ModelWeights),
-}
-
-impl Model {
-    fn forward(&mut self, x: &Tensor, pos: usize) -> candle_core::Result<Tensor> {
-        match self {
-            Model::Llama(m) => m.forward(x, pos),
-            Model::Qwen2(m) => m.forward(x, pos),
+            dense_prefill: true,
         }
     }
 }
@@ -135,31 +126,16 @@ impl GgufGenerator {
         } else {
             (content, Box::new(file))
         };
-        let (model, arch_limit) = match arch.as_str() {
-            "llama" => (
-                Model::Llama(
-                    quantized_llama::ModelWeights::from_gguf(content, &mut reader, &device)
-                        .map_err(|e| load_error(path, "llama weights", e))?,
-                ),
-                quantized_llama::MAX_SEQ_LEN,
-            ),
-            "qwen2" => (
-                Model::Qwen2(
-                    quantized_qwen2::ModelWeights::from_gguf(content, &mut reader, &device)
-                        .map_err(|e| load_error(path, "qwen2 weights", e))?,
-                ),
-                trained_context,
-            ),
-            other => {
-                return Err(load_error(
-                    path,
-                    "architecture",
-                    format!("'{other}' is not supported (llama, qwen2 are)"),
-                ));
-            }
-        };
+        let context_length = trained_context.min(options.max_context);
+        let model = Transformer::load(
+            &content,
+            &mut reader,
+            &arch,
+            context_length,
+            options.dense_prefill,
+        )
+        .map_err(|e| load_error(path, "weights", e))?;
         drop(reader);
-        let context_length = trained_context.min(arch_limit).min(options.max_context);
         let tokenizer = Arc::new(tokenizer);
         let (tx, rx) = sync_channel::<Job>(options.queue_depth);
         let queued = Arc::new(AtomicUsize::new(0));
@@ -170,7 +146,6 @@ impl GgufGenerator {
             model,
             decoder: tokenizer.with_specials.clone(),
             eos: tokenizer.eos_ids.clone(),
-            device,
             context_length,
             prefill_chunk: options.prefill_chunk.max(1),
         };
@@ -324,10 +299,9 @@ impl Drop for GgufGenerator {
 struct Worker {
     queued: Arc<AtomicUsize>,
     cancelled: Arc<AtomicU64>,
-    model: Model,
+    model: Transformer,
     decoder: Tokenizer,
     eos: Vec<u32>,
-    device: Device,
     context_length: usize,
     prefill_chunk: usize,
 }
@@ -342,6 +316,7 @@ impl Worker {
             }
             let events = job.events.clone();
             if let Err(e) = self.generate(job) {
+                self.model.reset();
                 let _ = events.blocking_send(GenerationEvent::Failed(e.to_string()));
             }
         }
@@ -371,11 +346,9 @@ impl Worker {
         };
         let t0 = Instant::now();
         let mut logits = None;
-        let mut pos = 0;
-        for piece in job.prompt.chunks(self.prefill_chunk) {
-            let input = Tensor::new(piece, &self.device)?.unsqueeze(0)?;
-            logits = Some(self.model.forward(&input, pos)?);
-            pos += piece.len();
+        stats.cached_prompt_tokens = self.model.reuse_prefix(&job.prompt);
+        for piece in job.prompt[stats.cached_prompt_tokens..].chunks(self.prefill_chunk) {
+            logits = Some(self.model.forward(piece)?);
             if job.events.is_closed() {
                 self.cancelled.fetch_add(1, Ordering::Relaxed);
                 return Ok(());
@@ -383,7 +356,7 @@ impl Worker {
         }
         stats.prompt_eval_ms = t0.elapsed().as_secs_f64() * 1000.0;
         let t1 = Instant::now();
-        let mut logits = logits.expect("prompt is never empty").squeeze(0)?;
+        let mut logits = logits.expect("at least one prompt token is evaluated");
         let budget = sampling
             .max_tokens
             .min(self.context_length.saturating_sub(job.prompt.len()));
@@ -412,9 +385,7 @@ impl Worker {
             if stats.completion_tokens == budget {
                 break;
             }
-            let input = Tensor::new(&[next], &self.device)?.unsqueeze(0)?;
-            logits = self.model.forward(&input, pos)?.squeeze(0)?;
-            pos += 1;
+            logits = self.model.forward(&[next])?;
         }
         stats.generate_ms = t1.elapsed().as_secs_f64() * 1000.0;
         let _ = job

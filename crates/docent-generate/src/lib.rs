@@ -9,6 +9,7 @@
 mod chat;
 mod gguf;
 mod tokenizer;
+mod transformer;
 
 pub use chat::ChatTemplate;
 pub use gguf::{GgufGenerator, GgufOptions};

@@ -84,9 +84,12 @@ fn greedy_generation_is_deterministic_and_cancellable() {
     let path = docent_models::testing::require("smollm2-135m-instruct").join("model.gguf");
     let generator = GgufGenerator::load(GgufOptions::new(path, "smollm2-135m-instruct")).unwrap();
     let (a, stats) = run(&generator, "What is the capital of France?", 24);
-    let (b, _) = run(&generator, "What is the capital of France?", 24);
+    let (b, again) = run(&generator, "What is the capital of France?", 24);
     assert!(!a.trim().is_empty());
     assert_eq!(a, b, "greedy decoding must repeat exactly");
+    // The repeat found the prompt in the KV cache and evaluated only its last token.
+    assert_eq!(stats.cached_prompt_tokens, 0);
+    assert_eq!(again.cached_prompt_tokens, again.prompt_tokens - 1);
     assert!(a.contains("Paris"), "{a}");
     assert!(stats.completion_tokens > 0 && stats.completion_tokens <= 24);
     assert!(stats.prompt_tokens > 10);
