@@ -613,13 +613,16 @@ fn generate(
             text.push_str(word);
             text.push(' ');
         }
-        let messages = vec![ChatMessage::user(format!(
-            "{text}\nSummarise the text above in detail."
-        ))];
         let (mut prefill, mut decode, mut prompt_len) = (Vec::new(), Vec::new(), 0);
-        for _ in 0..runs.max(1) {
+        for run in 0..runs.max(1) {
+            // Each run's text differs from its first word, so the KV cache's
+            // prefix reuse only skips the chat template's opening tokens; the
+            // rate counts the tokens actually evaluated.
+            let messages = vec![ChatMessage::user(format!(
+                "Text {run}: {text}\nSummarise the text above in detail."
+            ))];
             let mut rx = generator.generate(GenerationRequest {
-                messages: messages.clone(),
+                messages,
                 sampling: SamplingParams {
                     max_tokens: decode_tokens,
                     temperature: 0.0,
@@ -632,7 +635,8 @@ fn generate(
                     GenerationEvent::Text(_) => {}
                     GenerationEvent::Done { stats, .. } => {
                         prompt_len = stats.prompt_tokens;
-                        prefill.push(stats.prompt_tokens as f64 / (stats.prompt_eval_ms / 1000.0));
+                        let evaluated = stats.prompt_tokens - stats.cached_prompt_tokens;
+                        prefill.push(evaluated as f64 / (stats.prompt_eval_ms / 1000.0));
                         decode.push(stats.completion_tokens as f64 / (stats.generate_ms / 1000.0));
                     }
                     GenerationEvent::Failed(e) => anyhow::bail!("generation failed: {e}"),
