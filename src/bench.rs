@@ -629,10 +629,11 @@ fn generate(
                     top_p: None,
                     seed: 1,
                 },
+                probe: None,
             })?;
             while let Some(event) = rx.blocking_recv() {
                 match event {
-                    GenerationEvent::Text(_) => {}
+                    GenerationEvent::Text(_) | GenerationEvent::Probe { .. } => {}
                     GenerationEvent::Done { stats, .. } => {
                         prompt_len = stats.prompt_tokens;
                         let evaluated = stats.prompt_tokens - stats.cached_prompt_tokens;

@@ -318,13 +318,6 @@ fn answers(setup: &Setup, args: AnswerArgs) -> Result<ExitCode> {
     let parts = eval.embedding()?;
     let collection = ingest(&eval, &parts, &dataset)?;
     let generator = setup.generator(args.model.as_deref())?;
-    let asker = Asker::new(
-        parts.embedder.clone(),
-        collection.store.clone(),
-        generator.clone(),
-        setup.config.query.clone(),
-        setup.config.retrieval.clone(),
-    );
     let mut picked: Vec<&Query> = dataset.queries.iter().collect();
     picked.shuffle(&mut rand::rngs::StdRng::seed_from_u64(args.seed));
     picked.truncate(args.limit);
@@ -335,9 +328,22 @@ fn answers(setup: &Setup, args: AnswerArgs) -> Result<ExitCode> {
         None => None,
     };
     let g = &setup.config.generate;
-    let (mut em, mut f1, mut answerable_n, mut false_abstain) = (0.0, 0.0, 0usize, 0usize);
-    let (mut unanswerable_n, mut abstained) = (0usize, 0usize);
-    let (mut answered_n, mut cite_hit, mut top_hit, mut no_valid_citation) = (0usize, 0, 0, 0);
+    // The abstention probability is measured for every question and the
+    // threshold applied afterwards, so one run scores every threshold (an
+    // abstaining answer is the fixed sentence either way).
+    let threshold = setup.config.query.abstain_threshold;
+    let mut measuring = setup.config.query.clone();
+    if threshold > 0.0 {
+        measuring.abstain_threshold = 2.0;
+    }
+    let asker = Asker::new(
+        parts.embedder.clone(),
+        collection.store.clone(),
+        generator.clone(),
+        measuring,
+        setup.config.retrieval.clone(),
+    );
+    let mut outcomes = Vec::with_capacity(picked.len());
     let (mut ttft, mut totals) = (Vec::new(), Vec::new());
     let bar = bar(picked.len(), "asking");
     for q in &picked {
@@ -373,41 +379,26 @@ fn answers(setup: &Setup, args: AnswerArgs) -> Result<ExitCode> {
             .filter(|c| c.cited)
             .map(|c| c.document_id.as_str())
             .collect();
-        let (q_em, q_f1) = if q.unanswerable {
-            unanswerable_n += 1;
-            if !response.answerable {
-                abstained += 1;
-            }
-            (None, None)
-        } else {
-            answerable_n += 1;
-            if !response.answerable {
-                false_abstain += 1;
-            }
-            let plain = strip_markers(&response.answer);
-            let (e, f) = (
-                exact_match(&plain, &q.answers),
-                token_f1(&plain, &q.answers),
-            );
-            em += e;
-            f1 += f;
-            if response.answerable {
-                answered_n += 1;
-                if cited.contains(&gold_doc.as_str()) {
-                    cite_hit += 1;
-                }
-                if cited.is_empty() {
-                    no_valid_citation += 1;
-                }
-                if response.citations.first().map(|c| c.document_id.as_str())
-                    == Some(gold_doc.as_str())
-                {
-                    top_hit += 1;
-                }
-            }
-            (Some(e), Some(f))
+        let plain = strip_markers(&response.answer);
+        let outcome = Outcome {
+            unanswerable: q.unanswerable,
+            answered: response.answerable,
+            abstain_probability: response.abstain_probability,
+            em: exact_match(&plain, &q.answers),
+            f1: token_f1(&plain, &q.answers),
+            abstained_em: exact_match(docent_query::NO_ANSWER, &q.answers),
+            abstained_f1: token_f1(docent_query::NO_ANSWER, &q.answers),
+            cites_gold: cited.contains(&gold_doc.as_str()),
+            cites_nothing: cited.is_empty(),
+            top_is_gold: response.citations.first().map(|c| c.document_id.as_str())
+                == Some(gold_doc.as_str()),
         };
         if let Some(out) = out.as_mut() {
+            let (q_em, q_f1) = if q.unanswerable {
+                (None, None)
+            } else {
+                (Some(outcome.em), Some(outcome.f1))
+            };
             writeln!(
                 out,
                 "{}",
@@ -415,6 +406,7 @@ fn answers(setup: &Setup, args: AnswerArgs) -> Result<ExitCode> {
                     "id": q.id, "question": q.text, "unanswerable": q.unanswerable,
                     "gold": q.answers, "gold_document": gold_doc,
                     "answer": response.answer, "answerable": response.answerable,
+                    "abstain_probability": response.abstain_probability,
                     "cited": cited, "top_document": response.citations.first().map(|c| &c.document_id),
                     "top_similarity": response.citations.first().map(|c| c.similarity),
                     "em": q_em, "f1": q_f1, "ttft_ms": first, "total_ms": total_ms,
@@ -423,32 +415,33 @@ fn answers(setup: &Setup, args: AnswerArgs) -> Result<ExitCode> {
             // One line per question survives an interrupted run.
             out.flush()?;
         }
+        outcomes.push(outcome);
         bar.inc(1);
     }
     bar.finish_and_clear();
-    let ratio = |a: f64, b: usize| if b == 0 { 0.0 } else { a / b as f64 };
-    let report = json!({
+    let mut report = json!({
         "dataset": path.display().to_string(),
         "model": generator.model_id(),
         "questions": picked.len(),
         "seed": args.seed,
-        "answerable": {
-            "count": answerable_n,
-            "exact_match": ratio(em, answerable_n),
-            "f1": ratio(f1, answerable_n),
-            "false_abstention_rate": ratio(false_abstain as f64, answerable_n),
-            "citation_hits_gold": ratio(cite_hit as f64, answered_n),
-            "top_passage_is_gold": ratio(top_hit as f64, answered_n),
-            "answered_without_valid_citation": ratio(no_valid_citation as f64, answered_n),
-        },
-        "unanswerable": {
-            "count": unanswerable_n,
-            "abstention_accuracy": ratio(abstained as f64, unanswerable_n),
-        },
+        "abstain_threshold": threshold,
         "ttft_ms_p50": median(&mut ttft),
         "total_ms_p50": median(&mut totals),
         "total_secs": started.elapsed().as_secs_f64(),
     });
+    let headline = score_answers(&outcomes, threshold);
+    report["answerable"] = headline["answerable"].clone();
+    report["unanswerable"] = headline["unanswerable"].clone();
+    let (answerable_n, unanswerable_n) = (
+        report["answerable"]["count"].as_u64().unwrap_or(0),
+        report["unanswerable"]["count"].as_u64().unwrap_or(0),
+    );
+    if threshold > 0.0 {
+        report["threshold_sweep"] = ABSTAIN_SWEEP
+            .iter()
+            .map(|&t| score_answers(&outcomes, t))
+            .collect();
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -475,6 +468,27 @@ fn answers(setup: &Setup, args: AnswerArgs) -> Result<ExitCode> {
                 .as_f64()
                 .unwrap_or(0.0)
         );
+        if let Some(sweep) = report["threshold_sweep"].as_array() {
+            println!(
+                "abstain_threshold  false abstention  abstention accuracy  F1    citation→gold"
+            );
+            for row in sweep {
+                println!(
+                    "{:>17.2}  {:>16.3}  {:>19.3}  {:.3}  {:.3}",
+                    row["abstain_threshold"].as_f64().unwrap_or(0.0),
+                    row["answerable"]["false_abstention_rate"]
+                        .as_f64()
+                        .unwrap_or(0.0),
+                    row["unanswerable"]["abstention_accuracy"]
+                        .as_f64()
+                        .unwrap_or(0.0),
+                    row["answerable"]["f1"].as_f64().unwrap_or(0.0),
+                    row["answerable"]["citation_hits_gold"]
+                        .as_f64()
+                        .unwrap_or(0.0),
+                );
+            }
+        }
         println!(
             "time: median TTFT {:.0} ms, median total {:.0} ms",
             report["ttft_ms_p50"].as_f64().unwrap_or(0.0),
@@ -482,6 +496,73 @@ fn answers(setup: &Setup, args: AnswerArgs) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Thresholds `docent eval answers` scores besides the configured one.
+const ABSTAIN_SWEEP: [f32; 10] = [0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8];
+
+/// One asked question, as needed to score it at any abstention threshold.
+struct Outcome {
+    unanswerable: bool,
+    /// The model answered (did not say it doesn't know).
+    answered: bool,
+    abstain_probability: Option<f32>,
+    em: f64,
+    f1: f64,
+    /// EM and F1 of the abstention sentence against the gold answers.
+    abstained_em: f64,
+    abstained_f1: f64,
+    cites_gold: bool,
+    cites_nothing: bool,
+    top_is_gold: bool,
+}
+
+/// SQuAD answer figures when answers whose abstention probability reaches
+/// `threshold` (if above 0) are replaced by the abstention sentence.
+fn score_answers(outcomes: &[Outcome], threshold: f32) -> serde_json::Value {
+    let ratio = |a: f64, b: usize| if b == 0 { 0.0 } else { a / b as f64 };
+    let (mut em, mut f1, mut answerable_n, mut false_abstain) = (0.0, 0.0, 0usize, 0usize);
+    let (mut unanswerable_n, mut abstained) = (0usize, 0usize);
+    let (mut answered_n, mut cite_hit, mut top_hit, mut no_valid_citation) = (0usize, 0, 0, 0);
+    for o in outcomes {
+        let probe_abstains =
+            threshold > 0.0 && o.abstain_probability.is_some_and(|p| p >= threshold);
+        let answered = o.answered && !probe_abstains;
+        if o.unanswerable {
+            unanswerable_n += 1;
+            abstained += usize::from(!answered);
+            continue;
+        }
+        answerable_n += 1;
+        if !answered {
+            false_abstain += 1;
+            em += if probe_abstains { o.abstained_em } else { o.em };
+            f1 += if probe_abstains { o.abstained_f1 } else { o.f1 };
+            continue;
+        }
+        em += o.em;
+        f1 += o.f1;
+        answered_n += 1;
+        cite_hit += usize::from(o.cites_gold);
+        no_valid_citation += usize::from(o.cites_nothing);
+        top_hit += usize::from(o.top_is_gold);
+    }
+    json!({
+        "abstain_threshold": threshold,
+        "answerable": {
+            "count": answerable_n,
+            "exact_match": ratio(em, answerable_n),
+            "f1": ratio(f1, answerable_n),
+            "false_abstention_rate": ratio(false_abstain as f64, answerable_n),
+            "citation_hits_gold": ratio(cite_hit as f64, answered_n),
+            "top_passage_is_gold": ratio(top_hit as f64, answered_n),
+            "answered_without_valid_citation": ratio(no_valid_citation as f64, answered_n),
+        },
+        "unanswerable": {
+            "count": unanswerable_n,
+            "abstention_accuracy": ratio(abstained as f64, unanswerable_n),
+        },
+    })
 }
 
 /// The answer without `[n]` markers, for comparison with gold answers.

@@ -342,6 +342,10 @@ impl Default for SamplingParams {
 pub struct GenerationRequest {
     pub messages: Vec<ChatMessage>,
     pub sampling: SamplingParams,
+    /// Text whose probability as the start of the reply is measured after
+    /// the prompt is evaluated and reported (`GenerationEvent::Probe`)
+    /// before any generated text.
+    pub probe: Option<String>,
 }
 
 /// Why generation stopped.
@@ -374,6 +378,14 @@ pub struct GenerationStats {
 pub enum GenerationEvent {
     /// A piece of decoded text (may be several tokens, never a broken UTF-8 sequence).
     Text(String),
+    /// The natural log of the probability that the reply starts with the
+    /// request's `probe` text, sent once, before any `Text`. The prompt
+    /// figures are those `Done` would carry.
+    Probe {
+        logprob: f32,
+        prompt_tokens: usize,
+        prompt_eval_ms: f64,
+    },
     Done {
         stats: GenerationStats,
         finish: FinishReason,

@@ -56,6 +56,7 @@ impl GgufOptions {
 
 struct Job {
     prompt: Vec<u32>,
+    probe: Vec<u32>,
     request: GenerationRequest,
     events: mpsc::Sender<GenerationEvent>,
 }
@@ -259,6 +260,13 @@ impl Generator for GgufGenerator {
                 self.context_length
             )));
         }
+        let probe = match &request.probe {
+            Some(text) => self
+                .tokenizer
+                .encode_plain(text)
+                .map_err(|e| Error::InvalidInput(format!("cannot tokenize the probe text: {e}")))?,
+            None => Vec::new(),
+        };
         let (events, receiver) = mpsc::channel(256);
         let jobs = self.jobs.as_ref().ok_or_else(|| Error::Unavailable {
             message: "generator stopped".into(),
@@ -268,6 +276,7 @@ impl Generator for GgufGenerator {
         self.queued.fetch_add(1, Ordering::Relaxed);
         let sent = jobs.try_send(Job {
             prompt,
+            probe,
             request,
             events,
         });
@@ -307,6 +316,27 @@ struct Worker {
 }
 
 impl Worker {
+    /// log P(reply starts with `tokens`), given the logits after the prompt;
+    /// the cache is rewound to the prompt afterwards.
+    fn probe(
+        &mut self,
+        logits: &candle_core::Tensor,
+        tokens: &[u32],
+        prompt_len: usize,
+    ) -> candle_core::Result<f32> {
+        let mut total = 0.0;
+        let mut logits = logits.clone();
+        for (i, &token) in tokens.iter().enumerate() {
+            let logprobs = candle_nn::ops::log_softmax(&logits, 0)?;
+            total += logprobs.get(token as usize)?.to_scalar::<f32>()?;
+            if i + 1 < tokens.len() {
+                logits = self.model.forward(&[token])?;
+            }
+        }
+        self.model.truncate(prompt_len);
+        Ok(total)
+    }
+
     fn run(mut self, jobs: Receiver<Job>) {
         while let Ok(job) = jobs.recv() {
             self.queued.fetch_sub(1, Ordering::Relaxed);
@@ -355,8 +385,20 @@ impl Worker {
             }
         }
         stats.prompt_eval_ms = t0.elapsed().as_secs_f64() * 1000.0;
-        let t1 = Instant::now();
         let mut logits = logits.expect("at least one prompt token is evaluated");
+        if !job.probe.is_empty() {
+            let logprob = self.probe(&logits, &job.probe, job.prompt.len())?;
+            let probe = GenerationEvent::Probe {
+                logprob,
+                prompt_tokens: stats.prompt_tokens,
+                prompt_eval_ms: stats.prompt_eval_ms,
+            };
+            if job.events.blocking_send(probe).is_err() {
+                self.cancelled.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
+        }
+        let t1 = Instant::now();
         let budget = sampling
             .max_tokens
             .min(self.context_length.saturating_sub(job.prompt.len()));

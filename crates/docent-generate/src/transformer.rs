@@ -260,8 +260,13 @@ impl Transformer {
             .take_while(|(a, b)| a == b)
             .count()
             .min(prompt.len().saturating_sub(1));
-        self.cached.truncate(common);
+        self.truncate(common);
         common
+    }
+
+    /// Keeps only the first `len` cached tokens.
+    pub(crate) fn truncate(&mut self, len: usize) {
+        self.cached.truncate(len);
     }
 
     /// Forgets the cache (after an error left it in an unknown state).

@@ -66,12 +66,14 @@ fn run(
                 top_p: None,
                 seed: 7,
             },
+            probe: None,
         })
         .unwrap();
     let mut text = String::new();
     while let Some(event) = rx.blocking_recv() {
         match event {
             GenerationEvent::Text(t) => text.push_str(&t),
+            GenerationEvent::Probe { .. } => {}
             GenerationEvent::Done { stats, .. } => return (text, stats),
             GenerationEvent::Failed(e) => panic!("generation failed: {e}"),
         }
@@ -107,6 +109,7 @@ fn greedy_generation_is_deterministic_and_cancellable() {
                 top_p: None,
                 seed: 7,
             },
+            probe: None,
         })
         .unwrap();
     drop(rx);

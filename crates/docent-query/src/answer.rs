@@ -19,13 +19,21 @@ pub struct QuerySettings {
     pub top_k: usize,
     /// Most tokens the prompt may take (passages, question and template).
     pub max_prompt_tokens: usize,
+    /// The answer is "I don't know" when the model's own probability of
+    /// starting its reply with it ([`ABSTAIN_PROBE`]) reaches this. 0 turns
+    /// the check off; above 1 it is measured (and reported) but never decides.
+    pub abstain_threshold: f32,
 }
+
+/// The reply start whose probability decides abstention: [`NO_ANSWER`]'s.
+pub const ABSTAIN_PROBE: &str = "I don't know";
 
 impl Default for QuerySettings {
     fn default() -> Self {
         QuerySettings {
             top_k: 5,
             max_prompt_tokens: 2048,
+            abstain_threshold: 0.0,
         }
     }
 }
@@ -101,6 +109,9 @@ pub struct AskResponse {
     pub timings_ms: Timings,
     pub usage: Usage,
     pub finish_reason: Option<FinishReason>,
+    /// The model's probability of replying "I don't know", when measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abstain_probability: Option<f32>,
 }
 
 /// What a streaming consumer sees, in order: `Citations` once, `Text` pieces, then the end.
@@ -193,7 +204,11 @@ impl Asker {
         mut on_event: impl FnMut(AskEvent),
     ) -> Result<AskResponse> {
         let prepared = self.prepare(request)?;
-        let mut assembler = AnswerAssembler::new(self.generator.model_id(), &prepared);
+        let mut assembler = AnswerAssembler::new(
+            self.generator.model_id(),
+            &prepared,
+            self.settings.abstain_threshold,
+        );
         on_event(AskEvent::Citations(assembler.citations()));
         if prepared.passages.is_empty() {
             on_event(AskEvent::Text(NO_ANSWER));
@@ -203,9 +218,21 @@ impl Asker {
         let mut events = self.generator.generate(GenerationRequest {
             messages: prepared.messages.clone(),
             sampling: request.sampling.clone(),
+            probe: assembler.probe_text(),
         })?;
         while let Some(event) = events.blocking_recv() {
             match event {
+                GenerationEvent::Probe {
+                    logprob,
+                    prompt_tokens,
+                    prompt_eval_ms,
+                } => {
+                    if assembler.probe(logprob, prompt_tokens, prompt_eval_ms) {
+                        // Dropping `events` stops the generation.
+                        on_event(AskEvent::Text(NO_ANSWER));
+                        return Ok(assembler.finish_abstained());
+                    }
+                }
                 GenerationEvent::Text(text) => {
                     let shown = assembler.push(&text);
                     if !shown.is_empty() {
@@ -244,10 +271,13 @@ pub struct AnswerAssembler {
     filter: CitationFilter,
     answer: String,
     timings: Timings,
+    abstain_threshold: f32,
+    abstain_probability: Option<f32>,
+    prompt_tokens: usize,
 }
 
 impl AnswerAssembler {
-    pub fn new(model: &str, prepared: &Prepared) -> Self {
+    pub fn new(model: &str, prepared: &Prepared, abstain_threshold: f32) -> Self {
         let citations = prepared
             .passages
             .iter()
@@ -275,6 +305,43 @@ impl AnswerAssembler {
             citations,
             answer: String::new(),
             timings: prepared.timings.clone(),
+            abstain_threshold,
+            abstain_probability: None,
+            prompt_tokens: 0,
+        }
+    }
+
+    /// What to ask the generator to measure (`GenerationRequest::probe`).
+    pub fn probe_text(&self) -> Option<String> {
+        (self.abstain_threshold > 0.0).then(|| ABSTAIN_PROBE.to_string())
+    }
+
+    /// Takes the generator's `Probe` event. True when the model's probability
+    /// of abstaining reaches the threshold: the caller then stops generating
+    /// and calls [`AnswerAssembler::finish_abstained`].
+    pub fn probe(&mut self, logprob: f32, prompt_tokens: usize, prompt_eval_ms: f64) -> bool {
+        let p = logprob.exp();
+        self.abstain_probability = Some(p);
+        self.prompt_tokens = prompt_tokens;
+        self.timings.prompt_eval = prompt_eval_ms;
+        p >= self.abstain_threshold
+    }
+
+    /// The answer when the model would rather abstain: [`NO_ANSWER`], no
+    /// passage cited.
+    pub fn finish_abstained(self) -> AskResponse {
+        AskResponse {
+            answer: NO_ANSWER.to_string(),
+            answerable: false,
+            citations: self.citations,
+            model: self.model,
+            timings_ms: self.timings,
+            usage: Usage {
+                prompt_tokens: self.prompt_tokens,
+                completion_tokens: 0,
+            },
+            finish_reason: Some(FinishReason::Stop),
+            abstain_probability: self.abstain_probability,
         }
     }
 
@@ -327,6 +394,7 @@ impl AnswerAssembler {
                 completion_tokens: stats.completion_tokens,
             },
             finish_reason: Some(finish),
+            abstain_probability: self.abstain_probability,
         }
     }
 
@@ -340,6 +408,7 @@ impl AnswerAssembler {
             timings_ms: self.timings,
             usage: Usage::default(),
             finish_reason: None,
+            abstain_probability: None,
         }
     }
 }
@@ -426,6 +495,30 @@ mod tests {
             cited: false,
             text: text.to_string(),
         }
+    }
+
+    #[test]
+    fn the_abstention_probe_decides_at_its_threshold() {
+        let prepared = Prepared {
+            messages: vec![],
+            passages: vec![],
+            timings: Timings::default(),
+        };
+        let off = AnswerAssembler::new("m", &prepared, 0.0);
+        assert_eq!(off.probe_text(), None);
+        let mut on = AnswerAssembler::new("m", &prepared, 0.05);
+        assert_eq!(on.probe_text().as_deref(), Some(ABSTAIN_PROBE));
+        assert!(!on.probe(0.04f32.ln(), 900, 12.0));
+        assert!(on.probe(0.06f32.ln(), 900, 12.0));
+        let response = on.finish_abstained();
+        assert!(!response.answerable);
+        assert_eq!(response.answer, NO_ANSWER);
+        assert_eq!(response.usage.prompt_tokens, 900);
+        assert!((response.abstain_probability.unwrap() - 0.06).abs() < 1e-6);
+        // Above 1 the probability is measured but never decides.
+        let mut measuring = AnswerAssembler::new("m", &prepared, 2.0);
+        assert!(measuring.probe_text().is_some());
+        assert!(!measuring.probe(0.0, 1, 1.0));
     }
 
     #[test]

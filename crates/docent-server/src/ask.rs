@@ -141,7 +141,8 @@ pub(crate) async fn start_answer(
         .await
         .map_err(|e| ApiError::internal(format!("retrieval task failed: {e}")))??;
     let model = state.asker.generator().model_id().to_string();
-    let mut assembler = AnswerAssembler::new(&model, &prepared);
+    let mut assembler =
+        AnswerAssembler::new(&model, &prepared, state.asker.settings().abstain_threshold);
     let citations = assembler.citations().to_vec();
     let (tx, pieces) = mpsc::channel::<Piece>(64);
     if prepared.passages.is_empty() {
@@ -156,6 +157,7 @@ pub(crate) async fn start_answer(
     let mut events = match state.asker.generator().generate(GenerationRequest {
         messages: prepared.messages,
         sampling: request.sampling,
+        probe: assembler.probe_text(),
     }) {
         Ok(events) => events,
         Err(e) => {
@@ -177,6 +179,22 @@ pub(crate) async fn start_answer(
             };
             let Some(event) = event else { break };
             let piece = match event {
+                GenerationEvent::Probe {
+                    logprob,
+                    prompt_tokens,
+                    prompt_eval_ms,
+                } => {
+                    if !assembler.probe(logprob, prompt_tokens, prompt_eval_ms) {
+                        continue;
+                    }
+                    // Returning drops `events`, which stops the generation.
+                    if tx.send(Piece::Text(NO_ANSWER.to_string())).await.is_ok() {
+                        let response = assembler.finish_abstained();
+                        state.metrics.add_tokens(response.usage.prompt_tokens, 0);
+                        let _ = tx.send(Piece::Done(Box::new(response))).await;
+                    }
+                    return;
+                }
                 GenerationEvent::Text(text) => {
                     let shown = assembler.push(&text);
                     if shown.is_empty() {
