@@ -17,11 +17,16 @@ fn models_dir() -> PathBuf {
 }
 
 fn docent(data_dir: &Path, args: &[&str]) -> Output {
+    docent_with(data_dir, args, &[])
+}
+
+fn docent_with(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_docent"))
         .args(args)
         .env("DOCENT_DATA_DIR", data_dir)
         .env("DOCENT_MODELS_DIR", models_dir())
         .env("DOCENT__GENERATE__MODEL", "smollm2-135m-instruct")
+        .envs(env.iter().copied())
         .current_dir(repo())
         .output()
         .expect("run docent")
@@ -124,6 +129,63 @@ fn ingest_examples_then_ask_cites_the_right_document() {
             "{answer}"
         );
     }
+}
+
+#[test]
+fn the_abstention_threshold_applies_to_the_models_own_probability() {
+    let data = tempfile::tempdir().unwrap();
+    assert_ok(&docent(data.path(), &["ingest", "examples/docs"]));
+    let question = "How many days of paid vacation do new employees get?";
+    let ask = |threshold: &str, check: &str| {
+        let out = docent_with(
+            data.path(),
+            &["ask", question, "--json", "--max-tokens", "32"],
+            &[
+                ("DOCENT__QUERY__ABSTAIN_THRESHOLD", threshold),
+                ("DOCENT__QUERY__ABSTAIN_CHECK", check),
+            ],
+        );
+        assert_ok(&out);
+        json(&out)
+    };
+    for check in ["reply", "support"] {
+        // Above 1: measured and reported, never deciding.
+        let measured = ask("2", check);
+        let p = measured["abstain_probability"].as_f64().unwrap();
+        assert!(p > 0.0 && p < 1.0, "{check}: {measured}");
+        assert_eq!(measured["answerable"], true, "{check}: {measured}");
+        assert!(
+            measured["answer"].as_str().unwrap().contains("20"),
+            "{measured}"
+        );
+        // At a threshold below that probability the model is not asked to
+        // write anything: the fixed sentence, nothing cited.
+        let threshold = format!("{}", p / 2.0);
+        let abstained = ask(&threshold, check);
+        assert_eq!(abstained["answerable"], false, "{check}: {abstained}");
+        assert_eq!(
+            abstained["answer"], "I don't know based on the provided documents.",
+            "{abstained}"
+        );
+        assert_eq!(abstained["usage"]["completion_tokens"], 0, "{abstained}");
+        assert!(
+            abstained["citations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|c| c["cited"] == false),
+            "{abstained}"
+        );
+        // The same prompt, so the same probability.
+        let again = abstained["abstain_probability"].as_f64().unwrap();
+        assert!(
+            (again - p).abs() < 1e-4 * p.max(1e-6) + 1e-6,
+            "{p} vs {again}"
+        );
+    }
+    // Off: no probability at all.
+    let off = ask("0", "reply");
+    assert!(off.get("abstain_probability").is_none(), "{off}");
 }
 
 #[test]

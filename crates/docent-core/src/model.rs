@@ -342,10 +342,17 @@ impl Default for SamplingParams {
 pub struct GenerationRequest {
     pub messages: Vec<ChatMessage>,
     pub sampling: SamplingParams,
-    /// Text whose probability as the start of the reply is measured after
-    /// the prompt is evaluated and reported (`GenerationEvent::Probe`)
-    /// before any generated text.
-    pub probe: Option<String>,
+    /// A reply whose probability is measured and reported
+    /// (`GenerationEvent::Probe`) before any generated text.
+    pub probe: Option<Probe>,
+}
+
+/// What `GenerationRequest::probe` measures: the probability that the reply
+/// to `messages` (or to the request's own messages) starts with `text`.
+#[derive(Clone, Debug)]
+pub struct Probe {
+    pub text: String,
+    pub messages: Option<Vec<ChatMessage>>,
 }
 
 /// Why generation stopped.

@@ -56,7 +56,10 @@ impl GgufOptions {
 
 struct Job {
     prompt: Vec<u32>,
+    /// Tokens of the probe text, and the prompt it follows when that is not
+    /// `prompt`.
     probe: Vec<u32>,
+    probe_prompt: Option<Vec<u32>>,
     request: GenerationRequest,
     events: mpsc::Sender<GenerationEvent>,
 }
@@ -260,13 +263,27 @@ impl Generator for GgufGenerator {
                 self.context_length
             )));
         }
-        let probe = match &request.probe {
-            Some(text) => self
-                .tokenizer
-                .encode_plain(text)
-                .map_err(|e| Error::InvalidInput(format!("cannot tokenize the probe text: {e}")))?,
-            None => Vec::new(),
+        let (probe, probe_prompt) = match &request.probe {
+            Some(probe) => (
+                self.tokenizer.encode_plain(&probe.text).map_err(|e| {
+                    Error::InvalidInput(format!("cannot tokenize the probe text: {e}"))
+                })?,
+                probe
+                    .messages
+                    .as_deref()
+                    .map(|m| self.render(m))
+                    .transpose()?,
+            ),
+            None => (Vec::new(), None),
         };
+        if probe_prompt
+            .as_ref()
+            .is_some_and(|p| p.len() + probe.len() >= self.context_length)
+        {
+            return Err(Error::InvalidInput(
+                "the probe prompt does not fit the model's context".into(),
+            ));
+        }
         let (events, receiver) = mpsc::channel(256);
         let jobs = self.jobs.as_ref().ok_or_else(|| Error::Unavailable {
             message: "generator stopped".into(),
@@ -277,6 +294,7 @@ impl Generator for GgufGenerator {
         let sent = jobs.try_send(Job {
             prompt,
             probe,
+            probe_prompt,
             request,
             events,
         });
@@ -337,6 +355,29 @@ impl Worker {
         Ok(total)
     }
 
+    /// Evaluates the part of `prompt` the cache does not hold yet. Returns
+    /// the logits after its last token and how many tokens were reused, or
+    /// `None` when the caller went away meanwhile.
+    fn prefill(
+        &mut self,
+        prompt: &[u32],
+        events: &mpsc::Sender<GenerationEvent>,
+    ) -> candle_core::Result<Option<(candle_core::Tensor, usize)>> {
+        let reused = self.model.reuse_prefix(prompt);
+        let mut logits = None;
+        for piece in prompt[reused..].chunks(self.prefill_chunk) {
+            logits = Some(self.model.forward(piece)?);
+            if events.is_closed() {
+                self.cancelled.fetch_add(1, Ordering::Relaxed);
+                return Ok(None);
+            }
+        }
+        match logits {
+            Some(logits) => Ok(Some((logits, reused))),
+            None => Err(candle_core::Error::Msg("empty prompt".into())),
+        }
+    }
+
     fn run(mut self, jobs: Receiver<Job>) {
         while let Ok(job) = jobs.recv() {
             self.queued.fetch_sub(1, Ordering::Relaxed);
@@ -375,19 +416,27 @@ impl Worker {
             ..Default::default()
         };
         let t0 = Instant::now();
-        let mut logits = None;
-        stats.cached_prompt_tokens = self.model.reuse_prefix(&job.prompt);
-        for piece in job.prompt[stats.cached_prompt_tokens..].chunks(self.prefill_chunk) {
-            logits = Some(self.model.forward(piece)?);
-            if job.events.is_closed() {
-                self.cancelled.fetch_add(1, Ordering::Relaxed);
-                return Ok(());
+        // A probe on its own prompt runs first; the answer's prompt then
+        // reuses the cache up to where the two differ.
+        let separate_probe = match &job.probe_prompt {
+            Some(prompt) if !job.probe.is_empty() => {
+                let Some((logits, _)) = self.prefill(prompt, &job.events)? else {
+                    return Ok(());
+                };
+                Some(self.probe(&logits, &job.probe, prompt.len())?)
             }
-        }
+            _ => None,
+        };
+        let Some((mut logits, reused)) = self.prefill(&job.prompt, &job.events)? else {
+            return Ok(());
+        };
+        stats.cached_prompt_tokens = reused;
         stats.prompt_eval_ms = t0.elapsed().as_secs_f64() * 1000.0;
-        let mut logits = logits.expect("at least one prompt token is evaluated");
         if !job.probe.is_empty() {
-            let logprob = self.probe(&logits, &job.probe, job.prompt.len())?;
+            let logprob = match separate_probe {
+                Some(logprob) => logprob,
+                None => self.probe(&logits, &job.probe, job.prompt.len())?,
+            };
             let probe = GenerationEvent::Probe {
                 logprob,
                 prompt_tokens: stats.prompt_tokens,

@@ -4,8 +4,8 @@ use crate::prompt::{PromptBuilder, PromptTemplates};
 use crate::retrieve::{RetrievalSettings, Retriever, ms};
 use docent_core::{
     ChatMessage, Embedder, Error, FinishReason, GenerationEvent, GenerationRequest,
-    GenerationStats, Generator, Result, SamplingParams, ScoredChunk, SearchFilter, SearchMode,
-    VectorStore,
+    GenerationStats, Generator, Probe, Result, SamplingParams, ScoredChunk, SearchFilter,
+    SearchMode, VectorStore,
 };
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -23,10 +23,29 @@ pub struct QuerySettings {
     /// starting its reply with it ([`ABSTAIN_PROBE`]) reaches this. 0 turns
     /// the check off; above 1 it is measured (and reported) but never decides.
     pub abstain_threshold: f32,
+    /// Which probability `abstain_threshold` applies to.
+    #[serde(default)]
+    pub abstain_check: AbstainCheck,
+}
+
+/// How the model is asked whether the passages hold the answer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AbstainCheck {
+    /// P(the answer starts with "I don't know"), measured on the answer
+    /// prompt itself.
+    #[default]
+    Reply,
+    /// P("No") after the same prompt with its question followed by "Do the
+    /// passages above contain the answer to this question?" (the cache
+    /// shares everything up to that line).
+    Support,
 }
 
 /// The reply start whose probability decides abstention: [`NO_ANSWER`]'s.
 pub const ABSTAIN_PROBE: &str = "I don't know";
+/// The reply to the support question that means "no answer here".
+pub const SUPPORT_PROBE: &str = "No";
 
 impl Default for QuerySettings {
     fn default() -> Self {
@@ -34,6 +53,7 @@ impl Default for QuerySettings {
             top_k: 5,
             max_prompt_tokens: 2048,
             abstain_threshold: 0.0,
+            abstain_check: AbstainCheck::Reply,
         }
     }
 }
@@ -204,11 +224,8 @@ impl Asker {
         mut on_event: impl FnMut(AskEvent),
     ) -> Result<AskResponse> {
         let prepared = self.prepare(request)?;
-        let mut assembler = AnswerAssembler::new(
-            self.generator.model_id(),
-            &prepared,
-            self.settings.abstain_threshold,
-        );
+        let mut assembler =
+            AnswerAssembler::new(self.generator.model_id(), &prepared, &self.settings);
         on_event(AskEvent::Citations(assembler.citations()));
         if prepared.passages.is_empty() {
             on_event(AskEvent::Text(NO_ANSWER));
@@ -218,7 +235,7 @@ impl Asker {
         let mut events = self.generator.generate(GenerationRequest {
             messages: prepared.messages.clone(),
             sampling: request.sampling.clone(),
-            probe: assembler.probe_text(),
+            probe: assembler.probe(&prepared.messages),
         })?;
         while let Some(event) = events.blocking_recv() {
             match event {
@@ -227,7 +244,7 @@ impl Asker {
                     prompt_tokens,
                     prompt_eval_ms,
                 } => {
-                    if assembler.probe(logprob, prompt_tokens, prompt_eval_ms) {
+                    if assembler.measured(logprob, prompt_tokens, prompt_eval_ms) {
                         // Dropping `events` stops the generation.
                         on_event(AskEvent::Text(NO_ANSWER));
                         return Ok(assembler.finish_abstained());
@@ -272,12 +289,13 @@ pub struct AnswerAssembler {
     answer: String,
     timings: Timings,
     abstain_threshold: f32,
+    abstain_check: AbstainCheck,
     abstain_probability: Option<f32>,
     prompt_tokens: usize,
 }
 
 impl AnswerAssembler {
-    pub fn new(model: &str, prepared: &Prepared, abstain_threshold: f32) -> Self {
+    pub fn new(model: &str, prepared: &Prepared, settings: &QuerySettings) -> Self {
         let citations = prepared
             .passages
             .iter()
@@ -305,21 +323,35 @@ impl AnswerAssembler {
             citations,
             answer: String::new(),
             timings: prepared.timings.clone(),
-            abstain_threshold,
+            abstain_threshold: settings.abstain_threshold,
+            abstain_check: settings.abstain_check,
             abstain_probability: None,
             prompt_tokens: 0,
         }
     }
 
-    /// What to ask the generator to measure (`GenerationRequest::probe`).
-    pub fn probe_text(&self) -> Option<String> {
-        (self.abstain_threshold > 0.0).then(|| ABSTAIN_PROBE.to_string())
+    /// What to ask the generator to measure (`GenerationRequest::probe`)
+    /// along with the answer to `messages`.
+    pub fn probe(&self, messages: &[ChatMessage]) -> Option<Probe> {
+        if self.abstain_threshold <= 0.0 {
+            return None;
+        }
+        Some(match self.abstain_check {
+            AbstainCheck::Reply => Probe {
+                text: ABSTAIN_PROBE.to_string(),
+                messages: None,
+            },
+            AbstainCheck::Support => Probe {
+                text: SUPPORT_PROBE.to_string(),
+                messages: Some(crate::prompt::support_messages(messages)),
+            },
+        })
     }
 
     /// Takes the generator's `Probe` event. True when the model's probability
     /// of abstaining reaches the threshold: the caller then stops generating
     /// and calls [`AnswerAssembler::finish_abstained`].
-    pub fn probe(&mut self, logprob: f32, prompt_tokens: usize, prompt_eval_ms: f64) -> bool {
+    pub fn measured(&mut self, logprob: f32, prompt_tokens: usize, prompt_eval_ms: f64) -> bool {
         let p = logprob.exp();
         self.abstain_probability = Some(p);
         self.prompt_tokens = prompt_tokens;
@@ -504,21 +536,41 @@ mod tests {
             passages: vec![],
             timings: Timings::default(),
         };
-        let off = AnswerAssembler::new("m", &prepared, 0.0);
-        assert_eq!(off.probe_text(), None);
-        let mut on = AnswerAssembler::new("m", &prepared, 0.05);
-        assert_eq!(on.probe_text().as_deref(), Some(ABSTAIN_PROBE));
-        assert!(!on.probe(0.04f32.ln(), 900, 12.0));
-        assert!(on.probe(0.06f32.ln(), 900, 12.0));
+        let settings = |abstain_threshold, abstain_check| QuerySettings {
+            abstain_threshold,
+            abstain_check,
+            ..QuerySettings::default()
+        };
+        let messages = [ChatMessage::system("rules"), ChatMessage::user("Who?")];
+        let off = AnswerAssembler::new("m", &prepared, &settings(0.0, AbstainCheck::Reply));
+        assert!(off.probe(&messages).is_none());
+        let mut on = AnswerAssembler::new("m", &prepared, &settings(0.05, AbstainCheck::Reply));
+        let probe = on.probe(&messages).unwrap();
+        assert_eq!(probe.text, ABSTAIN_PROBE);
+        assert!(probe.messages.is_none());
+        assert!(!on.measured(0.04f32.ln(), 900, 12.0));
+        assert!(on.measured(0.06f32.ln(), 900, 12.0));
         let response = on.finish_abstained();
         assert!(!response.answerable);
         assert_eq!(response.answer, NO_ANSWER);
         assert_eq!(response.usage.prompt_tokens, 900);
         assert!((response.abstain_probability.unwrap() - 0.06).abs() < 1e-6);
         // Above 1 the probability is measured but never decides.
-        let mut measuring = AnswerAssembler::new("m", &prepared, 2.0);
-        assert!(measuring.probe_text().is_some());
-        assert!(!measuring.probe(0.0, 1, 1.0));
+        let mut measuring =
+            AnswerAssembler::new("m", &prepared, &settings(2.0, AbstainCheck::Reply));
+        assert!(measuring.probe(&messages).is_some());
+        assert!(!measuring.measured(0.0, 1, 1.0));
+        // The support check asks its question after the same passages.
+        let support = AnswerAssembler::new("m", &prepared, &settings(0.5, AbstainCheck::Support));
+        let probe = support.probe(&messages).unwrap();
+        assert_eq!(probe.text, SUPPORT_PROBE);
+        let asked = probe.messages.unwrap();
+        assert_eq!(asked[0].content, "rules");
+        assert!(
+            asked[1]
+                .content
+                .starts_with("Who?\n\nDo the passages above contain the answer")
+        );
     }
 
     #[test]

@@ -12,8 +12,8 @@ mod prompt;
 mod retrieve;
 
 pub use answer::{
-    AnswerAssembler, AskEvent, AskRequest, AskResponse, Asker, Citation, Prepared, QuerySettings,
-    Timings, Usage,
+    AbstainCheck, AnswerAssembler, AskEvent, AskRequest, AskResponse, Asker, Citation, Prepared,
+    QuerySettings, Timings, Usage,
 };
 pub use citations::CitationFilter;
 pub use prompt::{PromptBuilder, PromptTemplates};

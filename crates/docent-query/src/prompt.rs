@@ -22,6 +22,22 @@ impl Default for PromptTemplates {
     }
 }
 
+/// The answer prompt with its question turned into the yes/no support
+/// question (`prompts/support.user.prompt`): everything before the question
+/// is unchanged, so the model's cache serves it for both.
+pub fn support_messages(messages: &[ChatMessage]) -> Vec<ChatMessage> {
+    let template = include_str!("../prompts/support.user.prompt").trim_end();
+    let mut out = messages.to_vec();
+    if let Some(last) = out
+        .iter_mut()
+        .rev()
+        .find(|m| m.role == docent_core::Role::User)
+    {
+        last.content = render(template, &[("question", &last.content)]);
+    }
+    out
+}
+
 /// Renders `{{name}}` placeholders; unknown placeholders are left as they are.
 fn render(template: &str, values: &[(&str, &str)]) -> String {
     let mut out = template.to_string();

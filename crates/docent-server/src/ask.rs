@@ -141,8 +141,7 @@ pub(crate) async fn start_answer(
         .await
         .map_err(|e| ApiError::internal(format!("retrieval task failed: {e}")))??;
     let model = state.asker.generator().model_id().to_string();
-    let mut assembler =
-        AnswerAssembler::new(&model, &prepared, state.asker.settings().abstain_threshold);
+    let mut assembler = AnswerAssembler::new(&model, &prepared, state.asker.settings());
     let citations = assembler.citations().to_vec();
     let (tx, pieces) = mpsc::channel::<Piece>(64);
     if prepared.passages.is_empty() {
@@ -155,9 +154,9 @@ pub(crate) async fn start_answer(
         });
     }
     let mut events = match state.asker.generator().generate(GenerationRequest {
+        probe: assembler.probe(&prepared.messages),
         messages: prepared.messages,
         sampling: request.sampling,
-        probe: assembler.probe_text(),
     }) {
         Ok(events) => events,
         Err(e) => {
@@ -184,7 +183,7 @@ pub(crate) async fn start_answer(
                     prompt_tokens,
                     prompt_eval_ms,
                 } => {
-                    if !assembler.probe(logprob, prompt_tokens, prompt_eval_ms) {
+                    if !assembler.measured(logprob, prompt_tokens, prompt_eval_ms) {
                         continue;
                     }
                     // Returning drops `events`, which stops the generation.
