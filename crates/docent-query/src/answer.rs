@@ -362,19 +362,11 @@ impl AnswerAssembler {
     /// The answer when the model would rather abstain: [`NO_ANSWER`], no
     /// passage cited.
     pub fn finish_abstained(self) -> AskResponse {
-        AskResponse {
-            answer: NO_ANSWER.to_string(),
-            answerable: false,
-            citations: self.citations,
-            model: self.model,
-            timings_ms: self.timings,
-            usage: Usage {
-                prompt_tokens: self.prompt_tokens,
-                completion_tokens: 0,
-            },
-            finish_reason: Some(FinishReason::Stop),
-            abstain_probability: self.abstain_probability,
-        }
+        let usage = Usage {
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens: 0,
+        };
+        self.no_answer(usage, Some(FinishReason::Stop))
     }
 
     /// The passages shown to the model, numbered as in the prompt.
@@ -432,15 +424,19 @@ impl AnswerAssembler {
 
     /// The answer when no passage was relevant: the model is not asked.
     pub fn finish_without_generation(self) -> AskResponse {
+        self.no_answer(Usage::default(), None)
+    }
+
+    fn no_answer(self, usage: Usage, finish_reason: Option<FinishReason>) -> AskResponse {
         AskResponse {
             answer: NO_ANSWER.to_string(),
             answerable: false,
             citations: self.citations,
             model: self.model,
             timings_ms: self.timings,
-            usage: Usage::default(),
-            finish_reason: None,
-            abstain_probability: None,
+            usage,
+            finish_reason,
+            abstain_probability: self.abstain_probability,
         }
     }
 }
