@@ -35,7 +35,7 @@ pub struct GgufOptions {
     /// converted to Q8_0 at load; about 5× faster decoding for ~1.7× memory.
     pub requantize_slow_formats: bool,
     /// Keep f32 copies of the weights for prompt evaluation (gemm instead of
-    /// quantized dot products): about 2.4× faster prompts for 4 bytes per
+    /// quantized dot products): about 3× faster prompts for 4 bytes per
     /// weight of extra memory.
     pub dense_prefill: bool,
 }
