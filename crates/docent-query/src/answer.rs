@@ -20,8 +20,8 @@ pub struct QuerySettings {
     /// Most tokens the prompt may take (passages, question and template).
     pub max_prompt_tokens: usize,
     /// The answer is "I don't know" when the model's own probability of
-    /// starting its reply with it ([`ABSTAIN_PROBE`]) reaches this. 0 turns
-    /// the check off; above 1 it is measured (and reported) but never decides.
+    /// abstaining (as `abstain_check` measures it) reaches this. 0 turns the
+    /// check off; above 1 it is measured (and reported) but never decides.
     pub abstain_threshold: f32,
     /// Which probability `abstain_threshold` applies to.
     #[serde(default)]
@@ -129,7 +129,8 @@ pub struct AskResponse {
     pub timings_ms: Timings,
     pub usage: Usage,
     pub finish_reason: Option<FinishReason>,
-    /// The model's probability of replying "I don't know", when measured.
+    /// The model's probability of abstaining, as `[query] abstain_check`
+    /// measures it, when measured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub abstain_probability: Option<f32>,
 }
