@@ -144,6 +144,8 @@ pub enum AskEvent<'a> {
 
 /// Retrieval done and prompt built, ready to generate.
 pub struct Prepared {
+    /// The question as asked (trimmed).
+    pub question: String,
     pub messages: Vec<ChatMessage>,
     pub passages: Vec<ScoredChunk>,
     pub timings: Timings,
@@ -207,6 +209,7 @@ impl Asker {
             budget,
         )?;
         Ok(Prepared {
+            question: question.to_string(),
             messages,
             passages,
             timings: Timings {
@@ -285,6 +288,7 @@ impl Asker {
 /// Turns streamed generator text into a checked, cited answer.
 pub struct AnswerAssembler {
     model: String,
+    question: String,
     citations: Vec<Citation>,
     filter: CitationFilter,
     answer: String,
@@ -320,6 +324,7 @@ impl AnswerAssembler {
             .collect::<Vec<_>>();
         AnswerAssembler {
             model: model.to_string(),
+            question: prepared.question.clone(),
             filter: CitationFilter::new(citations.len()),
             citations,
             answer: String::new(),
@@ -398,7 +403,7 @@ impl AnswerAssembler {
         if answerable && self.filter.cited().is_empty() {
             // Small models often answer without any [n] marker; cite the
             // passage the answer's words come from, if one clearly holds them.
-            if let Some(i) = attribute(&answer, &self.citations) {
+            if let Some(i) = attribute(&answer, &self.question, &self.citations) {
                 self.citations[i].cited = true;
             }
         }
@@ -481,19 +486,37 @@ fn content_words(text: &str) -> std::collections::HashSet<String> {
         .collect()
 }
 
-/// The passage an answer without markers most likely comes from: the one
-/// holding the largest share of the answer's content words, if that share
-/// is at least 60% (ties go to the better-ranked passage). `None` when no
-/// passage clearly supports the answer.
-pub fn attribute(answer: &str, citations: &[Citation]) -> Option<usize> {
-    const MIN_SHARE: f64 = 0.6;
+/// The passage an answer without markers most likely comes from.
+///
+/// Answers often restate the question ("The steam engine's thermodynamic
+/// basis is the Rankine cycle."), and the restated words are in every
+/// passage on the topic, so the answer's own words are tried first: its
+/// content words that the question does not contain. The passage holding
+/// the largest share of them wins if that share is at least 60%; ties go to
+/// the better-ranked passage. When no passage holds enough of them (the
+/// answer's new words may be paraphrase), all its content words are tried
+/// the same way. `None` when no passage clearly supports the answer.
+pub fn attribute(answer: &str, question: &str, citations: &[Citation]) -> Option<usize> {
     let words = content_words(answer);
+    let own: std::collections::HashSet<String> = words
+        .difference(&content_words(question))
+        .cloned()
+        .collect();
+    let passages: Vec<_> = citations.iter().map(|c| content_words(&c.text)).collect();
+    best_holder(&own, &passages).or_else(|| best_holder(&words, &passages))
+}
+
+/// The passage holding the largest share (at least 60%) of `words`.
+fn best_holder(
+    words: &std::collections::HashSet<String>,
+    passages: &[std::collections::HashSet<String>],
+) -> Option<usize> {
+    const MIN_SHARE: f64 = 0.6;
     if words.is_empty() {
         return None;
     }
     let mut best: Option<(usize, f64)> = None;
-    for (i, c) in citations.iter().enumerate() {
-        let passage = content_words(&c.text);
+    for (i, passage) in passages.iter().enumerate() {
         let share =
             words.iter().filter(|w| passage.contains(*w)).count() as f64 / words.len() as f64;
         if share >= MIN_SHARE && best.is_none_or(|(_, b)| share > b) {
@@ -529,6 +552,7 @@ mod tests {
     #[test]
     fn the_abstention_probe_decides_at_its_threshold() {
         let prepared = Prepared {
+            question: "Who?".into(),
             messages: vec![],
             passages: vec![],
             timings: Timings::default(),
@@ -579,20 +603,56 @@ mod tests {
                 "The Rankine cycle is the thermodynamic basis of the steam engine.",
             ),
         ];
+        let q = "What is the steam engine's thermodynamic basis?";
         assert_eq!(
             attribute(
                 "The steam engine's thermodynamic basis is the Rankine cycle.",
+                q,
                 &passages
             ),
             Some(1)
         );
-        assert_eq!(attribute("Lot C.", &passages), Some(0));
+        assert_eq!(
+            attribute("Lot C.", "Where do visitors park?", &passages),
+            Some(0)
+        );
         // Words found in no passage: no citation is invented.
         assert_eq!(
-            attribute("Employees get twenty vacation days.", &passages),
+            attribute("Employees get twenty vacation days.", q, &passages),
             None
         );
-        assert_eq!(attribute("", &passages), None);
+        assert_eq!(attribute("", q, &passages), None);
+    }
+
+    #[test]
+    fn words_the_answer_repeats_from_the_question_do_not_decide_its_passage() {
+        let passages = [
+            passage(
+                1,
+                "The maximum time over all inputs of size n matters for every algorithm analysis.",
+            ),
+            passage(2, "Complexity theory calls it the worst-case complexity."),
+        ];
+        let q = "What is the maximum time over all inputs of size n called?";
+        let answer = "The maximum time over all inputs of size n is the worst-case complexity.";
+        // Counting every word, the first passage holds 6 of 9 and would win;
+        // the answer's own words (worst, case, complexity) are in the second.
+        assert_eq!(attribute(answer, q, &passages), Some(1));
+        // An answer made only of the question's words falls back to all of them.
+        assert_eq!(
+            attribute("The maximum time over all inputs of size n.", q, &passages),
+            Some(0)
+        );
+        // So does one whose own words are paraphrase ("span", "entire" are
+        // in no passage): the first passage holds 6 of its 8 words.
+        assert_eq!(
+            attribute(
+                "The maximum time over all inputs of size n, the entire span.",
+                q,
+                &passages
+            ),
+            Some(0)
+        );
     }
 
     #[test]
