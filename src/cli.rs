@@ -377,6 +377,9 @@ fn ingest(setup: &Setup, args: IngestArgs) -> Result<ExitCode> {
         bar.finish();
         total.merge(summary);
     }
+    if total.added + total.updated + total.removed > 0 {
+        build_index(&*collection.store, show)?;
+    }
     print_summary(&total, args.json)?;
     if args.watch {
         watch(setup, &pipeline, &args.paths, args.json)?;
@@ -386,6 +389,24 @@ fn ingest(setup: &Setup, args: IngestArgs) -> Result<ExitCode> {
     } else {
         ExitCode::from(EXIT_PARTIAL)
     })
+}
+
+/// Builds the store's search indexes after an ingest run that changed it,
+/// with a spinner (indexing 100k chunks takes minutes).
+pub fn build_index(store: &dyn docent_core::VectorStore, show: bool) -> Result<()> {
+    let spinner = if show {
+        ProgressBar::new_spinner()
+    } else {
+        ProgressBar::hidden()
+    };
+    spinner.set_message("building the search index");
+    spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+    let started = std::time::Instant::now();
+    let result = store.optimize();
+    spinner.finish_and_clear();
+    result.context("building the search index failed; the chunks are stored, and the next ingest run tries again")?;
+    tracing::info!(secs = started.elapsed().as_secs_f64(), "search index built");
+    Ok(())
 }
 
 /// A progress bar fed by pipeline events (hidden when stderr is not a terminal).

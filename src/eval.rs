@@ -167,6 +167,8 @@ fn ingest(
     }
     bar.finish_and_clear();
     collection.store.flush()?;
+    // Searched as a user's collection is after `docent ingest`.
+    crate::cli::build_index(&*collection.store, std::io::stderr().is_terminal())?;
     if failed > 0 {
         eprintln!("warning: {failed} documents could not be ingested");
     }

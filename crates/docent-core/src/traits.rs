@@ -39,6 +39,14 @@ pub trait VectorStore: Send + Sync {
     fn count(&self) -> Result<usize>;
     /// Makes every accepted write durable.
     fn flush(&self) -> Result<()>;
+    /// Builds the search indexes after a bulk write: merges small segments
+    /// and indexes (HNSW, quantized vectors) the ones that grew past the
+    /// engine's threshold. Blocking, and as long as the indexing takes. The
+    /// embedded engine only does this when asked; a Qdrant server does it by
+    /// itself, so the default does nothing.
+    fn optimize(&self) -> Result<()> {
+        Ok(())
+    }
     /// One page of the stored points in id order, starting at `from` (the
     /// cursor a previous page returned; `None` for the first page). Returns
     /// the page and the cursor of the next one, `None` after the last page.

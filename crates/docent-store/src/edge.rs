@@ -12,9 +12,10 @@ use qdrant_edge::{
     Condition, CountRequest, CreateIndex, Distance, EdgeConfig, EdgeShard, EdgeSparseVectorParams,
     EdgeVectorParams, FieldCondition, FieldIndexOperations, Filter, Fusion as EdgeFusion, JsonPath,
     Match, Modifier, NamedQuery, OperationError, PayloadFieldSchema, PayloadSchemaType, PointId,
-    PointInsertOperations, PointOperations, PointStruct, Prefetch, QueryEnum, QueryRequest, Range,
-    ScoringQuery, ScrollRequest, SparseVector as EdgeSparse, UpdateOperation, Vector,
-    VectorInternal, VectorStructInternal, Vectors, WithPayloadInterface, WithVector,
+    PointInsertOperations, PointOperations, PointStruct, Prefetch, QuantizationConfig, QueryEnum,
+    QueryRequest, Range, ScalarQuantizationConfig, ScalarType, ScoringQuery, ScrollRequest,
+    SparseVector as EdgeSparse, UpdateOperation, Vector, VectorInternal, VectorStructInternal,
+    Vectors, WithPayloadInterface, WithVector,
 };
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -82,8 +83,21 @@ impl EdgeStore {
         let shard = if exists {
             EdgeShard::load(dir, None)
         } else {
+            // Indexed segments also keep an int8 copy of the dense vectors in
+            // RAM: HNSW search scores with it (a quarter of the bytes, integer
+            // SIMD) and rescores the candidates with the f32 originals.
+            // `docent bench http` measured it (docs/benchmarks.md).
             let config = EdgeConfig::builder()
-                .vector(DENSE, EdgeVectorParams::builder(spec.dimension, Distance::Cosine).build())
+                .vector(
+                    DENSE,
+                    EdgeVectorParams::builder(spec.dimension, Distance::Cosine)
+                        .quantization_config(QuantizationConfig::from(ScalarQuantizationConfig {
+                            r#type: ScalarType::Int8,
+                            quantile: Some(0.99),
+                            always_ram: Some(true),
+                        }))
+                        .build(),
+                )
                 .sparse_vector(SPARSE, EdgeSparseVectorParams::builder().modifier(Modifier::Idf).build())
                 .on_disk_payload(true)
                 .build();
@@ -144,16 +158,6 @@ impl EdgeStore {
 
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    /// Runs qdrant-edge's optimizers to completion (merges segments, builds
-    /// the HNSW and payload indexes). Worth calling after a bulk load.
-    pub fn optimize(&self) -> Result<()> {
-        let _guard = self.writes.lock().unwrap_or_else(|p| p.into_inner());
-        self.shard
-            .optimize()
-            .map(|_| ())
-            .map_err(|e| storage_error("optimize failed", e))
     }
 
     fn update(&self, op: UpdateOperation, what: &str) -> Result<()> {
@@ -564,6 +568,16 @@ impl VectorStore for EdgeStore {
                 exact: true,
             })
             .map_err(|e| storage_error("count failed", e))
+    }
+
+    /// Runs qdrant-edge's optimizers to completion. Without this, every
+    /// point stays in appendable segments and each search scans them all.
+    fn optimize(&self) -> Result<()> {
+        let _guard = self.writes.lock().unwrap_or_else(|p| p.into_inner());
+        self.shard
+            .optimize()
+            .map(|_| ())
+            .map_err(|e| storage_error("optimize failed", e))
     }
 
     fn flush(&self) -> Result<()> {

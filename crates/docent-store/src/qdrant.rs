@@ -28,9 +28,10 @@ use docent_core::{
 use qdrant_client::qdrant::{
     self as pb, Condition, CountPoints, CreateCollection, CreateFieldIndexCollection, DeletePoints,
     Distance, FieldType, Filter, GetCollectionInfoRequest, Modifier, PointId, PointStruct,
-    PointsIdsList, PrefetchQuery, Query, QueryPoints, Range, ScrollPoints, SparseVectorConfig,
-    SparseVectorParams, UpsertPoints, VectorInput, VectorParams, VectorParamsMap, VectorsConfig,
-    point_id::PointIdOptions, vector_output, vectors_config,
+    PointsIdsList, PrefetchQuery, QuantizationConfig, QuantizationType, Query, QueryPoints, Range,
+    ScalarQuantization, ScrollPoints, SparseVectorConfig, SparseVectorParams, UpsertPoints,
+    VectorInput, VectorParams, VectorParamsMap, VectorsConfig, point_id::PointIdOptions,
+    quantization_config, vector_output, vectors_config,
 };
 use qdrant_client::{Payload, Qdrant, QdrantError};
 use serde_json::Value;
@@ -420,6 +421,18 @@ fn create_request(options: &QdrantOptions, spec: &CollectionSpec) -> CreateColle
         size: spec.dimension as u64,
         distance: Distance::Cosine as i32,
         on_disk: Some(options.on_disk_vectors),
+        // As in the embedded store: search with an int8 copy kept in RAM,
+        // rescore with the originals.
+        quantization_config: Some(QuantizationConfig {
+            quantization: Some(quantization_config::Quantization::Scalar(
+                ScalarQuantization {
+                    r#type: QuantizationType::Int8 as i32,
+                    quantile: Some(0.99),
+                    always_ram: Some(true),
+                    memory: None,
+                },
+            )),
+        }),
         ..Default::default()
     };
     let sparse = SparseVectorParams {
@@ -925,6 +938,13 @@ mod tests {
         };
         assert_eq!(map.map[DENSE].size, 4);
         assert_eq!(map.map[DENSE].distance, Distance::Cosine as i32);
+        let Some(quantization_config::Quantization::Scalar(scalar)) = map.map[DENSE]
+            .quantization_config
+            .and_then(|q| q.quantization)
+        else {
+            panic!("scalar quantization expected");
+        };
+        assert_eq!(scalar.r#type, QuantizationType::Int8 as i32);
         let sparse = request.sparse_vectors_config.unwrap();
         assert_eq!(sparse.map[SPARSE].modifier, Some(Modifier::Idf as i32));
         assert!(request.metadata.contains_key(METADATA_KEY));

@@ -660,3 +660,68 @@ fn qdrant_server_open_existing_reads_the_recorded_spec() {
     let store = QdrantStore::open_existing(server.options.clone()).unwrap();
     assert_eq!(store.spec(), &spec());
 }
+
+/// `optimize` turns a collection past qdrant-edge's indexing threshold
+/// (10 MB of vectors) into an HNSW-indexed segment with an int8 copy of the
+/// vectors, and search still finds each point's exact nearest neighbour.
+#[test]
+fn embedded_optimize_builds_the_quantized_hnsw_index() {
+    const DIM: usize = 384;
+    const POINTS: usize = 8_000; // 12 MB of f32 vectors
+    let backend = Embedded::new();
+    let spec = CollectionSpec {
+        dimension: DIM,
+        ..spec()
+    };
+    let store = EdgeStore::open(&backend.path, spec).unwrap();
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+    };
+    let vectors: Vec<Vec<f32>> = (0..POINTS)
+        .map(|_| {
+            let v: Vec<f32> = (0..DIM).map(|_| next()).collect();
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            v.into_iter().map(|x| x / norm).collect()
+        })
+        .collect();
+    for (batch, start) in vectors.chunks(1000).zip((0..).step_by(1000)) {
+        let chunks: Vec<EmbeddedChunk> = batch
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let mut c = chunk("big.md", start + i, "text", [0.0; 4]);
+                c.vector = v.clone();
+                c
+            })
+            .collect();
+        store.upsert(&chunks).unwrap();
+    }
+    let indexed = |path: &std::path::Path| -> bool {
+        std::fs::read_dir(path.join("segments"))
+            .unwrap()
+            .filter_map(|e| std::fs::read_to_string(e.unwrap().path().join("segment.json")).ok())
+            .any(|s| s.contains("\"hnsw\"") && s.contains("\"int8\""))
+    };
+    assert!(!indexed(&backend.path), "indexed before optimize");
+    store.optimize().unwrap();
+    assert!(indexed(&backend.path), "no HNSW segment after optimize");
+    for ordinal in (0..POINTS).step_by(397) {
+        // A query close to one stored vector finds that point first.
+        let query: Vec<f32> = vectors[ordinal].iter().map(|x| x + 0.01 * next()).collect();
+        let found = store
+            .search(&SearchRequest {
+                vector: query,
+                mode: SearchMode::Dense,
+                top_k: 3,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(found[0].chunk.ordinal, ordinal);
+        assert!(found[0].similarity > 0.95, "{}", found[0].similarity);
+    }
+    assert_eq!(store.count().unwrap(), POINTS);
+}
