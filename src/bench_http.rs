@@ -236,6 +236,7 @@ fn state(
             dir: setup.collections_root(),
             current: setup.collection.clone(),
         },
+        indexing: Default::default(),
     })
 }
 

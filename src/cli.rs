@@ -665,6 +665,7 @@ fn serve(setup: &Setup, args: ServeArgs) -> Result<ExitCode> {
             dir: setup.collections_root(),
             current: setup.collection.clone(),
         },
+        indexing: Default::default(),
     });
     let bind = args.bind.unwrap_or_else(|| s.bind.clone());
     let runtime = tokio::runtime::Builder::new_multi_thread()

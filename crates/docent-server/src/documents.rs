@@ -231,7 +231,36 @@ pub async fn upload(
         .filter(|r| matches!(r.status, "added" | "updated"))
         .count();
     state.metrics.add_documents(changed);
+    if changed > 0 {
+        build_index_in_background(&state);
+    }
     Ok(Json(IngestResponse { results }).into_response())
+}
+
+/// Indexes what uploads added (qdrant-edge only builds its HNSW index when
+/// asked), after the response is sent: usually a no-op, minutes once the
+/// unindexed part has grown past the engine's threshold. One build at a
+/// time; an upload during a build leaves its points to the next one.
+fn build_index_in_background(state: &Arc<AppState>) {
+    use std::sync::atomic::Ordering;
+    if state.indexing.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let store = state.store.clone();
+    let indexing = state.indexing.clone();
+    tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
+        match store.optimize() {
+            Ok(()) => tracing::debug!(
+                secs = started.elapsed().as_secs_f64(),
+                "search index updated"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "building the search index failed; the next upload retries")
+            }
+        }
+        indexing.store(false, Ordering::Release);
+    });
 }
 
 async fn read_multipart(mut multipart: Multipart) -> Result<Vec<Upload>, ApiError> {

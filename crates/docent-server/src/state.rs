@@ -58,4 +58,7 @@ pub struct AppState {
     pub defaults: SamplingParams,
     /// For `GET /v1/collections`.
     pub collections: Collections,
+    /// Set while a background index build after an upload runs, so uploads
+    /// don't queue up builds behind each other.
+    pub indexing: Arc<std::sync::atomic::AtomicBool>,
 }
