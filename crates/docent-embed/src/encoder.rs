@@ -188,7 +188,7 @@ impl Encoder {
             if let Some(bias) = &bias {
                 scores = scores.broadcast_add(bias)?;
             }
-            let probs = scores.apply_op1_no_bwd(&Softmax)?;
+            let probs = scores.apply_op1_no_bwd(&docent_ops::Softmax)?;
             let context = probs.matmul(&v)?.transpose(1, 2)?.reshape((n * s, h))?;
             let attended = (layer.attention_out.forward(&context)? + &x)?;
             let attended = layer.attention_norm.forward(&attended)?;
@@ -212,7 +212,7 @@ fn erf(x: f32) -> f32 {
     let poly = t
         * (0.254_829_6
             + t * (-0.284_496_72 + t * (1.421_413_8 + t * (-1.453_152_1 + t * 1.061_405_4))));
-    let y = 1.0 - poly * exp(-a * a);
+    let y = 1.0 - poly * docent_ops::exp(-a * a);
     y.copysign(x)
 }
 
@@ -221,96 +221,16 @@ fn gelu(x: f32) -> f32 {
     0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
 }
 
-/// `e^x` for f32 without libm, so loops over it vectorise: `x = n·ln 2 + r`
-/// with `|r| ≤ ln 2 / 2`, then `2^n · p(r)` with the degree-6 Taylor
-/// polynomial (truncation error below 1.2e-7 relative). Inputs are clamped
-/// to [-87, 88], so very negative ones give about 1.6e-38 instead of 0.
-#[inline]
-fn exp(x: f32) -> f32 {
-    const LN2_HI: f32 = 0.693_145_75;
-    const LN2_LO: f32 = 1.428_606_8e-6;
-    // Adding 1.5·2^23 rounds to the nearest integer in the low mantissa bits.
-    const ROUND: f32 = 12_582_912.0;
-    let x = x.clamp(-87.0, 88.0);
-    let t = x * std::f32::consts::LOG2_E + ROUND;
-    let n = t - ROUND;
-    let r = x - n * LN2_HI - n * LN2_LO;
-    let p = 1.0
-        + r * (1.0
-            + r * (0.5
-                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    let n = t.to_bits() as i32 - ROUND.to_bits() as i32;
-    p * f32::from_bits(((n + 127) << 23) as u32)
-}
-
-/// Runs `apply` over `(input, output)` pieces of whole rows of `row` values,
-/// split across the threads candle uses once there is enough work.
-fn par_rows(input: &[f32], row: usize, apply: impl Fn(&[f32], &mut [f32]) + Sync) -> Vec<f32> {
-    let mut out = vec![0f32; input.len()];
-    let threads = candle_core::utils::get_num_threads().max(1);
-    let rows = input.len() / row.max(1);
-    let chunk = (rows.div_ceil(threads) * row).max((16 * 1024 / row.max(1)).max(1) * row);
-    std::thread::scope(|scope| {
-        let mut parts = input.chunks(chunk).zip(out.chunks_mut(chunk));
-        let first = parts.next();
-        for (src, dst) in parts {
-            let apply = &apply;
-            scope.spawn(move || apply(src, dst));
-        }
-        if let Some((src, dst)) = first {
-            apply(src, dst);
-        }
-    });
-    out
-}
-
-fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
-    let CpuStorage::F32(data) = storage else {
-        candle_core::bail!("{op}: expected f32 activations");
-    };
-    let Some((start, end)) = layout.contiguous_offsets() else {
-        candle_core::bail!("{op}: expected a contiguous tensor");
-    };
-    Ok(&data[start..end])
-}
-
 impl CustomOp1 for Gelu {
     fn name(&self) -> &'static str {
         "docent-gelu-erf"
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let input = contiguous_f32(storage, layout, "gelu")?;
-        let out = par_rows(input, 1, |src, dst| {
+        let input = docent_ops::contiguous_f32(storage, layout, "gelu")?;
+        let out = docent_ops::par_rows(input, 1, |src, dst| {
             for (o, &i) in dst.iter_mut().zip(src) {
                 *o = gelu(i);
-            }
-        });
-        Ok((CpuStorage::F32(out), layout.shape().clone()))
-    }
-}
-
-/// Softmax over the last dimension, with the fast `exp`.
-struct Softmax;
-
-impl CustomOp1 for Softmax {
-    fn name(&self) -> &'static str {
-        "docent-softmax"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let input = contiguous_f32(storage, layout, "softmax")?;
-        let row = layout.shape().dims().last().copied().unwrap_or(1).max(1);
-        let out = par_rows(input, row, |src, dst| {
-            for (x, y) in src.chunks_exact(row).zip(dst.chunks_exact_mut(row)) {
-                let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                for (o, &v) in y.iter_mut().zip(x) {
-                    *o = exp(v - max);
-                }
-                let scale = 1.0 / y.iter().sum::<f32>();
-                for o in y.iter_mut() {
-                    *o *= scale;
-                }
             }
         });
         Ok((CpuStorage::F32(out), layout.shape().clone()))
@@ -360,51 +280,6 @@ mod tests {
                 .map(|(a, b)| (a - b).abs())
                 .fold(0f32, f32::max);
             assert!(worst < 1e-6, "length {len}: max error {worst}");
-        }
-    }
-
-    #[test]
-    fn fast_exp_matches_libm() {
-        let mut worst = 0f32;
-        for i in -87_000..=88_000 {
-            let x = i as f32 / 1_000.0;
-            let exact = x.exp();
-            worst = worst.max(((exp(x) - exact) / exact).abs());
-        }
-        assert!(worst < 5e-7, "max relative error {worst}");
-        assert!(exp(-1e9) < 1e-37);
-    }
-
-    #[test]
-    fn softmax_op_matches_candle_softmax_with_masked_scores() {
-        // Rows of 55 (a batch's sequence length); the last ten are padding,
-        // scored -1e9 as the encoder does.
-        let (rows, width) = (400usize, 55usize);
-        let data: Vec<f32> = (0..rows * width)
-            .map(|i| {
-                if i % width >= 45 {
-                    -1e9
-                } else {
-                    (i as f32 * 0.61).sin() * 8.0
-                }
-            })
-            .collect();
-        let x = Tensor::from_vec(data, (rows, width), &candle_core::Device::Cpu).unwrap();
-        let ours = x
-            .apply_op1_no_bwd(&Softmax)
-            .unwrap()
-            .to_vec2::<f32>()
-            .unwrap();
-        let reference = candle_nn::ops::softmax_last_dim(&x)
-            .unwrap()
-            .to_vec2::<f32>()
-            .unwrap();
-        for (a, b) in ours.iter().zip(&reference) {
-            for (x, y) in a.iter().zip(b) {
-                assert!((x - y).abs() < 1e-6, "{x} vs {y}");
-            }
-            assert!((a.iter().sum::<f32>() - 1.0).abs() < 1e-5);
-            assert!(a[50] < 1e-30);
         }
     }
 }

@@ -332,7 +332,7 @@ impl Transformer {
                     .reshape((kv_heads, group * n, total))?,
                 None => scores,
             };
-            let weights = candle_nn::ops::softmax_last_dim(&scores)?;
+            let weights = scores.apply_op1_no_bwd(&docent_ops::Softmax)?;
             let attended = weights
                 .matmul(&values)? // [kv, group·n, hd]
                 .reshape((heads, n, hd))?
@@ -341,9 +341,7 @@ impl Transformer {
             x = (x + layer.out.forward(&attended)?)?;
             let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, self.eps)?;
             let gate_up = layer.gate_up.forward(&h)?;
-            let width = gate_up.dim(1)? / 2;
-            let mixed =
-                (gate_up.narrow(1, 0, width)?.silu()? * gate_up.narrow(1, width, width)?)?;
+            let mixed = gate_up.apply_op1_no_bwd(&docent_ops::SwiGlu)?;
             x = (x + layer.down.forward(&mixed)?)?;
         }
         self.cached.extend_from_slice(tokens);
