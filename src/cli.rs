@@ -404,7 +404,10 @@ pub fn build_index(store: &dyn docent_core::VectorStore, show: bool) -> Result<(
     let started = std::time::Instant::now();
     let result = store.optimize();
     spinner.finish_and_clear();
-    result.context("building the search index failed; the chunks are stored, and the next ingest run tries again")?;
+    result.context(
+        "building the search index failed; the chunks are stored and searchable without it, \
+         and the next ingest run that changes the collection tries again",
+    )?;
     tracing::info!(secs = started.elapsed().as_secs_f64(), "search index built");
     Ok(())
 }
