@@ -382,7 +382,7 @@ fn ingest(setup: &Setup, args: IngestArgs) -> Result<ExitCode> {
     }
     print_summary(&total, args.json)?;
     if args.watch {
-        watch(setup, &pipeline, &args.paths, args.json)?;
+        watch(setup, &pipeline, &*collection.store, &args.paths, args.json)?;
     }
     Ok(if total.failed.is_empty() {
         ExitCode::SUCCESS
@@ -486,6 +486,7 @@ fn print_summary(total: &docent_ingest::IngestSummary, json: bool) -> Result<()>
 fn watch(
     setup: &Setup,
     pipeline: &docent_ingest::Pipeline,
+    store: &dyn docent_core::VectorStore,
     paths: &[PathBuf],
     json: bool,
 ) -> Result<()> {
@@ -522,6 +523,11 @@ fn watch(
                         &mut |run| match run {
                             Ok(summary) => {
                                 let _ = print_summary(&summary, json);
+                                if summary.added + summary.updated + summary.removed > 0
+                                    && let Err(e) = build_index(store, false)
+                                {
+                                    eprintln!("error: {e:#}");
+                                }
                             }
                             Err(e) => eprintln!("error: ingesting changes failed: {e:#}"),
                         },
