@@ -377,7 +377,7 @@ fn ingest(setup: &Setup, args: IngestArgs) -> Result<ExitCode> {
         bar.finish();
         total.merge(summary);
     }
-    if total.added + total.updated + total.removed > 0 {
+    if total.changed() {
         build_index(&*collection.store, show)?;
     }
     print_summary(&total, args.json)?;
@@ -473,7 +473,7 @@ fn print_summary(total: &docent_ingest::IngestSummary, json: bool) -> Result<()>
         total.failed.len(),
         total.chunks_embedded
     );
-    if total.added + total.updated + total.removed == 0 && total.failed.is_empty() {
+    if !total.changed() && total.failed.is_empty() {
         println!("nothing changed");
     }
     for f in &total.failed {
@@ -523,7 +523,7 @@ fn watch(
                         &mut |run| match run {
                             Ok(summary) => {
                                 let _ = print_summary(&summary, json);
-                                if summary.added + summary.updated + summary.removed > 0
+                                if summary.changed()
                                     && let Err(e) = build_index(store, false)
                                 {
                                     eprintln!("error: {e:#}");

@@ -84,6 +84,11 @@ pub struct IngestSummary {
 }
 
 impl IngestSummary {
+    /// Whether the run added, updated or removed any document.
+    pub fn changed(&self) -> bool {
+        self.added + self.updated + self.removed > 0
+    }
+
     /// Adds another run's counts to this one.
     pub fn merge(&mut self, other: IngestSummary) {
         self.files_seen += other.files_seen;

@@ -83,9 +83,8 @@ impl EdgeStore {
         let shard = if exists {
             EdgeShard::load(dir, None)
         } else {
-            // Indexed segments also keep an int8 copy of the dense vectors in
-            // RAM: HNSW search scores with it (a quarter of the bytes, integer
-            // SIMD) and rescores the candidates with the f32 originals.
+            // Indexed segments also keep the int8 copy ([`INT8_QUANTILE`]):
+            // HNSW scores with it (a quarter of the bytes, integer SIMD).
             // `docent bench http` measured it (docs/benchmarks.md).
             let config = EdgeConfig::builder()
                 .vector(
@@ -93,7 +92,7 @@ impl EdgeStore {
                     EdgeVectorParams::builder(spec.dimension, Distance::Cosine)
                         .quantization_config(QuantizationConfig::from(ScalarQuantizationConfig {
                             r#type: ScalarType::Int8,
-                            quantile: Some(0.99),
+                            quantile: Some(crate::INT8_QUANTILE),
                             always_ram: Some(true),
                         }))
                         .build(),

@@ -19,3 +19,7 @@ pub use qdrant::{QdrantOptions, QdrantStore};
 pub const DENSE: &str = "dense";
 /// Name of the BM25 sparse vector in every collection.
 pub const SPARSE: &str = "bm25";
+/// Every backend searches dense vectors through an int8 copy kept in RAM
+/// (scalar quantization clipped to this quantile of the values) and
+/// rescores the candidates with the f32 vectors.
+pub(crate) const INT8_QUANTILE: f32 = 0.99;

@@ -421,13 +421,12 @@ fn create_request(options: &QdrantOptions, spec: &CollectionSpec) -> CreateColle
         size: spec.dimension as u64,
         distance: Distance::Cosine as i32,
         on_disk: Some(options.on_disk_vectors),
-        // As in the embedded store: search with an int8 copy kept in RAM,
-        // rescore with the originals.
+        // The int8 copy every backend searches with ([`crate::INT8_QUANTILE`]).
         quantization_config: Some(QuantizationConfig {
             quantization: Some(quantization_config::Quantization::Scalar(
                 ScalarQuantization {
                     r#type: QuantizationType::Int8 as i32,
-                    quantile: Some(0.99),
+                    quantile: Some(crate::INT8_QUANTILE),
                     always_ram: Some(true),
                     memory: None,
                 },
