@@ -224,7 +224,8 @@ pub struct SearchRequest {
     pub text: String,
     pub mode: SearchMode,
     pub fusion: Fusion,
-    /// Candidates each side contributes before fusion (at least `top_k`).
+    /// Candidates each side contributes before fusion (at least `top_k`),
+    /// and the HNSW beam of the dense side; 0 leaves the store's default beam.
     pub candidates: usize,
     /// How many chunks to return at most.
     pub top_k: usize,

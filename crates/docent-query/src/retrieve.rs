@@ -13,7 +13,8 @@ pub struct RetrievalSettings {
     pub mode: SearchMode,
     /// How hybrid search fuses the dense and keyword lists.
     pub fusion: Fusion,
-    /// Candidates each side of a hybrid search contributes before fusion.
+    /// Candidates each side of a hybrid search contributes before fusion,
+    /// and the width of the HNSW beam on indexed collections.
     pub candidates: usize,
     /// When no retrieved passage reaches this cosine similarity to the
     /// question, nothing is retrieved: the question is off-topic.

@@ -14,8 +14,8 @@ use qdrant_edge::{
     Match, Modifier, NamedQuery, OperationError, PayloadFieldSchema, PayloadSchemaType, PointId,
     PointInsertOperations, PointOperations, PointStruct, Prefetch, QuantizationConfig, QueryEnum,
     QueryRequest, Range, ScalarQuantizationConfig, ScalarType, ScoringQuery, ScrollRequest,
-    SparseVector as EdgeSparse, UpdateOperation, Vector, VectorInternal, VectorStructInternal,
-    Vectors, WithPayloadInterface, WithVector,
+    SearchParams, SparseVector as EdgeSparse, UpdateOperation, Vector, VectorInternal,
+    VectorStructInternal, Vectors, WithPayloadInterface, WithVector,
 };
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -469,16 +469,26 @@ impl VectorStore for EdgeStore {
                 SPARSE,
             )))
         };
-        let (prefetches, query) = match request.mode {
-            SearchMode::Dense => (vec![], dense()),
-            SearchMode::Keyword => (vec![], keyword()),
+        // The HNSW beam is as wide as the dense list asked for. Without it
+        // qdrant searches with its index-build width (100) whatever
+        // `candidates` says, and the beam is what a search at scale pays for
+        // (docs/benchmarks.md). Exact (unindexed) segments ignore it, and
+        // `candidates: 0` leaves qdrant's default.
+        let beam = request.candidates.max(request.top_k);
+        let dense_params = (request.candidates > 0).then(|| SearchParams {
+            hnsw_ef: Some(beam),
+            ..Default::default()
+        });
+        let (prefetches, query, params) = match request.mode {
+            SearchMode::Dense => (vec![], dense(), dense_params),
+            SearchMode::Keyword => (vec![], keyword(), None),
             SearchMode::Hybrid => {
-                let limit = request.candidates.max(request.top_k);
-                let side = |query| Prefetch {
+                let limit = beam;
+                let side = |query, params| Prefetch {
                     prefetches: vec![],
                     query: Some(query),
                     limit,
-                    params: None,
+                    params,
                     filter: None,
                     score_threshold: None,
                 };
@@ -497,8 +507,9 @@ impl VectorStore for EdgeStore {
                     Fusion::Dbsf => EdgeFusion::Dbsf,
                 };
                 (
-                    vec![side(dense()), side(keyword())],
+                    vec![side(dense(), dense_params), side(keyword(), None)],
                     ScoringQuery::Fusion(fusion),
+                    None,
                 )
             }
         };
@@ -511,7 +522,7 @@ impl VectorStore for EdgeStore {
                 score_threshold: None,
                 limit: request.top_k,
                 offset: 0,
-                params: None,
+                params,
                 with_vector: WithVector::Selector(vec![DENSE.to_string()]),
                 with_payload: WithPayloadInterface::Bool(true),
             })

@@ -762,19 +762,27 @@ impl VectorStore for QdrantStore {
             ))
         };
         let filter = filter(&request.filter);
-        let (prefetch, query, using) = match request.mode {
-            SearchMode::Dense => (vec![], dense(), Some(DENSE.to_string())),
-            SearchMode::Keyword => (vec![], sparse(), Some(SPARSE.to_string())),
+        // The HNSW beam is as wide as the dense list asked for (as in the
+        // embedded backend): the server's default is the index-build width.
+        let beam = request.candidates.max(request.top_k) as u64;
+        let dense_params = (request.candidates > 0).then(|| pb::SearchParams {
+            hnsw_ef: Some(beam),
+            ..Default::default()
+        });
+        let (prefetch, query, using, params) = match request.mode {
+            SearchMode::Dense => (vec![], dense(), Some(DENSE.to_string()), dense_params),
+            SearchMode::Keyword => (vec![], sparse(), Some(SPARSE.to_string()), None),
             SearchMode::Hybrid => {
-                let limit = request.candidates.max(request.top_k) as u64;
+                let limit = beam;
                 // The filter goes into each side as well, so both candidate
                 // lists come from the filtered set (as in the embedded engine,
                 // where the top-level filter reaches the prefetches).
-                let side = |query: Query, using: &str| PrefetchQuery {
+                let side = |query: Query, using: &str, params| PrefetchQuery {
                     query: Some(query),
                     using: Some(using.to_string()),
                     filter: filter.clone(),
                     limit: Some(limit),
+                    params,
                     ..Default::default()
                 };
                 let fusion = match request.fusion {
@@ -789,8 +797,12 @@ impl VectorStore for QdrantStore {
                     Fusion::Dbsf => Query::new_fusion(pb::Fusion::Dbsf),
                 };
                 (
-                    vec![side(dense(), DENSE), side(sparse(), SPARSE)],
+                    vec![
+                        side(dense(), DENSE, dense_params),
+                        side(sparse(), SPARSE, None),
+                    ],
                     fusion,
+                    None,
                     None,
                 )
             }
@@ -801,6 +813,7 @@ impl VectorStore for QdrantStore {
             query: Some(query),
             using,
             filter,
+            params,
             limit: Some(request.top_k as u64),
             with_vectors: Some(vec![DENSE].into()),
             with_payload: Some(true.into()),

@@ -709,17 +709,20 @@ fn embedded_optimize_builds_the_quantized_hnsw_index() {
     assert!(!indexed(&backend.path), "indexed before optimize");
     store.optimize().unwrap();
     assert!(indexed(&backend.path), "no HNSW segment after optimize");
-    for ordinal in (0..POINTS).step_by(397) {
-        // A query close to one stored vector finds that point first.
+    for (i, ordinal) in (0..POINTS).step_by(397).enumerate() {
+        // A query close to one stored vector finds that point first, with
+        // the store's default HNSW beam and with one set by `candidates`.
         let query: Vec<f32> = vectors[ordinal].iter().map(|x| x + 0.01 * next()).collect();
         let found = store
             .search(&SearchRequest {
                 vector: query,
                 mode: SearchMode::Dense,
                 top_k: 3,
+                candidates: if i % 2 == 0 { 0 } else { 200 },
                 ..Default::default()
             })
             .unwrap();
+        assert_eq!(found.len(), 3);
         assert_eq!(found[0].chunk.ordinal, ordinal);
         assert!(found[0].similarity > 0.95, "{}", found[0].similarity);
     }
