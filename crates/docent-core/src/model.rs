@@ -232,6 +232,19 @@ pub struct SearchRequest {
     pub filter: SearchFilter,
 }
 
+impl SearchRequest {
+    /// Length of each side's candidate list: `candidates`, at least `top_k`.
+    pub fn list_len(&self) -> usize {
+        self.candidates.max(self.top_k)
+    }
+
+    /// HNSW beam for the dense side, as wide as its list; `None` (the
+    /// store's default beam) when `candidates` is 0. Every backend uses it.
+    pub fn dense_beam(&self) -> Option<usize> {
+        (self.candidates > 0).then(|| self.list_len())
+    }
+}
+
 /// What a collection's vectors were built with. Stored with the collection and
 /// checked on open so an index is never queried with a different model.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -474,8 +474,7 @@ impl VectorStore for EdgeStore {
         // `candidates` says, and the beam is what a search at scale pays for
         // (docs/benchmarks.md). Exact (unindexed) segments ignore it, and
         // `candidates: 0` leaves qdrant's default.
-        let beam = request.candidates.max(request.top_k);
-        let dense_params = (request.candidates > 0).then(|| SearchParams {
+        let dense_params = request.dense_beam().map(|beam| SearchParams {
             hnsw_ef: Some(beam),
             ..Default::default()
         });
@@ -483,7 +482,7 @@ impl VectorStore for EdgeStore {
             SearchMode::Dense => (vec![], dense(), dense_params),
             SearchMode::Keyword => (vec![], keyword(), None),
             SearchMode::Hybrid => {
-                let limit = beam;
+                let limit = request.list_len();
                 let side = |query, params| Prefetch {
                     prefetches: vec![],
                     query: Some(query),

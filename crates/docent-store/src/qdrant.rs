@@ -764,16 +764,15 @@ impl VectorStore for QdrantStore {
         let filter = filter(&request.filter);
         // The HNSW beam is as wide as the dense list asked for (as in the
         // embedded backend): the server's default is the index-build width.
-        let beam = request.candidates.max(request.top_k) as u64;
-        let dense_params = (request.candidates > 0).then(|| pb::SearchParams {
-            hnsw_ef: Some(beam),
+        let dense_params = request.dense_beam().map(|beam| pb::SearchParams {
+            hnsw_ef: Some(beam as u64),
             ..Default::default()
         });
         let (prefetch, query, using, params) = match request.mode {
             SearchMode::Dense => (vec![], dense(), Some(DENSE.to_string()), dense_params),
             SearchMode::Keyword => (vec![], sparse(), Some(SPARSE.to_string()), None),
             SearchMode::Hybrid => {
-                let limit = beam;
+                let limit = request.list_len() as u64;
                 // The filter goes into each side as well, so both candidate
                 // lists come from the filtered set (as in the embedded engine,
                 // where the top-level filter reaches the prefetches).
