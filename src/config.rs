@@ -297,7 +297,8 @@ mod tests {
     fn defaults_parse() {
         let c = Config::load(None).unwrap();
         assert_eq!(c.embed.model, "all-MiniLM-L6-v2");
-        assert_eq!(c.chunk.max_tokens, 254);
+        assert_eq!(c.chunk.max_tokens, 128);
+        assert_eq!(c.retrieval.neighbours, 1);
         assert_eq!(c.query.top_k, 5);
     }
 

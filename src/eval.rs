@@ -214,7 +214,7 @@ fn retrieval(setup: &Setup, args: RetrievalArgs) -> Result<ExitCode> {
             for (q, v) in queries.iter().zip(&vectors) {
                 // Chunks, not documents, are ranked: fetch extra and keep each
                 // document's best chunk.
-                let r = retriever.retrieve_embedded(
+                let r = retriever.search_embedded(
                     &q.text,
                     v.clone(),
                     20,

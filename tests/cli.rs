@@ -215,14 +215,14 @@ fn a_collection_built_with_other_settings_is_refused() {
         .args(["ingest", "examples/docs/faq.md"])
         .env("DOCENT_DATA_DIR", data.path())
         .env("DOCENT_MODELS_DIR", models_dir())
-        .env("DOCENT__CHUNK__MAX_TOKENS", "128")
+        .env("DOCENT__CHUNK__MAX_TOKENS", "254")
         .current_dir(repo())
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("chunks of 254 tokens") && err.contains("Rebuild it"),
+        err.contains("chunks of 128 tokens") && err.contains("Rebuild it"),
         "{err}"
     );
 }

@@ -126,6 +126,25 @@ fn search_ask_and_stream_over_http() {
     assert_eq!(answer["citations"][0]["source"], "pricing.md", "{answer}");
     assert!(answer["usage"]["completion_tokens"].as_u64().unwrap() > 0);
 
+    // Search ranks the stored chunks; the answer was generated from the best
+    // one widened by its neighbours ([retrieval] neighbours = 1), so the
+    // first citation is that chunk's stretch of the document.
+    let (status, _, body) = http(
+        addr,
+        "POST",
+        "/v1/search",
+        &[JSON],
+        r#"{"query": "How much does the Enterprise plan cost?", "top_k": 1}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let best = json(&body)["results"][0].clone();
+    let cited = &answer["citations"][0];
+    assert_eq!(cited["chunk_id"], best["chunk_id"], "{answer}\n{best}");
+    let span = |v: &Value| (v["start"].as_u64().unwrap(), v["end"].as_u64().unwrap());
+    let ((cs, ce), (bs, be)) = (span(cited), span(&best));
+    assert!(cs <= bs && be <= ce && ce - cs > be - bs, "{cited}\n{best}");
+    assert!(cited["text"].as_str().unwrap().contains(best["text"].as_str().unwrap()));
+
     // SSE: citations first, then tokens, then done.
     let (status, headers, body) = http(
         addr,

@@ -80,8 +80,9 @@ impl Retriever {
         &self.settings
     }
 
-    /// Blocking: call from a thread that may wait on the model. `mode`
-    /// overrides the configured one.
+    /// Passages to answer from. Blocking: call from a thread that may wait on
+    /// the model. `mode` overrides the configured one. With `neighbours` set,
+    /// each passage is widened into a stretch of its document.
     pub fn retrieve(
         &self,
         question: &str,
@@ -89,10 +90,33 @@ impl Retriever {
         filter: &SearchFilter,
         mode: Option<SearchMode>,
     ) -> Result<Retrieval> {
+        self.embed_then(question, |vector| {
+            self.find(question, vector, top_k, filter, mode, true)
+        })
+    }
+
+    /// Ranked chunks as stored (never widened), for semantic search.
+    pub fn search(
+        &self,
+        question: &str,
+        top_k: usize,
+        filter: &SearchFilter,
+        mode: Option<SearchMode>,
+    ) -> Result<Retrieval> {
+        self.embed_then(question, |vector| {
+            self.find(question, vector, top_k, filter, mode, false)
+        })
+    }
+
+    fn embed_then(
+        &self,
+        question: &str,
+        find: impl FnOnce(Vec<f32>) -> Result<Retrieval>,
+    ) -> Result<Retrieval> {
         let t0 = Instant::now();
         let vector = self.embed_query(question)?;
         let embed_ms = ms(t0);
-        let mut retrieval = self.retrieve_embedded(question, vector, top_k, filter, mode)?;
+        let mut retrieval = find(vector)?;
         retrieval.embed_ms = embed_ms;
         Ok(retrieval)
     }
@@ -109,9 +133,9 @@ impl Retriever {
         Ok(vector)
     }
 
-    /// Like [`Retriever::retrieve`], for a question already embedded (batch
+    /// Like [`Retriever::search`], for a question already embedded (batch
     /// evaluation embeds all questions at once).
-    pub fn retrieve_embedded(
+    pub fn search_embedded(
         &self,
         question: &str,
         vector: Vec<f32>,
@@ -119,10 +143,26 @@ impl Retriever {
         filter: &SearchFilter,
         mode: Option<SearchMode>,
     ) -> Result<Retrieval> {
+        self.find(question, vector, top_k, filter, mode, false)
+    }
+
+    fn find(
+        &self,
+        question: &str,
+        vector: Vec<f32>,
+        top_k: usize,
+        filter: &SearchFilter,
+        mode: Option<SearchMode>,
+        widen: bool,
+    ) -> Result<Retrieval> {
         let s = &self.settings;
+        let widen = widen && s.neighbours > 0;
         let t1 = Instant::now();
-        // Ask for extra hits so collapsed duplicates don't leave the list short.
-        let fetch = if s.duplicate_threshold <= 1.0 {
+        // Ask for extra hits so collapsed duplicates, and hits already shown
+        // inside a neighbour's window, don't leave the list short.
+        let fetch = if widen {
+            2 * top_k
+        } else if s.duplicate_threshold <= 1.0 {
             top_k + top_k.div_ceil(2)
         } else {
             top_k
@@ -144,9 +184,10 @@ impl Retriever {
         if !passages.iter().any(|p| p.similarity >= s.score_floor) {
             passages.clear();
         }
-        passages.truncate(top_k);
-        if s.neighbours > 0 {
-            passages = self.expand(passages)?;
+        if widen {
+            passages = self.expand(passages, top_k)?;
+        } else {
+            passages.truncate(top_k);
         }
         Ok(Retrieval {
             passages,
@@ -155,34 +196,115 @@ impl Retriever {
         })
     }
 
-    /// Widens each passage with its neighbouring chunks, merged into one span
-    /// of the document (overlap between chunks removed).
-    fn expand(&self, passages: Vec<ScoredChunk>) -> Result<Vec<ScoredChunk>> {
+    /// Widens passages, in rank order, with their neighbouring chunks into
+    /// continuous stretches of their documents, until `top_k` stretches are
+    /// kept. A hit already inside an earlier stretch adds nothing; one that
+    /// touches an earlier stretch of the same document extends it.
+    fn expand(&self, hits: Vec<ScoredChunk>, top_k: usize) -> Result<Vec<ScoredChunk>> {
         let n = self.settings.neighbours;
-        let mut out = Vec::with_capacity(passages.len());
-        for mut passage in passages {
-            let ordinal = passage.chunk.ordinal;
-            let wanted: Vec<usize> = (ordinal.saturating_sub(n)..=ordinal + n)
-                .filter(|&o| o != ordinal)
+        let mut windows: Vec<Window> = Vec::with_capacity(top_k);
+        for hit in hits {
+            if windows.len() >= top_k {
+                break;
+            }
+            let o = hit.chunk.ordinal;
+            if windows.iter().any(|w| w.same_document(&hit.chunk) && w.covers(o)) {
+                continue;
+            }
+            let wanted: Vec<usize> = (o.saturating_sub(n)..=o + n)
+                .filter(|&x| {
+                    x != o
+                        && !windows
+                            .iter()
+                            .any(|w| w.same_document(&hit.chunk) && w.covers(x))
+                })
                 .collect();
-            let mut parts = self
+            let parts = self
                 .store
-                .chunks_by_ordinal(&passage.chunk.document_id, &wanted)?;
-            parts.retain(|c| c.content_hash == passage.chunk.content_hash);
-            parts.push(passage.chunk.clone());
-            parts.sort_by_key(|c| c.start);
-            let merged = merge_spans(&parts);
-            let first = &parts[0];
-            let last = &parts[parts.len() - 1];
-            passage.chunk.start = first.start;
-            passage.chunk.end = last.end.max(passage.chunk.end);
-            passage.chunk.line_start = first.line_start;
-            passage.chunk.line_end = last.line_end.max(passage.chunk.line_end);
-            passage.chunk.text = merged;
-            out.push(passage);
+                .chunks_by_ordinal(&hit.chunk.document_id, &wanted)?;
+            place(&mut windows, hit, parts);
         }
-        Ok(out)
+        Ok(windows.into_iter().map(Window::into_passage).collect())
     }
+}
+
+/// A stretch of one document shown to the model: the best hit in it (its
+/// rank and scores) and the chunks it spans, by ordinal.
+#[derive(Debug)]
+struct Window {
+    hit: ScoredChunk,
+    parts: Vec<docent_core::Chunk>,
+}
+
+impl Window {
+    fn same_document(&self, c: &docent_core::Chunk) -> bool {
+        self.hit.chunk.document_id == c.document_id
+            && self.hit.chunk.content_hash == c.content_hash
+    }
+
+    fn first(&self) -> usize {
+        self.parts[0].ordinal
+    }
+
+    fn last(&self) -> usize {
+        self.parts[self.parts.len() - 1].ordinal
+    }
+
+    fn covers(&self, ordinal: usize) -> bool {
+        (self.first()..=self.last()).contains(&ordinal)
+    }
+
+    fn into_passage(self) -> ScoredChunk {
+        let mut passage = self.hit;
+        let first = &self.parts[0];
+        let last = &self.parts[self.parts.len() - 1];
+        passage.chunk.start = first.start;
+        passage.chunk.end = last.end;
+        passage.chunk.line_start = first.line_start;
+        passage.chunk.line_end = last.line_end;
+        passage.chunk.page = first.page;
+        passage.chunk.text = merge_spans(&self.parts);
+        passage
+    }
+}
+
+/// Adds a hit and the neighbours fetched for it to the kept windows: only
+/// the run of consecutive ordinals around the hit counts (a neighbour from
+/// another version of the document, or past a gap, is dropped), and a run
+/// that touches a window of the same document joins it.
+fn place(windows: &mut Vec<Window>, hit: ScoredChunk, neighbours: Vec<docent_core::Chunk>) {
+    let o = hit.chunk.ordinal;
+    let mut parts: Vec<docent_core::Chunk> = neighbours
+        .into_iter()
+        .filter(|c| {
+            c.document_id == hit.chunk.document_id
+                && c.content_hash == hit.chunk.content_hash
+                && c.ordinal != o
+        })
+        .collect();
+    parts.push(hit.chunk.clone());
+    parts.sort_by_key(|c| c.ordinal);
+    parts.dedup_by_key(|c| c.ordinal);
+    let at = parts.iter().position(|c| c.ordinal == o).unwrap_or(0);
+    let mut lo = at;
+    while lo > 0 && parts[lo - 1].ordinal + 1 == parts[lo].ordinal {
+        lo -= 1;
+    }
+    let mut hi = at;
+    while hi + 1 < parts.len() && parts[hi].ordinal + 1 == parts[hi + 1].ordinal {
+        hi += 1;
+    }
+    let run: Vec<docent_core::Chunk> = parts.drain(lo..=hi).collect();
+    let (run_first, run_last) = (run[0].ordinal, run[run.len() - 1].ordinal);
+    if let Some(w) = windows.iter_mut().find(|w| {
+        w.same_document(&hit.chunk) && run_first <= w.last() + 1 && w.first() <= run_last + 1
+    }) {
+        w.parts.extend(run);
+        w.parts.sort_by_key(|c| c.ordinal);
+        w.parts.dedup_by_key(|c| c.ordinal);
+        return;
+    }
+    windows.push(Window { hit, parts: run });
 }
 
 /// Joins chunks sorted by start into the text they cover, without repeating
@@ -329,6 +451,85 @@ mod tests {
         };
         assert_eq!(collapse_duplicates(hits(), 0.9).len(), 2);
         assert_eq!(collapse_duplicates(hits(), 0.4).len(), 1);
+    }
+
+    /// Chunk `ordinal` of a document cut into 10-byte chunks with 2 bytes of
+    /// overlap.
+    fn piece(doc: &str, hash: &str, ordinal: usize) -> Chunk {
+        let text: String = (0..10)
+            .map(|i| char::from(b'a' + ((ordinal * 8 + i) % 26) as u8))
+            .collect();
+        Chunk {
+            document_id: DocumentId::new(doc),
+            source: doc.into(),
+            content_hash: hash.into(),
+            ordinal,
+            start: ordinal * 8,
+            end: ordinal * 8 + 10,
+            line_start: ordinal + 1,
+            line_end: ordinal + 1,
+            text,
+            ..Default::default()
+        }
+    }
+
+    fn scored(c: Chunk, score: f32) -> ScoredChunk {
+        ScoredChunk {
+            chunk: c,
+            score,
+            similarity: score,
+        }
+    }
+
+    #[test]
+    fn a_window_keeps_only_the_consecutive_run_of_the_same_version() {
+        let mut windows = Vec::new();
+        // Neighbours 4 and 6 of hit 5; 6 is from an older version of the
+        // document, so the window is 4..=5 and the run stops there.
+        place(
+            &mut windows,
+            scored(piece("d", "v2", 5), 0.9),
+            vec![piece("d", "v2", 4), piece("d", "v1", 6), piece("d", "v2", 7)],
+        );
+        assert_eq!(windows.len(), 1);
+        let p = windows.pop().unwrap().into_passage();
+        assert_eq!((p.chunk.start, p.chunk.end), (32, 50));
+        assert_eq!((p.chunk.line_start, p.chunk.line_end), (5, 6));
+        // 18 bytes: chunk 4's ten, then chunk 5 without the two it shares.
+        assert_eq!(p.chunk.text.len(), 18);
+        assert_eq!(p.chunk.text[8..], piece("d", "v2", 5).text);
+        assert_eq!(p.score, 0.9);
+    }
+
+    #[test]
+    fn a_run_touching_an_earlier_window_extends_it_at_the_earlier_rank() {
+        let mut windows = Vec::new();
+        place(
+            &mut windows,
+            scored(piece("d", "h", 3), 0.9),
+            vec![piece("d", "h", 2), piece("d", "h", 4)],
+        );
+        place(
+            &mut windows,
+            scored(piece("e", "h", 3), 0.8),
+            vec![piece("e", "h", 2), piece("e", "h", 4)],
+        );
+        // Chunk 6 of d: its neighbour 5 touches the window 2..=4.
+        place(
+            &mut windows,
+            scored(piece("d", "h", 6), 0.7),
+            vec![piece("d", "h", 5), piece("d", "h", 7)],
+        );
+        assert_eq!(windows.len(), 2);
+        assert_eq!((windows[0].first(), windows[0].last()), (2, 7));
+        assert!(windows[0].covers(5) && !windows[0].covers(8));
+        let first = windows.remove(0).into_passage();
+        assert_eq!(first.score, 0.9);
+        assert_eq!(first.chunk.ordinal, 3);
+        assert_eq!((first.chunk.start, first.chunk.end), (16, 66));
+        assert_eq!(first.chunk.text.len(), 50);
+        // A window of another document never joins: e stays 2..=4.
+        assert_eq!((windows[0].first(), windows[0].last()), (2, 4));
     }
 
     #[test]

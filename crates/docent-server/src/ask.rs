@@ -353,7 +353,7 @@ pub async fn search(
     let hits = tokio::task::spawn_blocking(move || {
         asker
             .retriever()
-            .retrieve(&body.query, top_k, &filter, body.mode)
+            .search(&body.query, top_k, &filter, body.mode)
             .map(|r| r.passages)
     })
     .await
