@@ -143,7 +143,12 @@ fn search_ask_and_stream_over_http() {
     let span = |v: &Value| (v["start"].as_u64().unwrap(), v["end"].as_u64().unwrap());
     let ((cs, ce), (bs, be)) = (span(cited), span(&best));
     assert!(cs <= bs && be <= ce && ce - cs > be - bs, "{cited}\n{best}");
-    assert!(cited["text"].as_str().unwrap().contains(best["text"].as_str().unwrap()));
+    assert!(
+        cited["text"]
+            .as_str()
+            .unwrap()
+            .contains(best["text"].as_str().unwrap())
+    );
 
     // SSE: citations first, then tokens, then done.
     let (status, headers, body) = http(

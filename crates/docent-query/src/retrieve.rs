@@ -198,8 +198,11 @@ impl Retriever {
 
     /// Widens passages, in rank order, with their neighbouring chunks into
     /// continuous stretches of their documents, until `top_k` stretches are
-    /// kept. A hit already inside an earlier stretch adds nothing; one that
-    /// touches an earlier stretch of the same document extends it.
+    /// kept. A hit already inside an earlier stretch adds nothing, and no
+    /// chunk is shown twice: a stretch stops where an earlier one begins.
+    /// (Stretches are not merged into longer ones: on a long document the
+    /// hits of one section would snowball into a passage of thousands of
+    /// tokens.)
     fn expand(&self, hits: Vec<ScoredChunk>, top_k: usize) -> Result<Vec<ScoredChunk>> {
         let n = self.settings.neighbours;
         let mut windows: Vec<Window> = Vec::with_capacity(top_k);
@@ -208,7 +211,10 @@ impl Retriever {
                 break;
             }
             let o = hit.chunk.ordinal;
-            if windows.iter().any(|w| w.same_document(&hit.chunk) && w.covers(o)) {
+            if windows
+                .iter()
+                .any(|w| w.same_document(&hit.chunk) && w.covers(o))
+            {
                 continue;
             }
             let wanted: Vec<usize> = (o.saturating_sub(n)..=o + n)
@@ -222,7 +228,7 @@ impl Retriever {
             let parts = self
                 .store
                 .chunks_by_ordinal(&hit.chunk.document_id, &wanted)?;
-            place(&mut windows, hit, parts);
+            windows.push(window(hit, parts));
         }
         Ok(windows.into_iter().map(Window::into_passage).collect())
     }
@@ -238,8 +244,7 @@ struct Window {
 
 impl Window {
     fn same_document(&self, c: &docent_core::Chunk) -> bool {
-        self.hit.chunk.document_id == c.document_id
-            && self.hit.chunk.content_hash == c.content_hash
+        self.hit.chunk.document_id == c.document_id && self.hit.chunk.content_hash == c.content_hash
     }
 
     fn first(&self) -> usize {
@@ -268,11 +273,10 @@ impl Window {
     }
 }
 
-/// Adds a hit and the neighbours fetched for it to the kept windows: only
-/// the run of consecutive ordinals around the hit counts (a neighbour from
-/// another version of the document, or past a gap, is dropped), and a run
-/// that touches a window of the same document joins it.
-fn place(windows: &mut Vec<Window>, hit: ScoredChunk, neighbours: Vec<docent_core::Chunk>) {
+/// The window of a hit and the neighbours fetched for it: only the
+/// run of consecutive ordinals around the hit counts (a neighbour from
+/// another version of the document, or past a gap, is dropped).
+fn window(hit: ScoredChunk, neighbours: Vec<docent_core::Chunk>) -> Window {
     let o = hit.chunk.ordinal;
     let mut parts: Vec<docent_core::Chunk> = neighbours
         .into_iter()
@@ -295,28 +299,26 @@ fn place(windows: &mut Vec<Window>, hit: ScoredChunk, neighbours: Vec<docent_cor
         hi += 1;
     }
     let run: Vec<docent_core::Chunk> = parts.drain(lo..=hi).collect();
-    let (run_first, run_last) = (run[0].ordinal, run[run.len() - 1].ordinal);
-    if let Some(w) = windows.iter_mut().find(|w| {
-        w.same_document(&hit.chunk) && run_first <= w.last() + 1 && w.first() <= run_last + 1
-    }) {
-        w.parts.extend(run);
-        w.parts.sort_by_key(|c| c.ordinal);
-        w.parts.dedup_by_key(|c| c.ordinal);
-        return;
-    }
-    windows.push(Window { hit, parts: run });
+    Window { hit, parts: run }
 }
 
 /// Joins chunks sorted by start into the text they cover, without repeating
-/// the bytes where neighbours overlap. Chunks that don't touch are joined by
-/// a blank line.
+/// the bytes where neighbours overlap, so that the result is as long as the
+/// span `first.start..last.end`. The splitter trims whitespace, so a gap
+/// between two chunks is whitespace: it is rebuilt from the line numbers,
+/// newlines first and then spaces ("\n\n", "\n  "), which is exact for the
+/// usual paragraph and list breaks.
 fn merge_spans(parts: &[docent_core::Chunk]) -> String {
     let mut text = String::new();
     let mut end = 0usize;
+    let mut end_line = 0usize;
     for (i, c) in parts.iter().enumerate() {
         if i == 0 || c.start >= end {
             if i > 0 && c.start > end {
-                text.push_str("\n\n");
+                let gap = c.start - end;
+                let newlines = c.line_start.saturating_sub(end_line).min(gap);
+                text.extend(std::iter::repeat_n('\n', newlines));
+                text.extend(std::iter::repeat_n(' ', gap - newlines));
             }
             text.push_str(&c.text);
         } else if c.end > end {
@@ -327,7 +329,10 @@ fn merge_spans(parts: &[docent_core::Chunk]) -> String {
                 text.push_str(rest);
             }
         }
-        end = end.max(c.end);
+        if i == 0 || c.end > end {
+            end = c.end;
+            end_line = c.line_end;
+        }
     }
     text
 }
@@ -483,16 +488,17 @@ mod tests {
 
     #[test]
     fn a_window_keeps_only_the_consecutive_run_of_the_same_version() {
-        let mut windows = Vec::new();
         // Neighbours 4 and 6 of hit 5; 6 is from an older version of the
         // document, so the window is 4..=5 and the run stops there.
-        place(
-            &mut windows,
+        let p = window(
             scored(piece("d", "v2", 5), 0.9),
-            vec![piece("d", "v2", 4), piece("d", "v1", 6), piece("d", "v2", 7)],
-        );
-        assert_eq!(windows.len(), 1);
-        let p = windows.pop().unwrap().into_passage();
+            vec![
+                piece("d", "v2", 4),
+                piece("d", "v1", 6),
+                piece("d", "v2", 7),
+            ],
+        )
+        .into_passage();
         assert_eq!((p.chunk.start, p.chunk.end), (32, 50));
         assert_eq!((p.chunk.line_start, p.chunk.line_end), (5, 6));
         // 18 bytes: chunk 4's ten, then chunk 5 without the two it shares.
@@ -502,34 +508,29 @@ mod tests {
     }
 
     #[test]
-    fn a_run_touching_an_earlier_window_extends_it_at_the_earlier_rank() {
+    fn windows_stay_short_and_apart() {
         let mut windows = Vec::new();
-        place(
-            &mut windows,
+        windows.push(window(
             scored(piece("d", "h", 3), 0.9),
             vec![piece("d", "h", 2), piece("d", "h", 4)],
-        );
-        place(
-            &mut windows,
-            scored(piece("e", "h", 3), 0.8),
-            vec![piece("e", "h", 2), piece("e", "h", 4)],
-        );
-        // Chunk 6 of d: its neighbour 5 touches the window 2..=4.
-        place(
-            &mut windows,
+        ));
+        // Chunk 6 of d: `expand` asks only for neighbours no window covers
+        // (5 and 7), so its stretch is 5..=7, after the first, not merged.
+        windows.push(window(
             scored(piece("d", "h", 6), 0.7),
             vec![piece("d", "h", 5), piece("d", "h", 7)],
-        );
+        ));
         assert_eq!(windows.len(), 2);
-        assert_eq!((windows[0].first(), windows[0].last()), (2, 7));
-        assert!(windows[0].covers(5) && !windows[0].covers(8));
+        assert_eq!((windows[0].first(), windows[0].last()), (2, 4));
+        assert!(windows[0].covers(3) && !windows[0].covers(5));
+        assert_eq!((windows[1].first(), windows[1].last()), (5, 7));
         let first = windows.remove(0).into_passage();
         assert_eq!(first.score, 0.9);
         assert_eq!(first.chunk.ordinal, 3);
-        assert_eq!((first.chunk.start, first.chunk.end), (16, 66));
-        assert_eq!(first.chunk.text.len(), 50);
-        // A window of another document never joins: e stays 2..=4.
-        assert_eq!((windows[0].first(), windows[0].last()), (2, 4));
+        assert_eq!((first.chunk.start, first.chunk.end), (16, 42));
+        assert_eq!(first.chunk.text.len(), 26);
+        let second = windows.remove(0).into_passage();
+        assert_eq!((second.chunk.start, second.chunk.end), (40, 66));
     }
 
     #[test]
@@ -545,6 +546,24 @@ mod tests {
             merge_spans(&[part(0, 13), part(8, 23)]),
             "one two three four five"
         );
-        assert_eq!(merge_spans(&[part(0, 3), part(8, 13)]), "one\n\nthree");
+        // A gap is whitespace the splitter trimmed, rebuilt byte for byte.
+        let doc = "alpha beta\n\n  gamma delta";
+        let a = Chunk {
+            start: 0,
+            end: 10,
+            line_start: 1,
+            line_end: 1,
+            text: doc[0..10].into(),
+            ..Default::default()
+        };
+        let b = Chunk {
+            start: 14,
+            end: 25,
+            line_start: 3,
+            line_end: 3,
+            text: doc[14..25].into(),
+            ..Default::default()
+        };
+        assert_eq!(merge_spans(&[a, b]), doc);
     }
 }
