@@ -214,12 +214,13 @@ fn retrieval(setup: &Setup, args: RetrievalArgs) -> Result<ExitCode> {
             for (q, v) in queries.iter().zip(&vectors) {
                 // Chunks, not documents, are ranked: fetch extra and keep each
                 // document's best chunk.
-                let r = retriever.search_embedded(
+                let r = retriever.retrieve_embedded(
                     &q.text,
                     v.clone(),
                     20,
                     &SearchFilter::default(),
                     Some(mode),
+                    docent_query::Purpose::Search,
                 )?;
                 latencies.push(r.search_ms);
                 let ranked: Vec<String> = r

@@ -194,9 +194,13 @@ impl Asker {
             return Err(Error::InvalidInput("question: must not be empty".into()));
         }
         let top_k = request.top_k.unwrap_or(self.settings.top_k).max(1);
-        let retrieval = self
-            .retriever
-            .retrieve(question, top_k, &request.filter, request.mode)?;
+        let retrieval = self.retriever.retrieve(
+            question,
+            top_k,
+            &request.filter,
+            request.mode,
+            crate::Purpose::Answer,
+        )?;
         let room = self
             .generator
             .context_length()

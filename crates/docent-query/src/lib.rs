@@ -17,7 +17,7 @@ pub use answer::{
 };
 pub use citations::CitationFilter;
 pub use prompt::{PromptBuilder, PromptTemplates};
-pub use retrieve::{Retrieval, RetrievalSettings, Retriever, collapse_duplicates};
+pub use retrieve::{Purpose, Retrieval, RetrievalSettings, Retriever, collapse_duplicates};
 
 /// The fixed sentence docent answers when the documents do not hold the answer.
 pub const NO_ANSWER: &str = "I don't know based on the provided documents.";

@@ -44,6 +44,16 @@ impl Default for RetrievalSettings {
     }
 }
 
+/// What retrieved passages are for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    /// Passages an answer is generated from: each hit is widened by
+    /// `neighbours` into a stretch of its document.
+    Answer,
+    /// Ranked chunks as stored, for semantic search and evaluation.
+    Search,
+}
+
 /// Passages found for a question, with what finding them cost.
 #[derive(Clone, Debug)]
 pub struct Retrieval {
@@ -80,43 +90,21 @@ impl Retriever {
         &self.settings
     }
 
-    /// Passages to answer from. Blocking: call from a thread that may wait on
-    /// the model. `mode` overrides the configured one. With `neighbours` set,
-    /// each passage is widened into a stretch of its document.
+    /// Blocking: call from a thread that may wait on the model. `mode`
+    /// overrides the configured one.
     pub fn retrieve(
         &self,
         question: &str,
         top_k: usize,
         filter: &SearchFilter,
         mode: Option<SearchMode>,
-    ) -> Result<Retrieval> {
-        self.embed_then(question, |vector| {
-            self.find(question, vector, top_k, filter, mode, true)
-        })
-    }
-
-    /// Ranked chunks as stored (never widened), for semantic search.
-    pub fn search(
-        &self,
-        question: &str,
-        top_k: usize,
-        filter: &SearchFilter,
-        mode: Option<SearchMode>,
-    ) -> Result<Retrieval> {
-        self.embed_then(question, |vector| {
-            self.find(question, vector, top_k, filter, mode, false)
-        })
-    }
-
-    fn embed_then(
-        &self,
-        question: &str,
-        find: impl FnOnce(Vec<f32>) -> Result<Retrieval>,
+        purpose: Purpose,
     ) -> Result<Retrieval> {
         let t0 = Instant::now();
         let vector = self.embed_query(question)?;
         let embed_ms = ms(t0);
-        let mut retrieval = find(vector)?;
+        let mut retrieval =
+            self.retrieve_embedded(question, vector, top_k, filter, mode, purpose)?;
         retrieval.embed_ms = embed_ms;
         Ok(retrieval)
     }
@@ -133,30 +121,19 @@ impl Retriever {
         Ok(vector)
     }
 
-    /// Like [`Retriever::search`], for a question already embedded (batch
+    /// Like [`Retriever::retrieve`], for a question already embedded (batch
     /// evaluation embeds all questions at once).
-    pub fn search_embedded(
+    pub fn retrieve_embedded(
         &self,
         question: &str,
         vector: Vec<f32>,
         top_k: usize,
         filter: &SearchFilter,
         mode: Option<SearchMode>,
-    ) -> Result<Retrieval> {
-        self.find(question, vector, top_k, filter, mode, false)
-    }
-
-    fn find(
-        &self,
-        question: &str,
-        vector: Vec<f32>,
-        top_k: usize,
-        filter: &SearchFilter,
-        mode: Option<SearchMode>,
-        widen: bool,
+        purpose: Purpose,
     ) -> Result<Retrieval> {
         let s = &self.settings;
-        let widen = widen && s.neighbours > 0;
+        let widen = purpose == Purpose::Answer && s.neighbours > 0;
         let t1 = Instant::now();
         // Ask for extra hits so collapsed duplicates, and hits already shown
         // inside a neighbour's window, don't leave the list short.

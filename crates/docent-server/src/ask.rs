@@ -353,7 +353,13 @@ pub async fn search(
     let hits = tokio::task::spawn_blocking(move || {
         asker
             .retriever()
-            .search(&body.query, top_k, &filter, body.mode)
+            .retrieve(
+                &body.query,
+                top_k,
+                &filter,
+                body.mode,
+                docent_query::Purpose::Search,
+            )
             .map(|r| r.passages)
     })
     .await
