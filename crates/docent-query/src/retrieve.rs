@@ -525,22 +525,15 @@ mod tests {
         );
         // A gap is whitespace the splitter trimmed, rebuilt byte for byte.
         let doc = "alpha beta\n\n  gamma delta";
-        let a = Chunk {
-            start: 0,
-            end: 10,
-            line_start: 1,
-            line_end: 1,
-            text: doc[0..10].into(),
+        let line = |s: usize, e: usize, line: usize| Chunk {
+            start: s,
+            end: e,
+            line_start: line,
+            line_end: line,
+            text: doc[s..e].into(),
             ..Default::default()
         };
-        let b = Chunk {
-            start: 14,
-            end: 25,
-            line_start: 3,
-            line_end: 3,
-            text: doc[14..25].into(),
-            ..Default::default()
-        };
+        let (a, b) = (line(0, 10, 1), line(14, 25, 3));
         assert_eq!(merge_spans(&[a, b]), doc);
     }
 }
