@@ -188,19 +188,16 @@ impl Retriever {
                 break;
             }
             let o = hit.chunk.ordinal;
-            if windows
-                .iter()
-                .any(|w| w.same_document(&hit.chunk) && w.covers(o))
-            {
+            let shown = |x: usize| {
+                windows
+                    .iter()
+                    .any(|w| same_version(&w.hit.chunk, &hit.chunk) && w.covers(x))
+            };
+            if shown(o) {
                 continue;
             }
             let wanted: Vec<usize> = (o.saturating_sub(n)..=o + n)
-                .filter(|&x| {
-                    x != o
-                        && !windows
-                            .iter()
-                            .any(|w| w.same_document(&hit.chunk) && w.covers(x))
-                })
+                .filter(|&x| x != o && !shown(x))
                 .collect();
             let parts = self
                 .store
@@ -219,11 +216,12 @@ struct Window {
     parts: Vec<docent_core::Chunk>,
 }
 
-impl Window {
-    fn same_document(&self, c: &docent_core::Chunk) -> bool {
-        self.hit.chunk.document_id == c.document_id && self.hit.chunk.content_hash == c.content_hash
-    }
+/// Both chunks were cut from the same version of the same document.
+fn same_version(a: &docent_core::Chunk, b: &docent_core::Chunk) -> bool {
+    a.document_id == b.document_id && a.content_hash == b.content_hash
+}
 
+impl Window {
     fn first(&self) -> usize {
         self.parts[0].ordinal
     }
@@ -257,15 +255,10 @@ fn window(hit: ScoredChunk, neighbours: Vec<docent_core::Chunk>) -> Window {
     let o = hit.chunk.ordinal;
     let mut parts: Vec<docent_core::Chunk> = neighbours
         .into_iter()
-        .filter(|c| {
-            c.document_id == hit.chunk.document_id
-                && c.content_hash == hit.chunk.content_hash
-                && c.ordinal != o
-        })
+        .filter(|c| same_version(c, &hit.chunk) && c.ordinal != o)
         .collect();
     parts.push(hit.chunk.clone());
     parts.sort_by_key(|c| c.ordinal);
-    parts.dedup_by_key(|c| c.ordinal);
     let at = parts.iter().position(|c| c.ordinal == o).unwrap_or(0);
     let mut lo = at;
     while lo > 0 && parts[lo - 1].ordinal + 1 == parts[lo].ordinal {
