@@ -320,24 +320,38 @@ impl Transformer {
             let v = split(heads + kv_heads, kv_heads)?;
             layer.k.slice_set(&k.squeeze(0)?, 1, pos)?;
             layer.v.slice_set(&v.squeeze(0)?, 1, pos)?;
-            let keys = layer.k.narrow(1, 0, total)?; // [kv, total, hd]
-            let values = layer.v.narrow(1, 0, total)?;
             // Each KV head serves `group` consecutive query heads.
             let q = (q.reshape((kv_heads, group * n, hd))? * scale)?;
-            let scores = q.matmul(&keys.t()?)?; // [kv, group·n, total]
-            let scores = match &mask {
-                Some(mask) => scores
-                    .reshape((kv_heads, group, n, total))?
-                    .broadcast_add(mask)?
-                    .reshape((kv_heads, group * n, total))?,
-                None => scores,
+            let attended = match &mask {
+                // One token: split across threads over the whole cache.
+                None => q
+                    .apply_op3_no_bwd(
+                        &layer.k,
+                        &layer.v,
+                        &docent_ops::DecodeAttention {
+                            kv_heads,
+                            group,
+                            head_dim: hd,
+                            total,
+                        },
+                    )?
+                    .reshape((1, heads * hd))?,
+                Some(mask) => {
+                    let keys = layer.k.narrow(1, 0, total)?; // [kv, total, hd]
+                    let values = layer.v.narrow(1, 0, total)?;
+                    let scores = q
+                        .matmul(&keys.t()?)? // [kv, group·n, total]
+                        .reshape((kv_heads, group, n, total))?
+                        .broadcast_add(mask)?
+                        .reshape((kv_heads, group * n, total))?;
+                    scores
+                        .apply_op1_no_bwd(&docent_ops::Softmax)?
+                        .matmul(&values)? // [kv, group·n, hd]
+                        .reshape((heads, n, hd))?
+                        .transpose(0, 1)?
+                        .reshape((n, heads * hd))?
+                }
             };
-            let weights = scores.apply_op1_no_bwd(&docent_ops::Softmax)?;
-            let attended = weights
-                .matmul(&values)? // [kv, group·n, hd]
-                .reshape((heads, n, hd))?
-                .transpose(0, 1)?
-                .reshape((n, heads * hd))?;
             x = (x + layer.out.forward(&attended)?)?;
             let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, self.eps)?;
             let gate_up = layer.gate_up.forward(&h)?;
