@@ -123,7 +123,7 @@ impl CustomOp1 for SwiGlu {
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let input = contiguous_f32(storage, layout, "swiglu")?;
         let row = last_dim(layout);
-        if row % 2 != 0 {
+        if !row.is_multiple_of(2) {
             candle_core::bail!("swiglu: the last dimension ({row}) must be even");
         }
         let half = row / 2;
