@@ -418,9 +418,7 @@ fn embed(
     };
     let parts = local.embedding()?;
     let texts = synthetic_sentences(sentences, words);
-    parts
-        .embedder
-        .embed(&texts[..batch.min(texts.len())].to_vec())?; // warm-up
+    parts.embedder.embed(&texts[..batch.min(texts.len())])?; // warm-up
     let mut rates = Vec::new();
     for _ in 0..runs.max(1) {
         let t = Instant::now();

@@ -223,7 +223,7 @@ mod tests {
     fn chunks(n: usize) -> Vec<EmbeddedChunk> {
         (0..n)
             .map(|i| {
-                let doc = DocumentId::new(&format!("d{}.md", i % 3));
+                let doc = DocumentId::new(format!("d{}.md", i % 3));
                 EmbeddedChunk {
                     chunk: Chunk {
                         id: ChunkId::derive(&doc, "h", i),

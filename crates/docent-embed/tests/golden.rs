@@ -84,7 +84,10 @@ fn concurrent_requests_batched_together_get_their_own_vectors() {
                 let text = item.text.clone();
                 let expected = item.embedding.clone();
                 std::thread::spawn(move || {
-                    let got = embedder.embed(&[text.clone()]).unwrap().remove(0);
+                    let got = embedder
+                        .embed(std::slice::from_ref(&text))
+                        .unwrap()
+                        .remove(0);
                     let worst = expected
                         .iter()
                         .zip(&got)

@@ -21,7 +21,7 @@ where
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(value)) => Ok(ApiJson(value)),
             Err(rejection) => Err(match rejection {
-                JsonRejection::JsonDataError(e) => ApiError::invalid(format!("{}", e.body_text())),
+                JsonRejection::JsonDataError(e) => ApiError::invalid(e.body_text().to_string()),
                 JsonRejection::JsonSyntaxError(e) => {
                     ApiError::bad_request(format!("malformed JSON: {}", e.body_text()))
                 }

@@ -104,7 +104,7 @@ fn bomless_utf16(bytes: &[u8]) -> Option<fn([u8; 2]) -> u16> {
 }
 
 fn decode_utf16(bytes: &[u8], read: fn([u8; 2]) -> u16) -> Result<String, ExtractError> {
-    if bytes.len() % 2 != 0 {
+    if !bytes.len().is_multiple_of(2) {
         return Err(ExtractError::Undecodable(
             "UTF-16 text with an odd number of bytes".into(),
         ));
