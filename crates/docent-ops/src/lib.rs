@@ -4,6 +4,7 @@
 //! built on it, and helpers for candle custom ops over contiguous f32 data.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape};
+use rayon::prelude::*;
 use std::ops::Range;
 use std::sync::OnceLock;
 
@@ -33,9 +34,48 @@ pub fn exp(x: f32) -> f32 {
     if tiny { 0.0 } else { y }
 }
 
+/// Builds an output of `rows` rows of `out_row` values, split by rows across
+/// rayon's threads once there is enough work (at least `min_rows` rows per
+/// piece): `apply(rows, dst)` fills the rows `rows` into `dst`.
+///
+/// The pieces run on the same threads as gemm's matmuls. Spawning threads per
+/// call cost 3% of bulk embedding, and candle's own elementwise pool kept a
+/// worker spinning for about half a millisecond after each op, competing
+/// with the matmul that followed on these 2 cores (6%).
+pub fn par_fill(
+    rows: usize,
+    out_row: usize,
+    min_rows: usize,
+    apply: impl Fn(Range<usize>, &mut [f32]) + Sync,
+) -> Vec<f32> {
+    let mut out = vec![0f32; rows * out_row];
+    if out.is_empty() {
+        return out;
+    }
+    let threads = rayon::current_num_threads().max(1);
+    let per_piece = rows.div_ceil(threads).max(min_rows.max(1));
+    if per_piece >= rows {
+        // One piece: handing it to the pool would only add a round trip.
+        apply(0..rows, &mut out);
+        return out;
+    }
+    out.par_chunks_mut(per_piece * out_row)
+        .enumerate()
+        .for_each(|(i, dst)| {
+            let first = i * per_piece;
+            apply(first..first + dst.len() / out_row, dst)
+        });
+    out
+}
+
+/// Rows of `row` values per piece for [`par_fill`]: at least 16k values, so
+/// small inputs stay on one thread.
+pub fn min_rows(row: usize) -> usize {
+    (16 * 1024 / row.max(1)).max(1)
+}
+
 /// Runs `apply` over `(input, output)` pieces of whole rows of `row` input
-/// values, split across the threads candle uses once there is enough work.
-/// Each output row has `out_row` values.
+/// values (see [`par_fill`]). Each output row has `out_row` values.
 pub fn par_rows_to(
     input: &[f32],
     row: usize,
@@ -43,25 +83,9 @@ pub fn par_rows_to(
     apply: impl Fn(&[f32], &mut [f32]) + Sync,
 ) -> Vec<f32> {
     let row = row.max(1);
-    let rows = input.len() / row;
-    let mut out = vec![0f32; rows * out_row];
-    let threads = candle_core::utils::get_num_threads().max(1);
-    // At least 16k input values per piece, so small inputs stay on one thread.
-    let per_piece = rows.div_ceil(threads).max((16 * 1024 / row).max(1));
-    std::thread::scope(|scope| {
-        let mut parts = input
-            .chunks(per_piece * row)
-            .zip(out.chunks_mut((per_piece * out_row).max(1)));
-        let first = parts.next();
-        for (src, dst) in parts {
-            let apply = &apply;
-            scope.spawn(move || apply(src, dst));
-        }
-        if let Some((src, dst)) = first {
-            apply(src, dst);
-        }
-    });
-    out
+    par_fill(input.len() / row, out_row, min_rows(row), |rows, dst| {
+        apply(&input[rows.start * row..rows.end * row], dst)
+    })
 }
 
 /// [`par_rows_to`] for outputs shaped like the input.
