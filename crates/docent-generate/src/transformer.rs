@@ -15,7 +15,9 @@
 //!   evaluates the rest.
 //!
 //! Grouped-query attention multiplies each KV head by its whole group of
-//! query heads at once instead of repeating K and V.
+//! query heads at once instead of repeating K and V. Decoding (one token)
+//! attends with [`docent_ops::DecodeAttention`], split across threads over
+//! pieces of the cache; prompt evaluation uses matmuls and a causal mask.
 
 use candle_core::quantized::gguf_file::Content;
 use candle_core::quantized::{QMatMul, QTensor};
