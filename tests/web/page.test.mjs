@@ -167,12 +167,26 @@ await step('a question streams in token by token and the answer holds the fact',
   await page.evaluate(() => {
     window.__snapshots = [];
     window.__shift = 0;
+    window.__shifts = [];
     new MutationObserver(() => window.__snapshots.push(document.querySelector('#answer-text').textContent)).observe(
       document.querySelector('#answer-text'),
       { childList: true, subtree: true, characterData: true },
     );
     new PerformanceObserver((list) => {
-      for (const entry of list.getEntries()) if (!entry.hadRecentInput) window.__shift += entry.value;
+      for (const entry of list.getEntries()) {
+        if (entry.hadRecentInput) continue;
+        window.__shift += entry.value;
+        // What moved, so that a failure says which element to fix.
+        const r = (b) => `${Math.round(b.x)},${Math.round(b.y)} ${Math.round(b.width)}x${Math.round(b.height)}`;
+        window.__shifts.push({
+          value: entry.value,
+          moved: (entry.sources || []).map((s) => {
+            const n = s.node;
+            const name = !n ? '?' : n.nodeType === 3 ? `text in #${n.parentElement?.id}` : `${n.nodeName}#${n.id}.${n.className}`;
+            return `${name}: ${r(s.previousRect)} -> ${r(s.currentRect)}`;
+          }),
+        });
+      }
     }).observe({ type: 'layout-shift' });
   });
   const state = await ask('Where is the EU data center?');
@@ -185,7 +199,8 @@ await step('a question streams in token by token and the answer holds the fact',
   check(tokens >= 3, `token events arrived: ${tokens}`);
   check(/Frankfurt/.test(answer), `the answer names Frankfurt: ${answer}`);
   const shift = await page.evaluate(() => window.__shift);
-  check(shift < 0.01, `no layout shift while streaming (shift score ${shift})`);
+  const shifts = await page.evaluate(() => window.__shifts);
+  check(shift < 0.01, `no layout shift while streaming (shift score ${shift}): ${JSON.stringify(shifts)}`);
   check(await page.isVisible('#sources'), 'sources are listed after the answer');
   console.log(`   answer: ${answer}`);
 });
