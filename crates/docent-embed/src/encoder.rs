@@ -409,16 +409,7 @@ impl CustomOp2 for MaskedSoftmax {
                 for ((o, &v), &m) in y.iter_mut().zip(x).zip(mask) {
                     *o = v + m;
                 }
-                let max = y.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let mut sum = 0f32;
-                for o in y.iter_mut() {
-                    *o = docent_ops::exp(*o - max);
-                    sum += *o;
-                }
-                let scale = 1.0 / sum;
-                for o in y.iter_mut() {
-                    *o *= scale;
-                }
+                docent_ops::softmax_in_place(y);
             }
         });
         Ok((CpuStorage::F32(out), scores_layout.shape().clone()))

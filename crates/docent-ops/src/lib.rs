@@ -120,19 +120,43 @@ impl CustomOp1 for Softmax {
         let input = contiguous_f32(storage, layout, "softmax")?;
         let row = last_dim(layout);
         let out = par_rows(input, row, |src, dst| {
-            for (x, y) in src.chunks_exact(row).zip(dst.chunks_exact_mut(row)) {
-                let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                for (o, &v) in y.iter_mut().zip(x) {
-                    *o = exp(v - max);
-                }
-                let scale = 1.0 / y.iter().sum::<f32>();
-                for o in y.iter_mut() {
-                    *o *= scale;
-                }
+            dst.copy_from_slice(src);
+            for y in dst.chunks_exact_mut(row) {
+                softmax_in_place(y);
             }
         });
         Ok((CpuStorage::F32(out), layout.shape().clone()))
     }
+}
+
+/// Softmax of one row, in place. The maximum and the sum run in eight
+/// lanes: a single running float max or sum is a dependency chain the
+/// compiler may not reorder, so it stays scalar, and with the sum folded
+/// into the `exp` loop the whole loop did (12% of embedding 128-token
+/// chunks).
+pub fn softmax_in_place(y: &mut [f32]) {
+    let max = lanes(y, f32::NEG_INFINITY, f32::max);
+    for o in y.iter_mut() {
+        *o = exp(*o - max);
+    }
+    let scale = 1.0 / lanes(y, 0.0, |a, b| a + b);
+    for o in y.iter_mut() {
+        *o *= scale;
+    }
+}
+
+/// Folds `values` with `f` in eight independent lanes, then folds the lanes.
+#[inline]
+fn lanes(values: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut acc = [init; 8];
+    let chunks = values.chunks_exact(8);
+    let rest = chunks.remainder().iter().fold(init, |a, &v| f(a, v));
+    for chunk in chunks {
+        for i in 0..8 {
+            acc[i] = f(acc[i], chunk[i]);
+        }
+    }
+    acc.into_iter().fold(rest, f)
 }
 
 /// SwiGLU on a fused gate|up projection: for input rows `[g₁…gₙ, u₁…uₙ]`,
