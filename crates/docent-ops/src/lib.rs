@@ -1,7 +1,9 @@
 //! CPU kernels shared by docent's embedder and generator, written so the
 //! compiler vectorises them: a polynomial `exp` (libm's scalar `expf` was 13%
 //! of bulk embedding and 10% of prompt evaluation), the softmax and SwiGLU
-//! built on it, and helpers for candle custom ops over contiguous f32 data.
+//! built on it, attention for one decoded token over the KV cache, and
+//! helpers for candle custom ops over contiguous f32 data that split rows
+//! across rayon's pool.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape};
 use rayon::prelude::*;
