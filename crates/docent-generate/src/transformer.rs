@@ -17,7 +17,8 @@
 //! Grouped-query attention multiplies each KV head by its whole group of
 //! query heads at once instead of repeating K and V. Decoding (one token)
 //! attends with [`docent_ops::DecodeAttention`], split across threads over
-//! pieces of the cache; prompt evaluation uses matmuls and a causal mask.
+//! pieces of the cache; prompt evaluation multiplies blocks of 128 query
+//! rows by only the keys they may see, then applies the causal mask.
 
 use candle_core::quantized::gguf_file::Content;
 use candle_core::quantized::{QMatMul, QTensor};
@@ -26,6 +27,9 @@ use std::io::{Read, Seek};
 
 /// Pieces of at least this many tokens use the dense weights (when loaded).
 const DENSE_MIN_ROWS: usize = 8;
+
+/// Query rows per block of prompt attention.
+const PREFILL_BLOCK: usize = 128;
 
 /// Linear maps sharing one input, as separate quantized matrices and, for
 /// prompt evaluation, one fused dense `[in, Σ out]` matrix.
@@ -338,17 +342,33 @@ impl Transformer {
                         },
                     )?
                     .reshape((1, heads * hd))?,
+                // Several tokens: blocks of query rows, each against only
+                // the keys it may see, so the masked-out upper triangle is
+                // mostly never computed.
                 Some(mask) => {
-                    let keys = layer.k.narrow(1, 0, total)?; // [kv, total, hd]
-                    let values = layer.v.narrow(1, 0, total)?;
-                    let scores = q
-                        .matmul(&keys.t()?)? // [kv, group·n, total]
-                        .reshape((kv_heads, group, n, total))?
-                        .broadcast_add(mask)?
-                        .reshape((kv_heads, group * n, total))?;
-                    scores
-                        .apply_op1_no_bwd(&docent_ops::Softmax)?
-                        .matmul(&values)? // [kv, group·n, hd]
+                    let q = q.reshape((kv_heads, group, n, hd))?;
+                    let mut blocks = Vec::with_capacity(n.div_ceil(PREFILL_BLOCK));
+                    for start in (0..n).step_by(PREFILL_BLOCK) {
+                        let rows = PREFILL_BLOCK.min(n - start);
+                        let seen = pos + start + rows;
+                        let keys = layer.k.narrow(1, 0, seen)?; // [kv, seen, hd]
+                        let values = layer.v.narrow(1, 0, seen)?;
+                        let block =
+                            q.narrow(2, start, rows)?
+                                .reshape((kv_heads, group * rows, hd))?;
+                        let scores = block
+                            .matmul(&keys.t()?)? // [kv, group·rows, seen]
+                            .reshape((kv_heads, group, rows, seen))?
+                            .broadcast_add(&mask.narrow(0, start, rows)?.narrow(1, 0, seen)?)?
+                            .reshape((kv_heads, group * rows, seen))?;
+                        blocks.push(
+                            scores
+                                .apply_op1_no_bwd(&docent_ops::Softmax)?
+                                .matmul(&values)? // [kv, group·rows, hd]
+                                .reshape((kv_heads, group, rows, hd))?,
+                        );
+                    }
+                    Tensor::cat(&blocks, 2)? // [kv, group, n, hd]
                         .reshape((heads, n, hd))?
                         .transpose(0, 1)?
                         .reshape((n, heads * hd))?
