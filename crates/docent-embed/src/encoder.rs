@@ -391,7 +391,7 @@ impl CustomOp2 for MaskedSoftmax {
         let scores = docent_ops::contiguous_f32(scores, scores_layout, "masked softmax")?;
         let bias = docent_ops::contiguous_f32(bias, bias_layout, "masked softmax")?;
         let seq = scores_layout.dims().last().copied().unwrap_or(0);
-        if seq == 0 || bias.len() % seq != 0 || scores.len() % bias.len().max(1) != 0 {
+        if seq == 0 || bias.is_empty() || bias.len() % seq != 0 || scores.len() % bias.len() != 0 {
             candle_core::bail!(
                 "masked softmax: {} scores in rows of {seq} with a bias of {}",
                 scores.len(),

@@ -296,10 +296,19 @@ impl Transformer {
         let total = pos + n;
         let cos = self.cos.narrow(0, pos, n)?;
         let sin = self.sin.narrow(0, pos, n)?;
-        let mask = if n > 1 {
-            Some(causal_mask(n, pos)?)
+        // Prompt attention goes in blocks of query rows, each against only
+        // the keys it may see: (first row, rows, causal mask [rows, seen]).
+        // One token needs no mask.
+        let blocks = if n > 1 {
+            (0..n)
+                .step_by(PREFILL_BLOCK)
+                .map(|start| {
+                    let rows = PREFILL_BLOCK.min(n - start);
+                    Ok((start, rows, causal_mask(rows, pos + start)?))
+                })
+                .collect::<Result<Vec<_>>>()?
         } else {
-            None
+            Vec::new()
         };
         let scale = 1.0 / (hd as f64).sqrt();
         let neox = self.neox;
@@ -328,51 +337,45 @@ impl Transformer {
             layer.v.slice_set(&v.squeeze(0)?, 1, pos)?;
             // Each KV head serves `group` consecutive query heads.
             let q = (q.reshape((kv_heads, group * n, hd))? * scale)?;
-            let attended = match &mask {
+            let attended = if blocks.is_empty() {
                 // One token: split across threads over the whole cache.
-                None => q
-                    .apply_op3_no_bwd(
-                        &layer.k,
-                        &layer.v,
-                        &docent_ops::DecodeAttention {
-                            kv_heads,
-                            group,
-                            head_dim: hd,
-                            total,
-                        },
-                    )?
-                    .reshape((1, heads * hd))?,
-                // Several tokens: blocks of query rows, each against only
-                // the keys it may see, so the masked-out upper triangle is
-                // mostly never computed.
-                Some(mask) => {
-                    let q = q.reshape((kv_heads, group, n, hd))?;
-                    let mut blocks = Vec::with_capacity(n.div_ceil(PREFILL_BLOCK));
-                    for start in (0..n).step_by(PREFILL_BLOCK) {
-                        let rows = PREFILL_BLOCK.min(n - start);
-                        let seen = pos + start + rows;
-                        let keys = layer.k.narrow(1, 0, seen)?; // [kv, seen, hd]
-                        let values = layer.v.narrow(1, 0, seen)?;
-                        let block =
-                            q.narrow(2, start, rows)?
-                                .reshape((kv_heads, group * rows, hd))?;
-                        let scores = block
-                            .matmul(&keys.t()?)? // [kv, group·rows, seen]
-                            .reshape((kv_heads, group, rows, seen))?
-                            .broadcast_add(&mask.narrow(0, start, rows)?.narrow(1, 0, seen)?)?
-                            .reshape((kv_heads, group * rows, seen))?;
-                        blocks.push(
-                            scores
-                                .apply_op1_no_bwd(&docent_ops::Softmax)?
-                                .matmul(&values)? // [kv, group·rows, hd]
-                                .reshape((kv_heads, group, rows, hd))?,
-                        );
-                    }
-                    Tensor::cat(&blocks, 2)? // [kv, group, n, hd]
-                        .reshape((heads, n, hd))?
-                        .transpose(0, 1)?
-                        .reshape((n, heads * hd))?
+                q.apply_op3_no_bwd(
+                    &layer.k,
+                    &layer.v,
+                    &docent_ops::DecodeAttention {
+                        kv_heads,
+                        group,
+                        head_dim: hd,
+                        total,
+                    },
+                )?
+                .reshape((1, heads * hd))?
+            } else {
+                let q = q.reshape((kv_heads, group, n, hd))?;
+                let mut attended = Vec::with_capacity(blocks.len());
+                for (start, rows, mask) in &blocks {
+                    let (start, rows) = (*start, *rows);
+                    let seen = pos + start + rows;
+                    let keys = layer.k.narrow(1, 0, seen)?; // [kv, seen, hd]
+                    let values = layer.v.narrow(1, 0, seen)?;
+                    let scores = q
+                        .narrow(2, start, rows)?
+                        .reshape((kv_heads, group * rows, hd))?
+                        .matmul(&keys.t()?)? // [kv, group·rows, seen]
+                        .reshape((kv_heads, group, rows, seen))?
+                        .broadcast_add(mask)?
+                        .reshape((kv_heads, group * rows, seen))?;
+                    attended.push(
+                        scores
+                            .apply_op1_no_bwd(&docent_ops::Softmax)?
+                            .matmul(&values)? // [kv, group·rows, hd]
+                            .reshape((kv_heads, group, rows, hd))?,
+                    );
                 }
+                Tensor::cat(&attended, 2)? // [kv, group, n, hd]
+                    .reshape((heads, n, hd))?
+                    .transpose(0, 1)?
+                    .reshape((n, heads * hd))?
             };
             x = (x + layer.out.forward(&attended)?)?;
             let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, self.eps)?;
