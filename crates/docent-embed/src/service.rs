@@ -1,3 +1,8 @@
+//! The embedding service: the thread the model lives on, the bounded channel
+//! that feeds it, and the `Embedder` the rest of docent calls. Kept apart from
+//! the model itself (`encoder`) so the threading and batching of requests can
+//! change without touching the forward pass, and the other way round.
+
 use crate::encoder::{Encoder, mean_pool};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
