@@ -1,3 +1,7 @@
+//! The one error type every role trait returns. Its variants say what the
+//! caller should do (fix the input, retry later, rebuild the index), so the
+//! server maps them to HTTP statuses in one place without knowing the backend.
+
 /// A boxed error that can cross threads, used as the `source` of [`Error`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 

@@ -1,3 +1,7 @@
+//! Identities of documents and chunks. Chunk ids are UUIDs derived from the
+//! document, the content hash and the ordinal, never random, so re-ingesting
+//! a file is an upsert and a migration keeps every id.
+
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fmt;

