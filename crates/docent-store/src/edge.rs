@@ -1,23 +1,28 @@
-//! The embedded backend on qdrant-edge.
+//! The embedded backend on qdrant-edge. The collection's layout, the search
+//! plan and the BM25 vectors come from the shared modules; this file opens
+//! the shard and converts between them and qdrant-edge's types.
 
 use crate::bm25::Bm25;
-use crate::payload::{INTEGER_FIELDS, KEYWORD_FIELDS, folder_key, from_payload, to_payload};
+use crate::layout::{self, INT8_ALWAYS_RAM, INT8_QUANTILE, IndexKind, Point};
+use crate::payload::from_payload;
+use crate::plan::{
+    self, Condition as PlanCondition, FusionPlan, MatchValue, QueryVector, Scoring, SearchPlan,
+};
 use crate::{DENSE, SPARSE};
 use docent_core::{
-    Chunk, ChunkId, CollectionSpec, DocumentId, EmbeddedChunk, Error, Fusion, Result, ScoredChunk,
-    SearchFilter, SearchMode, SearchRequest, StoredPoint, VectorStore,
+    Chunk, ChunkId, CollectionSpec, DocumentId, EmbeddedChunk, Error, Result, ScoredChunk,
+    SearchRequest, StoredPoint, VectorStore,
 };
 use qdrant_edge::external::ordered_float::OrderedFloat;
 use qdrant_edge::{
     Condition, CountRequest, CreateIndex, Distance, EdgeConfig, EdgeShard, EdgeSparseVectorParams,
     EdgeVectorParams, FieldCondition, FieldIndexOperations, Filter, Fusion as EdgeFusion, JsonPath,
-    Match, Modifier, NamedQuery, OperationError, PayloadFieldSchema, PayloadSchemaType, PointId,
-    PointInsertOperations, PointOperations, PointStruct, Prefetch, QuantizationConfig, QueryEnum,
-    QueryRequest, Range, ScalarQuantizationConfig, ScalarType, ScoringQuery, ScrollRequest,
-    SearchParams, SparseVector as EdgeSparse, UpdateOperation, Vector, VectorInternal,
-    VectorStructInternal, Vectors, WithPayloadInterface, WithVector,
+    Match, Modifier, NamedQuery, OperationError, Payload, PayloadFieldSchema, PayloadSchemaType,
+    PointId, PointInsertOperations, PointOperations, PointStruct, Prefetch, QuantizationConfig,
+    QueryEnum, QueryRequest, Range, ScalarQuantizationConfig, ScalarType, ScoringQuery,
+    ScrollRequest, SearchParams, SparseVector as EdgeSparse, UpdateOperation, Vector,
+    VectorInternal, VectorStructInternal, Vectors, WithPayloadInterface, WithVector,
 };
-use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -92,8 +97,8 @@ impl EdgeStore {
                     EdgeVectorParams::builder(spec.dimension, Distance::Cosine)
                         .quantization_config(QuantizationConfig::from(ScalarQuantizationConfig {
                             r#type: ScalarType::Int8,
-                            quantile: Some(crate::INT8_QUANTILE),
-                            always_ram: Some(true),
+                            quantile: Some(INT8_QUANTILE),
+                            always_ram: Some(INT8_ALWAYS_RAM),
                         }))
                         .build(),
                 )
@@ -133,15 +138,11 @@ impl EdgeStore {
             writes: Mutex::new(()),
             path: dir.to_path_buf(),
         };
-        let indexes = KEYWORD_FIELDS
-            .iter()
-            .map(|f| (f, PayloadSchemaType::Keyword))
-            .chain(
-                INTEGER_FIELDS
-                    .iter()
-                    .map(|f| (f, PayloadSchemaType::Integer)),
-            );
-        for (field, kind) in indexes {
+        for (field, kind) in layout::payload_indexes() {
+            let kind = match kind {
+                IndexKind::Keyword => PayloadSchemaType::Keyword,
+                IndexKind::Integer => PayloadSchemaType::Integer,
+            };
             store.update(
                 UpdateOperation::FieldIndexOperation(FieldIndexOperations::CreateIndex(
                     CreateIndex {
@@ -164,92 +165,145 @@ impl EdgeStore {
         self.shard.update(op).map_err(|e| storage_error(what, e))
     }
 
-    /// Upserts (id, dense, sparse, payload) tuples after checking dimensions.
-    fn write_points(
-        &self,
-        points: Vec<(ChunkId, Vec<f32>, docent_core::SparseVector, Value)>,
-    ) -> Result<()> {
+    /// Upserts points the layout has checked.
+    fn write_points(&self, points: Vec<Point>) -> Result<()> {
         if points.is_empty() {
             return Ok(());
         }
-        let mut out = Vec::with_capacity(points.len());
-        for (id, dense, sparse, payload) in points {
-            if dense.len() != self.spec.dimension {
-                return Err(Error::InvalidInput(format!(
-                    "vector of chunk {id} has {} dimensions; the collection has {}",
-                    dense.len(),
-                    self.spec.dimension
-                )));
-            }
-            let sparse = EdgeSparse {
-                indices: sparse.indices,
-                values: sparse.values,
-            };
-            let vectors = Vectors::new_named([
-                (DENSE, Vector::new_dense(dense)),
-                (SPARSE, Vector::from(sparse)),
-            ]);
-            out.push(PointStruct::new(point_id(id), vectors, payload).into());
-        }
+        let points = points
+            .into_iter()
+            .map(|p| {
+                let sparse = EdgeSparse {
+                    indices: p.sparse.indices,
+                    values: p.sparse.values,
+                };
+                let vectors = Vectors::new_named([
+                    (DENSE, Vector::new_dense(p.dense)),
+                    (SPARSE, Vector::from(sparse)),
+                ]);
+                PointStruct::new(point_id(p.id), vectors, p.payload).into()
+            })
+            .collect();
         self.update(
             UpdateOperation::PointOperation(PointOperations::UpsertPoints(
-                PointInsertOperations::PointsList(out),
+                PointInsertOperations::PointsList(points),
             )),
             "upsert failed",
         )
     }
+}
 
-    /// Translates a docent filter into a store filter, evaluated inside the query.
-    fn filter(filter: &SearchFilter) -> Option<Filter> {
-        let keyword =
-            |field: &str, m: Match| Condition::Field(FieldCondition::new_match(key(field), m));
-        let mut must = Vec::new();
-        if !filter.document_ids.is_empty() {
-            let ids: Vec<String> = filter.document_ids.iter().map(|d| d.0.clone()).collect();
-            must.push(keyword("document_id", Match::from(ids)));
-        }
-        if let Some(source) = &filter.source {
-            must.push(keyword("source", Match::from(source.clone())));
-        }
-        if let Some(prefix) = &filter.source_prefix {
-            must.push(keyword("source_prefixes", Match::from(folder_key(prefix))));
-        }
-        if !filter.tags.is_empty() {
-            must.push(keyword("tags", Match::from(filter.tags.clone())));
-        }
-        for (k, v) in &filter.metadata {
-            // Metadata keys are free-form; an unusable key matches nothing.
-            match format!("meta.{k}").parse::<JsonPath>() {
-                Ok(path) => must.push(Condition::Field(FieldCondition::new_match(
-                    path,
-                    Match::from(v.clone()),
-                ))),
-                Err(_) => must.push(keyword("document_id", Match::from(Vec::<String>::new()))),
+/// Plan conditions as a store filter, evaluated inside the query.
+fn filter(conditions: &[PlanCondition]) -> Filter {
+    let must = conditions
+        .iter()
+        .map(|condition| match condition {
+            PlanCondition::Match { field, value } => {
+                let value = match value {
+                    MatchValue::Keyword(k) => Match::from(k.clone()),
+                    MatchValue::AnyKeyword(k) => Match::from(k.clone()),
+                    MatchValue::AnyInteger(i) => Match::from(i.clone()),
+                };
+                // Metadata keys are free-form; an unusable key matches nothing.
+                match field.parse::<JsonPath>() {
+                    Ok(path) => Condition::Field(FieldCondition::new_match(path, value)),
+                    Err(_) => Condition::Field(FieldCondition::new_match(
+                        key("document_id"),
+                        Match::from(Vec::<String>::new()),
+                    )),
+                }
             }
-        }
-        if filter.modified_after.is_some() || filter.modified_before.is_some() {
-            let bound = |v: Option<u64>| v.map(|v| OrderedFloat(v as f64));
-            must.push(Condition::Field(FieldCondition::new_range(
-                key("modified"),
-                Range {
-                    gte: bound(filter.modified_after),
-                    lte: bound(filter.modified_before),
-                    gt: None,
-                    lt: None,
-                },
-            )));
-        }
-        (!must.is_empty()).then(|| Filter {
-            must: Some(must),
-            ..Default::default()
+            PlanCondition::Range { field, gte, lte } => {
+                let bound = |v: &Option<u64>| v.map(|v| OrderedFloat(v as f64));
+                Condition::Field(FieldCondition::new_range(
+                    key(field),
+                    Range {
+                        gte: bound(gte),
+                        lte: bound(lte),
+                        gt: None,
+                        lt: None,
+                    },
+                ))
+            }
         })
+        .collect();
+    Filter {
+        must: Some(must),
+        ..Default::default()
     }
+}
 
-    fn document_filter(document: &DocumentId) -> Filter {
-        Filter::new_must(Condition::Field(FieldCondition::new_match(
-            key("document_id"),
-            Match::from(document.0.clone()),
-        )))
+/// The plan as a qdrant-edge query.
+fn query_request(plan: &SearchPlan) -> QueryRequest {
+    let (prefetches, query, params) = match &plan.scoring {
+        Scoring::Single(list) => (vec![], nearest(&list.query), beam(list.beam)),
+        Scoring::Fused {
+            lists,
+            list_len,
+            fusion,
+        } => {
+            // The top-level filter reaches the prefetches in this engine.
+            let prefetches = lists
+                .iter()
+                .map(|list| Prefetch {
+                    prefetches: vec![],
+                    query: Some(nearest(&list.query)),
+                    limit: *list_len,
+                    params: beam(list.beam),
+                    filter: None,
+                    score_threshold: None,
+                })
+                .collect();
+            let fusion = match *fusion {
+                FusionPlan::Rrf { k, weights } => EdgeFusion::Rrf {
+                    k: k as usize,
+                    weights: Some(weights.map(OrderedFloat).to_vec()),
+                },
+                FusionPlan::Dbsf => EdgeFusion::Dbsf,
+            };
+            (prefetches, ScoringQuery::Fusion(fusion), None)
+        }
+    };
+    QueryRequest {
+        prefetches,
+        query: Some(query),
+        filter: plan.filter().map(filter),
+        score_threshold: None,
+        limit: plan.limit,
+        offset: 0,
+        params,
+        with_vector: WithVector::Selector(vec![DENSE.to_string()]),
+        with_payload: WithPayloadInterface::Bool(true),
+    }
+}
+
+fn nearest(query: &QueryVector) -> ScoringQuery {
+    let vector = match query {
+        QueryVector::Dense(v) => VectorInternal::from(v.to_vec()),
+        QueryVector::Sparse(s) => VectorInternal::from(EdgeSparse {
+            indices: s.indices.clone(),
+            values: s.values.clone(),
+        }),
+    };
+    ScoringQuery::Vector(QueryEnum::Nearest(NamedQuery::new(vector, query.name())))
+}
+
+fn beam(beam: Option<usize>) -> Option<SearchParams> {
+    beam.map(|beam| SearchParams {
+        hnsw_ef: Some(beam),
+        ..Default::default()
+    })
+}
+
+/// A hit's dense vector; empty when it came back without one.
+fn dense_of(vector: &Option<VectorStructInternal>) -> &[f32] {
+    match vector {
+        Some(VectorStructInternal::Named(named)) => match named.get(DENSE) {
+            Some(VectorInternal::Dense(v)) => v,
+            _ => &[],
+        },
+        Some(VectorStructInternal::Single(v)) => v,
+        _ => &[],
     }
 }
 
@@ -267,39 +321,25 @@ fn chunk_id(id: &PointId) -> Result<ChunkId> {
     }
 }
 
+/// A record's payload; a record without one (`what` names it) is a bug.
+fn payload_of(payload: &Option<Payload>, what: impl FnOnce() -> String) -> Result<&Payload> {
+    payload.as_ref().ok_or_else(|| Error::Internal {
+        message: format!("{} without payload", what()),
+        source: None,
+    })
+}
+
 impl VectorStore for EdgeStore {
     fn spec(&self) -> &CollectionSpec {
         &self.spec
     }
 
     fn upsert(&self, chunks: &[EmbeddedChunk]) -> Result<()> {
-        let points = chunks
-            .iter()
-            .map(|c| {
-                (
-                    c.chunk.id,
-                    c.vector.clone(),
-                    self.bm25.document(&c.chunk.text),
-                    to_payload(&c.chunk),
-                )
-            })
-            .collect();
-        self.write_points(points)
+        self.write_points(layout::embedded_points(&self.spec, &self.bm25, chunks)?)
     }
 
     fn upsert_points(&self, points: &[StoredPoint]) -> Result<()> {
-        let points = points
-            .iter()
-            .map(|p| {
-                (
-                    p.chunk.id,
-                    p.vector.clone(),
-                    p.sparse.clone(),
-                    to_payload(&p.chunk),
-                )
-            })
-            .collect();
-        self.write_points(points)
+        self.write_points(layout::copied_points(&self.spec, points)?)
     }
 
     fn scroll_points(
@@ -321,10 +361,7 @@ impl VectorStore for EdgeStore {
         let mut points = Vec::with_capacity(page.len());
         for record in page {
             let id = chunk_id(&record.id)?;
-            let payload = record.payload.as_ref().ok_or_else(|| Error::Internal {
-                message: format!("stored chunk {id} without payload"),
-                source: None,
-            })?;
+            let payload = payload_of(&record.payload, || format!("stored chunk {id}"))?;
             let chunk = from_payload(id, &payload.0)?;
             let (mut vector, mut sparse) = (Vec::new(), docent_core::SparseVector::default());
             if let Some(VectorStructInternal::Named(named)) = record.vector {
@@ -341,19 +378,7 @@ impl VectorStore for EdgeStore {
                     }
                 }
             }
-            if vector.len() != self.spec.dimension {
-                return Err(Error::Internal {
-                    message: format!(
-                        "stored chunk {id} has no dense vector of the collection's dimension"
-                    ),
-                    source: None,
-                });
-            }
-            points.push(StoredPoint {
-                chunk,
-                vector,
-                sparse,
-            });
+            points.push(layout::stored_point(&self.spec, chunk, vector, sparse)?);
         }
         Ok((points, next.as_ref().map(chunk_id).transpose()?))
     }
@@ -371,64 +396,42 @@ impl VectorStore for EdgeStore {
 
     fn delete_document(&self, document: &DocumentId) -> Result<()> {
         self.update(
-            UpdateOperation::PointOperation(PointOperations::DeletePointsByFilter(
-                Self::document_filter(document),
-            )),
+            UpdateOperation::PointOperation(PointOperations::DeletePointsByFilter(filter(
+                &plan::document_conditions(document),
+            ))),
             "delete failed",
         )?;
         self.flush()
     }
 
     fn chunk_ids(&self, document: &DocumentId) -> Result<Vec<ChunkId>> {
-        let mut out = Vec::new();
-        let mut offset = None;
-        loop {
+        plan::read_pages(|offset| {
             let (page, next) = self
                 .shard
                 .scroll(ScrollRequest {
                     offset,
-                    limit: Some(1024),
-                    filter: Some(Self::document_filter(document)),
+                    limit: Some(plan::ID_PAGE),
+                    filter: Some(filter(&plan::document_conditions(document))),
                     with_payload: Some(WithPayloadInterface::Bool(false)),
                     with_vector: WithVector::Bool(false),
                     order_by: None,
                 })
                 .map_err(|e| storage_error("scroll failed", e))?;
-            for record in &page {
-                out.push(chunk_id(&record.id)?);
-            }
-            match next {
-                Some(n) => offset = Some(n),
-                None => break,
-            }
-        }
-        Ok(out)
+            let ids = page.iter().map(|record| chunk_id(&record.id));
+            Ok((ids.collect::<Result<_>>()?, next))
+        })
     }
 
     fn chunks_by_ordinal(&self, document: &DocumentId, ordinals: &[usize]) -> Result<Vec<Chunk>> {
         if ordinals.is_empty() {
             return Ok(Vec::new());
         }
-        let wanted: Vec<i64> = ordinals.iter().map(|&o| o as i64).collect();
-        let filter = Filter {
-            must: Some(vec![
-                Condition::Field(FieldCondition::new_match(
-                    key("document_id"),
-                    Match::from(document.0.clone()),
-                )),
-                Condition::Field(FieldCondition::new_match(
-                    key("ordinal"),
-                    Match::from(wanted),
-                )),
-            ]),
-            ..Default::default()
-        };
         let (page, _) = self
             .shard
             .scroll(ScrollRequest {
                 offset: None,
                 limit: Some(ordinals.len()),
-                filter: Some(filter),
+                filter: Some(filter(&plan::ordinal_conditions(document, ordinals))),
                 with_payload: Some(WithPayloadInterface::Bool(true)),
                 with_vector: WithVector::Bool(false),
                 order_by: None,
@@ -436,136 +439,23 @@ impl VectorStore for EdgeStore {
             .map_err(|e| storage_error("scroll failed", e))?;
         page.iter()
             .map(|record| {
-                let payload = record.payload.as_ref().ok_or_else(|| Error::Internal {
-                    message: "stored chunk without payload".into(),
-                    source: None,
-                })?;
+                let payload = payload_of(&record.payload, || "stored chunk".into())?;
                 from_payload(chunk_id(&record.id)?, &payload.0)
             })
             .collect()
     }
 
     fn search(&self, request: &SearchRequest) -> Result<Vec<ScoredChunk>> {
-        if request.vector.len() != self.spec.dimension {
-            return Err(Error::InvalidInput(format!(
-                "query vector has {} dimensions; the collection has {}",
-                request.vector.len(),
-                self.spec.dimension
-            )));
-        }
-        let query_terms = self.bm25.query(&request.text);
-        let dense = || {
-            ScoringQuery::Vector(QueryEnum::Nearest(NamedQuery::new(
-                VectorInternal::from(request.vector.clone()),
-                DENSE,
-            )))
-        };
-        let keyword = || {
-            ScoringQuery::Vector(QueryEnum::Nearest(NamedQuery::new(
-                VectorInternal::from(EdgeSparse {
-                    indices: query_terms.indices.clone(),
-                    values: query_terms.values.clone(),
-                }),
-                SPARSE,
-            )))
-        };
-        // The HNSW beam is as wide as the dense list asked for. Without it
-        // qdrant searches with its index-build width (100) whatever
-        // `candidates` says, and the beam is what a search at scale pays for
-        // (docs/benchmarks.md). Exact (unindexed) segments ignore it, and
-        // `candidates: 0` leaves qdrant's default.
-        let dense_params = request.dense_beam().map(|beam| SearchParams {
-            hnsw_ef: Some(beam),
-            ..Default::default()
-        });
-        let (prefetches, query, params) = match request.mode {
-            SearchMode::Dense => (vec![], dense(), dense_params),
-            SearchMode::Keyword => (vec![], keyword(), None),
-            SearchMode::Hybrid => {
-                let limit = request.list_len();
-                let side = |query, params| Prefetch {
-                    prefetches: vec![],
-                    query: Some(query),
-                    limit,
-                    params,
-                    filter: None,
-                    score_threshold: None,
-                };
-                let fusion = match request.fusion {
-                    Fusion::Rrf {
-                        k,
-                        dense_weight,
-                        keyword_weight,
-                    } => EdgeFusion::Rrf {
-                        k: k.max(1) as usize,
-                        weights: Some(vec![
-                            OrderedFloat(dense_weight),
-                            OrderedFloat(keyword_weight),
-                        ]),
-                    },
-                    Fusion::Dbsf => EdgeFusion::Dbsf,
-                };
-                (
-                    vec![side(dense(), dense_params), side(keyword(), None)],
-                    ScoringQuery::Fusion(fusion),
-                    None,
-                )
-            }
-        };
+        let plan = SearchPlan::new(request, &self.spec, &self.bm25)?;
         let hits = self
             .shard
-            .query(QueryRequest {
-                prefetches,
-                query: Some(query),
-                filter: Self::filter(&request.filter),
-                score_threshold: None,
-                limit: request.top_k,
-                offset: 0,
-                params,
-                with_vector: WithVector::Selector(vec![DENSE.to_string()]),
-                with_payload: WithPayloadInterface::Bool(true),
-            })
+            .query(query_request(&plan))
             .map_err(|e| storage_error("search failed", e))?;
-        let norm = request
-            .vector
-            .iter()
-            .map(|x| x * x)
-            .sum::<f32>()
-            .sqrt()
-            .max(1e-12);
         hits.into_iter()
             .map(|hit| {
-                let payload = hit.payload.as_ref().ok_or_else(|| Error::Internal {
-                    message: "search hit without payload".into(),
-                    source: None,
-                })?;
-                // Stored cosine vectors are unit length, so the dot product
-                // with the normalised query is the cosine similarity.
-                let similarity = match &hit.vector {
-                    Some(VectorStructInternal::Named(named)) => match named.get(DENSE) {
-                        Some(VectorInternal::Dense(v)) => {
-                            v.iter()
-                                .zip(&request.vector)
-                                .map(|(a, b)| a * b)
-                                .sum::<f32>()
-                                / norm
-                        }
-                        _ => 0.0,
-                    },
-                    Some(VectorStructInternal::Single(v)) => {
-                        v.iter()
-                            .zip(&request.vector)
-                            .map(|(a, b)| a * b)
-                            .sum::<f32>()
-                            / norm
-                    }
-                    _ => 0.0,
-                };
-                Ok(ScoredChunk {
-                    chunk: from_payload(chunk_id(&hit.id)?, &payload.0)?,
-                    score: hit.score,
-                    similarity,
-                })
+                let payload = payload_of(&hit.payload, || "search hit".into())?;
+                let chunk = from_payload(chunk_id(&hit.id)?, &payload.0)?;
+                Ok(plan.hit(chunk, hit.score, dense_of(&hit.vector)))
             })
             .collect()
     }

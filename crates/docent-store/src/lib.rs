@@ -6,10 +6,17 @@
 //! Every backend stores the same payload layout (see [`payload`]) and records
 //! the [`docent_core::CollectionSpec`] it was built with, refusing to open
 //! when the running configuration disagrees.
+//!
+//! What a collection looks like (`layout`), what a search means (`plan`) and
+//! the BM25 vectors (`bm25`) are decided once, here, outside the backends;
+//! `edge` and `qdrant` only convert them to their engine's types and back,
+//! so the two cannot rank or store differently.
 
 mod bm25;
 mod edge;
+mod layout;
 pub mod payload;
+mod plan;
 mod qdrant;
 
 pub use edge::EdgeStore;
@@ -19,7 +26,15 @@ pub use qdrant::{QdrantOptions, QdrantStore};
 pub const DENSE: &str = "dense";
 /// Name of the BM25 sparse vector in every collection.
 pub const SPARSE: &str = "bm25";
-/// Every backend searches dense vectors through an int8 copy kept in RAM
-/// (scalar quantization clipped to this quantile of the values) and
-/// rescores the candidates with the f32 vectors.
-pub(crate) const INT8_QUANTILE: f32 = 0.99;
+
+/// The spec the unit tests build their collections with.
+#[cfg(test)]
+pub(crate) fn test_spec(dimension: usize) -> docent_core::CollectionSpec {
+    docent_core::CollectionSpec {
+        embedding_model: "m".into(),
+        dimension,
+        chunk_max_tokens: 10,
+        chunk_overlap_tokens: 0,
+        schema_version: docent_core::CollectionSpec::SCHEMA_VERSION,
+    }
+}

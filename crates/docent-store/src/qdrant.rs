@@ -3,10 +3,11 @@
 //!
 //! Layout and scoring match [`crate::EdgeStore`] exactly: a cosine vector
 //! `dense`, a sparse vector `bm25` with the IDF modifier, the payload of
-//! [`crate::payload`] with the same indexes, and BM25 vectors computed here
-//! by [`crate::bm25::Bm25`] (Qdrant's own tokenizer and term ids), so both
-//! backends rank keyword and hybrid searches the same way and a migration
-//! copies sparse vectors verbatim.
+//! [`crate::payload`] with the indexes of `crate::layout`, BM25 vectors
+//! computed here by [`crate::bm25::Bm25`] (Qdrant's own tokenizer and term
+//! ids), and every search planned by `crate::plan`; this file only converts
+//! those to gRPC types and back. So both backends rank keyword and hybrid
+//! searches the same way and a migration copies sparse vectors verbatim.
 //!
 //! The [`CollectionSpec`] is kept in the collection's own metadata (Qdrant
 //! 1.16+ stores arbitrary JSON with a collection), under the key `docent`:
@@ -19,11 +20,15 @@
 //! exponential backoff; reads fail fast with `Error::Unavailable` (a 503).
 
 use crate::bm25::Bm25;
-use crate::payload::{INTEGER_FIELDS, KEYWORD_FIELDS, folder_key, from_payload, to_payload};
+use crate::layout::{self, INT8_ALWAYS_RAM, INT8_QUANTILE, IndexKind, Point};
+use crate::payload::from_payload;
+use crate::plan::{
+    self, Condition as PlanCondition, FusionPlan, MatchValue, QueryVector, Scoring, SearchPlan,
+};
 use crate::{DENSE, SPARSE};
 use docent_core::{
-    Chunk, ChunkId, CollectionSpec, DocumentId, EmbeddedChunk, Error, Fusion, Result, ScoredChunk,
-    SearchFilter, SearchMode, SearchRequest, SparseVector, StoredPoint, VectorStore,
+    Chunk, ChunkId, CollectionSpec, DocumentId, EmbeddedChunk, Error, Result, ScoredChunk,
+    SearchRequest, SparseVector, StoredPoint, VectorStore,
 };
 use qdrant_client::qdrant::{
     self as pb, Condition, CountPoints, CreateCollection, CreateFieldIndexCollection, DeletePoints,
@@ -323,11 +328,11 @@ impl QdrantStore {
     }
 
     fn ensure_indexes(&self) -> Result<()> {
-        let fields = KEYWORD_FIELDS
-            .iter()
-            .map(|f| (*f, FieldType::Keyword))
-            .chain(INTEGER_FIELDS.iter().map(|f| (*f, FieldType::Integer)));
-        for (field, kind) in fields {
+        for (field, kind) in layout::payload_indexes() {
+            let kind = match kind {
+                IndexKind::Keyword => FieldType::Keyword,
+                IndexKind::Integer => FieldType::Integer,
+            };
             self.write("creating a payload index", || {
                 self.client.create_field_index(CreateFieldIndexCollection {
                     collection_name: self.options.collection.clone(),
@@ -350,29 +355,23 @@ impl QdrantStore {
         }
     }
 
-    fn write_points(&self, points: Vec<(ChunkId, Vec<f32>, SparseVector, Value)>) -> Result<()> {
+    /// Upserts points the layout has checked.
+    fn write_points(&self, points: Vec<Point>) -> Result<()> {
         if points.is_empty() {
             return Ok(());
         }
         let mut out = Vec::with_capacity(points.len());
-        for (id, dense, sparse, payload) in points {
-            if dense.len() != self.spec.dimension {
-                return Err(Error::InvalidInput(format!(
-                    "vector of chunk {id} has {} dimensions; the collection has {}",
-                    dense.len(),
-                    self.spec.dimension
-                )));
-            }
-            let payload = Payload::try_from(payload)
+        for p in points {
+            let payload = Payload::try_from(p.payload)
                 .map_err(|e| Error::internal("chunk payload is not a JSON object", e))?;
             let vectors: HashMap<String, pb::Vector> = HashMap::from([
-                (DENSE.to_string(), pb::Vector::new_dense(dense)),
+                (DENSE.to_string(), pb::Vector::new_dense(p.dense)),
                 (
                     SPARSE.to_string(),
-                    pb::Vector::new_sparse(sparse.indices, sparse.values),
+                    pb::Vector::new_sparse(p.sparse.indices, p.sparse.values),
                 ),
             ]);
-            out.push(PointStruct::new(point_id(id), vectors, payload));
+            out.push(PointStruct::new(point_id(p.id), vectors, payload));
         }
         let request = self.upsert_request(out);
         self.write("upsert", || self.client.upsert_points(request.clone()))?;
@@ -421,13 +420,13 @@ fn create_request(options: &QdrantOptions, spec: &CollectionSpec) -> CreateColle
         size: spec.dimension as u64,
         distance: Distance::Cosine as i32,
         on_disk: Some(options.on_disk_vectors),
-        // The int8 copy every backend searches with ([`crate::INT8_QUANTILE`]).
+        // The int8 copy every backend searches with ([`INT8_QUANTILE`]).
         quantization_config: Some(QuantizationConfig {
             quantization: Some(quantization_config::Quantization::Scalar(
                 ScalarQuantization {
                     r#type: QuantizationType::Int8 as i32,
-                    quantile: Some(crate::INT8_QUANTILE),
-                    always_ram: Some(true),
+                    quantile: Some(INT8_QUANTILE),
+                    always_ram: Some(INT8_ALWAYS_RAM),
                     memory: None,
                 },
             )),
@@ -606,45 +605,94 @@ fn payload_chunk(id: Option<&PointId>, payload: HashMap<String, pb::Value>) -> R
     from_payload(id, &map)
 }
 
-fn keyword(field: &str, value: impl Into<pb::r#match::MatchValue>) -> Condition {
-    Condition::matches(field, value)
-}
-
-/// Translates a docent filter into a Qdrant filter, the same conditions the
-/// embedded backend builds.
-fn filter(filter: &SearchFilter) -> Option<Filter> {
-    let mut must = Vec::new();
-    if !filter.document_ids.is_empty() {
-        let ids: Vec<String> = filter.document_ids.iter().map(|d| d.0.clone()).collect();
-        must.push(keyword("document_id", ids));
-    }
-    if let Some(source) = &filter.source {
-        must.push(keyword("source", source.clone()));
-    }
-    if let Some(prefix) = &filter.source_prefix {
-        must.push(keyword("source_prefixes", folder_key(prefix)));
-    }
-    if !filter.tags.is_empty() {
-        must.push(keyword("tags", filter.tags.clone()));
-    }
-    for (k, v) in &filter.metadata {
-        must.push(keyword(&format!("meta.{k}"), v.clone()));
-    }
-    if filter.modified_after.is_some() || filter.modified_before.is_some() {
-        must.push(Condition::range(
-            "modified",
+/// Plan conditions as a Qdrant filter, the same conditions the embedded
+/// backend builds.
+fn filter(conditions: &[PlanCondition]) -> Filter {
+    Filter::must(conditions.iter().map(|condition| match condition {
+        PlanCondition::Match { field, value } => {
+            let value: pb::r#match::MatchValue = match value {
+                MatchValue::Keyword(k) => k.clone().into(),
+                MatchValue::AnyKeyword(k) => k.clone().into(),
+                MatchValue::AnyInteger(i) => i.clone().into(),
+            };
+            Condition::matches(field, value)
+        }
+        PlanCondition::Range { field, gte, lte } => Condition::range(
+            *field,
             Range {
-                gte: filter.modified_after.map(|v| v as f64),
-                lte: filter.modified_before.map(|v| v as f64),
+                gte: gte.map(|v| v as f64),
+                lte: lte.map(|v| v as f64),
                 ..Default::default()
             },
-        ));
-    }
-    (!must.is_empty()).then(|| Filter::must(must))
+        ),
+    }))
 }
 
-fn document_filter(document: &DocumentId) -> Filter {
-    Filter::must([keyword("document_id", document.0.clone())])
+/// The plan as a Qdrant query on the collection.
+fn query_points(collection: &str, plan: &SearchPlan) -> QueryPoints {
+    let filter = plan.filter().map(filter);
+    let (prefetch, query, using, params) = match &plan.scoring {
+        Scoring::Single(list) => (
+            vec![],
+            nearest(&list.query),
+            Some(list.query.name().to_string()),
+            beam(list.beam),
+        ),
+        Scoring::Fused {
+            lists,
+            list_len,
+            fusion,
+        } => {
+            // The filter goes into each list as well, so both candidate lists
+            // come from the filtered set (as in the embedded engine, where
+            // the top-level filter reaches the prefetches).
+            let prefetch = lists
+                .iter()
+                .map(|list| PrefetchQuery {
+                    query: Some(nearest(&list.query)),
+                    using: Some(list.query.name().to_string()),
+                    filter: filter.clone(),
+                    limit: Some(*list_len as u64),
+                    params: beam(list.beam),
+                    ..Default::default()
+                })
+                .collect();
+            let fusion = match *fusion {
+                FusionPlan::Rrf { k, weights } => Query::new_rrf(pb::Rrf {
+                    k: Some(k),
+                    weights: weights.to_vec(),
+                }),
+                FusionPlan::Dbsf => Query::new_fusion(pb::Fusion::Dbsf),
+            };
+            (prefetch, fusion, None, None)
+        }
+    };
+    QueryPoints {
+        collection_name: collection.to_string(),
+        prefetch,
+        query: Some(query),
+        using,
+        filter,
+        params,
+        limit: Some(plan.limit as u64),
+        with_vectors: Some(vec![DENSE].into()),
+        with_payload: Some(true.into()),
+        ..Default::default()
+    }
+}
+
+fn nearest(query: &QueryVector) -> Query {
+    Query::new_nearest(match query {
+        QueryVector::Dense(v) => VectorInput::new_dense(v.to_vec()),
+        QueryVector::Sparse(s) => VectorInput::new_sparse(s.indices.clone(), s.values.clone()),
+    })
+}
+
+fn beam(beam: Option<usize>) -> Option<pb::SearchParams> {
+    beam.map(|beam| pb::SearchParams {
+        hnsw_ef: Some(beam as u64),
+        ..Default::default()
+    })
 }
 
 fn named_vectors(vectors: Option<pb::VectorsOutput>) -> (Vec<f32>, SparseVector) {
@@ -675,18 +723,7 @@ impl VectorStore for QdrantStore {
     }
 
     fn upsert(&self, chunks: &[EmbeddedChunk]) -> Result<()> {
-        let points = chunks
-            .iter()
-            .map(|c| {
-                (
-                    c.chunk.id,
-                    c.vector.clone(),
-                    self.bm25.document(&c.chunk.text),
-                    to_payload(&c.chunk),
-                )
-            })
-            .collect();
-        self.write_points(points)
+        self.write_points(layout::embedded_points(&self.spec, &self.bm25, chunks)?)
     }
 
     fn delete_chunks(&self, ids: &[ChunkId]) -> Result<()> {
@@ -702,43 +739,33 @@ impl VectorStore for QdrantStore {
     }
 
     fn delete_document(&self, document: &DocumentId) -> Result<()> {
-        self.delete(pb::PointsSelector::from(document_filter(document)))
+        self.delete(pb::PointsSelector::from(filter(
+            &plan::document_conditions(document),
+        )))
     }
 
     fn chunk_ids(&self, document: &DocumentId) -> Result<Vec<ChunkId>> {
-        let mut out = Vec::new();
-        let mut from = None;
-        loop {
+        plan::read_pages(|from| {
             let request = ScrollPoints {
                 collection_name: self.options.collection.clone(),
-                filter: Some(document_filter(document)),
+                filter: Some(filter(&plan::document_conditions(document))),
                 offset: from,
-                limit: Some(1024),
+                limit: Some(plan::ID_PAGE as u32),
                 with_payload: Some(false.into()),
                 with_vectors: Some(false.into()),
                 ..Default::default()
             };
             let page = self.read("scroll", self.client.scroll(request))?;
-            for point in &page.result {
-                out.push(chunk_id(point.id.as_ref())?);
-            }
-            match page.next_page_offset {
-                Some(next) => from = Some(next),
-                None => break,
-            }
-        }
-        Ok(out)
+            let ids = page.result.iter().map(|point| chunk_id(point.id.as_ref()));
+            Ok((ids.collect::<Result<_>>()?, page.next_page_offset))
+        })
     }
 
     fn chunks_by_ordinal(&self, document: &DocumentId, ordinals: &[usize]) -> Result<Vec<Chunk>> {
         if ordinals.is_empty() {
             return Ok(Vec::new());
         }
-        let wanted: Vec<i64> = ordinals.iter().map(|&o| o as i64).collect();
-        let filter = Filter::must([
-            keyword("document_id", document.0.clone()),
-            keyword("ordinal", wanted),
-        ]);
+        let filter = filter(&plan::ordinal_conditions(document, ordinals));
         let (page, _) = self.scroll_page(Some(filter), None, ordinals.len(), false)?;
         page.into_iter()
             .map(|p| payload_chunk(p.id.as_ref(), p.payload))
@@ -746,103 +773,14 @@ impl VectorStore for QdrantStore {
     }
 
     fn search(&self, request: &SearchRequest) -> Result<Vec<ScoredChunk>> {
-        if request.vector.len() != self.spec.dimension {
-            return Err(Error::InvalidInput(format!(
-                "query vector has {} dimensions; the collection has {}",
-                request.vector.len(),
-                self.spec.dimension
-            )));
-        }
-        let terms = self.bm25.query(&request.text);
-        let dense = || Query::new_nearest(VectorInput::new_dense(request.vector.clone()));
-        let sparse = || {
-            Query::new_nearest(VectorInput::new_sparse(
-                terms.indices.clone(),
-                terms.values.clone(),
-            ))
-        };
-        let filter = filter(&request.filter);
-        // The HNSW beam is as wide as the dense list asked for (as in the
-        // embedded backend): the server's default is the index-build width.
-        let dense_params = request.dense_beam().map(|beam| pb::SearchParams {
-            hnsw_ef: Some(beam as u64),
-            ..Default::default()
-        });
-        let (prefetch, query, using, params) = match request.mode {
-            SearchMode::Dense => (vec![], dense(), Some(DENSE.to_string()), dense_params),
-            SearchMode::Keyword => (vec![], sparse(), Some(SPARSE.to_string()), None),
-            SearchMode::Hybrid => {
-                let limit = request.list_len() as u64;
-                // The filter goes into each side as well, so both candidate
-                // lists come from the filtered set (as in the embedded engine,
-                // where the top-level filter reaches the prefetches).
-                let side = |query: Query, using: &str, params| PrefetchQuery {
-                    query: Some(query),
-                    using: Some(using.to_string()),
-                    filter: filter.clone(),
-                    limit: Some(limit),
-                    params,
-                    ..Default::default()
-                };
-                let fusion = match request.fusion {
-                    Fusion::Rrf {
-                        k,
-                        dense_weight,
-                        keyword_weight,
-                    } => Query::new_rrf(pb::Rrf {
-                        k: Some(k.max(1)),
-                        weights: vec![dense_weight, keyword_weight],
-                    }),
-                    Fusion::Dbsf => Query::new_fusion(pb::Fusion::Dbsf),
-                };
-                (
-                    vec![
-                        side(dense(), DENSE, dense_params),
-                        side(sparse(), SPARSE, None),
-                    ],
-                    fusion,
-                    None,
-                    None,
-                )
-            }
-        };
-        let query = QueryPoints {
-            collection_name: self.options.collection.clone(),
-            prefetch,
-            query: Some(query),
-            using,
-            filter,
-            params,
-            limit: Some(request.top_k as u64),
-            with_vectors: Some(vec![DENSE].into()),
-            with_payload: Some(true.into()),
-            ..Default::default()
-        };
+        let plan = SearchPlan::new(request, &self.spec, &self.bm25)?;
+        let query = query_points(&self.options.collection, &plan);
         let hits = self.read("search", self.client.query(query))?.result;
-        let norm = request
-            .vector
-            .iter()
-            .map(|x| x * x)
-            .sum::<f32>()
-            .sqrt()
-            .max(1e-12);
         hits.into_iter()
             .map(|hit| {
                 let (stored, _) = named_vectors(hit.vectors);
-                // Stored cosine vectors are unit length (Qdrant normalises
-                // them), so the dot product with the normalised query is
-                // the cosine similarity.
-                let similarity = stored
-                    .iter()
-                    .zip(&request.vector)
-                    .map(|(a, b)| a * b)
-                    .sum::<f32>()
-                    / norm;
-                Ok(ScoredChunk {
-                    chunk: payload_chunk(hit.id.as_ref(), hit.payload)?,
-                    score: hit.score,
-                    similarity,
-                })
+                let chunk = payload_chunk(hit.id.as_ref(), hit.payload)?;
+                Ok(plan.hit(chunk, hit.score, &stored))
             })
             .collect()
     }
@@ -873,20 +811,7 @@ impl VectorStore for QdrantStore {
         for p in page {
             let (vector, sparse) = named_vectors(p.vectors);
             let chunk = payload_chunk(p.id.as_ref(), p.payload)?;
-            if vector.len() != self.spec.dimension {
-                return Err(Error::Internal {
-                    message: format!(
-                        "stored chunk {} has no dense vector of the collection's dimension",
-                        chunk.id
-                    ),
-                    source: None,
-                });
-            }
-            points.push(StoredPoint {
-                chunk,
-                vector,
-                sparse,
-            });
+            points.push(layout::stored_point(&self.spec, chunk, vector, sparse)?);
         }
         Ok((
             points,
@@ -895,18 +820,7 @@ impl VectorStore for QdrantStore {
     }
 
     fn upsert_points(&self, points: &[StoredPoint]) -> Result<()> {
-        let points = points
-            .iter()
-            .map(|p| {
-                (
-                    p.chunk.id,
-                    p.vector.clone(),
-                    p.sparse.clone(),
-                    to_payload(&p.chunk),
-                )
-            })
-            .collect();
-        self.write_points(points)
+        self.write_points(layout::copied_points(&self.spec, points)?)
     }
 }
 
@@ -915,13 +829,7 @@ mod tests {
     use super::*;
 
     fn spec() -> CollectionSpec {
-        CollectionSpec {
-            embedding_model: "m".into(),
-            dimension: 4,
-            chunk_max_tokens: 10,
-            chunk_overlap_tokens: 2,
-            schema_version: CollectionSpec::SCHEMA_VERSION,
-        }
+        crate::test_spec(4)
     }
 
     #[test]
