@@ -9,6 +9,7 @@
 use docent_core::{ChunkId, DocumentId};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 use std::path::Path;
 
 const DOCUMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("documents");
@@ -175,6 +176,23 @@ impl Catalogue {
         }
         Ok((out, total))
     }
+
+    /// Makes this catalogue hold exactly the records of `source` (copying a
+    /// collection to another store): each is put, and any other removed.
+    /// Returns how many records `source` holds.
+    pub fn mirror_from(&self, source: &Catalogue) -> Result<usize, CatalogueError> {
+        let records = source.list()?;
+        let keep: BTreeSet<_> = records.iter().map(|r| r.id.clone()).collect();
+        for record in &records {
+            self.put(record)?;
+        }
+        for stale in self.list()? {
+            if !keep.contains(&stale.id) {
+                self.remove(&stale.id)?;
+            }
+        }
+        Ok(records.len())
+    }
 }
 
 fn decode(id: &str, bytes: &[u8]) -> Result<DocumentRecord, CatalogueError> {
@@ -233,6 +251,34 @@ mod tests {
             updated_at: found.updated_at,
             ..record(id)
         }
+    }
+
+    #[test]
+    fn mirroring_copies_the_source_records_and_drops_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = Catalogue::open(&dir.path().join("a.redb")).unwrap();
+        let target = Catalogue::open(&dir.path().join("b.redb")).unwrap();
+        let record = |name: &str| DocumentRecord {
+            updated_at: 0,
+            root: Some("docs".into()),
+            ..record(name)
+        };
+        source.put(&record("a.md")).unwrap();
+        source.put(&record("b.md")).unwrap();
+        target.put(&record("stale.md")).unwrap();
+        assert_eq!(target.mirror_from(&source).unwrap(), 2);
+        let mut names: Vec<String> = target
+            .list()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.source)
+            .collect();
+        names.sort();
+        assert_eq!(names, vec!["a.md", "b.md"]);
+        assert_eq!(
+            target.get(&DocumentId::new("a.md")).unwrap(),
+            Some(record("a.md"))
+        );
     }
 
     #[test]

@@ -10,11 +10,13 @@
 //! What a collection looks like (`layout`), what a search means (`plan`) and
 //! the BM25 vectors (`bm25`) are decided once, here, outside the backends;
 //! `edge` and `qdrant` only convert them to their engine's types and back,
-//! so the two cannot rank or store differently.
+//! so the two cannot rank or store differently. [`migrate`] copies a
+//! collection between any two stores through the `VectorStore` trait.
 
 mod bm25;
 mod edge;
 mod layout;
+pub mod migrate;
 pub mod payload;
 mod plan;
 mod qdrant;
