@@ -204,12 +204,18 @@ mod tests {
         text
     }
 
-    #[test]
-    fn an_interrupted_copy_resumes_from_its_state_file_and_copies_everything() {
+    /// A source holding `n` chunks and an empty target, in a scratch folder.
+    fn stores(n: usize) -> (tempfile::TempDir, EdgeStore, EdgeStore) {
         let dir = tempfile::tempdir().unwrap();
         let source = EdgeStore::open(&dir.path().join("a"), spec()).unwrap();
-        source.upsert(&chunks(25)).unwrap();
+        source.upsert(&chunks(n)).unwrap();
         let target = EdgeStore::open(&dir.path().join("b"), spec()).unwrap();
+        (dir, source, target)
+    }
+
+    #[test]
+    fn an_interrupted_copy_resumes_from_its_state_file_and_copies_everything() {
+        let (dir, source, target) = stores(25);
         let state = dir.path().join("state.json");
         let flaky = Flaky {
             inner: &target,
@@ -271,10 +277,7 @@ mod tests {
 
     #[test]
     fn a_non_empty_target_without_state_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let source = EdgeStore::open(&dir.path().join("a"), spec()).unwrap();
-        source.upsert(&chunks(3)).unwrap();
-        let target = EdgeStore::open(&dir.path().join("b"), spec()).unwrap();
+        let (dir, source, target) = stores(3);
         target.upsert(&chunks(1)).unwrap();
         let err = copy_points(
             &source,
