@@ -1,15 +1,15 @@
+//! What an answer is made of: the request and response types, and the
+//! assembler that turns streamed generator text into a checked, cited answer
+//! (marker filtering, attribution, abstention). The runner that drives it is
+//! in `runner.rs`; this module has no I/O.
+
 use crate::NO_ANSWER;
 use crate::citations::CitationFilter;
-use crate::prompt::{PromptBuilder, PromptTemplates};
-use crate::retrieve::{RetrievalSettings, Retriever, ms};
 use docent_core::{
-    ChatMessage, Embedder, Error, FinishReason, GenerationEvent, GenerationRequest,
-    GenerationStats, Generator, Probe, Result, SamplingParams, ScoredChunk, SearchFilter,
-    SearchMode, VectorStore,
+    ChatMessage, FinishReason, GenerationStats, Probe, SamplingParams, ScoredChunk, SearchFilter,
+    SearchMode,
 };
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
-use std::time::Instant;
 
 /// Retrieval and prompt settings (the `[query]` section of the config).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -135,15 +135,8 @@ pub struct AskResponse {
     pub abstain_probability: Option<f32>,
 }
 
-/// What a streaming consumer sees, in order: `Citations` once, `Text` pieces, then the end.
-#[derive(Clone, Debug)]
-pub enum AskEvent<'a> {
-    Citations(&'a [Citation]),
-    Text(&'a str),
-}
-
 /// Retrieval done and prompt built, ready to generate.
-pub struct Prepared {
+pub(crate) struct Prepared {
     /// The question as asked (trimmed).
     pub question: String,
     pub messages: Vec<ChatMessage>,
@@ -151,146 +144,8 @@ pub struct Prepared {
     pub timings: Timings,
 }
 
-/// Answers questions: retrieval, prompt, generation, citations.
-pub struct Asker {
-    retriever: Retriever,
-    generator: Arc<dyn Generator>,
-    prompts: PromptBuilder,
-    settings: QuerySettings,
-}
-
-impl Asker {
-    pub fn new(
-        embedder: Arc<dyn Embedder>,
-        store: Arc<dyn VectorStore>,
-        generator: Arc<dyn Generator>,
-        settings: QuerySettings,
-        retrieval: RetrievalSettings,
-    ) -> Self {
-        Asker {
-            retriever: Retriever::new(embedder, store, retrieval),
-            generator,
-            prompts: PromptBuilder::new(PromptTemplates::default()),
-            settings,
-        }
-    }
-
-    pub fn settings(&self) -> &QuerySettings {
-        &self.settings
-    }
-
-    pub fn retriever(&self) -> &Retriever {
-        &self.retriever
-    }
-
-    pub fn generator(&self) -> &Arc<dyn Generator> {
-        &self.generator
-    }
-
-    /// Retrieves passages and builds the prompt. Blocking (embeds the question).
-    pub fn prepare(&self, request: &AskRequest) -> Result<Prepared> {
-        let question = request.question.trim();
-        if question.is_empty() {
-            return Err(Error::InvalidInput("question: must not be empty".into()));
-        }
-        let top_k = request.top_k.unwrap_or(self.settings.top_k).max(1);
-        let retrieval = self.retriever.retrieve(
-            question,
-            top_k,
-            &request.filter,
-            request.mode,
-            crate::Purpose::Answer,
-        )?;
-        let room = self
-            .generator
-            .context_length()
-            .saturating_sub(request.sampling.max_tokens);
-        let budget = self.settings.max_prompt_tokens.min(room);
-        let (messages, passages) = self.prompts.build(
-            question,
-            &retrieval.passages,
-            self.generator.as_ref(),
-            budget,
-        )?;
-        Ok(Prepared {
-            question: question.to_string(),
-            messages,
-            passages,
-            timings: Timings {
-                embed: retrieval.embed_ms,
-                search: retrieval.search_ms,
-                ..Default::default()
-            },
-        })
-    }
-
-    /// Answers a question, calling `on_event` as citations and text become
-    /// available. Blocking: call it from a thread that may wait on the models.
-    pub fn ask(
-        &self,
-        request: &AskRequest,
-        mut on_event: impl FnMut(AskEvent),
-    ) -> Result<AskResponse> {
-        let prepared = self.prepare(request)?;
-        let mut assembler =
-            AnswerAssembler::new(self.generator.model_id(), &prepared, &self.settings);
-        on_event(AskEvent::Citations(assembler.citations()));
-        if prepared.passages.is_empty() {
-            on_event(AskEvent::Text(NO_ANSWER));
-            return Ok(assembler.finish_without_generation());
-        }
-        let t0 = Instant::now();
-        let mut events = self.generator.generate(GenerationRequest {
-            messages: prepared.messages.clone(),
-            sampling: request.sampling.clone(),
-            probe: assembler.probe(&prepared.messages),
-        })?;
-        while let Some(event) = events.blocking_recv() {
-            match event {
-                GenerationEvent::Probe {
-                    logprob,
-                    prompt_tokens,
-                    prompt_eval_ms,
-                } => {
-                    if assembler.measured(logprob, prompt_tokens, prompt_eval_ms) {
-                        // Dropping `events` stops the generation.
-                        on_event(AskEvent::Text(NO_ANSWER));
-                        return Ok(assembler.finish_abstained());
-                    }
-                }
-                GenerationEvent::Text(text) => {
-                    let shown = assembler.push(&text);
-                    if !shown.is_empty() {
-                        on_event(AskEvent::Text(&shown));
-                    }
-                }
-                GenerationEvent::Done { stats, finish } => {
-                    let tail = assembler.flush();
-                    if !tail.is_empty() {
-                        on_event(AskEvent::Text(&tail));
-                    }
-                    return Ok(assembler.finish(stats, finish));
-                }
-                GenerationEvent::Failed(message) => {
-                    return Err(Error::Internal {
-                        message: format!("generation failed: {message}"),
-                        source: None,
-                    });
-                }
-            }
-        }
-        Err(Error::Unavailable {
-            message: format!(
-                "the generation thread stopped after {:.0} ms without finishing",
-                ms(t0)
-            ),
-            source: None,
-        })
-    }
-}
-
 /// Turns streamed generator text into a checked, cited answer.
-pub struct AnswerAssembler {
+pub(crate) struct AnswerAssembler {
     model: String,
     question: String,
     citations: Vec<Citation>,

@@ -1,23 +1,23 @@
 //! Question answering over a store: retrieve, budget a prompt, generate, cite.
 //!
 //! This crate owns everything between a question and a cited answer, and
-//! nothing about how it is served: the CLI calls [`Asker::ask`], the HTTP
-//! service streams through [`Asker::prepare`] and [`AnswerAssembler`]. Prompt
-//! text lives in template files under `prompts/`, snapshot-tested.
+//! nothing about how it is served: [`Asker::start`] runs one answer and
+//! yields its events ([`AnswerStream`]: citations, text pieces, done); the
+//! CLI drains it with [`Asker::ask`] and the HTTP routes render it as JSON,
+//! SSE or OpenAI chunks. Prompt text lives in template files under
+//! `prompts/`, snapshot-tested.
 
 mod answer;
 mod citations;
-pub mod eval;
 mod prompt;
 mod retrieve;
+mod runner;
 
-pub use answer::{
-    AbstainCheck, AnswerAssembler, AskEvent, AskRequest, AskResponse, Asker, Citation, Prepared,
-    QuerySettings, Timings, Usage,
-};
+pub use answer::{AbstainCheck, AskRequest, AskResponse, Citation, QuerySettings, Timings, Usage};
 pub use citations::CitationFilter;
 pub use prompt::{PromptBuilder, PromptTemplates};
 pub use retrieve::{Purpose, Retrieval, RetrievalSettings, Retriever, collapse_duplicates};
+pub use runner::{AnswerEvent, AnswerStream, Asker};
 
 /// The fixed sentence docent answers when the documents do not hold the answer.
 pub const NO_ANSWER: &str = "I don't know based on the provided documents.";

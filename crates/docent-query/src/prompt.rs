@@ -1,3 +1,8 @@
+//! The prompt: templates compiled in from `prompts/` and the builder that
+//! fits numbered passages, in rank order, into the model's token budget.
+//! Kept apart from the runner so the exact text a model sees is one
+//! snapshot-tested place.
+
 use docent_core::{ChatMessage, Generator, Result, ScoredChunk};
 
 /// The prompt templates, compiled in from `prompts/`.

@@ -1,3 +1,7 @@
+//! Retrieval: embed the question (with a cache), search the store in the
+//! configured mode, gate off-topic questions, collapse near-duplicates, and
+//! for answers widen each hit into a stretch of its document.
+
 use docent_core::{
     Embedder, Fusion, Result, ScoredChunk, SearchFilter, SearchMode, SearchRequest, VectorStore,
 };

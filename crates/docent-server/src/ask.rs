@@ -1,15 +1,15 @@
-//! `POST /v1/ask` (JSON or SSE) and `POST /v1/search`, and the answer runner
-//! the OpenAI-compatible endpoint shares.
+//! `POST /v1/ask` (JSON or SSE) and `POST /v1/search`, and the rendering of
+//! an answer's events as SSE that the OpenAI-compatible endpoint shares.
 
-use crate::error::ApiError;
-use crate::extract::ApiJson;
+use crate::error::{ApiError, blocking};
+use crate::json::ApiJson;
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use docent_core::{GenerationEvent, GenerationRequest, SamplingParams, SearchFilter, SearchMode};
-use docent_query::{AnswerAssembler, AskRequest, AskResponse, Citation, NO_ANSWER};
+use docent_core::{SamplingParams, SearchFilter, SearchMode};
+use docent_query::{AnswerEvent, AnswerStream, AskRequest, AskResponse};
 use serde::{Deserialize, Serialize};
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -114,142 +114,63 @@ impl AppState {
     }
 }
 
-/// What an answer in progress yields, in order: text pieces, then the end.
-pub(crate) enum Piece {
-    Text(String),
-    Done(Box<AskResponse>),
-    Failed(ApiError),
-}
-
-/// An answer whose passages are chosen and whose generation is admitted.
-pub(crate) struct Answer {
-    pub citations: Vec<Citation>,
-    pub model: String,
-    pub pieces: mpsc::Receiver<Piece>,
-}
-
-/// Retrieves, builds the prompt and queues the generation. Errors (including
-/// a full queue, 429) come back before any byte is sent. Dropping
-/// `Answer::pieces` cancels the generation.
+/// Retrieves, builds the prompt and queues the generation (off the async
+/// runtime). Errors, including a full queue (429), come back before any
+/// byte is sent. Dropping the stream cancels the generation.
 pub(crate) async fn start_answer(
     state: &Arc<AppState>,
     request: AskRequest,
-) -> Result<Answer, ApiError> {
+) -> Result<AnswerStream, ApiError> {
     let asker = state.asker.clone();
-    let prepare_request = request.clone();
-    let prepared = tokio::task::spawn_blocking(move || asker.prepare(&prepare_request))
+    blocking("retrieval task", move || asker.start(&request))
         .await
-        .map_err(|e| ApiError::internal(format!("retrieval task failed: {e}")))??;
-    let model = state.asker.generator().model_id().to_string();
-    let mut assembler = AnswerAssembler::new(&model, &prepared, state.asker.settings());
-    let citations = assembler.citations().to_vec();
-    let (tx, pieces) = mpsc::channel::<Piece>(64);
-    if prepared.passages.is_empty() {
-        let _ = tx.try_send(Piece::Text(NO_ANSWER.to_string()));
-        let _ = tx.try_send(Piece::Done(Box::new(assembler.finish_without_generation())));
-        return Ok(Answer {
-            citations,
-            model,
-            pieces,
-        });
-    }
-    let mut events = match state.asker.generator().generate(GenerationRequest {
-        probe: assembler.probe(&prepared.messages),
-        messages: prepared.messages,
-        sampling: request.sampling,
-    }) {
-        Ok(events) => events,
-        Err(e) => {
-            if matches!(e, docent_core::Error::Overloaded(_)) {
+        .inspect_err(|e| {
+            if e.status == axum::http::StatusCode::TOO_MANY_REQUESTS {
                 state.metrics.add_rejection();
             }
-            return Err(e.into());
-        }
-    };
-    let state = state.clone();
-    tokio::spawn(async move {
-        // When the consumer goes away this task ends and drops `events`,
-        // which cancels the generation on the model thread (or makes the
-        // model thread skip it, if it is still queued).
-        loop {
-            let event = tokio::select! {
-                event = events.recv() => event,
-                _ = tx.closed() => return,
-            };
-            let Some(event) = event else { break };
-            let piece = match event {
-                GenerationEvent::Probe {
-                    logprob,
-                    prompt_tokens,
-                    prompt_eval_ms,
-                } => {
-                    if !assembler.measured(logprob, prompt_tokens, prompt_eval_ms) {
-                        continue;
-                    }
-                    // Returning drops `events`, which stops the generation.
-                    if tx.send(Piece::Text(NO_ANSWER.to_string())).await.is_ok() {
-                        let response = assembler.finish_abstained();
-                        state.metrics.add_tokens(response.usage.prompt_tokens, 0);
-                        let _ = tx.send(Piece::Done(Box::new(response))).await;
-                    }
-                    return;
-                }
-                GenerationEvent::Text(text) => {
-                    let shown = assembler.push(&text);
-                    if shown.is_empty() {
-                        continue;
-                    }
-                    Piece::Text(shown)
-                }
-                GenerationEvent::Done { stats, finish } => {
-                    let tail = assembler.flush();
-                    if !tail.is_empty() && tx.send(Piece::Text(tail)).await.is_err() {
-                        return;
-                    }
-                    let response = assembler.finish(stats, finish);
-                    state.metrics.add_tokens(
-                        response.usage.prompt_tokens,
-                        response.usage.completion_tokens,
-                    );
-                    let _ = tx.send(Piece::Done(Box::new(response))).await;
-                    return;
-                }
-                GenerationEvent::Failed(message) => {
-                    let _ = tx
-                        .send(Piece::Failed(ApiError::internal(format!(
-                            "generation failed: {message}"
-                        ))))
-                        .await;
-                    return;
-                }
-            };
-            if tx.send(piece).await.is_err() {
-                return;
-            }
-        }
-        let _ = tx
-            .send(Piece::Failed(ApiError::internal(
-                "the generation thread stopped without finishing",
-            )))
-            .await;
-    });
-    Ok(Answer {
-        citations,
-        model,
-        pieces,
-    })
+        })
 }
 
 /// Waits for the whole answer.
-pub(crate) async fn finish_answer(mut answer: Answer) -> Result<AskResponse, ApiError> {
-    while let Some(piece) = answer.pieces.recv().await {
-        match piece {
-            Piece::Text(_) => {}
-            Piece::Done(response) => return Ok(*response),
-            Piece::Failed(e) => return Err(e),
+pub(crate) async fn finish_answer(
+    state: &AppState,
+    answer: AnswerStream,
+) -> Result<AskResponse, ApiError> {
+    let response = answer.finish().await?;
+    state.metrics.add_answer(&response);
+    Ok(response)
+}
+
+/// Renders an answer as Server-Sent Events: `render` turns each answer
+/// event into the events sent for it. A task pulls the answer; when the
+/// client hangs up it stops at once, dropping the answer, which cancels the
+/// generation even while it is still queued.
+pub(crate) fn answer_events(
+    state: Arc<AppState>,
+    mut answer: AnswerStream,
+    mut render: impl FnMut(AnswerEvent) -> Vec<Event> + Send + 'static,
+) -> Response {
+    let (tx, rx) = mpsc::channel::<Result<Event, Infallible>>(64);
+    tokio::spawn(async move {
+        loop {
+            let event = tokio::select! {
+                event = answer.next() => event,
+                _ = tx.closed() => return,
+            };
+            let Some(event) = event else { return };
+            if let AnswerEvent::Done(response) = &event {
+                state.metrics.add_answer(response);
+            }
+            for sse in render(event) {
+                if tx.send(Ok(sse)).await.is_err() {
+                    return;
+                }
+            }
         }
-    }
-    Err(ApiError::internal("the answer ended without finishing"))
+    });
+    Sse::new(ReceiverStream::new(rx))
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }
 
 #[utoipa::path(
@@ -272,47 +193,23 @@ pub async fn ask(
     let stream = wants_stream(&body, &headers);
     let answer = start_answer(&state, request).await?;
     if !stream {
-        return Ok(axum::Json(finish_answer(answer).await?).into_response());
+        return Ok(axum::Json(finish_answer(&state, answer).await?).into_response());
     }
-    let (tx, rx) = mpsc::channel::<Result<Event, Infallible>>(64);
-    let citations = Event::default()
-        .event("citations")
-        .json_data(&answer.citations)
-        .expect("serialisable");
-    let mut pieces = answer.pieces;
-    tokio::spawn(async move {
-        if tx.send(Ok(citations)).await.is_err() {
-            return;
-        }
-        loop {
-            // A client that hangs up closes `tx`; stop at once, even while
-            // the answer is still queued.
-            let piece = tokio::select! {
-                piece = pieces.recv() => piece,
-                _ = tx.closed() => return,
-            };
-            let Some(piece) = piece else { return };
-            let (event, last) = match piece {
-                Piece::Text(text) => (
-                    Event::default()
-                        .event("token")
-                        .json_data(serde_json::json!({ "text": text })),
-                    false,
-                ),
-                Piece::Done(response) => (Ok(done_event(&response)), true),
-                Piece::Failed(error) => (
-                    Event::default().event("error").json_data(error.body()),
-                    true,
-                ),
-            };
-            if tx.send(Ok(event.expect("serialisable"))).await.is_err() || last {
-                return;
+    Ok(answer_events(state, answer, |event| {
+        let sse = match event {
+            AnswerEvent::Citations(citations) => {
+                Event::default().event("citations").json_data(&citations)
             }
-        }
-    });
-    Ok(Sse::new(ReceiverStream::new(rx))
-        .keep_alive(KeepAlive::default())
-        .into_response())
+            AnswerEvent::Piece(text) => Event::default()
+                .event("token")
+                .json_data(serde_json::json!({ "text": text })),
+            AnswerEvent::Done(response) => Ok(done_event(&response)),
+            AnswerEvent::Failed(error) => Event::default()
+                .event("error")
+                .json_data(ApiError::from(error).body()),
+        };
+        vec![sse.expect("serialisable")]
+    }))
 }
 
 fn done_event(response: &AskResponse) -> Event {
@@ -350,20 +247,10 @@ pub async fn search(
     let top_k = body.top_k.unwrap_or(10).clamp(1, state.limits.max_top_k);
     let filter = body.filters.unwrap_or_default();
     let asker = state.asker.clone();
-    let hits = tokio::task::spawn_blocking(move || {
-        asker
-            .retriever()
-            .retrieve(
-                &body.query,
-                top_k,
-                &filter,
-                body.mode,
-                docent_query::Purpose::Search,
-            )
-            .map(|r| r.passages)
+    let hits = blocking("search task", move || {
+        asker.search(&body.query, top_k, &filter, body.mode)
     })
-    .await
-    .map_err(|e| ApiError::internal(format!("search task failed: {e}")))??;
+    .await?;
     Ok(axum::Json(SearchResponse {
         results: hits
             .into_iter()

@@ -4,7 +4,7 @@
 //! can see what exists, not opened: opening one would take its lock from
 //! whichever process uses it.
 
-use crate::error::ApiError;
+use crate::error::{ApiError, blocking};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::State;
@@ -41,12 +41,12 @@ pub struct CollectionList {
     responses((status = 200, description = "The collections under the data directory and the one served (to serve another, restart with `--collection NAME`)", body = CollectionList))
 )]
 pub async fn list(State(state): State<Arc<AppState>>) -> Result<Json<CollectionList>, ApiError> {
-    let store = state.store.clone();
+    let pipeline = state.pipeline.clone();
     let dir = state.collections.dir.clone();
     let current = state.collections.current.clone();
     let served_model = state.embedder.model_id().to_string();
-    let collections = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
-        let chunks = store.count()? as u64;
+    let collections = blocking("collection listing", move || -> Result<_, ApiError> {
+        let chunks = pipeline.chunk_count()? as u64;
         let mut names = folder_names(&dir);
         if !names.contains(&current) {
             names.push(current.clone());
@@ -71,8 +71,7 @@ pub async fn list(State(state): State<Arc<AppState>>) -> Result<Json<CollectionL
             })
             .collect())
     })
-    .await
-    .map_err(|e| ApiError::internal(format!("collection listing failed: {e}")))??;
+    .await?;
     Ok(Json(CollectionList {
         collections,
         current: state.collections.current.clone(),

@@ -1,15 +1,15 @@
 //! `/v1/documents`: upload (multipart or JSON), list, get and delete, through
 //! the same ingestion pipeline as `docent ingest`.
 
-use crate::error::ApiError;
-use crate::extract::ApiJson;
+use crate::error::{ApiError, blocking};
+use crate::json::ApiJson;
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use docent_core::DocumentId;
-use docent_ingest::{DocumentRecord, DocumentStatus, FileError, Outcome};
+use docent_ingest::{DocumentRecord, DocumentStatus, Outcome};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -184,83 +184,49 @@ pub async fn upload(
             "no files: send multipart parts named `file`, or JSON {source, text}",
         ));
     }
-    let pipeline = state.pipeline.clone();
-    let store = state.store.clone();
-    let results = tokio::task::spawn_blocking(move || -> Result<Vec<IngestResult>, ApiError> {
-        let mut results = Vec::with_capacity(uploads.len());
-        for upload in uploads {
-            let id = DocumentId::new(upload.source.clone());
-            let meta = docent_ingest::DocumentMeta {
+    let documents = uploads
+        .into_iter()
+        .map(|upload| docent_ingest::DocumentInput {
+            id: DocumentId::new(upload.source.clone()),
+            path_hint: upload.source.clone().into(),
+            source: upload.source,
+            bytes: upload.bytes,
+            meta: docent_ingest::DocumentMeta {
                 modified: Some(docent_ingest::catalogue::now_secs()),
                 tags: Vec::new(),
                 metadata: upload.metadata,
-            };
-            let outcome = pipeline.ingest_document(
-                &id,
-                &upload.source,
-                std::path::Path::new(&upload.source),
-                &upload.bytes,
-                &meta,
-                &|_| {},
-            );
-            let (status, chunks, error) = match outcome {
+            },
+        })
+        .collect();
+    let pipeline = state.pipeline.clone();
+    let reports = blocking("ingestion task", move || {
+        pipeline.ingest_documents(documents, &|_| {})
+    })
+    .await?;
+    let results: Vec<IngestResult> = reports
+        .into_iter()
+        .map(|report| {
+            let (status, chunks, error) = match report.result {
                 Ok((Outcome::Added, n)) => ("added", n, None),
                 Ok((Outcome::Updated, n)) => ("updated", n, None),
                 Ok((Outcome::Unchanged, _)) => ("unchanged", 0, None),
-                Err(FileError::Skip(reason)) => {
-                    pipeline.record_failure(&id, &reason, None)?;
-                    ("failed", 0, Some(reason))
-                }
-                Err(FileError::Fatal(e)) => return Err(e.into()),
+                Err(reason) => ("failed", 0, Some(reason)),
             };
-            results.push(IngestResult {
-                document_id: id.0,
-                source: upload.source,
+            IngestResult {
+                document_id: report.id.0,
+                source: report.source,
                 status,
                 chunks,
                 error,
-            });
-        }
-        store.flush()?;
-        Ok(results)
-    })
-    .await
-    .map_err(|e| ApiError::internal(format!("ingestion task failed: {e}")))??;
+            }
+        })
+        .collect();
     let changed = results
         .iter()
         .filter(|r| matches!(r.status, "added" | "updated"))
         .count();
     state.metrics.add_documents(changed);
-    if changed > 0 {
-        build_index_in_background(&state);
-    }
     Ok(Json(IngestResponse { results }).into_response())
-}
-
-/// Indexes what uploads added (qdrant-edge only builds its HNSW index when
-/// asked), after the response is sent: usually a no-op, minutes once the
-/// unindexed part has grown past the engine's threshold. One build at a
-/// time; an upload during a build leaves its points to the next one.
-fn build_index_in_background(state: &Arc<AppState>) {
-    use std::sync::atomic::Ordering;
-    if state.indexing.swap(true, Ordering::AcqRel) {
-        return;
-    }
-    let store = state.store.clone();
-    let indexing = state.indexing.clone();
-    tokio::task::spawn_blocking(move || {
-        let started = std::time::Instant::now();
-        match store.optimize() {
-            Ok(()) => tracing::debug!(
-                secs = started.elapsed().as_secs_f64(),
-                "search index updated"
-            ),
-            Err(e) => {
-                tracing::warn!(error = %e, "building the search index failed; the next upload retries")
-            }
-        }
-        indexing.store(false, Ordering::Release);
-    });
 }
 
 async fn read_multipart(mut multipart: Multipart) -> Result<Vec<Upload>, ApiError> {
@@ -324,14 +290,12 @@ pub async fn list(
 ) -> Result<Json<DocumentList>, ApiError> {
     let limit = params.limit.unwrap_or(100).clamp(1, 1000);
     let pipeline = state.pipeline.clone();
-    let (records, total) = tokio::task::spawn_blocking(move || {
+    let (records, total) = blocking("listing task", move || {
         pipeline
             .catalogue()
             .page(params.after.as_deref(), limit + 1)
     })
-    .await
-    .map_err(|e| ApiError::internal(format!("listing task failed: {e}")))?
-    .map_err(|e| ApiError::internal(e.to_string()))?;
+    .await?;
     let more = records.len() > limit;
     let documents: Vec<DocumentView> = records.into_iter().take(limit).map(Into::into).collect();
     let next = more
@@ -357,16 +321,13 @@ pub async fn get(
 ) -> Result<Json<DocumentView>, ApiError> {
     let pipeline = state.pipeline.clone();
     let lookup = id.clone();
-    let record =
-        tokio::task::spawn_blocking(move || pipeline.catalogue().get(&DocumentId::new(lookup)))
-            .await
-            .map_err(|e| ApiError::internal(format!("lookup task failed: {e}")))?
-            .map_err(|e| ApiError::internal(e.to_string()))?;
-    record.map(|r| Json(r.into())).ok_or_else(|| {
-        ApiError::not_found(format!(
-            "no document {id:?}; list them at GET /v1/documents"
-        ))
+    let record = blocking("lookup task", move || {
+        pipeline.catalogue().get(&DocumentId::new(lookup))
     })
+    .await?;
+    record
+        .map(|r| Json(r.into()))
+        .ok_or_else(|| no_document(&id))
 }
 
 #[utoipa::path(
@@ -382,27 +343,33 @@ pub async fn delete(
 ) -> Result<Json<Deleted>, ApiError> {
     let pipeline = state.pipeline.clone();
     let document = DocumentId::new(id.clone());
-    let removed = tokio::task::spawn_blocking(move || -> docent_core::Result<Option<usize>> {
-        let Some(record) = pipeline
-            .catalogue()
-            .get(&document)
-            .map_err(|e| docent_core::Error::internal("catalogue", e))?
-        else {
-            return Ok(None);
-        };
-        pipeline.remove_document(&document)?;
-        Ok(Some(record.chunk_ids.len()))
-    })
-    .await
-    .map_err(|e| ApiError::internal(format!("delete task failed: {e}")))??;
+    let removed = blocking(
+        "delete task",
+        move || -> docent_core::Result<Option<usize>> {
+            let Some(record) = pipeline
+                .catalogue()
+                .get(&document)
+                .map_err(|e| docent_core::Error::internal("catalogue", e))?
+            else {
+                return Ok(None);
+            };
+            pipeline.remove_document(&document)?;
+            Ok(Some(record.chunk_ids.len()))
+        },
+    )
+    .await?;
     match removed {
         Some(chunks_removed) => Ok(Json(Deleted {
             id,
             deleted: true,
             chunks_removed,
         })),
-        None => Err(ApiError::not_found(format!(
-            "no document {id:?}; list them at GET /v1/documents"
-        ))),
+        None => Err(no_document(&id)),
     }
+}
+
+fn no_document(id: &str) -> ApiError {
+    ApiError::not_found(format!(
+        "no document {id:?}; list them at GET /v1/documents"
+    ))
 }

@@ -103,6 +103,30 @@ impl From<docent_core::Error> for ApiError {
     }
 }
 
+impl From<docent_ingest::CatalogueError> for ApiError {
+    fn from(e: docent_ingest::CatalogueError) -> Self {
+        tracing::error!(error = %e, "catalogue error");
+        Self::internal(e.to_string())
+    }
+}
+
+/// Runs blocking work (store I/O, model calls, parsing) off the async
+/// runtime. Its error, or a panic in it, becomes the response.
+pub(crate) async fn blocking<T, E>(
+    what: &'static str,
+    work: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    E: Send + 'static,
+    ApiError: From<E>,
+{
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result.map_err(ApiError::from),
+        Err(e) => Err(ApiError::internal(format!("{what} failed: {e}"))),
+    }
+}
+
 /// Formats an error with its whole `source` chain.
 struct ErrorChain<'a>(&'a (dyn std::error::Error + 'static));
 

@@ -1,15 +1,20 @@
 //! The HTTP API as a library: `router(state)` and `serve`.
 //!
-//! Handlers never run inference or store I/O on the async runtime: retrieval
-//! goes through `spawn_blocking`, generation through the generator's own
-//! thread and bounded queue (a full queue is an immediate 429). Errors become
-//! responses in one place, [`ApiError`].
+//! It owns the protocol and nothing behind it: handlers parse a request,
+//! call a service (`docent_query::Asker` for answers and search,
+//! `docent_ingest::Pipeline` for documents) and render what comes back; an
+//! answer's events are rendered as JSON, SSE or OpenAI chunks, never
+//! produced here. Handlers never run inference or store I/O on the async
+//! runtime: blocking work goes through one `spawn_blocking` helper,
+//! generation through the generator's own thread and bounded queue (a full
+//! queue is an immediate 429). Errors become responses in one place,
+//! [`ApiError`], and every route is declared with its OpenAPI description.
 
 mod ask;
 mod collections;
 mod documents;
 mod error;
-mod extract;
+mod json;
 mod metrics;
 mod openai;
 pub mod openapi;
@@ -25,50 +30,34 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderName, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router};
+use openapi::{Routes, Serve};
 use std::sync::Arc;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The whole API and the web page. `/`, `/assets/*`, `/healthz` and `/readyz`
-/// stay open; `/v1` needs a key when keys are configured.
+/// The whole API and the web page. `/`, `/assets/*`, `/healthz`, `/readyz`,
+/// `/metrics` and `/openapi.json` stay open; `/v1` needs a key when keys are
+/// configured.
 pub fn router(state: Arc<AppState>) -> Router {
-    let json_limit = DefaultBodyLimit::max(state.limits.max_json_bytes);
-    let v1 = Router::new()
-        .route("/v1/ask", post(ask::ask).layer(json_limit))
-        .route("/v1/search", post(ask::search).layer(json_limit))
-        .route(
-            "/v1/documents",
-            post(documents::upload)
-                .layer(DefaultBodyLimit::max(state.limits.max_upload_bytes))
-                .get(documents::list),
-        )
-        .route(
-            "/v1/documents/{*id}",
-            get(documents::get).delete(documents::delete),
-        )
-        .route(
-            "/v1/chat/completions",
-            post(openai::chat_completions).layer(json_limit),
-        )
-        .route("/v1/embeddings", post(openai::embeddings).layer(json_limit))
-        .route("/v1/models", get(openai::models))
-        .route("/v1/collections", get(collections::list))
-        .layer(middleware::from_fn_with_state(
+    let v1 = v1_routes(&state.limits).layer(|router| {
+        router.layer(middleware::from_fn_with_state(
             state.clone(),
             require_api_key,
-        ));
-    Router::new()
-        .merge(v1)
+        ))
+    });
+    let (router, document) = v1.merge(open_routes()).into_parts();
+    let document = Arc::new(document);
+    router
         .route("/", get(web::index))
         .route("/assets/{name}", get(web::asset))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(ready))
-        .route("/metrics", get(metrics::metrics))
-        .route("/openapi.json", get(|| async { Json(openapi::document()) }))
+        .route(
+            "/openapi.json",
+            get(move || async move { Json(document.as_ref().clone()) }),
+        )
         .fallback(|| async { ApiError::not_found("no such route; see /openapi.json") })
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -84,28 +73,52 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// The `/v1` routes, each declared with its description.
+fn v1_routes(limits: &Limits) -> Routes<Arc<AppState>> {
+    let json = || Serve::BodyLimit(DefaultBodyLimit::max(limits.max_json_bytes));
+    let upload = Serve::BodyLimit(DefaultBodyLimit::max(limits.max_upload_bytes));
+    Routes::new()
+        .add::<ask::__path_ask, _, _>(ask::ask, json())
+        .add::<ask::__path_search, _, _>(ask::search, json())
+        .add::<documents::__path_upload, _, _>(documents::upload, upload)
+        .add::<documents::__path_list, _, _>(documents::list, Serve::AsIs)
+        .add::<documents::__path_get, _, _>(documents::get, Serve::RestOfPath)
+        .add::<documents::__path_delete, _, _>(documents::delete, Serve::RestOfPath)
+        .add::<openai::__path_chat_completions, _, _>(openai::chat_completions, json())
+        .add::<openai::__path_embeddings, _, _>(openai::embeddings, json())
+        .add::<openai::__path_models, _, _>(openai::models, Serve::AsIs)
+        .add::<collections::__path_list, _, _>(collections::list, Serve::AsIs)
+}
+
+/// The operational routes that never need a key.
+fn open_routes() -> Routes<Arc<AppState>> {
+    Routes::new()
+        .add::<__path_healthz, _, _>(healthz, Serve::AsIs)
+        .add::<__path_ready, _, _>(ready, Serve::AsIs)
+        .add::<metrics::__path_metrics, _, _>(metrics::metrics, Serve::AsIs)
+}
+
+/// Every documented route (for the description alone).
+pub(crate) fn routes(limits: &Limits) -> Routes<Arc<AppState>> {
+    v1_routes(limits).merge(open_routes())
+}
+
 #[utoipa::path(get, path = "/healthz", tag = "operations",
     responses((status = 200, description = "The process is alive (never needs a key)")))]
 async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
-/// Documents `/metrics` (served by `metrics::metrics`).
-#[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text format: docent_http_requests_total{route,method,status}, docent_http_request_duration_seconds (histogram), docent_generated_tokens_total, docent_prompt_tokens_total, docent_generation_queue_depth, docent_generation_rejections_total, docent_documents_ingested_total", content_type = "text/plain")))]
-#[allow(dead_code)]
-async fn metrics_doc() {}
-
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, description = "Models loaded and the store readable"), (status = 503, description = "Not ready")))]
 async fn ready(State(state): State<Arc<AppState>>) -> Response {
-    let store = state.store.clone();
-    match tokio::task::spawn_blocking(move || store.count()).await {
+    let pipeline = state.pipeline.clone();
+    match tokio::task::spawn_blocking(move || pipeline.chunk_count()).await {
         Ok(Ok(chunks)) => Json(serde_json::json!({
             "status": "ready",
             "chunks": chunks,
             "embedding_model": state.embedder.model_id(),
-            "generation_model": state.asker.generator().model_id(),
+            "generation_model": state.asker.model_id(),
         }))
         .into_response(),
         _ => ApiError::new(

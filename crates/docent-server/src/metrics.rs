@@ -80,6 +80,11 @@ impl Metrics {
             .fetch_add(generated as u64, Ordering::Relaxed);
     }
 
+    /// Counts the tokens of a finished answer.
+    pub fn add_answer(&self, answer: &docent_query::AskResponse) {
+        self.add_tokens(answer.usage.prompt_tokens, answer.usage.completion_tokens);
+    }
+
     pub fn add_rejection(&self) {
         self.rejections.fetch_add(1, Ordering::Relaxed);
     }
@@ -200,12 +205,12 @@ pub async fn track(State(state): State<Arc<AppState>>, request: Request, next: N
     response
 }
 
-/// `GET /metrics`.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format: docent_http_requests_total{route,method,status}, docent_http_request_duration_seconds (histogram), docent_generated_tokens_total, docent_prompt_tokens_total, docent_generation_queue_depth, docent_generation_rejections_total, docent_generations_cancelled_total, docent_documents_ingested_total", content_type = "text/plain")))]
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    let generator = state.asker.generator();
     let text = state
         .metrics
-        .render(generator.queue_depth(), generator.cancelled());
+        .render(state.asker.queue_depth(), state.asker.cancelled());
     (
         [(
             header::CONTENT_TYPE,

@@ -6,23 +6,20 @@
 //! "answerable": bool}`, and as `[n]` markers in the text. Official clients
 //! keep unknown fields, so `completion.docent` (Python: `model_extra`) reads them.
 
-use crate::ask::{Piece, finish_answer, start_answer};
-use crate::error::ApiError;
-use crate::extract::ApiJson;
+use crate::ask::{answer_events, finish_answer, start_answer};
+use crate::error::{ApiError, blocking};
+use crate::json::ApiJson;
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::State;
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use docent_core::{FinishReason, SearchFilter};
-use docent_query::AskRequest;
+use docent_query::{AnswerEvent, AskRequest};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use std::convert::Infallible;
 use std::sync::Arc;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 
 /// One chat message. `content` may be a string or a list of `{type: "text", text}` parts.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -116,12 +113,12 @@ pub async fn chat_completions(
             body.seed,
         ),
     };
+    let model = state.asker.model_id().to_string();
     let answer = start_answer(&state, request).await?;
     let id = completion_id();
     let created = now();
     if !body.stream {
-        let model = answer.model.clone();
-        let response = finish_answer(answer).await?;
+        let response = finish_answer(&state, answer).await?;
         return Ok(Json(json!({
             "id": id,
             "object": "chat.completion",
@@ -146,68 +143,45 @@ pub async fn chat_completions(
         }))
         .into_response());
     }
-    let chunk = {
-        let (id, model) = (id.clone(), answer.model.clone());
-        move |delta: Value, finish: Option<&str>, extra: Option<Value>| {
-            let mut value = json!({
-                "id": id,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": model,
-                "choices": [{ "index": 0, "delta": delta, "finish_reason": finish, "logprobs": null }],
-            });
-            if let Some(extra) = extra {
-                value["docent"] = extra;
-            }
-            Event::default().data(value.to_string())
+    let chunk = move |delta: Value, finish: Option<&str>, extra: Option<Value>| {
+        let mut value = json!({
+            "id": id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [{ "index": 0, "delta": delta, "finish_reason": finish, "logprobs": null }],
+        });
+        if let Some(extra) = extra {
+            value["docent"] = extra;
         }
+        Event::default().data(value.to_string())
     };
-    let (tx, rx) = mpsc::channel::<Result<Event, Infallible>>(64);
-    let first = chunk(
-        json!({ "role": "assistant", "content": "" }),
-        None,
-        Some(json!({ "citations": answer.citations })),
-    );
-    let mut pieces = answer.pieces;
-    tokio::spawn(async move {
-        if tx.send(Ok(first)).await.is_err() {
-            return;
-        }
-        loop {
-            let piece = tokio::select! {
-                piece = pieces.recv() => piece,
-                _ = tx.closed() => return,
-            };
-            let Some(piece) = piece else { return };
-            let (event, last) = match piece {
-                Piece::Text(text) => (chunk(json!({ "content": text }), None, None), false),
-                Piece::Done(response) => (
-                    chunk(
-                        json!({}),
-                        Some(finish_reason(response.finish_reason)),
-                        Some(json!({
-                            "citations": response.citations,
-                            "answerable": response.answerable,
-                            "usage": response.usage,
-                            "timings_ms": response.timings_ms,
-                        })),
-                    ),
-                    true,
-                ),
-                Piece::Failed(error) => (Event::default().data(error.body().to_string()), true),
-            };
-            if tx.send(Ok(event)).await.is_err() {
-                return;
-            }
-            if last {
-                let _ = tx.send(Ok(Event::default().data("[DONE]"))).await;
-                return;
-            }
-        }
-    });
-    Ok(Sse::new(ReceiverStream::new(rx))
-        .keep_alive(KeepAlive::default())
-        .into_response())
+    let done = || Event::default().data("[DONE]");
+    Ok(answer_events(state, answer, move |event| match event {
+        AnswerEvent::Citations(citations) => vec![chunk(
+            json!({ "role": "assistant", "content": "" }),
+            None,
+            Some(json!({ "citations": citations })),
+        )],
+        AnswerEvent::Piece(text) => vec![chunk(json!({ "content": text }), None, None)],
+        AnswerEvent::Done(response) => vec![
+            chunk(
+                json!({}),
+                Some(finish_reason(response.finish_reason)),
+                Some(json!({
+                    "citations": response.citations,
+                    "answerable": response.answerable,
+                    "usage": response.usage,
+                    "timings_ms": response.timings_ms,
+                })),
+            ),
+            done(),
+        ],
+        AnswerEvent::Failed(error) => vec![
+            Event::default().data(ApiError::from(error).body().to_string()),
+            done(),
+        ],
+    }))
 }
 
 /// Body of `POST /v1/embeddings` (`model` is accepted and ignored).
@@ -269,15 +243,14 @@ pub async fn embeddings(
         }
     };
     let embedder = state.embedder.clone();
-    let (vectors, tokens) = tokio::task::spawn_blocking(move || -> docent_core::Result<_> {
+    let (vectors, tokens) = blocking("embedding task", move || -> docent_core::Result<_> {
         let tokens = inputs
             .iter()
             .map(|t| embedder.count_tokens(t))
             .sum::<docent_core::Result<usize>>()?;
         Ok((embedder.embed(&inputs)?, tokens))
     })
-    .await
-    .map_err(|e| ApiError::internal(format!("embedding task failed: {e}")))??;
+    .await?;
     let data: Vec<Value> = vectors
         .into_iter()
         .enumerate()
@@ -330,7 +303,7 @@ pub async fn models(State(state): State<Arc<AppState>>) -> Json<ModelList> {
     Json(ModelList {
         object: "list",
         data: vec![
-            card(state.asker.generator().model_id()),
+            card(state.asker.model_id()),
             card(state.embedder.model_id()),
         ],
     })

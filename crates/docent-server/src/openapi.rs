@@ -1,29 +1,25 @@
 //! `GET /openapi.json`: the API description, generated from the handlers'
 //! annotations and the request/response types.
+//!
+//! Routes are declared through [`Routes::add`], which takes the path and the
+//! methods from the handler's `#[utoipa::path]` and adds its description in
+//! the same step, so no route can be served undocumented or documented at a
+//! path it is not served at.
 
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::handler::Handler;
+use axum::routing::{MethodFilter, MethodRouter};
 use utoipa::OpenApi;
+use utoipa::openapi::path::{HttpMethod, Paths};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::{RefOr, Schema};
 
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "docent",
         description = "Retrieval-augmented question answering over your documents. Errors are `{\"error\": {\"type\", \"message\"}}`. When API keys are configured every /v1 route needs `Authorization: Bearer KEY`."
-    ),
-    paths(
-        crate::ask::ask,
-        crate::ask::search,
-        crate::documents::upload,
-        crate::documents::list,
-        crate::documents::get,
-        crate::documents::delete,
-        crate::collections::list,
-        crate::openai::chat_completions,
-        crate::openai::embeddings,
-        crate::openai::models,
-        crate::healthz,
-        crate::ready,
-        crate::metrics_doc,
     ),
     components(schemas(
         crate::error::ErrorBody,
@@ -40,7 +36,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
         (name = "operations", description = "Health, readiness and metrics"),
     )
 )]
-pub struct ApiDoc;
+struct ApiDoc;
 
 struct BearerAuth;
 
@@ -54,7 +50,102 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
+/// How [`Routes::add`] serves a handler.
+pub(crate) enum Serve {
+    AsIs,
+    /// With a request body limit other than axum's default.
+    BodyLimit(DefaultBodyLimit),
+    /// Its last path parameter takes the rest of the path, slashes included
+    /// (document ids are paths): documented as `{id}`, routed as `{*id}`.
+    RestOfPath,
+}
+
+/// A router whose every route carries its OpenAPI description.
+pub(crate) struct Routes<S> {
+    router: Router<S>,
+    paths: Paths,
+    schemas: Vec<(String, RefOr<Schema>)>,
+}
+
+impl<S: Clone + Send + Sync + 'static> Routes<S> {
+    pub fn new() -> Self {
+        Routes {
+            router: Router::new(),
+            paths: Paths::new(),
+            schemas: Vec::new(),
+        }
+    }
+
+    /// Serves `handler` at the path and methods of its description `Doc`
+    /// (the `__path_*` type `#[utoipa::path]` generates), as `how` says.
+    pub fn add<Doc, H, T>(mut self, handler: H, how: Serve) -> Self
+    where
+        Doc: utoipa::Path + utoipa::__dev::SchemaReferences,
+        H: Handler<T, S>,
+        T: 'static,
+    {
+        let path = Doc::path();
+        let methods = Doc::methods();
+        let mut router = methods.iter().fold(MethodRouter::new(), |router, method| {
+            router.on(method_filter(method), handler.clone())
+        });
+        let mut routed = path.clone();
+        match how {
+            Serve::AsIs => {}
+            Serve::BodyLimit(limit) => router = router.layer(limit),
+            Serve::RestOfPath => {
+                let at = path
+                    .rfind('{')
+                    .expect("a rest-of-path route has a parameter");
+                routed = format!("{}{{*{}", &path[..at], &path[at + 1..]);
+            }
+        }
+        self.router = self.router.route(&routed, router);
+        self.paths
+            .add_path_operation(path, methods, Doc::operation());
+        Doc::schemas(&mut self.schemas);
+        self
+    }
+
+    /// Wraps every route added so far (authentication of `/v1`).
+    pub fn layer(mut self, wrap: impl FnOnce(Router<S>) -> Router<S>) -> Self {
+        self.router = wrap(self.router);
+        self
+    }
+
+    pub fn merge(mut self, other: Routes<S>) -> Self {
+        self.router = self.router.merge(other.router);
+        self.paths.merge(other.paths);
+        self.schemas.extend(other.schemas);
+        self
+    }
+
+    /// The router and the description of everything it serves.
+    pub fn into_parts(self) -> (Router<S>, utoipa::openapi::OpenApi) {
+        let mut document = ApiDoc::openapi();
+        document.paths.merge(self.paths);
+        let components = document.components.get_or_insert_with(Default::default);
+        for (name, schema) in self.schemas {
+            components.schemas.entry(name).or_insert(schema);
+        }
+        (self.router, document)
+    }
+}
+
+fn method_filter(method: &HttpMethod) -> MethodFilter {
+    match method {
+        HttpMethod::Get => MethodFilter::GET,
+        HttpMethod::Post => MethodFilter::POST,
+        HttpMethod::Put => MethodFilter::PUT,
+        HttpMethod::Delete => MethodFilter::DELETE,
+        HttpMethod::Options => MethodFilter::OPTIONS,
+        HttpMethod::Head => MethodFilter::HEAD,
+        HttpMethod::Patch => MethodFilter::PATCH,
+        HttpMethod::Trace => MethodFilter::TRACE,
+    }
+}
+
 /// The document served at `/openapi.json`.
 pub fn document() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+    crate::routes(&crate::Limits::default()).into_parts().1
 }

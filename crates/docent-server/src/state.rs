@@ -1,5 +1,9 @@
+//! What the handlers share: the services (answers, ingestion, embeddings),
+//! the request limits and the metrics. No handler reaches past a service
+//! to the store or the models behind it.
+
 use crate::metrics::Metrics;
-use docent_core::{Embedder, SamplingParams, VectorStore};
+use docent_core::{Embedder, SamplingParams};
 use docent_ingest::Pipeline;
 use docent_query::Asker;
 use std::path::PathBuf;
@@ -42,14 +46,16 @@ pub struct Collections {
     pub current: String,
 }
 
-/// Everything the handlers share. Backends are trait objects so tests can
-/// put fakes around the code under test.
+/// Everything the handlers share. The services' backends are trait objects
+/// so tests can put fakes around the code under test.
 pub struct AppState {
+    /// Answers and search.
     pub asker: Arc<Asker>,
-    pub embedder: Arc<dyn Embedder>,
-    pub store: Arc<dyn VectorStore>,
-    /// The ingestion pipeline behind `/v1/documents`.
+    /// The ingestion pipeline and catalogue behind `/v1/documents`; it
+    /// updates the search index after uploads by itself.
     pub pipeline: Arc<Pipeline>,
+    /// `/v1/embeddings`.
+    pub embedder: Arc<dyn Embedder>,
     pub metrics: Metrics,
     pub limits: Limits,
     /// When non-empty, every `/v1` route needs one of these as a bearer token.
@@ -58,7 +64,4 @@ pub struct AppState {
     pub defaults: SamplingParams,
     /// For `GET /v1/collections`.
     pub collections: Collections,
-    /// Set while a background index build after an upload runs, so uploads
-    /// don't queue up builds behind each other.
-    pub indexing: Arc<std::sync::atomic::AtomicBool>,
 }

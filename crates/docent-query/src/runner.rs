@@ -1,0 +1,323 @@
+//! The one answer runner: retrieval, prompt, admission to the generator's
+//! queue, and the stream of answer events every front end renders.
+//!
+//! Like text-embeddings-inference's `Infer`, this crate owns the queue and
+//! the stream; the CLI drains an [`AnswerStream`] on its thread, and the HTTP
+//! routes (`/v1/ask` as JSON or SSE, chat completions, the web page) only
+//! render its events. Dropping the stream cancels the generation.
+
+use crate::NO_ANSWER;
+use crate::answer::{
+    AnswerAssembler, AskRequest, AskResponse, Citation, Prepared, QuerySettings, Timings,
+};
+use crate::prompt::{PromptBuilder, PromptTemplates};
+use crate::retrieve::{Purpose, RetrievalSettings, Retriever, ms};
+use docent_core::{
+    Embedder, Error, GenerationEvent, GenerationRequest, Generator, Result, ScoredChunk,
+    SearchFilter, SearchMode, VectorStore,
+};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::mpsc;
+
+/// What an answer yields, in order: `Citations` once (the passages shown to
+/// the model, numbered as in the prompt), `Piece`s of checked answer text,
+/// then `Done` with the whole response, or `Failed`. Nothing follows the end.
+#[derive(Debug)]
+pub enum AnswerEvent {
+    Citations(Vec<Citation>),
+    Piece(String),
+    Done(Box<AskResponse>),
+    Failed(Error),
+}
+
+impl AnswerEvent {
+    /// How the answer ended, for the last event (`Done` or `Failed`).
+    fn into_end(self) -> Option<Result<AskResponse>> {
+        match self {
+            AnswerEvent::Done(response) => Some(Ok(*response)),
+            AnswerEvent::Failed(error) => Some(Err(error)),
+            AnswerEvent::Citations(_) | AnswerEvent::Piece(_) => None,
+        }
+    }
+}
+
+/// A stream that ended before `Done` or `Failed` (a bug, not a user error).
+fn unfinished() -> Error {
+    Error::Internal {
+        message: "the answer ended without finishing".into(),
+        source: None,
+    }
+}
+
+/// Answers questions: retrieval, prompt, generation, citations.
+pub struct Asker {
+    retriever: Retriever,
+    generator: Arc<dyn Generator>,
+    prompts: PromptBuilder,
+    settings: QuerySettings,
+}
+
+impl Asker {
+    pub fn new(
+        embedder: Arc<dyn Embedder>,
+        store: Arc<dyn VectorStore>,
+        generator: Arc<dyn Generator>,
+        settings: QuerySettings,
+        retrieval: RetrievalSettings,
+    ) -> Self {
+        Asker {
+            retriever: Retriever::new(embedder, store, retrieval),
+            generator,
+            prompts: PromptBuilder::new(PromptTemplates::default()),
+            settings,
+        }
+    }
+
+    pub fn settings(&self) -> &QuerySettings {
+        &self.settings
+    }
+
+    /// The generation model answers are reported under.
+    pub fn model_id(&self) -> &str {
+        self.generator.model_id()
+    }
+
+    /// Generations waiting in the model's queue (not yet started).
+    pub fn queue_depth(&self) -> usize {
+        self.generator.queue_depth()
+    }
+
+    /// Generations stopped early because their consumer went away.
+    pub fn cancelled(&self) -> u64 {
+        self.generator.cancelled()
+    }
+
+    /// Ranked chunks as stored, without generation. Blocking (embeds the query).
+    pub fn search(
+        &self,
+        query: &str,
+        top_k: usize,
+        filter: &SearchFilter,
+        mode: Option<SearchMode>,
+    ) -> Result<Vec<ScoredChunk>> {
+        if query.trim().is_empty() {
+            return Err(Error::InvalidInput("query: must not be empty".into()));
+        }
+        Ok(self
+            .retriever
+            .retrieve(query, top_k, filter, mode, Purpose::Search)?
+            .passages)
+    }
+
+    /// Retrieves passages, builds the prompt and queues the generation.
+    /// Blocking (embeds the question); errors, including a full queue
+    /// (`Error::Overloaded`), come back before any event.
+    pub fn start(&self, request: &AskRequest) -> Result<AnswerStream> {
+        let prepared = self.prepare(request)?;
+        let assembler = AnswerAssembler::new(self.generator.model_id(), &prepared, &self.settings);
+        let mut pending = VecDeque::from([AnswerEvent::Citations(assembler.citations().to_vec())]);
+        if prepared.passages.is_empty() {
+            pending.push_back(AnswerEvent::Piece(NO_ANSWER.to_string()));
+            pending.push_back(AnswerEvent::Done(Box::new(
+                assembler.finish_without_generation(),
+            )));
+            return Ok(AnswerStream {
+                pending,
+                generation: None,
+            });
+        }
+        let events = self.generator.generate(GenerationRequest {
+            probe: assembler.probe(&prepared.messages),
+            messages: prepared.messages,
+            sampling: request.sampling.clone(),
+        })?;
+        Ok(AnswerStream {
+            pending,
+            generation: Some(Generation {
+                events,
+                assembler,
+                started: Instant::now(),
+            }),
+        })
+    }
+
+    /// Answers a question on this thread, handing each event to `on_event`
+    /// as it comes. Blocking: call it from a thread that may wait on the models.
+    pub fn ask(
+        &self,
+        request: &AskRequest,
+        mut on_event: impl FnMut(&AnswerEvent),
+    ) -> Result<AskResponse> {
+        let mut stream = self.start(request)?;
+        while let Some(event) = stream.blocking_next() {
+            on_event(&event);
+            if let Some(end) = event.into_end() {
+                return end;
+            }
+        }
+        Err(unfinished())
+    }
+
+    /// Retrieves passages and builds the prompt. Blocking (embeds the question).
+    fn prepare(&self, request: &AskRequest) -> Result<Prepared> {
+        let question = request.question.trim();
+        if question.is_empty() {
+            return Err(Error::InvalidInput("question: must not be empty".into()));
+        }
+        let top_k = request.top_k.unwrap_or(self.settings.top_k).max(1);
+        let retrieval = self.retriever.retrieve(
+            question,
+            top_k,
+            &request.filter,
+            request.mode,
+            Purpose::Answer,
+        )?;
+        let room = self
+            .generator
+            .context_length()
+            .saturating_sub(request.sampling.max_tokens);
+        let budget = self.settings.max_prompt_tokens.min(room);
+        let (messages, passages) = self.prompts.build(
+            question,
+            &retrieval.passages,
+            self.generator.as_ref(),
+            budget,
+        )?;
+        Ok(Prepared {
+            question: question.to_string(),
+            messages,
+            passages,
+            timings: Timings {
+                embed: retrieval.embed_ms,
+                search: retrieval.search_ms,
+                ..Default::default()
+            },
+        })
+    }
+}
+
+/// A generation in progress and the assembler checking its text.
+struct Generation {
+    events: mpsc::Receiver<GenerationEvent>,
+    assembler: AnswerAssembler,
+    started: Instant,
+}
+
+/// An answer whose passages are chosen and whose generation is admitted.
+/// Pull its events with [`AnswerStream::next`] (async) or
+/// [`AnswerStream::blocking_next`]; dropping it cancels the generation (or
+/// makes the model thread skip it, if it is still queued).
+pub struct AnswerStream {
+    pending: VecDeque<AnswerEvent>,
+    generation: Option<Generation>,
+}
+
+impl AnswerStream {
+    /// The next event; `None` after `Done` or `Failed`.
+    pub async fn next(&mut self) -> Option<AnswerEvent> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Some(event);
+            }
+            let generation = self.generation.as_mut()?;
+            let event = generation.events.recv().await;
+            self.take(event);
+        }
+    }
+
+    /// Like [`AnswerStream::next`], waiting on this thread (not on an async runtime).
+    pub fn blocking_next(&mut self) -> Option<AnswerEvent> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Some(event);
+            }
+            let generation = self.generation.as_mut()?;
+            let event = generation.events.blocking_recv();
+            self.take(event);
+        }
+    }
+
+    /// Waits for the whole answer.
+    pub async fn finish(mut self) -> Result<AskResponse> {
+        while let Some(event) = self.next().await {
+            if let Some(end) = event.into_end() {
+                return end;
+            }
+        }
+        Err(unfinished())
+    }
+
+    /// Turns one generator event (`None`: the model thread went away) into
+    /// answer events; ends the generation on the last one.
+    fn take(&mut self, event: Option<GenerationEvent>) {
+        let Some(generation) = self.generation.as_mut() else {
+            return;
+        };
+        let end = match event {
+            Some(GenerationEvent::Probe {
+                logprob,
+                prompt_tokens,
+                prompt_eval_ms,
+            }) => {
+                let abstain = generation
+                    .assembler
+                    .measured(logprob, prompt_tokens, prompt_eval_ms);
+                if !abstain {
+                    return;
+                }
+                End::Abstained
+            }
+            Some(GenerationEvent::Text(text)) => {
+                let shown = generation.assembler.push(&text);
+                if !shown.is_empty() {
+                    self.pending.push_back(AnswerEvent::Piece(shown));
+                }
+                return;
+            }
+            Some(GenerationEvent::Done { stats, finish }) => {
+                let tail = generation.assembler.flush();
+                if !tail.is_empty() {
+                    self.pending.push_back(AnswerEvent::Piece(tail));
+                }
+                End::Answered(stats, finish)
+            }
+            Some(GenerationEvent::Failed(message)) => End::Failed(Error::Internal {
+                message: format!("generation failed: {message}"),
+                source: None,
+            }),
+            None => End::Failed(Error::Unavailable {
+                message: format!(
+                    "the generation thread stopped after {:.0} ms without finishing",
+                    ms(generation.started)
+                ),
+                source: None,
+            }),
+        };
+        // Taking the generation drops its receiver, which stops the model
+        // (an abstention ends it before any text).
+        let Some(Generation { assembler, .. }) = self.generation.take() else {
+            return;
+        };
+        let last = match end {
+            End::Answered(stats, finish) => {
+                AnswerEvent::Done(Box::new(assembler.finish(stats, finish)))
+            }
+            End::Abstained => {
+                self.pending
+                    .push_back(AnswerEvent::Piece(NO_ANSWER.to_string()));
+                AnswerEvent::Done(Box::new(assembler.finish_abstained()))
+            }
+            End::Failed(error) => AnswerEvent::Failed(error),
+        };
+        self.pending.push_back(last);
+    }
+}
+
+/// How a generation ended.
+enum End {
+    Answered(docent_core::GenerationStats, docent_core::FinishReason),
+    Abstained,
+    Failed(Error),
+}
