@@ -5,9 +5,13 @@
 //! makes re-ingestion incremental and crash-safe, and the pipeline that ties
 //! them together. It depends only on `docent-core`'s traits, so the same
 //! pipeline runs behind the CLI and the HTTP API with any embedder and store.
+//! Every run is finished here, not by the caller: failures are recorded in
+//! the catalogue, the store is flushed, and after a change the pipeline's
+//! one index builder rebuilds the search index.
 
 pub mod catalogue;
 pub mod chunk;
+mod collection;
 pub mod extract;
 mod pipeline;
 pub mod testing;
@@ -15,9 +19,10 @@ mod watch;
 
 pub use catalogue::{Catalogue, CatalogueError, DocumentRecord, DocumentStatus};
 pub use chunk::TokenChunker;
+pub use collection::{Collection, EmbeddingParts};
 pub use extract::{ExtractOptions, Extractors, WorkerCommand};
 pub use pipeline::{
-    DocumentMeta, FileError, FileFailure, IngestOptions, IngestSummary, Outcome, Pipeline,
-    Progress, line_of, parse_date,
+    DocumentInput, DocumentMeta, DocumentReport, FileFailure, IngestOptions, IngestSummary,
+    Outcome, Pipeline, Progress, line_of, parse_date,
 };
 pub use watch::watch;

@@ -35,6 +35,10 @@ pub struct IngestOptions {
     pub extract: ExtractOptions,
     /// After a folder run, remove documents of that folder whose files are gone.
     pub prune: bool,
+    /// Whether a run that changed the collection returns before the search
+    /// index is rebuilt (a server answering uploads) or waits for it (the
+    /// CLI and evaluation, which search right after).
+    pub index_in_background: bool,
     /// For crash tests: abort the process after this many stored batches.
     #[doc(hidden)]
     pub abort_after_batches: Option<usize>,
@@ -51,6 +55,7 @@ impl Default for IngestOptions {
             extract_threads: 0,
             extract: ExtractOptions::default(),
             prune: false,
+            index_in_background: false,
             abort_after_batches: None,
         }
     }
@@ -104,12 +109,17 @@ impl IngestSummary {
 /// Progress notifications for a front end (the CLI draws bars from them).
 /// They are sent from the thread that called the pipeline.
 pub enum Progress<'a> {
+    /// A run over this file or folder starts.
+    Root(&'a Path),
     /// The run found this many files to consider.
     Found(usize),
     /// One file is finished (whatever the outcome).
     FileDone(&'a str),
     /// This many chunks were embedded and stored.
     Chunks(usize),
+    /// The documents are stored; the search index is being rebuilt (a
+    /// no-op for small collections, minutes for 100k chunks).
+    Indexing,
 }
 
 /// What happened to one document.
@@ -131,7 +141,33 @@ pub struct DocumentMeta {
     pub metadata: BTreeMap<String, String>,
 }
 
-/// Runs files through extract → chunk → embed → upsert and keeps the catalogue.
+/// A document given as bytes rather than found in a folder: an API upload,
+/// or a document of an evaluation set.
+#[derive(Clone, Debug)]
+pub struct DocumentInput {
+    pub id: DocumentId,
+    /// The name shown in citations.
+    pub source: String,
+    /// Its extension picks the extractor.
+    pub path_hint: PathBuf,
+    pub bytes: Vec<u8>,
+    pub meta: DocumentMeta,
+}
+
+/// What happened to one [`DocumentInput`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DocumentReport {
+    pub id: DocumentId,
+    pub source: String,
+    /// The outcome and the chunks embedded, or why the document was refused
+    /// (recorded in the catalogue as its last error).
+    pub result: std::result::Result<(Outcome, usize), String>,
+}
+
+/// Runs files through extract → chunk → embed → upsert and keeps the
+/// catalogue. Every entry point finishes its run itself: failures are
+/// recorded, the store is flushed, and after a change the search index is
+/// rebuilt by the pipeline's one index builder.
 pub struct Pipeline {
     embedder: Arc<dyn Embedder>,
     store: Arc<dyn VectorStore>,
@@ -139,7 +175,47 @@ pub struct Pipeline {
     catalogue: Arc<Catalogue>,
     extractors: Extractors,
     filter: std::result::Result<FileFilter, String>,
+    index: Arc<IndexBuilder>,
     options: IngestOptions,
+}
+
+/// Rebuilds the store's search index (qdrant-edge indexes only when asked),
+/// one build at a time.
+struct IndexBuilder {
+    store: Arc<dyn VectorStore>,
+    /// Held while a build runs.
+    building: std::sync::Mutex<()>,
+    /// Set while a background build is queued or running, so changes during
+    /// it don't queue builds behind each other: their points go to the next.
+    background: AtomicBool,
+}
+
+impl IndexBuilder {
+    fn build(&self) -> Result<()> {
+        let _one_at_a_time = self.building.lock().unwrap_or_else(|e| e.into_inner());
+        let started = std::time::Instant::now();
+        self.store.optimize().map_err(|e| Error::Internal {
+            message: "building the search index failed; the chunks are stored and searchable \
+                      without it, and the next ingest run that changes the collection tries again"
+                .into(),
+            source: Some(Box::new(e)),
+        })?;
+        tracing::debug!(secs = started.elapsed().as_secs_f64(), "search index built");
+        Ok(())
+    }
+
+    fn build_in_background(self: &Arc<Self>) {
+        if self.background.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let builder = self.clone();
+        std::thread::spawn(move || {
+            if let Err(e) = builder.build() {
+                tracing::warn!(error = %e, "search index update failed");
+            }
+            builder.background.store(false, Ordering::Release);
+        });
+    }
 }
 
 /// A file to ingest and the document id it gets.
@@ -182,11 +258,16 @@ impl Pipeline {
     ) -> Self {
         Pipeline {
             embedder,
-            store,
             chunker,
             catalogue,
             extractors: Extractors::new(&options.extract),
             filter: FileFilter::new(&options).map_err(|e| e.to_string()),
+            index: Arc::new(IndexBuilder {
+                store: store.clone(),
+                building: std::sync::Mutex::new(()),
+                background: AtomicBool::new(false),
+            }),
+            store,
             options,
         }
     }
@@ -205,11 +286,57 @@ impl Pipeline {
             .map_err(|e| Error::InvalidInput(e.clone()))
     }
 
-    /// Ingests every file under `root` (or `root` itself if it is a file).
-    /// Bad files are reported in the summary and do not stop the run; store and
-    /// catalogue failures do. With `prune`, documents ingested from `root`
-    /// whose files are gone are removed.
+    /// Chunks in the store.
+    pub fn chunk_count(&self) -> Result<usize> {
+        self.store.count()
+    }
+
+    /// Rebuilds the search index now (blocking), after another build that
+    /// is running.
+    pub fn build_index(&self) -> Result<()> {
+        self.index.build()
+    }
+
+    /// Ingests each file or folder in turn, then rebuilds the search index
+    /// once if anything changed. Bad files are reported in the summary and
+    /// do not stop the run; store and catalogue failures do.
+    pub fn ingest_paths(
+        &self,
+        roots: &[PathBuf],
+        progress: &dyn Fn(Progress),
+    ) -> Result<IngestSummary> {
+        let mut total = IngestSummary::default();
+        for root in roots {
+            progress(Progress::Root(root));
+            total.merge(self.ingest_root(root, progress)?);
+        }
+        self.finish(total.changed(), progress)?;
+        Ok(total)
+    }
+
+    /// [`Pipeline::ingest_paths`] for one file or folder.
     pub fn ingest_path(&self, root: &Path, progress: &dyn Fn(Progress)) -> Result<IngestSummary> {
+        self.ingest_paths(&[root.to_path_buf()], progress)
+    }
+
+    /// Ends a run: the store is flushed, and if the collection changed the
+    /// search index is rebuilt (in the background when so configured).
+    fn finish(&self, changed: bool, progress: &dyn Fn(Progress)) -> Result<()> {
+        self.store.flush()?;
+        if !changed {
+            return Ok(());
+        }
+        if self.options.index_in_background {
+            self.index.build_in_background();
+            return Ok(());
+        }
+        progress(Progress::Indexing);
+        self.index.build()
+    }
+
+    /// Every file under `root` (or `root` itself if it is a file). With
+    /// `prune`, documents ingested from `root` whose files are gone are removed.
+    fn ingest_root(&self, root: &Path, progress: &dyn Fn(Progress)) -> Result<IngestSummary> {
         let filter = self.file_filter()?;
         let (files, root_key) = collect_files(root, self.options.include_hidden, filter)
             .map_err(|e| Error::InvalidInput(format!("cannot read {}: {e}", root.display())))?;
@@ -226,13 +353,13 @@ impl Pipeline {
                 }
             }
         }
-        self.store.flush()?;
         Ok(summary)
     }
 
     /// Ingests the given paths under `root` (as a watcher reports them):
     /// existing files are ingested, and documents of paths that are gone
-    /// (files, or every file of a removed folder) are removed.
+    /// (files, or every file of a removed folder) are removed. Finished like
+    /// [`Pipeline::ingest_paths`].
     pub fn ingest_changes(
         &self,
         root: &Path,
@@ -292,7 +419,7 @@ impl Pipeline {
                 }
             }
         }
-        self.store.flush()?;
+        self.finish(summary.changed(), progress)?;
         Ok(summary)
     }
 
@@ -646,44 +773,57 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Ingests one document given as bytes. `path_hint` picks the extractor.
-    pub fn ingest_bytes(
+    /// Ingests documents given as bytes, in order. A document that cannot
+    /// be ingested is reported (and recorded in the catalogue) and does not
+    /// stop the others; store and catalogue failures do. Finished like
+    /// [`Pipeline::ingest_paths`].
+    pub fn ingest_documents(
         &self,
-        id: &DocumentId,
-        source: &str,
-        path_hint: &Path,
-        bytes: &[u8],
-        modified: Option<u64>,
+        documents: Vec<DocumentInput>,
         progress: &dyn Fn(Progress),
-    ) -> Result<(Outcome, usize), FileError> {
-        let meta = DocumentMeta {
-            modified,
-            ..Default::default()
-        };
-        self.ingest_document(id, source, path_hint, bytes, &meta, progress)
+    ) -> Result<Vec<DocumentReport>> {
+        let mut reports = Vec::with_capacity(documents.len());
+        progress(Progress::Found(documents.len()));
+        for doc in documents {
+            let result = match self.ingest_document(&doc, progress) {
+                Ok(done) => Ok(done),
+                Err(FileError::Skip(reason)) => {
+                    self.record_failure(&doc.id, &reason, None)?;
+                    Err(reason)
+                }
+                Err(FileError::Fatal(e)) => return Err(e),
+            };
+            progress(Progress::FileDone(&doc.id.0));
+            reports.push(DocumentReport {
+                id: doc.id,
+                source: doc.source,
+                result,
+            });
+        }
+        let changed = reports
+            .iter()
+            .any(|r| matches!(r.result, Ok((Outcome::Added | Outcome::Updated, _))));
+        self.finish(changed, progress)?;
+        Ok(reports)
     }
 
-    /// Ingests one document given as bytes, with tags and metadata from the
-    /// caller (an API upload) added to what the extractor finds.
-    pub fn ingest_document(
+    /// One document given as bytes; its chunks are durable on return.
+    fn ingest_document(
         &self,
-        id: &DocumentId,
-        source: &str,
-        path_hint: &Path,
-        bytes: &[u8],
-        meta: &DocumentMeta,
+        doc: &DocumentInput,
         progress: &dyn Fn(Progress),
     ) -> Result<(Outcome, usize), FileError> {
-        let doc = match self.prepare(id, source, path_hint, bytes, meta) {
+        let ready = match self.prepare(&doc.id, &doc.source, &doc.path_hint, &doc.bytes, &doc.meta)
+        {
             Prepared::Unchanged(_) => return Ok((Outcome::Unchanged, 0)),
             Prepared::Failed(_, reason) => return Err(FileError::Skip(reason)),
             Prepared::Fatal(e) => return Err(FileError::Fatal(e)),
             Prepared::Ready(doc) => doc,
         };
-        let outcome = doc.outcome;
-        let n = doc.chunks.len();
+        let outcome = ready.outcome;
+        let n = ready.chunks.len();
         let mut queue = VecDeque::from([InFlight {
-            document: *doc,
+            document: *ready,
             sent: 0,
             announced: false,
         }]);
@@ -812,7 +952,7 @@ impl Pipeline {
     }
 
     /// Marks a document as failed, keeping chunks of an earlier good version.
-    pub fn record_failure(&self, id: &DocumentId, reason: &str, root: Option<&str>) -> Result<()> {
+    fn record_failure(&self, id: &DocumentId, reason: &str, root: Option<&str>) -> Result<()> {
         let mut record = match self.catalogue.get(id).map_err(fatal_error)? {
             Some(existing) => existing,
             None => DocumentRecord {
@@ -1013,7 +1153,7 @@ fn embedding_text(chunk: &Chunk) -> String {
 /// Why one file was not ingested: `Skip` is the file's fault and the run goes
 /// on; `Fatal` (store, catalogue, model thread) stops the run.
 #[derive(Debug)]
-pub enum FileError {
+enum FileError {
     Skip(String),
     Fatal(Error),
 }

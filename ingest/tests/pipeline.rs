@@ -621,19 +621,25 @@ fn api_tags_and_metadata_reach_the_chunks() {
         tags: vec!["hr".into()],
         metadata: BTreeMap::from([("team".to_string(), "people".to_string())]),
     };
-    let id = DocumentId::new("upload-1");
-    let (outcome, n) = f
-        .pipeline
-        .ingest_document(
-            &id,
-            "leave.md",
-            Path::new("leave.md"),
-            b"---\ntags: policy\n---\n# Leave\n\nParental leave is sixteen weeks.\n",
-            &meta,
-            &|_| {},
-        )
-        .unwrap();
-    assert_eq!((outcome, n), (docent_ingest::Outcome::Added, 1));
+    let upload = |meta: &docent_ingest::DocumentMeta| {
+        let reports = f
+            .pipeline
+            .ingest_documents(
+                vec![docent_ingest::DocumentInput {
+                    id: DocumentId::new("upload-1"),
+                    source: "leave.md".into(),
+                    path_hint: "leave.md".into(),
+                    bytes: b"---\ntags: policy\n---\n# Leave\n\nParental leave is sixteen weeks.\n"
+                        .to_vec(),
+                    meta: meta.clone(),
+                }],
+                &|_| {},
+            )
+            .unwrap();
+        assert_eq!(reports.len(), 1);
+        reports[0].result.clone().unwrap()
+    };
+    assert_eq!(upload(&meta), (docent_ingest::Outcome::Added, 1));
     let hit = top_hit(&f.store, "How long is parental leave?");
     assert_eq!(hit.chunk.tags, vec!["policy", "hr"]);
     assert_eq!(hit.chunk.metadata["team"], "people");
@@ -642,21 +648,58 @@ fn api_tags_and_metadata_reach_the_chunks() {
         tags: vec!["legal".into()],
         ..meta
     };
-    let (outcome, _) = f
-        .pipeline
-        .ingest_document(
-            &id,
-            "leave.md",
-            Path::new("leave.md"),
-            b"---\ntags: policy\n---\n# Leave\n\nParental leave is sixteen weeks.\n",
-            &other,
-            &|_| {},
-        )
-        .unwrap();
-    assert_eq!(outcome, docent_ingest::Outcome::Updated);
+    assert_eq!(upload(&other).0, docent_ingest::Outcome::Updated);
     assert_eq!(
         top_hit(&f.store, "How long is parental leave?").chunk.tags,
         vec!["policy", "legal"]
     );
     assert_store_matches_catalogue(&f);
+}
+
+#[test]
+fn given_documents_are_finished_by_the_pipeline_failures_recorded_and_the_index_rebuilt_after_a_change()
+ {
+    let data = tempfile::tempdir().unwrap();
+    let f = fixture(data.path(), options());
+    let input = |id: &str, bytes: &[u8]| docent_ingest::DocumentInput {
+        id: DocumentId::new(id),
+        source: id.to_string(),
+        path_hint: id.into(),
+        bytes: bytes.to_vec(),
+        meta: Default::default(),
+    };
+    let indexing = std::cell::Cell::new(0);
+    let count = |event: docent_ingest::Progress| {
+        if let docent_ingest::Progress::Indexing = event {
+            indexing.set(indexing.get() + 1);
+        }
+    };
+    let docs = vec![
+        input("broken.txt", b"\x00\x01\x02\x03binary\x00\xff\xfe"),
+        input("parking.md", b"# Parking\n\nVisitors park in lot C.\n"),
+    ];
+    let reports = f.pipeline.ingest_documents(docs.clone(), &count).unwrap();
+    // The bad one is reported and recorded; the good one is stored anyway.
+    let reason = reports[0].result.clone().unwrap_err();
+    assert!(reason.contains("binary"), "{reason}");
+    assert_eq!(reports[1].result, Ok((docent_ingest::Outcome::Added, 1)));
+    let failed = f
+        .pipeline
+        .catalogue()
+        .get(&DocumentId::new("broken.txt"))
+        .unwrap()
+        .expect("the failure is recorded");
+    assert_eq!(failed.status, DocumentStatus::Failed);
+    assert_eq!(failed.last_error.as_deref(), Some(reason.as_str()));
+    assert_eq!(indexing.get(), 1, "a change rebuilds the index");
+    // Nothing changed: no index build.
+    let again = f.pipeline.ingest_documents(docs, &count).unwrap();
+    assert_eq!(again[1].result, Ok((docent_ingest::Outcome::Unchanged, 0)));
+    assert_eq!(indexing.get(), 1);
+    assert!(
+        top_hit(&f.store, "Where do visitors park?")
+            .chunk
+            .text
+            .contains("lot C")
+    );
 }
