@@ -2,12 +2,13 @@
 
 use crate::config::{Config, StoreKind};
 use anyhow::{Context, Result};
-use docent_core::{Chunker, CollectionSpec, Embedder, Generator, VectorStore, collection_spec};
+use docent_core::{CollectionSpec, Generator, VectorStore, collection_spec};
 use docent_embed::{BertEmbedder, BertEmbedderOptions, load_tokenizer};
 use docent_generate::{GgufGenerator, GgufOptions};
 use docent_ingest::{
     Catalogue, ExtractOptions, IngestOptions, Pipeline, TokenChunker, WorkerCommand,
 };
+pub use docent_ingest::{Collection, EmbeddingParts};
 use docent_store::{EdgeStore, QdrantStore};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,18 +19,6 @@ pub struct Setup {
     pub data_dir: PathBuf,
     pub models_dir: PathBuf,
     pub collection: String,
-}
-
-/// The embedding side: model plus the chunker that sizes text for it.
-pub struct EmbeddingParts {
-    pub embedder: Arc<dyn Embedder>,
-    pub chunker: Arc<dyn Chunker>,
-}
-
-/// An opened collection: vectors plus catalogue.
-pub struct Collection {
-    pub store: Arc<dyn VectorStore>,
-    pub catalogue: Arc<Catalogue>,
 }
 
 impl Setup {
@@ -107,11 +96,16 @@ impl Setup {
     }
 
     pub fn embedding(&self) -> Result<EmbeddingParts> {
+        self.embedding_with(self.config.embed.batch_size)
+    }
+
+    /// The embedding model with `batch_size` texts per forward pass.
+    fn embedding_with(&self, batch_size: usize) -> Result<EmbeddingParts> {
         let name = &self.config.embed.model;
         let dir = self.model_dir(name)?;
         let mut options = BertEmbedderOptions::new(&dir, name.clone());
         options.max_seq_len = self.config.embed.max_seq_len;
-        options.batch_size = self.config.embed.batch_size;
+        options.batch_size = batch_size;
         let embedder = BertEmbedder::load(options)
             .with_context(|| format!("cannot load embedding model {name}"))?;
         let tokenizer = load_tokenizer(&dir.join("tokenizer.json"))?;
@@ -185,6 +179,7 @@ impl Setup {
                 max_unzipped_bytes: c.max_unzipped_bytes,
             },
             prune: c.prune,
+            index_in_background: false,
             abort_after_batches: Config::test_abort_after_batches(),
         }
     }
@@ -193,6 +188,68 @@ impl Setup {
         let name = model.unwrap_or(&self.config.generate.model);
         let path = self.model_dir(name)?.join("model.gguf");
         Ok(Arc::new(load_generator(&path, name, &self.config)?))
+    }
+}
+
+impl Setup {
+    /// Answers over `store` with the configured `[query]` and `[retrieval]`.
+    pub fn asker(
+        &self,
+        parts: &EmbeddingParts,
+        store: Arc<dyn VectorStore>,
+        generator: Arc<dyn Generator>,
+    ) -> docent_query::Asker {
+        docent_query::Asker::new(
+            parts.embedder.clone(),
+            store,
+            generator,
+            self.config.query.clone(),
+            self.config.retrieval.clone(),
+        )
+    }
+
+    /// The same configuration over collection `name` under `data_dir`.
+    fn elsewhere(&self, data_dir: &Path, name: &str) -> Setup {
+        Setup {
+            config: self.config.clone(),
+            data_dir: data_dir.to_path_buf(),
+            models_dir: self.models_dir.clone(),
+            collection: name.to_string(),
+        }
+    }
+
+    /// What the HTTP server shares: its services over `collection`, with
+    /// the `[server]` limits. Uploads update the search index in the
+    /// background.
+    pub fn server_state(
+        &self,
+        asker: Arc<docent_query::Asker>,
+        parts: &EmbeddingParts,
+        collection: &Collection,
+        api_keys: Vec<String>,
+    ) -> Arc<docent_server::AppState> {
+        let s = &self.config.server;
+        let mut options = self.ingest_options();
+        options.index_in_background = true;
+        Arc::new(docent_server::AppState {
+            asker,
+            pipeline: Arc::new(self.pipeline_with(parts, collection, options)),
+            embedder: parts.embedder.clone(),
+            metrics: docent_server::Metrics::default(),
+            limits: docent_server::Limits {
+                max_top_k: s.max_top_k,
+                max_tokens: s.max_tokens,
+                max_json_bytes: s.max_json_bytes,
+                max_upload_bytes: s.max_upload_bytes,
+                request_timeout: std::time::Duration::from_secs(s.request_timeout_secs),
+            },
+            api_keys,
+            defaults: self.config.generate.sampling(),
+            collections: docent_server::Collections {
+                dir: self.collections_root(),
+                current: self.collection.clone(),
+            },
+        })
     }
 }
 
@@ -205,4 +262,101 @@ pub fn load_generator(path: &Path, name: &str, config: &Config) -> Result<GgufGe
     options.requantize_slow_formats = g.requantize_slow_formats;
     options.dense_prefill = g.dense_prefill;
     GgufGenerator::load(options).with_context(|| format!("cannot load generation model {name}"))
+}
+
+/// Evaluation and benchmarks run on exactly this wiring.
+impl docent_eval::Workspace for Setup {
+    fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    fn embedding(&self, batch_size: Option<usize>) -> Result<EmbeddingParts> {
+        self.embedding_with(batch_size.unwrap_or(self.config.embed.batch_size))
+    }
+
+    fn collection(
+        &self,
+        data_dir: &Path,
+        name: &str,
+        parts: &EmbeddingParts,
+    ) -> Result<Collection> {
+        self.elsewhere(data_dir, name).collection(parts)
+    }
+
+    fn pipeline(&self, parts: &EmbeddingParts, collection: &Collection) -> Pipeline {
+        Setup::pipeline(self, parts, collection)
+    }
+
+    fn generator(&self, model: Option<&str>) -> Result<Arc<dyn Generator>> {
+        Setup::generator(self, model)
+    }
+
+    fn pulled_generators(&self) -> Result<Vec<String>> {
+        let manifest = docent_models::Manifest::builtin();
+        let puller = docent_models::Puller::new(
+            manifest.clone(),
+            docent_models::PullOptions {
+                models_dir: self.models_dir.clone(),
+                python: self.config.models.python.clone(),
+                progress: false,
+            },
+        );
+        Ok(manifest
+            .models
+            .iter()
+            .filter(|m| m.kind == docent_models::ModelKind::Generation)
+            .filter(|m| puller.is_pulled(&m.name).unwrap_or(false))
+            .map(|m| m.name.clone())
+            .collect())
+    }
+
+    fn settings(&self) -> docent_eval::Settings {
+        docent_eval::Settings {
+            query: self.config.query.clone(),
+            retrieval: self.config.retrieval.clone(),
+            sampling: self.config.generate.sampling(),
+            batch_tokens: self.config.ingest.batch_tokens,
+            extract_threads: self.config.ingest.extract_threads,
+        }
+    }
+
+    fn server_state(
+        &self,
+        asker: Arc<docent_query::Asker>,
+        parts: &EmbeddingParts,
+        collection: &Collection,
+    ) -> Arc<docent_server::AppState> {
+        Setup::server_state(self, asker, parts, collection, Vec::new())
+    }
+
+    fn scratch_store(
+        &self,
+        backend: StoreKind,
+        name: &str,
+        spec: CollectionSpec,
+    ) -> Result<docent_eval::ScratchStore> {
+        Ok(match backend {
+            StoreKind::Embedded => {
+                let dir = self.data_dir.join(name);
+                let remove_dir = dir.clone();
+                docent_eval::ScratchStore {
+                    store: Box::new(EdgeStore::open(&dir, spec)?),
+                    location: dir.display().to_string(),
+                    remove: Box::new(move || {
+                        std::fs::remove_dir_all(&remove_dir)
+                            .with_context(|| format!("cannot remove {}", remove_dir.display()))
+                    }),
+                }
+            }
+            StoreKind::Qdrant => {
+                let options = self.config.store.qdrant.options(name);
+                let remove = options.clone();
+                docent_eval::ScratchStore {
+                    store: Box::new(QdrantStore::open(options, spec)?),
+                    location: self.config.store.qdrant.url.clone(),
+                    remove: Box::new(move || Ok(QdrantStore::delete_collection(&remove)?)),
+                }
+            }
+        })
+    }
 }

@@ -30,24 +30,7 @@ pub struct Config {
     pub store: StoreConfig,
 }
 
-/// Which `VectorStore` backend holds the vectors.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum StoreKind {
-    /// qdrant-edge in the data directory.
-    Embedded,
-    /// A Qdrant server or cluster over gRPC.
-    Qdrant,
-}
-
-impl StoreKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            StoreKind::Embedded => "embedded",
-            StoreKind::Qdrant => "qdrant",
-        }
-    }
-}
+pub use docent_store::StoreKind;
 
 /// `[store]`.
 #[derive(Clone, Debug, Serialize, Deserialize)]

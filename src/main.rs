@@ -1,12 +1,15 @@
-//! The `docent` binary: command-line parsing and wiring, nothing clever.
+//! The `docent` binary: the command line (`args`), what each command does
+//! (`commands`), and the wiring from configuration to the library crates
+//! (`config`, `app`). The work itself lives in the crates.
 
 mod app;
-mod bench;
-mod bench_http;
-mod cli;
+mod args;
+mod commands;
 mod config;
-mod eval;
 mod migrate;
+
+use clap::Parser;
+use std::process::ExitCode;
 
 /// Model forward passes allocate and free tensors of tens of MiB per layer.
 /// glibc's malloc hands those straight back to the kernel (they are over its
@@ -15,6 +18,19 @@ mod migrate;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn main() -> std::process::ExitCode {
-    cli::main()
+fn main() -> ExitCode {
+    let cli = args::Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DOCENT_LOG")
+        .unwrap_or_else(|_| "warn,qdrant_edge=error".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    match commands::run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

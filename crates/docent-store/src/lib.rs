@@ -15,6 +15,7 @@
 
 mod bm25;
 mod edge;
+mod kind;
 mod layout;
 pub mod migrate;
 pub mod payload;
@@ -22,6 +23,7 @@ mod plan;
 mod qdrant;
 
 pub use edge::EdgeStore;
+pub use kind::StoreKind;
 pub use qdrant::{QdrantOptions, QdrantStore};
 
 /// Name of the dense vector in every collection.

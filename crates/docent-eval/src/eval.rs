@@ -3,22 +3,21 @@
 //! under `<data dir>/eval/` so the user's collections are never touched.
 //! The eval collection is kept, so later runs skip the embedding work.
 
-use crate::app::Setup;
+use crate::Workspace;
+use crate::dataset::{
+    Dataset, Query, RetrievalMetrics, exact_match, load_beir, load_squad, median, token_f1,
+};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use docent_core::{DocumentId, SamplingParams, SearchFilter, SearchMode};
-use docent_ingest::Progress;
-use docent_query::eval::{
-    Dataset, Query, RetrievalMetrics, exact_match, load_beir, load_squad, median, token_f1,
-};
-use docent_query::{AskEvent, AskRequest, Asker};
+use docent_ingest::{Collection, EmbeddingParts, Progress};
+use docent_query::{AnswerEvent, AskRequest, Asker};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use serde_json::json;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::time::Instant;
 
 #[derive(Subcommand)]
@@ -80,10 +79,10 @@ pub struct AnswerArgs {
     json: bool,
 }
 
-pub fn run(setup: &Setup, command: EvalCommand) -> Result<ExitCode> {
+pub(crate) fn run(ws: &dyn Workspace, command: EvalCommand) -> Result<()> {
     match command {
-        EvalCommand::Retrieval(args) => retrieval(setup, args),
-        EvalCommand::Answers(args) => answers(setup, args),
+        EvalCommand::Retrieval(args) => retrieval(ws, args),
+        EvalCommand::Answers(args) => answers(ws, args),
     }
 }
 
@@ -105,19 +104,33 @@ fn load(args: &DatasetArgs) -> Result<(String, Dataset, PathBuf)> {
 
 /// The eval collection for a dataset: under `<data>/eval/`, named after the
 /// dataset and the hash of its documents, so another dataset never mixes in.
-fn eval_setup(setup: &Setup, name: &str, dataset: &Dataset) -> Setup {
-    let mut bytes = Vec::new();
-    for (id, text) in &dataset.documents {
-        bytes.extend_from_slice(id.as_bytes());
-        bytes.push(0);
-        bytes.extend_from_slice(text.as_bytes());
+struct EvalCollection {
+    data_dir: PathBuf,
+    name: String,
+}
+
+impl EvalCollection {
+    fn new(ws: &dyn Workspace, name: &str, dataset: &Dataset) -> Self {
+        let mut bytes = Vec::new();
+        for (id, text) in &dataset.documents {
+            bytes.extend_from_slice(id.as_bytes());
+            bytes.push(0);
+            bytes.extend_from_slice(text.as_bytes());
+        }
+        let hash = docent_core::content_hash(&bytes);
+        EvalCollection {
+            data_dir: ws.data_dir().join("eval"),
+            name: format!("{name}-{}", &hash[..8]),
+        }
     }
-    let hash = docent_core::content_hash(&bytes);
-    Setup {
-        config: setup.config.clone(),
-        data_dir: setup.data_dir.join("eval"),
-        models_dir: setup.models_dir.clone(),
-        collection: format!("{name}-{}", &hash[..8]),
+
+    /// Where the collection lives, for the report.
+    fn location(&self) -> String {
+        self.data_dir
+            .join("collections")
+            .join(&self.name)
+            .display()
+            .to_string()
     }
 }
 
@@ -137,49 +150,51 @@ fn bar(len: usize, what: &str) -> ProgressBar {
 
 /// Ingests the dataset's documents (a no-op when they already are).
 fn ingest(
-    setup: &Setup,
-    parts: &crate::app::EmbeddingParts,
+    ws: &dyn Workspace,
+    eval: &EvalCollection,
+    parts: &EmbeddingParts,
     dataset: &Dataset,
-) -> Result<crate::app::Collection> {
-    let collection = setup.collection(parts)?;
-    let pipeline = setup.pipeline(parts, &collection);
+) -> Result<Collection> {
+    let collection = ws.collection(&eval.data_dir, &eval.name, parts)?;
+    let pipeline = ws.pipeline(parts, &collection);
     let bar = bar(dataset.documents.len(), "ingesting");
-    let mut failed = 0;
-    for (id, text) in &dataset.documents {
-        // `.txt` picks the plain-text extractor whatever the id looks like.
-        let hint = PathBuf::from(format!("{id}.txt"));
-        match pipeline.ingest_bytes(
-            &DocumentId::new(id.clone()),
-            id,
-            &hint,
-            text.as_bytes(),
-            None,
-            &|_: Progress| {},
-        ) {
-            Ok(_) => {}
-            Err(docent_ingest::FileError::Skip(reason)) => {
-                failed += 1;
-                tracing::warn!(document = %id, %reason, "eval document not ingested");
-            }
-            Err(docent_ingest::FileError::Fatal(e)) => return Err(e.into()),
+    let documents = dataset
+        .documents
+        .iter()
+        .map(|(id, text)| docent_ingest::DocumentInput {
+            id: DocumentId::new(id.clone()),
+            source: id.clone(),
+            // `.txt` picks the plain-text extractor whatever the id looks like.
+            path_hint: PathBuf::from(format!("{id}.txt")),
+            bytes: text.as_bytes().to_vec(),
+            meta: Default::default(),
+        })
+        .collect();
+    // Finished (flushed and indexed) as a user's collection is after `docent ingest`.
+    let reports = pipeline.ingest_documents(documents, &|event| {
+        if let Progress::FileDone(_) = event {
+            bar.inc(1);
         }
-        bar.inc(1);
-    }
+    })?;
     bar.finish_and_clear();
-    collection.store.flush()?;
-    // Searched as a user's collection is after `docent ingest`.
-    crate::cli::build_index(&*collection.store, std::io::stderr().is_terminal())?;
+    let mut failed = 0;
+    for report in &reports {
+        if let Err(reason) = &report.result {
+            failed += 1;
+            tracing::warn!(document = %report.id, %reason, "eval document not ingested");
+        }
+    }
     if failed > 0 {
         eprintln!("warning: {failed} documents could not be ingested");
     }
     Ok(collection)
 }
 
-fn retrieval(setup: &Setup, args: RetrievalArgs) -> Result<ExitCode> {
+fn retrieval(ws: &dyn Workspace, args: RetrievalArgs) -> Result<()> {
     let started = Instant::now();
     let (name, dataset, path) = load(&args.dataset)?;
     let modes: Vec<SearchMode> = match args.mode.as_deref() {
-        None => vec![setup.config.retrieval.mode],
+        None => vec![ws.settings().retrieval.mode],
         Some("all") => vec![SearchMode::Dense, SearchMode::Keyword, SearchMode::Hybrid],
         Some(m) => vec![m.parse().map_err(anyhow::Error::msg)?],
     };
@@ -188,10 +203,10 @@ fn retrieval(setup: &Setup, args: RetrievalArgs) -> Result<ExitCode> {
         .iter()
         .filter(|q| args.include_unanswerable || !q.unanswerable)
         .collect();
-    let eval = eval_setup(setup, &name, &dataset);
-    let parts = eval.embedding()?;
-    let collection = ingest(&eval, &parts, &dataset)?;
-    let asker_settings = setup.config.retrieval.clone();
+    let eval = EvalCollection::new(ws, &name, &dataset);
+    let parts = ws.embedding(None)?;
+    let collection = ingest(ws, &eval, &parts, &dataset)?;
+    let asker_settings = ws.settings().retrieval;
     let retriever = docent_query::Retriever::new(
         parts.embedder.clone(),
         collection.store.clone(),
@@ -276,7 +291,7 @@ fn retrieval(setup: &Setup, args: RetrievalArgs) -> Result<ExitCode> {
         "dataset": path.display().to_string(),
         "documents": dataset.documents.len(),
         "queries": queries.len(),
-        "collection": eval.collection_dir().display().to_string(),
+        "collection": eval.location(),
         "retrieval": asker_settings,
         "question_embedding_secs": embed_secs,
         "modes": results,
@@ -308,19 +323,20 @@ fn retrieval(setup: &Setup, args: RetrievalArgs) -> Result<ExitCode> {
             );
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
-fn answers(setup: &Setup, args: AnswerArgs) -> Result<ExitCode> {
+fn answers(ws: &dyn Workspace, args: AnswerArgs) -> Result<()> {
     let started = Instant::now();
     let (name, dataset, path) = load(&args.dataset)?;
     if args.dataset.beir.is_some() {
         bail!("answer evaluation needs gold answers: use --squad");
     }
-    let eval = eval_setup(setup, &name, &dataset);
-    let parts = eval.embedding()?;
-    let collection = ingest(&eval, &parts, &dataset)?;
-    let generator = setup.generator(args.model.as_deref())?;
+    let eval = EvalCollection::new(ws, &name, &dataset);
+    let parts = ws.embedding(None)?;
+    let collection = ingest(ws, &eval, &parts, &dataset)?;
+    let generator = ws.generator(args.model.as_deref())?;
+    let settings = ws.settings();
     let mut picked: Vec<&Query> = dataset.queries.iter().collect();
     picked.shuffle(&mut rand::rngs::StdRng::seed_from_u64(args.seed));
     picked.truncate(args.limit);
@@ -330,12 +346,11 @@ fn answers(setup: &Setup, args: AnswerArgs) -> Result<ExitCode> {
         )),
         None => None,
     };
-    let g = &setup.config.generate;
     // The abstention probability is measured for every question and the
     // threshold applied afterwards, so one run scores every threshold (an
     // abstaining answer is the fixed sentence either way).
-    let threshold = setup.config.query.abstain_threshold;
-    let mut measuring = setup.config.query.clone();
+    let threshold = settings.query.abstain_threshold;
+    let mut measuring = settings.query.clone();
     if threshold > 0.0 {
         measuring.abstain_threshold = 2.0;
     }
@@ -344,7 +359,7 @@ fn answers(setup: &Setup, args: AnswerArgs) -> Result<ExitCode> {
         collection.store.clone(),
         generator.clone(),
         measuring,
-        setup.config.retrieval.clone(),
+        settings.retrieval.clone(),
     );
     let mut outcomes = Vec::with_capacity(picked.len());
     let (mut ttft, mut totals) = (Vec::new(), Vec::new());
@@ -361,11 +376,11 @@ fn answers(setup: &Setup, args: AnswerArgs) -> Result<ExitCode> {
                 sampling: SamplingParams {
                     max_tokens: args.max_tokens,
                     temperature: 0.0,
-                    ..g.sampling()
+                    ..settings.sampling.clone()
                 },
             },
             |event| {
-                if let AskEvent::Text(_) = event
+                if let AnswerEvent::Piece(_) = event
                     && first.is_none()
                 {
                     first = Some(t0.elapsed().as_secs_f64() * 1000.0);
@@ -498,7 +513,7 @@ fn answers(setup: &Setup, args: AnswerArgs) -> Result<ExitCode> {
             report["total_ms_p50"].as_f64().unwrap_or(0.0)
         );
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// Thresholds `docent eval answers` scores besides the configured one.

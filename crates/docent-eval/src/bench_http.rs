@@ -4,11 +4,10 @@
 //! this process on loopback ports, so the figures include HTTP, JSON, query
 //! embedding, retrieval and (for ask) prompt evaluation.
 
-use crate::app::Setup;
+use crate::Workspace;
 use crate::bench::{peak_rss_mib, xorshift};
 use anyhow::{Context, Result, bail};
 use docent_core::{Chunk, ChunkId, DocumentId, EmbeddedChunk, VectorStore, collection_spec};
-use docent_query::Asker;
 use docent_store::EdgeStore;
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -211,52 +210,23 @@ fn synthetic_vector(seed: u64, dim: usize) -> Vec<f32> {
     v
 }
 
-fn state(
-    setup: &Setup,
-    asker: Arc<Asker>,
-    parts: &crate::app::EmbeddingParts,
-    store: Arc<dyn VectorStore>,
-    catalogue: Arc<docent_ingest::Catalogue>,
-) -> Arc<docent_server::AppState> {
-    let g = &setup.config.generate;
-    let collection = crate::app::Collection {
-        store: store.clone(),
-        catalogue,
-    };
-    Arc::new(docent_server::AppState {
-        asker,
-        embedder: parts.embedder.clone(),
-        store,
-        pipeline: Arc::new(setup.pipeline(parts, &collection)),
-        metrics: docent_server::Metrics::default(),
-        limits: docent_server::Limits::default(),
-        api_keys: Vec::new(),
-        defaults: g.sampling(),
-        collections: docent_server::Collections {
-            dir: setup.collections_root(),
-            current: setup.collection.clone(),
-        },
-        indexing: Default::default(),
-    })
-}
-
-pub fn run(
-    setup: &Setup,
+pub(crate) fn run(
+    ws: &dyn Workspace,
     chunks: usize,
     clients: usize,
     requests: usize,
     asks: usize,
 ) -> Result<Value> {
     let tmp = tempfile::tempdir()?;
-    let parts = setup.embedding()?;
-    let generator = setup.generator(None)?;
+    let parts = ws.embedding(None)?;
+    let generator = ws.generator(None)?;
     let spec = collection_spec(parts.embedder.as_ref(), parts.chunker.as_ref());
     let dim = spec.dimension;
 
     // 1. A large synthetic collection, kept under the data dir so later runs
     //    skip the load and the index build (delete the folder to rebuild).
-    let big_dir = setup
-        .data_dir
+    let big_dir = ws
+        .data_dir()
         .join(format!("bench/http-{chunks}-zipf-{}", spec.embedding_model));
     let existing = big_dir
         .join("vectors")
@@ -315,14 +285,8 @@ pub fn run(
     }
 
     // 2. The example documents, for time-to-first-token.
-    let small_setup = Setup {
-        config: setup.config.clone(),
-        data_dir: tmp.path().join("small"),
-        models_dir: setup.models_dir.clone(),
-        collection: "examples".into(),
-    };
-    let small = small_setup.collection(&parts)?;
-    let pipeline = small_setup.pipeline(&parts, &small);
+    let small = ws.collection(&tmp.path().join("small"), "examples", &parts)?;
+    let pipeline = ws.pipeline(&parts, &small);
     pipeline.ingest_path(std::path::Path::new("examples/docs"), &|_| {})?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -332,32 +296,22 @@ pub fn run(
     let big_catalogue = Arc::new(docent_ingest::Catalogue::open(
         &tmp.path().join("catalogue.redb"),
     )?);
-    let search_state = state(
-        setup,
-        Arc::new(Asker::new(
+    let big = docent_ingest::Collection {
+        store: big,
+        catalogue: big_catalogue,
+    };
+    let asker = |store| {
+        let settings = ws.settings();
+        Arc::new(docent_query::Asker::new(
             parts.embedder.clone(),
-            big.clone(),
+            store,
             generator.clone(),
-            setup.config.query.clone(),
-            setup.config.retrieval.clone(),
-        )),
-        &parts,
-        big.clone(),
-        big_catalogue,
-    );
-    let ask_state = state(
-        setup,
-        Arc::new(Asker::new(
-            parts.embedder.clone(),
-            small.store.clone(),
-            generator.clone(),
-            setup.config.query.clone(),
-            setup.config.retrieval.clone(),
-        )),
-        &parts,
-        small.store.clone(),
-        small.catalogue.clone(),
-    );
+            settings.query,
+            settings.retrieval,
+        ))
+    };
+    let search_state = ws.server_state(asker(big.store.clone()), &parts, &big);
+    let ask_state = ws.server_state(asker(small.store.clone()), &parts, &small);
     let (search_addr, ask_addr) = runtime.block_on(async {
         let a = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let b = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -438,7 +392,7 @@ pub fn run(
             "clients": clients,
             "load_secs": load_secs,
             "optimize_secs": optimize_secs,
-            "mode": format!("{:?}", setup.config.retrieval.mode).to_lowercase(),
+            "mode": format!("{:?}", ws.settings().retrieval.mode).to_lowercase(),
             "cold_queries": cold,
             "repeated_queries": warm,
         },

@@ -1,15 +1,14 @@
 //! `docent bench`: reproducible throughput measurements that print JSON.
 
-use crate::app::Setup;
-use crate::config::StoreKind;
+use crate::Workspace;
 use anyhow::{Context, Result};
 use clap::Subcommand;
 use docent_core::{
     ChatMessage, Chunk, ChunkId, CollectionSpec, DocumentId, EmbeddedChunk, GenerationEvent,
     GenerationRequest, SamplingParams, SearchMode, SearchRequest, VectorStore,
 };
+use docent_store::StoreKind;
 use serde_json::json;
-use std::process::ExitCode;
 use std::time::Instant;
 
 #[derive(Subcommand)]
@@ -99,47 +98,45 @@ pub enum BenchCommand {
     },
 }
 
-pub fn run(setup: &Setup, command: BenchCommand) -> Result<ExitCode> {
-    let report = match command {
+pub(crate) fn run(ws: &dyn Workspace, command: BenchCommand) -> Result<serde_json::Value> {
+    Ok(match command {
         BenchCommand::Embed {
             sentences,
             words,
             batch,
             runs,
-        } => embed(setup, sentences, words, batch, runs)?,
+        } => embed(ws, sentences, words, batch, runs)?,
         BenchCommand::Ingest {
             squad,
             paragraphs,
             pdfs,
             pages,
-        } => ingest(setup, &squad, paragraphs, pdfs, pages)?,
+        } => ingest(ws, &squad, paragraphs, pdfs, pages)?,
         BenchCommand::Generate {
             model,
             prompt_tokens,
             decode_tokens,
             runs,
-        } => generate(setup, model, prompt_tokens, decode_tokens, runs)?,
+        } => generate(ws, model, prompt_tokens, decode_tokens, runs)?,
         BenchCommand::Store {
             backend,
             chunks,
             dimension,
             batch,
             queries,
-        } => store(setup, backend, chunks, dimension, batch, queries)?,
+        } => store(ws, backend, chunks, dimension, batch, queries)?,
         BenchCommand::Http {
             chunks,
             clients,
             requests,
             asks,
-        } => crate::bench_http::run(setup, chunks, clients, requests, asks)?,
-    };
-    println!("{}", serde_json::to_string_pretty(&report)?);
-    Ok(ExitCode::SUCCESS)
+        } => crate::bench_http::run(ws, chunks, clients, requests, asks)?,
+    })
 }
 
 /// The next value of a xorshift64 generator (the benchmarks' deterministic
 /// pseudo-random source; `state` must not be 0).
-pub fn xorshift(state: &mut u64) -> u64 {
+pub(crate) fn xorshift(state: &mut u64) -> u64 {
     *state ^= *state << 13;
     *state ^= *state >> 7;
     *state ^= *state << 17;
@@ -147,7 +144,7 @@ pub fn xorshift(state: &mut u64) -> u64 {
 }
 
 /// Deterministic English-like sentences of `words` words.
-pub fn synthetic_sentences(count: usize, words: usize) -> Vec<String> {
+pub(crate) fn synthetic_sentences(count: usize, words: usize) -> Vec<String> {
     const VOCAB: &[&str] = &[
         "the",
         "customer",
@@ -243,7 +240,7 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
 }
 
 fn store(
-    setup: &Setup,
+    ws: &dyn Workspace,
     backend: StoreKind,
     chunks: usize,
     dimension: usize,
@@ -258,25 +255,13 @@ fn store(
         schema_version: CollectionSpec::SCHEMA_VERSION,
     };
     let name = format!("bench_store_{}", std::process::id());
-    let scratch = setup.data_dir.join(&name);
-    let qdrant = setup.config.store.qdrant.options(&name);
-    let opened: Box<dyn VectorStore> = match backend {
-        StoreKind::Embedded => Box::new(docent_store::EdgeStore::open(&scratch, spec)?),
-        StoreKind::Qdrant => Box::new(docent_store::QdrantStore::open(qdrant.clone(), spec)?),
-    };
-    let result = measure(opened.as_ref(), chunks, dimension, batch, queries);
-    drop(opened);
-    match backend {
-        StoreKind::Embedded => std::fs::remove_dir_all(&scratch)
-            .with_context(|| format!("cannot remove {}", scratch.display()))?,
-        StoreKind::Qdrant => docent_store::QdrantStore::delete_collection(&qdrant)?,
-    }
+    let scratch = ws.scratch_store(backend, &name, spec)?;
+    let result = measure(scratch.store.as_ref(), chunks, dimension, batch, queries);
+    drop(scratch.store);
+    (scratch.remove)()?;
     let mut report = result?;
     report["backend"] = json!(backend.name());
-    report["where"] = json!(match backend {
-        StoreKind::Embedded => scratch.display().to_string(),
-        StoreKind::Qdrant => setup.config.store.qdrant.url.clone(),
-    });
+    report["where"] = json!(scratch.location);
     Ok(report)
 }
 
@@ -388,7 +373,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Peak resident set size of this process in MiB (Linux `VmHWM`).
-pub fn peak_rss_mib() -> Option<f64> {
+pub(crate) fn peak_rss_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
@@ -402,21 +387,13 @@ fn threads() -> String {
 }
 
 fn embed(
-    setup: &Setup,
+    ws: &dyn Workspace,
     sentences: usize,
     words: usize,
     batch: usize,
     runs: usize,
 ) -> Result<serde_json::Value> {
-    let mut setup_batch = setup.config.clone();
-    setup_batch.embed.batch_size = batch;
-    let local = Setup {
-        config: setup_batch,
-        data_dir: setup.data_dir.clone(),
-        models_dir: setup.models_dir.clone(),
-        collection: setup.collection.clone(),
-    };
-    let parts = local.embedding()?;
+    let parts = ws.embedding(Some(batch))?;
     let texts = synthetic_sentences(sentences, words);
     parts.embedder.embed(&texts[..batch.min(texts.len())])?; // warm-up
     let mut rates = Vec::new();
@@ -446,22 +423,22 @@ fn embed(
 /// Writes the inputs, ingests each corpus into a fresh collection, then
 /// embeds the stored chunks again on their own for the ratio.
 fn ingest(
-    setup: &Setup,
+    ws: &dyn Workspace,
     squad: &std::path::Path,
     paragraphs: usize,
     pdfs: usize,
     pages: usize,
 ) -> Result<serde_json::Value> {
-    let work = setup
-        .data_dir
+    let work = ws
+        .data_dir()
         .join(format!("bench-ingest-{}", std::process::id()));
-    let result = ingest_in(setup, &work, squad, paragraphs, pdfs, pages);
+    let result = ingest_in(ws, &work, squad, paragraphs, pdfs, pages);
     let _ = std::fs::remove_dir_all(&work);
     result
 }
 
 fn ingest_in(
-    setup: &Setup,
+    ws: &dyn Workspace,
     work: &std::path::Path,
     squad: &std::path::Path,
     paragraphs: usize,
@@ -499,26 +476,26 @@ fn ingest_in(
             docent_ingest::testing::simple_pdf(&page_texts, Some(&format!("Report {i}"))),
         )?;
     }
-    let parts = setup.embedding()?;
+    let parts = ws.embedding(None)?;
     let mut corpora = Vec::new();
     for (name, dir) in [
         ("squad_paragraphs", &squad_dir),
         ("multi_page_pdfs", &pdf_dir),
     ] {
-        let local = Setup {
-            config: setup.config.clone(),
-            data_dir: work.join(format!("data-{name}")),
-            models_dir: setup.models_dir.clone(),
-            collection: "bench".into(),
-        };
-        let collection = local.collection(&parts)?;
-        let pipeline = local.pipeline(&parts, &collection);
+        let collection = ws.collection(&work.join(format!("data-{name}")), "bench", &parts)?;
+        let pipeline = ws.pipeline(&parts, &collection);
         // Warm the model (first-call allocations) so both figures below are
         // steady state.
         parts.embedder.embed(&contexts[..4.min(contexts.len())])?;
         let t = Instant::now();
-        let summary = pipeline.ingest_path(dir, &|_| {})?;
-        let secs = t.elapsed().as_secs_f64();
+        // Up to the search index build, which the figures leave out.
+        let stored = std::cell::Cell::new(None);
+        let summary = pipeline.ingest_path(dir, &|event| {
+            if let docent_ingest::Progress::Indexing = event {
+                stored.set(Some(t.elapsed()));
+            }
+        })?;
+        let secs = stored.get().unwrap_or_else(|| t.elapsed()).as_secs_f64();
         anyhow::ensure!(
             summary.failed.is_empty(),
             "bench files failed: {:?}",
@@ -554,8 +531,8 @@ fn ingest_in(
     Ok(json!({
         "bench": "ingest",
         "model": parts.embedder.model_id(),
-        "batch_tokens": setup.config.ingest.batch_tokens,
-        "extract_threads": setup.config.ingest.extract_threads,
+        "batch_tokens": ws.settings().batch_tokens,
+        "extract_threads": ws.settings().extract_threads,
         "threads": threads(),
         "pdf_pages": pages,
         "corpora": corpora,
@@ -564,29 +541,14 @@ fn ingest_in(
 }
 
 fn generate(
-    setup: &Setup,
+    ws: &dyn Workspace,
     models: Vec<String>,
     prompt_tokens: usize,
     decode_tokens: usize,
     runs: usize,
 ) -> Result<serde_json::Value> {
-    let manifest = docent_models::Manifest::builtin();
-    let puller = docent_models::Puller::new(
-        manifest.clone(),
-        docent_models::PullOptions {
-            models_dir: setup.models_dir.clone(),
-            python: setup.config.models.python.clone(),
-            progress: false,
-        },
-    );
-    let models: Vec<String> = if models.is_empty() {
-        manifest
-            .models
-            .iter()
-            .filter(|m| m.kind == docent_models::ModelKind::Generation)
-            .filter(|m| puller.is_pulled(&m.name).unwrap_or(false))
-            .map(|m| m.name.clone())
-            .collect()
+    let models = if models.is_empty() {
+        ws.pulled_generators()?
     } else {
         models
     };
@@ -597,7 +559,7 @@ fn generate(
     let mut results = Vec::new();
     for name in models {
         let load = Instant::now();
-        let generator = setup
+        let generator = ws
             .generator(Some(&name))
             .with_context(|| format!("loading {name}"))?;
         let load_ms = load.elapsed().as_secs_f64() * 1000.0;

