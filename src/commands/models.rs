@@ -43,7 +43,7 @@ pub fn run(setup: &Setup, command: ModelsCommand) -> Result<ExitCode> {
             } else {
                 names
             };
-            for name in names {
+            for name in manifest.with_runtimes(names) {
                 let report = puller.pull(&name)?;
                 if report.assembled.is_empty() {
                     println!("{name}: already pulled and verified");

@@ -24,6 +24,16 @@ pub trait Embedder: Send + Sync {
     fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>>;
 }
 
+/// Scores how well passages answer a query, reading each pair together (a
+/// cross-encoder). Like `Embedder`, it blocks the calling thread while its
+/// own thread works.
+pub trait Reranker: Send + Sync {
+    /// Model identifier reported with scores.
+    fn model_id(&self) -> &str;
+    /// One relevance score per passage, in order; higher is more relevant.
+    fn rerank(&self, query: &str, passages: &[String]) -> Result<Vec<f32>>;
+}
+
 /// Stores embedded chunks and finds the nearest ones.
 pub trait VectorStore: Send + Sync {
     /// What the collection was built with.

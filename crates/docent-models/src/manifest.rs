@@ -19,6 +19,10 @@ pub struct Manifest {
 pub enum ModelKind {
     Embedding,
     Generation,
+    /// A cross-encoder scoring (query, passage) pairs.
+    Reranking,
+    /// A native library a model runs on (ONNX Runtime).
+    Runtime,
 }
 
 /// One model and its files.
@@ -29,6 +33,9 @@ pub struct ModelSpec {
     pub kind: ModelKind,
     pub description: String,
     pub license: String,
+    /// Another manifest entry this model needs to run (pulled with it).
+    #[serde(default)]
+    pub runtime: Option<String>,
     #[serde(rename = "file")]
     pub files: Vec<FileSpec>,
 }
@@ -57,6 +64,24 @@ pub struct PypiPart {
 }
 
 impl Manifest {
+    /// `names` with the runtime each one needs added after it (once).
+    pub fn with_runtimes(&self, names: Vec<String>) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for name in names {
+            let runtime = self
+                .models
+                .iter()
+                .find(|m| m.name == name)
+                .and_then(|m| m.runtime.clone());
+            for n in std::iter::once(name).chain(runtime) {
+                if !out.contains(&n) {
+                    out.push(n);
+                }
+            }
+        }
+        out
+    }
+
     /// Parses and validates a manifest.
     pub fn parse(text: &str) -> Result<Self, ModelError> {
         let manifest: Manifest =
