@@ -2,7 +2,7 @@
 
 use crate::config::{Config, StoreKind};
 use anyhow::{Context, Result};
-use docent_core::{CollectionSpec, Generator, VectorStore, collection_spec};
+use docent_core::{CollectionSpec, Generator, Reranker, VectorStore, collection_spec};
 use docent_embed::{BertEmbedder, BertEmbedderOptions, load_tokenizer};
 use docent_generate::{GgufGenerator, GgufOptions};
 use docent_ingest::{
@@ -192,20 +192,58 @@ impl Setup {
 }
 
 impl Setup {
-    /// Answers over `store` with the configured `[query]` and `[retrieval]`.
+    /// Answers over `store` with the configured `[query]`, `[retrieval]`
+    /// and `[rerank]`.
     pub fn asker(
         &self,
         parts: &EmbeddingParts,
         store: Arc<dyn VectorStore>,
         generator: Arc<dyn Generator>,
-    ) -> docent_query::Asker {
-        docent_query::Asker::new(
+    ) -> Result<docent_query::Asker> {
+        let asker = docent_query::Asker::new(
             parts.embedder.clone(),
             store,
             generator,
             self.config.query.clone(),
             self.config.retrieval.clone(),
-        )
+        );
+        Ok(match self.reranker()? {
+            Some(reranker) => asker.with_reranker(reranker, self.config.rerank.candidates),
+            None => asker,
+        })
+    }
+
+    /// The configured cross-encoder, loaded once per process (`None` when
+    /// `[rerank] model` is empty).
+    pub fn reranker(&self) -> Result<Option<Arc<dyn Reranker>>> {
+        static LOADED: std::sync::Mutex<Option<(String, Arc<dyn Reranker>)>> =
+            std::sync::Mutex::new(None);
+        let c = &self.config.rerank;
+        if c.model.is_empty() {
+            return Ok(None);
+        }
+        let mut loaded = LOADED.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((name, reranker)) = loaded.as_ref()
+            && *name == c.model
+        {
+            return Ok(Some(reranker.clone()));
+        }
+        let dir = self.model_dir(&c.model)?;
+        let runtime_name = docent_models::Manifest::builtin()
+            .get(&c.model)?
+            .runtime
+            .clone()
+            .unwrap_or_else(|| "onnxruntime".into());
+        let runtime = self.model_dir(&runtime_name)?.join("libonnxruntime.so");
+        let mut options = docent_rerank::OnnxRerankerOptions::new(&dir, runtime, c.model.clone());
+        options.max_tokens = c.max_tokens;
+        options.threads = c.threads;
+        let reranker: Arc<dyn Reranker> = Arc::new(
+            docent_rerank::OnnxReranker::load(options)
+                .with_context(|| format!("cannot load reranking model {}", c.model))?,
+        );
+        *loaded = Some((c.model.clone(), reranker.clone()));
+        Ok(Some(reranker))
     }
 
     /// The same configuration over collection `name` under `data_dir`.
@@ -289,6 +327,10 @@ impl docent_eval::Workspace for Setup {
 
     fn generator(&self, model: Option<&str>) -> Result<Arc<dyn Generator>> {
         Setup::generator(self, model)
+    }
+
+    fn reranker(&self) -> Result<Option<(Arc<dyn Reranker>, usize)>> {
+        Ok(Setup::reranker(self)?.map(|r| (r, self.config.rerank.candidates)))
     }
 
     fn pulled_generators(&self) -> Result<Vec<String>> {

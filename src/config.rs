@@ -20,6 +20,7 @@ pub struct Config {
     pub collection: String,
     pub models: ModelsConfig,
     pub embed: EmbedConfig,
+    pub rerank: RerankConfig,
     pub chunk: ChunkConfig,
     pub ingest: IngestConfig,
     pub generate: GenerateConfig,
@@ -150,6 +151,16 @@ pub struct EmbedConfig {
     pub model: String,
     pub max_seq_len: usize,
     pub batch_size: usize,
+}
+
+/// `[rerank]`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RerankConfig {
+    pub model: String,
+    pub candidates: usize,
+    pub max_tokens: usize,
+    pub threads: usize,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -13,7 +13,7 @@ pub fn run(setup: &Setup, args: AskArgs) -> Result<ExitCode> {
     let collection = setup.collection(&parts)?;
     let generator = setup.generator(args.model.as_deref())?;
     let g = &setup.config.generate;
-    let asker = setup.asker(&parts, collection.store.clone(), generator);
+    let asker = setup.asker(&parts, collection.store.clone(), generator)?;
     let request = AskRequest {
         question: args.question.clone(),
         top_k: args.top_k,
@@ -22,6 +22,7 @@ pub fn run(setup: &Setup, args: AskArgs) -> Result<ExitCode> {
             ..Default::default()
         },
         mode: None,
+        rerank: None,
         sampling: SamplingParams {
             max_tokens: args.max_tokens.unwrap_or(g.max_tokens),
             temperature: args.temperature.unwrap_or(g.temperature),

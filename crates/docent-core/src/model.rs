@@ -131,6 +131,10 @@ pub struct ScoredChunk {
     /// Cosine similarity between the query and the chunk, whatever the mode;
     /// comparable across queries, so score floors use it.
     pub similarity: f32,
+    /// The cross-encoder's relevance logit, when the chunk was reranked
+    /// (then it, not `score`, decided the order).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rerank_score: Option<f32>,
 }
 
 /// Restricts a search to part of the collection. Empty fields do not filter.

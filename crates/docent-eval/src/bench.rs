@@ -80,6 +80,23 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 200)]
         queries: usize,
     },
+    /// Pairs per second of the configured reranker, and the time one
+    /// question's candidates take, on SQuAD questions against passages of
+    /// the chunk size
+    Rerank {
+        /// SQuAD 2.0 JSON the questions and passages come from
+        #[arg(long, default_value = "../shared/data/squad/squad2-dev.json")]
+        squad: std::path::PathBuf,
+        /// Questions timed (each against `candidates` passages)
+        #[arg(long, default_value_t = 20)]
+        questions: usize,
+        /// Passages per question [default: `[rerank] candidates`]
+        #[arg(long)]
+        candidates: Option<usize>,
+        /// Timed repetitions (the median is reported)
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// /v1/search latency with concurrent clients over a synthetic collection,
     /// /v1/ask time-to-first-token, and peak RSS, over real HTTP
     Http {
@@ -125,6 +142,12 @@ pub(crate) fn run(ws: &dyn Workspace, command: BenchCommand) -> Result<serde_jso
             batch,
             queries,
         } => store(ws, backend, chunks, dimension, batch, queries)?,
+        BenchCommand::Rerank {
+            squad,
+            questions,
+            candidates,
+            runs,
+        } => rerank(ws, &squad, questions, candidates, runs)?,
         BenchCommand::Http {
             chunks,
             clients,
@@ -132,6 +155,73 @@ pub(crate) fn run(ws: &dyn Workspace, command: BenchCommand) -> Result<serde_jso
             asks,
         } => crate::bench_http::run(ws, chunks, clients, requests, asks)?,
     })
+}
+
+/// Times the reranker on real questions, each against passages cut from
+/// SQuAD paragraphs to about the chunk size (the first ~128 words).
+fn rerank(
+    ws: &dyn Workspace,
+    squad: &std::path::Path,
+    questions: usize,
+    candidates: Option<usize>,
+    runs: usize,
+) -> Result<serde_json::Value> {
+    let (model, configured) = ws
+        .reranker()?
+        .context("no reranker is configured ([rerank] model is empty)")?;
+    let candidates = candidates.unwrap_or(configured).max(1);
+    let dataset = crate::dataset::load_squad(squad)?;
+    let passages: Vec<String> = dataset
+        .documents
+        .iter()
+        .map(|(_, text)| {
+            text.split_whitespace()
+                .take(128)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    anyhow::ensure!(
+        !passages.is_empty(),
+        "{} has no paragraphs",
+        squad.display()
+    );
+    let asked: Vec<&str> = dataset
+        .queries
+        .iter()
+        .take(questions.max(1))
+        .map(|q| q.text.as_str())
+        .collect();
+    let pick = |q: usize| -> Vec<String> {
+        (0..candidates)
+            .map(|i| passages[(q * 31 + i * 7) % passages.len()].clone())
+            .collect()
+    };
+    model.rerank(asked[0], &pick(0))?; // warm-up
+    let mut rates = Vec::new();
+    let mut per_question = Vec::new();
+    for _ in 0..runs.max(1) {
+        let mut times = Vec::with_capacity(asked.len());
+        let t = Instant::now();
+        for (q, question) in asked.iter().enumerate() {
+            let one = Instant::now();
+            model.rerank(question, &pick(q))?;
+            times.push(one.elapsed().as_secs_f64() * 1000.0);
+        }
+        rates.push((asked.len() * candidates) as f64 / t.elapsed().as_secs_f64());
+        per_question.push(median(times));
+    }
+    Ok(json!({
+        "bench": "rerank",
+        "model": model.model_id(),
+        "questions": asked.len(),
+        "candidates": candidates,
+        "words_per_passage": 128,
+        "runs_pairs_per_s": rates,
+        "median_pairs_per_s": median(rates.clone()),
+        "median_ms_per_question": median(per_question),
+        "peak_rss_mib": peak_rss_mib(),
+    }))
 }
 
 /// The next value of a xorshift64 generator (the benchmarks' deterministic

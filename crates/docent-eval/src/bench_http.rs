@@ -86,7 +86,9 @@ fn search_phase(addr: &str, clients: usize, requests: usize, queries: &[String])
                     let mut latencies = Vec::with_capacity(per_client);
                     for i in 0..per_client {
                         let query = &queries[(c * per_client + i) % queries.len()];
-                        let body = json!({ "query": query, "top_k": 10 }).to_string();
+                        // Search latency without the cross-encoder (asks use it).
+                        let body =
+                            json!({ "query": query, "top_k": 10, "rerank": false }).to_string();
                         let t = Instant::now();
                         let (status, text) = client.post("/v1/search", &body)?;
                         if status != 200 {
@@ -300,15 +302,20 @@ pub(crate) fn run(
         store: big,
         catalogue: big_catalogue,
     };
+    let reranker = ws.reranker()?;
     let asker = |store| {
         let settings = ws.settings();
-        Arc::new(docent_query::Asker::new(
+        let asker = docent_query::Asker::new(
             parts.embedder.clone(),
             store,
             generator.clone(),
             settings.query,
             settings.retrieval,
-        ))
+        );
+        Arc::new(match &reranker {
+            Some((model, candidates)) => asker.with_reranker(model.clone(), *candidates),
+            None => asker,
+        })
     };
     let search_state = ws.server_state(asker(big.store.clone()), &parts, &big);
     let ask_state = ws.server_state(asker(small.store.clone()), &parts, &small);

@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use docent_core::{DocumentId, SamplingParams, SearchFilter, SearchMode};
 use docent_ingest::{Collection, EmbeddingParts, Progress};
-use docent_query::{AnswerEvent, AskRequest, Asker};
+use docent_query::{AnswerEvent, AskRequest, Asker, Lookup};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -222,39 +222,67 @@ fn retrieval(ws: &dyn Workspace, args: RetrievalArgs) -> Result<()> {
     }
     embed_bar.finish_and_clear();
     let embed_secs = t_embed.elapsed().as_secs_f64();
-    let score =
-        |retriever: &docent_query::Retriever, mode: SearchMode| -> Result<serde_json::Value> {
-            let mut metrics = RetrievalMetrics::default();
-            let mut latencies = Vec::with_capacity(queries.len());
-            for (q, v) in queries.iter().zip(&vectors) {
-                // Chunks, not documents, are ranked: fetch extra and keep each
-                // document's best chunk.
-                let r = retriever.retrieve_embedded(
-                    &q.text,
-                    v.clone(),
-                    20,
-                    &SearchFilter::default(),
-                    Some(mode),
-                    docent_query::Purpose::Search,
-                )?;
-                latencies.push(r.search_ms);
-                let ranked: Vec<String> = r
-                    .passages
-                    .iter()
-                    .map(|p| p.chunk.document_id.0.clone())
-                    .collect();
-                metrics.add(&ranked, &q.relevant);
-            }
-            let mut summary = json!(metrics.summary());
-            summary["search_ms_p50"] = json!(median(&mut latencies));
-            Ok(summary)
-        };
+    let score = |retriever: &docent_query::Retriever,
+                 mode: SearchMode,
+                 rerank: bool|
+     -> Result<serde_json::Value> {
+        let mut metrics = RetrievalMetrics::default();
+        let mut latencies = Vec::with_capacity(queries.len());
+        let bar = bar(
+            queries.len(),
+            &format!("{mode:?}{}", if rerank { " + rerank" } else { "" }),
+        );
+        for (q, v) in queries.iter().zip(&vectors) {
+            // Chunks, not documents, are ranked: fetch extra and keep each
+            // document's best chunk.
+            let lookup = Lookup {
+                mode: Some(mode),
+                rerank: Some(rerank),
+                ..Lookup::new(20, docent_query::Purpose::Search)
+            };
+            let r = retriever.retrieve_embedded(&q.text, v.clone(), &lookup)?;
+            bar.inc(1);
+            latencies.push(r.search_ms + r.rerank_ms);
+            let ranked: Vec<String> = r
+                .passages
+                .iter()
+                .map(|p| p.chunk.document_id.0.clone())
+                .collect();
+            metrics.add(&ranked, &q.relevant);
+        }
+        bar.finish_and_clear();
+        let mut summary = json!(metrics.summary());
+        summary["search_ms_p50"] = json!(median(&mut latencies));
+        Ok(summary)
+    };
     let mut results = serde_json::Map::new();
     for mode in &modes {
         results.insert(
             format!("{mode:?}").to_lowercase(),
-            score(&retriever, *mode)?,
+            score(&retriever, *mode, false)?,
         );
+    }
+    // The reranker reorders the fused candidates of the configured mode.
+    let reranker = ws.reranker()?;
+    if let Some((model, candidates)) = &reranker {
+        let counts = if args.sweep {
+            vec![10, 20, 30, 50, 100]
+        } else {
+            vec![*candidates]
+        };
+        for n in counts {
+            let reranking = docent_query::Retriever::new(
+                parts.embedder.clone(),
+                collection.store.clone(),
+                asker_settings.clone(),
+            )
+            .with_reranker(model.clone(), n);
+            let mode = ws.settings().retrieval.mode;
+            results.insert(
+                format!("{mode:?} + rerank {n}").to_lowercase(),
+                score(&reranking, mode, true)?,
+            );
+        }
     }
     if args.sweep {
         let mut grid = vec![docent_core::Fusion::Dbsf];
@@ -282,7 +310,7 @@ fn retrieval(ws: &dyn Workspace, args: RetrievalArgs) -> Result<()> {
                     k, keyword_weight, ..
                 } => format!("hybrid rrf k={k} kw={keyword_weight}"),
             };
-            results.insert(label, score(&r, SearchMode::Hybrid)?);
+            results.insert(label, score(&r, SearchMode::Hybrid, false)?);
             bar.inc(1);
         }
         bar.finish_and_clear();
@@ -293,6 +321,7 @@ fn retrieval(ws: &dyn Workspace, args: RetrievalArgs) -> Result<()> {
         "queries": queries.len(),
         "collection": eval.location(),
         "retrieval": asker_settings,
+        "reranker": reranker.as_ref().map(|(m, c)| json!({"model": m.model_id(), "candidates": c})),
         "question_embedding_secs": embed_secs,
         "modes": results,
         "total_secs": started.elapsed().as_secs_f64(),
@@ -354,13 +383,16 @@ fn answers(ws: &dyn Workspace, args: AnswerArgs) -> Result<()> {
     if threshold > 0.0 {
         measuring.abstain_threshold = 2.0;
     }
-    let asker = Asker::new(
+    let mut asker = Asker::new(
         parts.embedder.clone(),
         collection.store.clone(),
         generator.clone(),
         measuring,
         settings.retrieval.clone(),
     );
+    if let Some((model, candidates)) = ws.reranker()? {
+        asker = asker.with_reranker(model, candidates);
+    }
     let mut outcomes = Vec::with_capacity(picked.len());
     let (mut ttft, mut totals) = (Vec::new(), Vec::new());
     let bar = bar(picked.len(), "asking");
@@ -373,6 +405,7 @@ fn answers(ws: &dyn Workspace, args: AnswerArgs) -> Result<()> {
                 top_k: None,
                 filter: SearchFilter::default(),
                 mode: None,
+                rerank: None,
                 sampling: SamplingParams {
                     max_tokens: args.max_tokens,
                     temperature: 0.0,

@@ -16,7 +16,7 @@ mod eval;
 pub use bench::BenchCommand;
 pub use eval::EvalCommand;
 
-use docent_core::{CollectionSpec, Generator, SamplingParams, VectorStore};
+use docent_core::{CollectionSpec, Generator, Reranker, SamplingParams, VectorStore};
 use docent_ingest::{Collection, EmbeddingParts, Pipeline};
 use docent_query::{Asker, QuerySettings, RetrievalSettings};
 use std::path::Path;
@@ -43,6 +43,8 @@ pub trait Workspace {
     fn pipeline(&self, parts: &EmbeddingParts, collection: &Collection) -> Pipeline;
     /// A generation model by manifest name (default: the configured one).
     fn generator(&self, model: Option<&str>) -> anyhow::Result<Arc<dyn Generator>>;
+    /// The configured reranker and how many candidates it reads, when one is.
+    fn reranker(&self) -> anyhow::Result<Option<(Arc<dyn Reranker>, usize)>>;
     /// The generation models that are pulled.
     fn pulled_generators(&self) -> anyhow::Result<Vec<String>>;
     /// The configured settings measurements run with.

@@ -66,6 +66,8 @@ pub struct AskRequest {
     pub filter: SearchFilter,
     /// Overrides the configured search mode.
     pub mode: Option<SearchMode>,
+    /// Whether the reranker reorders the candidates (default: when configured).
+    pub rerank: Option<bool>,
     pub sampling: SamplingParams,
 }
 
@@ -92,6 +94,10 @@ pub struct Citation {
     /// Cosine similarity between the question and the passage.
     #[serde(default)]
     pub similarity: f32,
+    /// The reranker's relevance logit, when the passage was reranked (it
+    /// then decided the order).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rerank_score: Option<f32>,
     /// Whether the answer rests on this passage: it cites it with an `[n]`
     /// marker, or, when the answer has no valid marker at all, the passage
     /// holds most (at least 60%) of the answer's content words.
@@ -105,6 +111,9 @@ pub struct Citation {
 pub struct Timings {
     pub embed: f64,
     pub search: f64,
+    /// The cross-encoder (0 when it did not run).
+    #[serde(default)]
+    pub rerank: f64,
     pub prompt_eval: f64,
     pub generate: f64,
 }
@@ -177,6 +186,7 @@ impl AnswerAssembler {
                 page: p.chunk.page,
                 score: p.score,
                 similarity: p.similarity,
+                rerank_score: p.rerank_score,
                 cited: false,
                 text: p.chunk.text.clone(),
             })
@@ -403,6 +413,7 @@ mod tests {
             page: None,
             score: 0.5,
             similarity: 0.5,
+            rerank_score: None,
             cited: false,
             text: text.to_string(),
         }

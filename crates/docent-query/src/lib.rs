@@ -16,7 +16,7 @@ mod runner;
 pub use answer::{AbstainCheck, AskRequest, AskResponse, Citation, QuerySettings, Timings, Usage};
 pub use citations::CitationFilter;
 pub use prompt::{PromptBuilder, PromptTemplates};
-pub use retrieve::{Purpose, Retrieval, RetrievalSettings, Retriever, collapse_duplicates};
+pub use retrieve::{Lookup, Purpose, Retrieval, RetrievalSettings, Retriever, collapse_duplicates};
 pub use runner::{AnswerEvent, AnswerStream, Asker};
 
 /// The fixed sentence docent answers when the documents do not hold the answer.

@@ -180,6 +180,7 @@ mod tests {
             },
             score,
             similarity: score,
+            rerank_score: None,
         }
     }
 

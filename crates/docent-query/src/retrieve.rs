@@ -3,7 +3,8 @@
 //! for answers widen each hit into a stretch of its document.
 
 use docent_core::{
-    Embedder, Fusion, Result, ScoredChunk, SearchFilter, SearchMode, SearchRequest, VectorStore,
+    Embedder, Fusion, Reranker, Result, ScoredChunk, SearchFilter, SearchMode, SearchRequest,
+    VectorStore,
 };
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -58,20 +59,56 @@ pub enum Purpose {
     Search,
 }
 
+/// What to find for one question.
+#[derive(Clone, Debug)]
+pub struct Lookup {
+    /// Passages (or chunks) to return.
+    pub top_k: usize,
+    pub filter: SearchFilter,
+    /// Overrides the configured search mode.
+    pub mode: Option<SearchMode>,
+    pub purpose: Purpose,
+    /// Whether the cross-encoder reorders the fused candidates (default:
+    /// whenever a reranker is configured).
+    pub rerank: Option<bool>,
+}
+
+impl Lookup {
+    /// `top_k` results for `purpose`, everything else as configured.
+    pub fn new(top_k: usize, purpose: Purpose) -> Self {
+        Lookup {
+            top_k,
+            filter: SearchFilter::default(),
+            mode: None,
+            purpose,
+            rerank: None,
+        }
+    }
+}
+
 /// Passages found for a question, with what finding them cost.
 #[derive(Clone, Debug)]
 pub struct Retrieval {
     pub passages: Vec<ScoredChunk>,
     pub embed_ms: f64,
     pub search_ms: f64,
+    /// Time the cross-encoder took (0 when it did not run).
+    pub rerank_ms: f64,
 }
 
-/// Embeds a question, searches the store, and shapes the results.
+/// Embeds a question, searches the store, reranks and shapes the results.
 pub struct Retriever {
     embedder: Arc<dyn Embedder>,
     store: Arc<dyn VectorStore>,
     settings: RetrievalSettings,
     cache: Option<quick_cache::sync::Cache<String, Vec<f32>>>,
+    reranker: Option<Reranking>,
+}
+
+/// The cross-encoder and how many fused candidates it reads.
+struct Reranking {
+    model: Arc<dyn Reranker>,
+    candidates: usize,
 }
 
 impl Retriever {
@@ -87,28 +124,35 @@ impl Retriever {
             store,
             settings,
             cache,
+            reranker: None,
         }
+    }
+
+    /// Reorders the best `candidates` fused hits of every search by a
+    /// cross-encoder's scores, before neighbour widening.
+    pub fn with_reranker(mut self, model: Arc<dyn Reranker>, candidates: usize) -> Self {
+        self.reranker = Some(Reranking {
+            model,
+            candidates: candidates.max(1),
+        });
+        self
+    }
+
+    /// The reranker's model, when one is configured.
+    pub fn reranker_model(&self) -> Option<&str> {
+        self.reranker.as_ref().map(|r| r.model.model_id())
     }
 
     pub fn settings(&self) -> &RetrievalSettings {
         &self.settings
     }
 
-    /// Blocking: call from a thread that may wait on the model. `mode`
-    /// overrides the configured one.
-    pub fn retrieve(
-        &self,
-        question: &str,
-        top_k: usize,
-        filter: &SearchFilter,
-        mode: Option<SearchMode>,
-        purpose: Purpose,
-    ) -> Result<Retrieval> {
+    /// Blocking: call from a thread that may wait on the models.
+    pub fn retrieve(&self, question: &str, lookup: &Lookup) -> Result<Retrieval> {
         let t0 = Instant::now();
         let vector = self.embed_query(question)?;
         let embed_ms = ms(t0);
-        let mut retrieval =
-            self.retrieve_embedded(question, vector, top_k, filter, mode, purpose)?;
+        let mut retrieval = self.retrieve_embedded(question, vector, lookup)?;
         retrieval.embed_ms = embed_ms;
         Ok(retrieval)
     }
@@ -131,31 +175,36 @@ impl Retriever {
         &self,
         question: &str,
         vector: Vec<f32>,
-        top_k: usize,
-        filter: &SearchFilter,
-        mode: Option<SearchMode>,
-        purpose: Purpose,
+        lookup: &Lookup,
     ) -> Result<Retrieval> {
         let s = &self.settings;
-        let widen = purpose == Purpose::Answer && s.neighbours > 0;
+        let top_k = lookup.top_k;
+        let widen = lookup.purpose == Purpose::Answer && s.neighbours > 0;
+        let rerank = self
+            .reranker
+            .as_ref()
+            .filter(|_| lookup.rerank.unwrap_or(true));
         let t1 = Instant::now();
         // Ask for extra hits so collapsed duplicates, and hits already shown
         // inside a neighbour's window, don't leave the list short.
-        let fetch = if widen {
+        let mut fetch = if widen {
             2 * top_k
         } else if s.duplicate_threshold <= 1.0 {
             top_k + top_k.div_ceil(2)
         } else {
             top_k
         };
+        if let Some(r) = rerank {
+            fetch = fetch.max(r.candidates);
+        }
         let hits = self.store.search(&SearchRequest {
             vector,
             text: question.to_string(),
-            mode: mode.unwrap_or(s.mode),
+            mode: lookup.mode.unwrap_or(s.mode),
             fusion: s.fusion,
             candidates: s.candidates.max(fetch),
             top_k: fetch,
-            filter: filter.clone(),
+            filter: lookup.filter.clone(),
         })?;
         let mut passages = collapse_duplicates(hits, s.duplicate_threshold);
         // The floor is a gate on the question, not a cut per passage: keyword
@@ -165,6 +214,12 @@ impl Retriever {
         if !passages.iter().any(|p| p.similarity >= s.score_floor) {
             passages.clear();
         }
+        let search_ms = ms(t1);
+        let t2 = Instant::now();
+        if let Some(r) = rerank {
+            passages = rerank_passages(r, question, passages)?;
+        }
+        let rerank_ms = if rerank.is_some() { ms(t2) } else { 0.0 };
         if widen {
             passages = self.expand(passages, top_k)?;
         } else {
@@ -173,7 +228,8 @@ impl Retriever {
         Ok(Retrieval {
             passages,
             embed_ms: 0.0,
-            search_ms: ms(t1),
+            search_ms,
+            rerank_ms,
         })
     }
 
@@ -210,6 +266,27 @@ impl Retriever {
         }
         Ok(windows.into_iter().map(Window::into_passage).collect())
     }
+}
+
+/// The best `candidates` passages, scored by the cross-encoder and sorted
+/// by its score (ties keep the fused order); the rest are dropped.
+fn rerank_passages(
+    reranking: &Reranking,
+    question: &str,
+    mut passages: Vec<ScoredChunk>,
+) -> Result<Vec<ScoredChunk>> {
+    passages.truncate(reranking.candidates);
+    let texts: Vec<String> = passages.iter().map(|p| p.chunk.text.clone()).collect();
+    let scores = reranking.model.rerank(question, &texts)?;
+    for (passage, score) in passages.iter_mut().zip(scores) {
+        passage.rerank_score = Some(score);
+    }
+    passages.sort_by(|a, b| {
+        b.rerank_score
+            .unwrap_or(f32::MIN)
+            .total_cmp(&a.rerank_score.unwrap_or(f32::MIN))
+    });
+    Ok(passages)
 }
 
 /// A stretch of one document shown to the model: the best hit in it (its
@@ -391,6 +468,7 @@ mod tests {
             },
             score,
             similarity: score,
+            rerank_score: None,
         }
     }
 
@@ -457,6 +535,7 @@ mod tests {
             chunk: c,
             score,
             similarity: score,
+            rerank_score: None,
         }
     }
 

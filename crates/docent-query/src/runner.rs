@@ -11,9 +11,9 @@ use crate::answer::{
     AnswerAssembler, AskRequest, AskResponse, Citation, Prepared, QuerySettings, Timings,
 };
 use crate::prompt::{PromptBuilder, PromptTemplates};
-use crate::retrieve::{Purpose, RetrievalSettings, Retriever, ms};
+use crate::retrieve::{Lookup, Purpose, RetrievalSettings, Retriever, ms};
 use docent_core::{
-    Embedder, Error, GenerationEvent, GenerationRequest, Generator, Result, ScoredChunk,
+    Embedder, Error, GenerationEvent, GenerationRequest, Generator, Reranker, Result, ScoredChunk,
     SearchFilter, SearchMode, VectorStore,
 };
 use std::collections::VecDeque;
@@ -75,8 +75,20 @@ impl Asker {
         }
     }
 
+    /// Reorders each question's best `candidates` fused hits by a
+    /// cross-encoder before answers are widened and generated.
+    pub fn with_reranker(mut self, model: Arc<dyn Reranker>, candidates: usize) -> Self {
+        self.retriever = self.retriever.with_reranker(model, candidates);
+        self
+    }
+
     pub fn settings(&self) -> &QuerySettings {
         &self.settings
+    }
+
+    /// The reranker's model, when one is configured.
+    pub fn reranker_model(&self) -> Option<&str> {
+        self.retriever.reranker_model()
     }
 
     /// The generation model answers are reported under.
@@ -101,14 +113,18 @@ impl Asker {
         top_k: usize,
         filter: &SearchFilter,
         mode: Option<SearchMode>,
+        rerank: Option<bool>,
     ) -> Result<Vec<ScoredChunk>> {
         if query.trim().is_empty() {
             return Err(Error::InvalidInput("query: must not be empty".into()));
         }
-        Ok(self
-            .retriever
-            .retrieve(query, top_k, filter, mode, Purpose::Search)?
-            .passages)
+        let lookup = Lookup {
+            filter: filter.clone(),
+            mode,
+            rerank,
+            ..Lookup::new(top_k, Purpose::Search)
+        };
+        Ok(self.retriever.retrieve(query, &lookup)?.passages)
     }
 
     /// Retrieves passages, builds the prompt and queues the generation.
@@ -167,13 +183,13 @@ impl Asker {
             return Err(Error::InvalidInput("question: must not be empty".into()));
         }
         let top_k = request.top_k.unwrap_or(self.settings.top_k).max(1);
-        let retrieval = self.retriever.retrieve(
-            question,
-            top_k,
-            &request.filter,
-            request.mode,
-            Purpose::Answer,
-        )?;
+        let lookup = Lookup {
+            filter: request.filter.clone(),
+            mode: request.mode,
+            rerank: request.rerank,
+            ..Lookup::new(top_k, Purpose::Answer)
+        };
+        let retrieval = self.retriever.retrieve(question, &lookup)?;
         let room = self
             .generator
             .context_length()
@@ -192,6 +208,7 @@ impl Asker {
             timings: Timings {
                 embed: retrieval.embed_ms,
                 search: retrieval.search_ms,
+                rerank: retrieval.rerank_ms,
                 ..Default::default()
             },
         })

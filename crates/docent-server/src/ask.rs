@@ -32,6 +32,9 @@ pub struct AskBody {
     pub temperature: Option<f64>,
     /// Answer in Server-Sent Events (also chosen by `Accept: text/event-stream`).
     pub stream: Option<bool>,
+    /// Reorder the candidates with the cross-encoder (default: true when a
+    /// reranker is configured).
+    pub rerank: Option<bool>,
 }
 
 /// Body of `POST /v1/search`.
@@ -44,6 +47,9 @@ pub struct SearchBody {
     pub filters: Option<SearchFilter>,
     /// Overrides the configured search mode.
     pub mode: Option<SearchMode>,
+    /// Reorder the candidates with the cross-encoder (default: true when a
+    /// reranker is configured).
+    pub rerank: Option<bool>,
 }
 
 /// One ranked chunk of `POST /v1/search`.
@@ -53,6 +59,9 @@ pub struct SearchHit {
     pub score: f32,
     /// Cosine similarity between the query and the chunk.
     pub similarity: f32,
+    /// The reranker's relevance logit, when it ran (it then decided the order).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rerank_score: Option<f32>,
     pub document_id: String,
     pub source: String,
     pub chunk_id: String,
@@ -109,6 +118,7 @@ impl AppState {
             top_k: body.top_k.map(|k| k.clamp(1, self.limits.max_top_k)),
             filter: body.filters.clone().unwrap_or_default(),
             mode: body.mode,
+            rerank: body.rerank,
             sampling: self.sampling(body.max_tokens, body.temperature, None, None),
         })
     }
@@ -248,7 +258,7 @@ pub async fn search(
     let filter = body.filters.unwrap_or_default();
     let asker = state.asker.clone();
     let hits = blocking("search task", move || {
-        asker.search(&body.query, top_k, &filter, body.mode)
+        asker.search(&body.query, top_k, &filter, body.mode, body.rerank)
     })
     .await?;
     Ok(axum::Json(SearchResponse {
@@ -257,6 +267,7 @@ pub async fn search(
             .map(|h| SearchHit {
                 score: h.score,
                 similarity: h.similarity,
+                rerank_score: h.rerank_score,
                 document_id: h.chunk.document_id.0,
                 source: h.chunk.source,
                 chunk_id: h.chunk.id.to_string(),

@@ -106,6 +106,7 @@ pub async fn chat_completions(
         top_k: body.top_k.map(|k| k.clamp(1, state.limits.max_top_k)),
         filter: body.filters.unwrap_or_default(),
         mode: None,
+        rerank: None,
         sampling: state.sampling(
             body.max_completion_tokens.or(body.max_tokens),
             body.temperature,

@@ -168,6 +168,7 @@ impl<'a> SearchPlan<'a> {
             chunk,
             score,
             similarity: self.similarity(stored),
+            rerank_score: None,
         }
     }
 
