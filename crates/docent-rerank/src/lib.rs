@@ -130,8 +130,13 @@ impl OnnxReranker {
             }))
             .map_err(|e| Error::internal("reranker: truncation", e.to_string()))?;
         tokenizer.with_padding(None);
-        let mut builder =
-            ort::session::Session::builder(&environment).map_err(ort_error("session"))?;
+        // ONNX Runtime's workers spin for a while after each run by default;
+        // on a 2-core machine that spinning would take the cores from the
+        // model that generates the answer right after.
+        let mut builder = ort::session::Session::builder(&environment)
+            .map_err(ort_error("session"))?
+            .with_config_entry("session.intra_op.allow_spinning", "0")
+            .map_err(|e| Error::internal("reranker: session options", e.to_string()))?;
         if options.threads > 0 {
             builder = builder
                 .with_intra_threads(options.threads)
