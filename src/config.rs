@@ -293,7 +293,8 @@ mod tests {
         assert_eq!(c.embed.model, "all-MiniLM-L6-v2");
         assert_eq!(c.chunk.max_tokens, 128);
         assert_eq!(c.retrieval.neighbours, 1);
-        assert_eq!(c.query.top_k, 5);
+        assert_eq!(c.query.top_k, 3);
+        assert_eq!(c.rerank.model, "ms-marco-MiniLM-L-12-v2");
     }
 
     #[test]

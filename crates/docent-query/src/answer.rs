@@ -50,7 +50,7 @@ pub const SUPPORT_PROBE: &str = "No";
 impl Default for QuerySettings {
     fn default() -> Self {
         QuerySettings {
-            top_k: 5,
+            top_k: 3,
             max_prompt_tokens: 2048,
             abstain_threshold: 0.0,
             abstain_check: AbstainCheck::Reply,
