@@ -437,6 +437,8 @@ fn answers(ws: &dyn Workspace, args: AnswerArgs) -> Result<()> {
             abstain_probability: response.abstain_probability,
             em: exact_match(&plain, &q.answers),
             f1: token_f1(&plain, &q.answers),
+            first_em: exact_match(first_sentence(&plain), &q.answers),
+            first_f1: token_f1(first_sentence(&plain), &q.answers),
             abstained_em: exact_match(docent_query::NO_ANSWER, &q.answers),
             abstained_f1: token_f1(docent_query::NO_ANSWER, &q.answers),
             cites_gold: cited.contains(&gold_doc.as_str()),
@@ -514,6 +516,11 @@ fn answers(ws: &dyn Workspace, args: AnswerArgs) -> Result<()> {
             a["answered_without_valid_citation"].as_f64().unwrap_or(0.0),
         );
         println!(
+            "first sentence: EM {:.3}  F1 {:.3}",
+            a["first_sentence_exact_match"].as_f64().unwrap_or(0.0),
+            a["first_sentence_f1"].as_f64().unwrap_or(0.0),
+        );
+        println!(
             "unanswerable: abstention accuracy {:.3}",
             report["unanswerable"]["abstention_accuracy"]
                 .as_f64()
@@ -560,6 +567,10 @@ struct Outcome {
     abstain_probability: Option<f32>,
     em: f64,
     f1: f64,
+    /// EM and F1 of the answer's first sentence alone: whether it leads
+    /// with the answer, apart from how much support follows.
+    first_em: f64,
+    first_f1: f64,
     /// EM and F1 of the abstention sentence against the gold answers.
     abstained_em: f64,
     abstained_f1: f64,
@@ -573,6 +584,7 @@ struct Outcome {
 fn score_answers(outcomes: &[Outcome], threshold: f32) -> serde_json::Value {
     let ratio = |a: f64, b: usize| if b == 0 { 0.0 } else { a / b as f64 };
     let (mut em, mut f1, mut answerable_n, mut false_abstain) = (0.0, 0.0, 0usize, 0usize);
+    let (mut first_em, mut first_f1) = (0.0, 0.0);
     let (mut unanswerable_n, mut abstained) = (0usize, 0usize);
     let (mut answered_n, mut cite_hit, mut top_hit, mut no_valid_citation) = (0usize, 0, 0, 0);
     for o in outcomes {
@@ -587,12 +599,22 @@ fn score_answers(outcomes: &[Outcome], threshold: f32) -> serde_json::Value {
         answerable_n += 1;
         if !answered {
             false_abstain += 1;
-            em += if probe_abstains { o.abstained_em } else { o.em };
-            f1 += if probe_abstains { o.abstained_f1 } else { o.f1 };
+            let (e, f) = if probe_abstains {
+                (o.abstained_em, o.abstained_f1)
+            } else {
+                (o.em, o.f1)
+            };
+            em += e;
+            f1 += f;
+            // An abstention is one sentence: its first sentence is all of it.
+            first_em += if probe_abstains { e } else { o.first_em };
+            first_f1 += if probe_abstains { f } else { o.first_f1 };
             continue;
         }
         em += o.em;
         f1 += o.f1;
+        first_em += o.first_em;
+        first_f1 += o.first_f1;
         answered_n += 1;
         cite_hit += usize::from(o.cites_gold);
         no_valid_citation += usize::from(o.cites_nothing);
@@ -604,6 +626,8 @@ fn score_answers(outcomes: &[Outcome], threshold: f32) -> serde_json::Value {
             "count": answerable_n,
             "exact_match": ratio(em, answerable_n),
             "f1": ratio(f1, answerable_n),
+            "first_sentence_exact_match": ratio(first_em, answerable_n),
+            "first_sentence_f1": ratio(first_f1, answerable_n),
             "false_abstention_rate": ratio(false_abstain as f64, answerable_n),
             "citation_hits_gold": ratio(cite_hit as f64, answered_n),
             "top_passage_is_gold": ratio(top_hit as f64, answered_n),
@@ -614,6 +638,23 @@ fn score_answers(outcomes: &[Outcome], threshold: f32) -> serde_json::Value {
             "abstention_accuracy": ratio(abstained as f64, unanswerable_n),
         },
     })
+}
+
+/// The first sentence of an answer: up to the first `.`, `!` or `?` that
+/// ends the text or is followed by whitespace (so "3.5 million" and "U.S."
+/// inside a word stay whole).
+fn first_sentence(answer: &str) -> &str {
+    let bytes = answer.as_bytes();
+    for (i, &b) in bytes.iter().enumerate() {
+        if matches!(b, b'.' | b'!' | b'?')
+            && bytes
+                .get(i + 1)
+                .is_none_or(|next| next.is_ascii_whitespace())
+        {
+            return answer[..=i].trim();
+        }
+    }
+    answer.trim()
 }
 
 /// The answer without `[n]` markers, for comparison with gold answers.
@@ -644,7 +685,25 @@ fn strip_markers(answer: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::strip_markers;
+    use super::{first_sentence, strip_markers};
+
+    #[test]
+    fn the_first_sentence_ends_at_terminal_punctuation_before_a_space() {
+        assert_eq!(
+            first_sentence("Lot C. Visitors park behind the warehouse."),
+            "Lot C."
+        );
+        assert_eq!(
+            first_sentence("About 3.5 million people live there. It grew."),
+            "About 3.5 million people live there."
+        );
+        assert_eq!(
+            first_sentence("No terminal punctuation"),
+            "No terminal punctuation"
+        );
+        assert_eq!(first_sentence("Why? Because."), "Why?");
+        assert_eq!(first_sentence(""), "");
+    }
 
     #[test]
     fn markers_are_stripped_for_scoring() {
