@@ -86,6 +86,22 @@ impl Setup {
         }
     }
 
+    /// Pulls models of `manifest` into the models directory.
+    pub fn puller(
+        &self,
+        manifest: &docent_models::Manifest,
+        progress: bool,
+    ) -> docent_models::Puller {
+        docent_models::Puller::new(
+            manifest.clone(),
+            docent_models::PullOptions {
+                models_dir: self.models_dir.clone(),
+                python: self.config.models.python.clone(),
+                progress,
+            },
+        )
+    }
+
     fn model_dir(&self, name: &str) -> Result<PathBuf> {
         let manifest = docent_models::Manifest::builtin();
         let spec = manifest.get(name)?;
@@ -335,14 +351,7 @@ impl docent_eval::Workspace for Setup {
 
     fn pulled_generators(&self) -> Result<Vec<String>> {
         let manifest = docent_models::Manifest::builtin();
-        let puller = docent_models::Puller::new(
-            manifest.clone(),
-            docent_models::PullOptions {
-                models_dir: self.models_dir.clone(),
-                python: self.config.models.python.clone(),
-                progress: false,
-            },
-        );
+        let puller = self.puller(&manifest, false);
         Ok(manifest
             .models
             .iter()

@@ -8,14 +8,7 @@ use std::process::ExitCode;
 
 pub fn run(setup: &Setup, command: ModelsCommand) -> Result<ExitCode> {
     let manifest = docent_models::Manifest::builtin();
-    let puller = docent_models::Puller::new(
-        manifest.clone(),
-        docent_models::PullOptions {
-            models_dir: setup.models_dir.clone(),
-            python: setup.config.models.python.clone(),
-            progress: std::io::stderr().is_terminal(),
-        },
-    );
+    let puller = setup.puller(&manifest, std::io::stderr().is_terminal());
     match command {
         ModelsCommand::List => {
             println!("{:<24} {:<11} {:<8} description", "name", "kind", "pulled");
