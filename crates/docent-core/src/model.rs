@@ -422,3 +422,27 @@ pub enum GenerationEvent {
     },
     Failed(String),
 }
+
+/// What a store reports about the service behind it (`/readyz`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct StoreHealth {
+    /// Each configured server node, in configuration order (empty for an
+    /// in-process store).
+    pub nodes: Vec<NodeHealth>,
+    /// The collection's shard replicas by state as the answering node sees
+    /// them, e.g. `{"Active": 5, "Dead": 1}` (empty for an in-process store).
+    pub replicas: BTreeMap<String, usize>,
+    /// What is wrong, one sentence each; empty when everything is healthy.
+    pub problems: Vec<String>,
+}
+
+/// One server node as a health check saw it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodeHealth {
+    pub url: String,
+    /// Whether it answered the health check.
+    pub up: bool,
+    /// Why not, when it did not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}

@@ -73,6 +73,11 @@ pub trait VectorStore: Send + Sync {
     /// Inserts or replaces points exactly as given: vectors are not
     /// recomputed, so points copied from another store keep their scores.
     fn upsert_points(&self, points: &[StoredPoint]) -> Result<()>;
+    /// How the service behind the store is doing, for readiness probes. An
+    /// in-process store has nothing beyond `count` to report.
+    fn health(&self) -> crate::StoreHealth {
+        crate::StoreHealth::default()
+    }
 }
 
 /// Produces text from chat messages on a model that lives on its own thread.

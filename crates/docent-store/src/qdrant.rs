@@ -27,8 +27,8 @@ use crate::plan::{
 };
 use crate::{DENSE, SPARSE};
 use docent_core::{
-    Chunk, ChunkId, CollectionSpec, DocumentId, EmbeddedChunk, Error, Result, ScoredChunk,
-    SearchRequest, SparseVector, StoredPoint, VectorStore,
+    Chunk, ChunkId, CollectionSpec, DocumentId, EmbeddedChunk, Error, NodeHealth, Result,
+    ScoredChunk, SearchRequest, SparseVector, StoreHealth, StoredPoint, VectorStore,
 };
 use qdrant_client::qdrant::{
     self as pb, Condition, CountPoints, CreateCollection, CreateFieldIndexCollection, DeletePoints,
@@ -42,6 +42,7 @@ use qdrant_client::{Payload, Qdrant, QdrantError};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// Oldest server with everything used here: collection metadata (1.16) and
@@ -68,7 +69,8 @@ const METADATA_KEY: &str = "docent";
 /// How to reach the server and how to lay out a new collection.
 #[derive(Clone)]
 pub struct QdrantOptions {
-    /// gRPC endpoint, e.g. `http://localhost:6334`.
+    /// gRPC endpoint, e.g. `http://localhost:6334`; several nodes of one
+    /// cluster may be listed, comma-separated, to fail over between them.
     pub url: String,
     pub api_key: Option<String>,
     pub connect_timeout: Duration,
@@ -125,22 +127,67 @@ impl QdrantOptions {
     }
 }
 
+impl QdrantOptions {
+    /// The node URLs `url` lists, in order.
+    pub fn urls(&self) -> Vec<&str> {
+        self.url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .collect()
+    }
+}
+
 /// A collection on a Qdrant server or cluster.
 pub struct QdrantStore {
-    client: Qdrant,
-    /// `Some` until drop; shut down without blocking, since the last owner
-    /// may be dropped inside an async context.
-    runtime: Option<tokio::runtime::Runtime>,
-    options: QdrantOptions,
+    nodes: Nodes,
     spec: CollectionSpec,
     bm25: Bm25,
 }
 
-impl Drop for QdrantStore {
+/// One configured node and its client.
+struct Node {
+    url: String,
+    client: Qdrant,
+}
+
+/// The configured nodes of one cluster. Every request goes to the current
+/// node; when that node itself fails (refused connection, unavailable), the
+/// request goes to the next node and that one becomes current. Any node of
+/// a Qdrant cluster serves every collection, forwarding to the shards'
+/// replicas, so which node answers changes nothing but availability.
+struct Nodes {
+    nodes: Vec<Node>,
+    current: AtomicUsize,
+    /// `Some` until drop; shut down without blocking, since the last owner
+    /// may be dropped inside an async context.
+    runtime: Option<tokio::runtime::Runtime>,
+    options: QdrantOptions,
+}
+
+impl Drop for Nodes {
     fn drop(&mut self) {
         if let Some(rt) = self.runtime.take() {
             rt.shutdown_background();
         }
+    }
+}
+
+/// A failed call: the node that gave the final answer, and the nodes that
+/// failed before it.
+struct Failure {
+    url: String,
+    others: Vec<String>,
+    error: QdrantError,
+}
+
+/// Whether a failure is the node's own (down, unreachable, shutting down),
+/// so another node of the cluster may answer instead.
+fn node_failed(e: &QdrantError) -> bool {
+    match e {
+        QdrantError::Io(_) => true,
+        QdrantError::ResponseError { status } => status.code() == tonic::Code::Unavailable,
+        _ => false,
     }
 }
 
@@ -178,8 +225,8 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .map_err(|e| Error::internal("cannot start the Qdrant client runtime", e))
 }
 
-fn client(options: &QdrantOptions) -> Result<Qdrant> {
-    let mut config = Qdrant::from_url(&options.url)
+fn client(options: &QdrantOptions, url: &str) -> Result<Qdrant> {
+    let mut config = Qdrant::from_url(url)
         .timeout(options.request_timeout)
         .connect_timeout(options.connect_timeout)
         // docent runs its own health check with a clearer message.
@@ -189,10 +236,221 @@ fn client(options: &QdrantOptions) -> Result<Qdrant> {
     }
     config.build().map_err(|e| {
         Error::InvalidInput(format!(
-            "store.qdrant.url {:?} is not a usable gRPC URL ({e}); use e.g. http://localhost:6334",
-            options.url
+            "store.qdrant.url {url:?} is not a usable gRPC URL ({e}); use e.g. http://localhost:6334 (several nodes comma-separated)"
         ))
     })
+}
+
+impl Nodes {
+    /// Clients for every configured node; connects lazily.
+    fn new(options: QdrantOptions) -> Result<Self> {
+        let urls = options.urls();
+        if urls.is_empty() {
+            return Err(Error::InvalidInput(
+                "store.qdrant.url is empty; set the gRPC URL of a node, e.g. http://localhost:6334"
+                    .into(),
+            ));
+        }
+        let nodes = urls
+            .iter()
+            .map(|url| {
+                Ok(Node {
+                    url: url.to_string(),
+                    client: client(&options, url)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Nodes {
+            nodes,
+            current: AtomicUsize::new(0),
+            runtime: Some(runtime()?),
+            options,
+        })
+    }
+
+    fn block_on<F: Future>(&self, f: F) -> F::Output {
+        self.runtime
+            .as_ref()
+            .expect("runtime lives until drop")
+            .block_on(f)
+    }
+
+    /// Runs `call` on the current node and, when that node fails, on each
+    /// other node in turn; the first to answer becomes current.
+    fn call<T, F, Fut>(&self, what: &str, call: &F) -> std::result::Result<T, Failure>
+    where
+        F: Fn(Qdrant) -> Fut,
+        Fut: Future<Output = std::result::Result<T, QdrantError>>,
+    {
+        let n = self.nodes.len();
+        let start = self.current.load(Ordering::Relaxed) % n;
+        let mut others = Vec::new();
+        for step in 0..n {
+            let i = (start + step) % n;
+            let node = &self.nodes[i];
+            match self.block_on(call(node.client.clone())) {
+                Ok(v) => {
+                    if step > 0 {
+                        self.current.store(i, Ordering::Relaxed);
+                        tracing::warn!(
+                            "Qdrant: {what} failed on {}; {} answered and takes the requests from now on",
+                            others.join("; "),
+                            node.url
+                        );
+                    }
+                    return Ok(v);
+                }
+                Err(e) if node_failed(&e) && step + 1 < n => {
+                    others.push(format!("{} ({})", node.url, describe(&e)));
+                }
+                Err(error) => {
+                    return Err(Failure {
+                        url: node.url.clone(),
+                        others,
+                        error,
+                    });
+                }
+            }
+        }
+        unreachable!("the last node's answer returns")
+    }
+
+    /// Runs a read once per node: a failing cluster answers 503 at once
+    /// rather than holding the request while it recovers.
+    fn read<T, F, Fut>(&self, what: &str, call: F) -> Result<T>
+    where
+        F: Fn(Qdrant) -> Fut,
+        Fut: Future<Output = std::result::Result<T, QdrantError>>,
+    {
+        self.call(what, &call)
+            .map_err(|f| classify(&self.options, what, f, false))
+    }
+
+    /// Runs a write, retrying transient failures with exponential backoff.
+    fn write<T, F, Fut>(&self, what: &str, call: F) -> Result<T>
+    where
+        F: Fn(Qdrant) -> Fut,
+        Fut: Future<Output = std::result::Result<T, QdrantError>>,
+    {
+        let mut wait = self.options.retry_backoff;
+        let mut attempt = 0;
+        loop {
+            match self.call(what, &call) {
+                Ok(v) => return Ok(v),
+                Err(f) if is_transient(&f.error) && attempt < self.options.write_retries => {
+                    attempt += 1;
+                    let pause = retry_after(&f.error)
+                        .unwrap_or(wait)
+                        .min(Duration::from_secs(30));
+                    tracing::warn!(
+                        "Qdrant at {}: {what} failed ({}), retry {attempt}/{} in {pause:?}",
+                        f.url,
+                        describe(&f.error),
+                        self.options.write_retries
+                    );
+                    std::thread::sleep(pause);
+                    wait = wait.saturating_mul(2);
+                }
+                Err(f) => {
+                    let retried = is_transient(&f.error) && self.options.write_retries > 0;
+                    return Err(classify(&self.options, what, f, retried));
+                }
+            }
+        }
+    }
+
+    /// Checks every node's health; returns the first that answers (and
+    /// makes it current) with its version, or an error naming every node.
+    fn first_healthy(&self) -> Result<String> {
+        let mut failed = Vec::new();
+        for (i, node) in self.nodes.iter().enumerate() {
+            match self.block_on(node.client.health_check()) {
+                Ok(health) => {
+                    if !failed.is_empty() {
+                        tracing::warn!(
+                            "Qdrant: {} did not answer; using {}",
+                            failed.join("; "),
+                            node.url
+                        );
+                    }
+                    self.current.store(i, Ordering::Relaxed);
+                    if !version_supported(&health.version) {
+                        return Err(Error::Incompatible(format!(
+                            "Qdrant at {} is version {}; docent needs {MIN_VERSION_TEXT} or newer (collection metadata, weighted hybrid fusion). Upgrade the server",
+                            node.url, health.version
+                        )));
+                    }
+                    return Ok(node.url.clone());
+                }
+                Err(e) => failed.push(format!("{} ({})", node.url, describe(&e))),
+            }
+        }
+        Err(Error::Unavailable {
+            message: format!(
+                "cannot reach Qdrant at {}; check store.qdrant.url (the gRPC port, usually 6334), the API key, and that the server is running",
+                failed.join("; ")
+            ),
+            source: None,
+        })
+    }
+
+    /// Each node's health check (at most 2 s each) and the collection's
+    /// replica states as a live node sees them.
+    fn health(&self) -> StoreHealth {
+        let mut health = StoreHealth::default();
+        for node in &self.nodes {
+            let check = tokio::time::timeout(Duration::from_secs(2), node.client.health_check());
+            let error = match self.block_on(check) {
+                Ok(Ok(_)) => None,
+                Ok(Err(e)) => Some(describe(&e)),
+                Err(_) => Some("no answer within 2 s".to_string()),
+            };
+            if let Some(e) = &error {
+                health
+                    .problems
+                    .push(format!("Qdrant node {} does not answer: {e}", node.url));
+            }
+            health.nodes.push(NodeHealth {
+                url: node.url.clone(),
+                up: error.is_none(),
+                error,
+            });
+        }
+        let name = self.options.collection.clone();
+        let info = self.call("reading the cluster state", &|c: Qdrant| {
+            let name = name.clone();
+            async move { c.collection_cluster_info(name).await }
+        });
+        match info {
+            Ok(info) => {
+                let replicas = info
+                    .local_shards
+                    .iter()
+                    .map(|s| (s.shard_id, info.peer_id, s.state))
+                    .chain(
+                        info.remote_shards
+                            .iter()
+                            .map(|s| (s.shard_id, s.peer_id, s.state)),
+                    );
+                for (shard, peer, state) in replicas {
+                    let state = pb::ReplicaState::try_from(state)
+                        .map(|s| s.as_str_name().to_string())
+                        .unwrap_or_else(|_| format!("state {state}"));
+                    if state != "Active" {
+                        health
+                            .problems
+                            .push(format!("shard {shard} of {name} on peer {peer} is {state}"));
+                    }
+                    *health.replicas.entry(state).or_default() += 1;
+                }
+            }
+            Err(f) => health.problems.push(format!(
+                "cannot read the cluster state of {name}: {}",
+                classify(&self.options, "reading the cluster state", f, false)
+            )),
+        }
+        health
+    }
 }
 
 impl QdrantStore {
@@ -209,67 +467,56 @@ impl QdrantStore {
 
     /// Deletes a collection (used by tests and benchmarks); a missing one is fine.
     pub fn delete_collection(options: &QdrantOptions) -> Result<()> {
-        let rt = runtime()?;
-        let client = client(options)?;
+        let nodes = Nodes::new(options.clone())?;
         let name = options.collection.clone();
-        let result = rt.block_on(async {
-            if client.collection_exists(&name).await? {
-                client.delete_collection(&name).await?;
+        nodes.write("deleting the collection", |c: Qdrant| {
+            let name = name.clone();
+            async move {
+                if c.collection_exists(&name).await? {
+                    c.delete_collection(&name).await?;
+                }
+                Ok(())
             }
-            Ok::<_, QdrantError>(())
-        });
-        rt.shutdown_background();
-        result.map_err(|e| read_error(options, "deleting the collection", e))
+        })
     }
 
     fn connect(options: QdrantOptions, wanted: Option<CollectionSpec>) -> Result<Self> {
-        let rt = runtime()?;
-        let client = client(&options)?;
-        let health = rt.block_on(client.health_check()).map_err(|e| {
-            Error::unavailable(
-                format!(
-                    "cannot reach Qdrant at {} ({}); check store.qdrant.url (the gRPC port, usually 6334), the API key, and that the server is running",
-                    options.url,
-                    describe(&e)
-                ),
-                e,
-            )
+        let nodes = Nodes::new(options)?;
+        let url = nodes.first_healthy()?;
+        let name = nodes.options.collection.clone();
+        let exists = nodes.read("checking the collection", |c: Qdrant| {
+            let name = name.clone();
+            async move { c.collection_exists(name).await }
         })?;
-        if !version_supported(&health.version) {
-            return Err(Error::Incompatible(format!(
-                "Qdrant at {} is version {}; docent needs {MIN_VERSION_TEXT} or newer (collection metadata, weighted hybrid fusion). Upgrade the server",
-                options.url, health.version
-            )));
-        }
-        let name = options.collection.clone();
-        let exists = rt
-            .block_on(client.collection_exists(&name))
-            .map_err(|e| read_error(&options, "checking the collection", e))?;
         let spec = match (exists, wanted) {
             (false, None) => {
                 return Err(Error::NotFound(format!(
-                    "no collection {name} on Qdrant at {}; check --collection and store.qdrant.collection_prefix",
-                    options.url
+                    "no collection {name} on Qdrant at {url}; check --collection and store.qdrant.collection_prefix",
                 )));
             }
             (false, Some(spec)) => {
-                let created =
-                    rt.block_on(client.create_collection(create_request(&options, &spec)));
-                match created {
-                    Ok(_) => {}
-                    // Another docent created it meanwhile: check it like any other.
-                    Err(QdrantError::ResponseError { status })
-                        if status.code() == tonic::Code::AlreadyExists => {}
-                    Err(e) => return Err(write_error(&options, "creating the collection", e)),
-                }
-                check_existing(&rt, &client, &options, Some(&spec))?
+                let request = create_request(&nodes.options, &spec);
+                let created = nodes.write("creating the collection", |c: Qdrant| {
+                    let request = request.clone();
+                    async move {
+                        match c.create_collection(request).await {
+                            // Another docent created it meanwhile: check it like any other.
+                            Err(QdrantError::ResponseError { status })
+                                if status.code() == tonic::Code::AlreadyExists =>
+                            {
+                                Ok(())
+                            }
+                            other => other.map(|_| ()),
+                        }
+                    }
+                });
+                created?;
+                check_existing(&nodes, Some(&spec))?
             }
-            (true, wanted) => check_existing(&rt, &client, &options, wanted.as_ref())?,
+            (true, wanted) => check_existing(&nodes, wanted.as_ref())?,
         };
         let store = QdrantStore {
-            client,
-            runtime: Some(rt),
-            options,
+            nodes,
             spec,
             bm25: Bm25::new()?,
         };
@@ -279,52 +526,11 @@ impl QdrantStore {
 
     /// The collection's name on the server.
     pub fn collection(&self) -> &str {
-        &self.options.collection
+        &self.nodes.options.collection
     }
 
-    fn block_on<F: Future>(&self, f: F) -> F::Output {
-        self.runtime
-            .as_ref()
-            .expect("runtime lives until drop")
-            .block_on(f)
-    }
-
-    /// Runs a write, retrying transient failures with exponential backoff.
-    fn write<T, F, Fut>(&self, what: &str, call: F) -> Result<T>
-    where
-        F: Fn() -> Fut,
-        Fut: Future<Output = std::result::Result<T, QdrantError>>,
-    {
-        let mut wait = self.options.retry_backoff;
-        let mut attempt = 0;
-        loop {
-            match self.block_on(call()) {
-                Ok(v) => return Ok(v),
-                Err(e) if is_transient(&e) && attempt < self.options.write_retries => {
-                    attempt += 1;
-                    let pause = retry_after(&e).unwrap_or(wait).min(Duration::from_secs(30));
-                    tracing::warn!(
-                        "Qdrant at {}: {what} failed ({}), retry {attempt}/{} in {pause:?}",
-                        self.options.url,
-                        describe(&e),
-                        self.options.write_retries
-                    );
-                    std::thread::sleep(pause);
-                    wait = wait.saturating_mul(2);
-                }
-                Err(e) => return Err(write_error(&self.options, what, e)),
-            }
-        }
-    }
-
-    /// Runs a read once: a failing cluster answers 503 at once rather than
-    /// holding the request while it recovers.
-    fn read<T, Fut>(&self, what: &str, fut: Fut) -> Result<T>
-    where
-        Fut: Future<Output = std::result::Result<T, QdrantError>>,
-    {
-        self.block_on(fut)
-            .map_err(|e| read_error(&self.options, what, e))
+    fn name(&self) -> String {
+        self.nodes.options.collection.clone()
     }
 
     fn ensure_indexes(&self) -> Result<()> {
@@ -333,14 +539,16 @@ impl QdrantStore {
                 IndexKind::Keyword => FieldType::Keyword,
                 IndexKind::Integer => FieldType::Integer,
             };
-            self.write("creating a payload index", || {
-                self.client.create_field_index(CreateFieldIndexCollection {
-                    collection_name: self.options.collection.clone(),
-                    wait: Some(true),
-                    field_name: field.to_string(),
-                    field_type: Some(kind as i32),
-                    ..Default::default()
-                })
+            let request = CreateFieldIndexCollection {
+                collection_name: self.name(),
+                wait: Some(true),
+                field_name: field.to_string(),
+                field_type: Some(kind as i32),
+                ..Default::default()
+            };
+            self.nodes.write("creating a payload index", |c: Qdrant| {
+                let request = request.clone();
+                async move { c.create_field_index(request).await }
             })?;
         }
         Ok(())
@@ -348,7 +556,7 @@ impl QdrantStore {
 
     fn upsert_request(&self, points: Vec<PointStruct>) -> UpsertPoints {
         UpsertPoints {
-            collection_name: self.options.collection.clone(),
+            collection_name: self.name(),
             wait: Some(true),
             points,
             ..Default::default()
@@ -374,18 +582,24 @@ impl QdrantStore {
             out.push(PointStruct::new(point_id(p.id), vectors, payload));
         }
         let request = self.upsert_request(out);
-        self.write("upsert", || self.client.upsert_points(request.clone()))?;
+        self.nodes.write("upsert", |c: Qdrant| {
+            let request = request.clone();
+            async move { c.upsert_points(request).await }
+        })?;
         Ok(())
     }
 
     fn delete(&self, selector: pb::PointsSelector) -> Result<()> {
         let request = DeletePoints {
-            collection_name: self.options.collection.clone(),
+            collection_name: self.name(),
             wait: Some(true),
             points: Some(selector),
             ..Default::default()
         };
-        self.write("delete", || self.client.delete_points(request.clone()))?;
+        self.nodes.write("delete", |c: Qdrant| {
+            let request = request.clone();
+            async move { c.delete_points(request).await }
+        })?;
         Ok(())
     }
 
@@ -397,7 +611,7 @@ impl QdrantStore {
         with_vectors: bool,
     ) -> Result<(Vec<pb::RetrievedPoint>, Option<PointId>)> {
         let request = ScrollPoints {
-            collection_name: self.options.collection.clone(),
+            collection_name: self.name(),
             filter,
             offset: from,
             limit: Some(limit.clamp(1, u32::MAX as usize) as u32),
@@ -405,7 +619,10 @@ impl QdrantStore {
             with_vectors: Some(with_vectors.into()),
             ..Default::default()
         };
-        let response = self.read("scroll", self.client.scroll(request))?;
+        let response = self.nodes.read("scroll", |c: Qdrant| {
+            let request = request.clone();
+            async move { c.scroll(request).await }
+        })?;
         Ok((response.result, response.next_page_offset))
     }
 }
@@ -463,20 +680,16 @@ fn spec_metadata(spec: &CollectionSpec) -> HashMap<String, pb::Value> {
 
 /// Reads an existing collection's spec and layout, and checks them against
 /// `wanted` when given. Returns the spec it was built with.
-fn check_existing(
-    rt: &tokio::runtime::Runtime,
-    client: &Qdrant,
-    options: &QdrantOptions,
-    wanted: Option<&CollectionSpec>,
-) -> Result<CollectionSpec> {
-    let name = &options.collection;
-    let info = rt
-        .block_on(client.collection_info(GetCollectionInfoRequest {
+fn check_existing(nodes: &Nodes, wanted: Option<&CollectionSpec>) -> Result<CollectionSpec> {
+    let name = &nodes.options.collection;
+    let info = nodes.read("reading the collection", |c: Qdrant| {
+        let request = GetCollectionInfoRequest {
             collection_name: name.clone(),
-        }))
-        .map_err(|e| read_error(options, "reading the collection", e))?;
+        };
+        async move { c.collection_info(request).await }
+    })?;
     let config = info.result.and_then(|r| r.config).unwrap_or_default();
-    let where_ = format!("collection {name} on Qdrant at {}", options.url);
+    let where_ = format!("collection {name} on Qdrant at {}", nodes.options.url);
     let found: CollectionSpec = match config.metadata.get(METADATA_KEY) {
         Some(value) => serde_json::from_value(serde_json::Value::from(value.clone())).map_err(
             |e| {
@@ -535,11 +748,19 @@ fn describe(e: &QdrantError) -> String {
     }
 }
 
-/// Maps a failed call; `what` names the operation.
-fn classify(options: &QdrantOptions, what: &str, e: QdrantError, retried: bool) -> Error {
+/// Maps a failed call; `what` names the operation. The message names the
+/// node that answered last, and any that failed before it.
+fn classify(options: &QdrantOptions, what: &str, failure: Failure, retried: bool) -> Error {
     use tonic::Code;
-    let url = &options.url;
-    let detail = describe(&e);
+    let Failure {
+        url,
+        others,
+        error: e,
+    } = failure;
+    let mut detail = describe(&e);
+    if !others.is_empty() {
+        detail.push_str(&format!("; before it, {} failed", others.join("; ")));
+    }
     let again = if retried { " (after retries)" } else { "" };
     match &e {
         QdrantError::ResourceExhaustedError { .. } => Error::Overloaded(format!(
@@ -562,22 +783,13 @@ fn classify(options: &QdrantOptions, what: &str, e: QdrantError, retried: bool) 
             }
             _ => Error::unavailable(
                 format!(
-                    "Qdrant at {url} failed {what}{again}: {detail}; check the cluster's health"
+                    "Qdrant at {url} failed {what}{again}: {detail}; check the cluster's health (GET /readyz lists each node)"
                 ),
                 e,
             ),
         },
         _ => Error::unavailable(format!("Qdrant at {url} failed {what}{again}: {detail}"), e),
     }
-}
-
-fn read_error(options: &QdrantOptions, what: &str, e: QdrantError) -> Error {
-    classify(options, what, e, false)
-}
-
-fn write_error(options: &QdrantOptions, what: &str, e: QdrantError) -> Error {
-    let retried = is_transient(&e) && options.write_retries > 0;
-    classify(options, what, e, retried)
 }
 
 fn point_id(id: ChunkId) -> PointId {
@@ -610,10 +822,19 @@ fn payload_chunk(id: Option<&PointId>, payload: HashMap<String, pb::Value>) -> R
 fn filter(conditions: &[PlanCondition]) -> Filter {
     Filter::must(conditions.iter().map(|condition| match condition {
         PlanCondition::Match { field, value } => {
-            let value: pb::r#match::MatchValue = match value {
-                MatchValue::Keyword(k) => k.clone().into(),
-                MatchValue::AnyKeyword(k) => k.clone().into(),
-                MatchValue::AnyInteger(i) => i.clone().into(),
+            // Built by hand: qdrant-client's `From<String>` turns a value
+            // holding whitespace into a full-text match, so "My Docs/a.md"
+            // would match by words, not as the path it is.
+            let value = match value {
+                MatchValue::Keyword(k) => pb::r#match::MatchValue::Keyword(k.clone()),
+                MatchValue::AnyKeyword(k) => {
+                    pb::r#match::MatchValue::Keywords(pb::RepeatedStrings { strings: k.clone() })
+                }
+                MatchValue::AnyInteger(i) => {
+                    pb::r#match::MatchValue::Integers(pb::RepeatedIntegers {
+                        integers: i.clone(),
+                    })
+                }
             };
             Condition::matches(field, value)
         }
@@ -747,7 +968,7 @@ impl VectorStore for QdrantStore {
     fn chunk_ids(&self, document: &DocumentId) -> Result<Vec<ChunkId>> {
         plan::read_pages(|from| {
             let request = ScrollPoints {
-                collection_name: self.options.collection.clone(),
+                collection_name: self.name(),
                 filter: Some(filter(&plan::document_conditions(document))),
                 offset: from,
                 limit: Some(plan::ID_PAGE as u32),
@@ -755,7 +976,10 @@ impl VectorStore for QdrantStore {
                 with_vectors: Some(false.into()),
                 ..Default::default()
             };
-            let page = self.read("scroll", self.client.scroll(request))?;
+            let page = self.nodes.read("scroll", |c: Qdrant| {
+                let request = request.clone();
+                async move { c.scroll(request).await }
+            })?;
             let ids = page.result.iter().map(|point| chunk_id(point.id.as_ref()));
             Ok((ids.collect::<Result<_>>()?, page.next_page_offset))
         })
@@ -774,8 +998,14 @@ impl VectorStore for QdrantStore {
 
     fn search(&self, request: &SearchRequest) -> Result<Vec<ScoredChunk>> {
         let plan = SearchPlan::new(request, &self.spec, &self.bm25)?;
-        let query = query_points(&self.options.collection, &plan);
-        let hits = self.read("search", self.client.query(query))?.result;
+        let query = query_points(self.collection(), &plan);
+        let hits = self
+            .nodes
+            .read("search", |c: Qdrant| {
+                let query = query.clone();
+                async move { c.query(query).await }
+            })?
+            .result;
         hits.into_iter()
             .map(|hit| {
                 let (stored, _) = named_vectors(hit.vectors);
@@ -787,11 +1017,14 @@ impl VectorStore for QdrantStore {
 
     fn count(&self) -> Result<usize> {
         let request = CountPoints {
-            collection_name: self.options.collection.clone(),
+            collection_name: self.name(),
             exact: Some(true),
             ..Default::default()
         };
-        let response = self.read("count", self.client.count(request))?;
+        let response = self.nodes.read("count", |c: Qdrant| {
+            let request = request.clone();
+            async move { c.count(request).await }
+        })?;
         Ok(response.result.map(|r| r.count as usize).unwrap_or(0))
     }
 
@@ -821,6 +1054,10 @@ impl VectorStore for QdrantStore {
 
     fn upsert_points(&self, points: &[StoredPoint]) -> Result<()> {
         self.write_points(layout::copied_points(&self.spec, points)?)
+    }
+
+    fn health(&self) -> StoreHealth {
+        self.nodes.health()
     }
 }
 
@@ -909,6 +1146,27 @@ mod tests {
     }
 
     #[test]
+    fn every_listed_node_is_tried_and_named() {
+        let mut options =
+            QdrantOptions::new(" http://127.0.0.1:9 , http://127.0.0.1:7,", "docent_none");
+        assert_eq!(options.urls(), ["http://127.0.0.1:9", "http://127.0.0.1:7"]);
+        options.connect_timeout = Duration::from_millis(500);
+        options.request_timeout = Duration::from_secs(2);
+        match QdrantStore::open(options, spec()) {
+            Err(Error::Unavailable { message, .. }) => {
+                assert!(message.contains("http://127.0.0.1:9 ("), "{message}");
+                assert!(message.contains("http://127.0.0.1:7 ("), "{message}");
+            }
+            Err(e) => panic!("wrong error: {e}"),
+            Ok(_) => panic!("opened a store with no server"),
+        }
+        assert!(matches!(
+            QdrantStore::open(QdrantOptions::new(" , ", "docent_none"), spec()),
+            Err(Error::InvalidInput(_))
+        ));
+    }
+
+    #[test]
     fn a_malformed_url_is_invalid_input() {
         let options = QdrantOptions::new("not a url", "docent_none");
         assert!(matches!(
@@ -928,14 +1186,20 @@ mod tests {
         assert!(is_transient(&unavailable));
         assert!(!is_transient(&invalid));
         let options = QdrantOptions::new("http://q:6334", "c");
-        match write_error(&options, "upsert", unavailable) {
+        let failure = |error| Failure {
+            url: "http://q:6334".into(),
+            others: vec!["http://p:6334 (Unavailable: refused)".into()],
+            error,
+        };
+        match classify(&options, "upsert", failure(unavailable), true) {
             Error::Unavailable { message, .. } => {
-                assert!(message.contains("http://q:6334") && message.contains("after retries"))
+                assert!(message.contains("http://q:6334") && message.contains("after retries"));
+                assert!(message.contains("http://p:6334"), "{message}");
             }
             e => panic!("wrong error: {e}"),
         }
         assert!(matches!(
-            read_error(&options, "search", invalid),
+            classify(&options, "search", failure(invalid), false),
             Error::Internal { .. }
         ));
     }

@@ -585,6 +585,102 @@ fn check_scroll_and_copy(backend: &dyn Backend) {
     }
 }
 
+/// Values with spaces are exact keywords on every backend: a path, a tag or
+/// a metadata value holding a space matches itself and nothing else (not as
+/// full text, which would match any value sharing a word).
+fn check_values_with_spaces(backend: &dyn Backend) {
+    let store = backend.open(spec()).unwrap();
+    let mut chunks = vec![
+        chunk(
+            "My Docs/Team Handbook.md",
+            0,
+            "refunds",
+            [1.0, 0.0, 0.0, 0.0],
+        ),
+        chunk(
+            "My Docs/Team Handbook.md",
+            1,
+            "holidays",
+            [0.9, 0.1, 0.0, 0.0],
+        ),
+        chunk("My Docs/Team Plan.md", 0, "roadmap", [0.8, 0.2, 0.0, 0.0]),
+        chunk("Handbook.md", 0, "other", [0.7, 0.3, 0.0, 0.0]),
+        // Holds every value below as a substring, and must match none of them.
+        chunk(
+            "Archive/My Docs/Team Handbook.md",
+            0,
+            "old",
+            [0.6, 0.4, 0.0, 0.0],
+        ),
+    ];
+    chunks[4].chunk.tags = vec!["on call duty".into()];
+    chunks[4].chunk.metadata =
+        BTreeMap::from([("team".to_string(), "site reliability east".to_string())]);
+    chunks[0].chunk.tags = vec!["on call".into()];
+    chunks[2].chunk.tags = vec!["on leave".into()];
+    chunks[0].chunk.metadata =
+        BTreeMap::from([("team".to_string(), "site reliability".to_string())]);
+    chunks[2].chunk.metadata = BTreeMap::from([("team".to_string(), "site design".to_string())]);
+    store.upsert(&chunks).unwrap();
+    let q = [1.0, 0.0, 0.0, 0.0];
+    let docs = |filter: SearchFilter| -> Vec<(String, usize)> {
+        let mut d = hits(store.as_ref(), &dense(q, 10, filter));
+        d.sort();
+        d
+    };
+    let none = SearchFilter::default();
+    let handbook = "My Docs/Team Handbook.md".to_string();
+    assert_eq!(
+        docs(SearchFilter {
+            source: Some(handbook.clone()),
+            ..none.clone()
+        }),
+        vec![(handbook.clone(), 0), (handbook.clone(), 1)]
+    );
+    assert_eq!(
+        docs(SearchFilter {
+            document_ids: vec![DocumentId::new("My Docs/Team Plan.md")],
+            ..none.clone()
+        }),
+        vec![("My Docs/Team Plan.md".to_string(), 0)]
+    );
+    assert_eq!(
+        docs(SearchFilter {
+            source_prefix: Some("My Docs".into()),
+            ..none.clone()
+        })
+        .len(),
+        3
+    );
+    assert_eq!(
+        docs(SearchFilter {
+            tags: vec!["on call".into()],
+            ..none.clone()
+        }),
+        vec![(handbook.clone(), 0)]
+    );
+    assert_eq!(
+        docs(SearchFilter {
+            metadata: BTreeMap::from([("team".to_string(), "site reliability".to_string())]),
+            ..none.clone()
+        }),
+        vec![(handbook.clone(), 0)]
+    );
+    assert_eq!(
+        sorted(store.chunk_ids(&DocumentId::new(&handbook)).unwrap()),
+        sorted(vec![id_of(&handbook, 0), id_of(&handbook, 1)])
+    );
+    store.delete_document(&DocumentId::new(&handbook)).unwrap();
+    assert_eq!(store.count().unwrap(), 3);
+    assert_eq!(
+        store
+            .chunks_by_ordinal(&DocumentId::new("My Docs/Team Plan.md"), &[0])
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
 // ---------------------------------------------------------------- runs
 
 macro_rules! contract_tests {
@@ -619,6 +715,7 @@ contract_tests!(
     check_metadata_mismatch,
     check_reopen,
     check_scroll_and_copy,
+    check_values_with_spaces,
 );
 
 // ------------------------------------------------- backend-specific checks
