@@ -291,6 +291,11 @@ impl Pipeline {
         self.store.count()
     }
 
+    /// How the store's service is doing (nodes and replicas of a cluster).
+    pub fn store_health(&self) -> docent_core::StoreHealth {
+        self.store.health()
+    }
+
     /// Rebuilds the search index now (blocking), after another build that
     /// is running.
     pub fn build_index(&self) -> Result<()> {

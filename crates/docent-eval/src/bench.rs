@@ -112,6 +112,21 @@ pub enum BenchCommand {
         /// Streaming asks timed for time-to-first-token
         #[arg(long, default_value_t = 5)]
         asks: usize,
+        /// Instead of starting servers here, send searches to this running
+        /// `docent serve` (e.g. http://127.0.0.1:8080) for --seconds, and
+        /// count every status: how a deployment rides through a node
+        /// failure. Needs no models.
+        #[arg(long)]
+        url: Option<String>,
+        /// With --url: how long to send searches
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// With --url: SQuAD questions to search with [default: synthetic text]
+        #[arg(long)]
+        squad: Option<std::path::PathBuf>,
+        /// With --url: the bearer key, if the server wants one
+        #[arg(long, env = "DOCENT_BENCH_API_KEY", hide_env_values = true)]
+        api_key: Option<String>,
     },
 }
 
@@ -153,6 +168,21 @@ pub(crate) fn run(ws: &dyn Workspace, command: BenchCommand) -> Result<serde_jso
             clients,
             requests,
             asks,
+            url: Some(url),
+            seconds,
+            squad,
+            api_key,
+        } => {
+            let _ = (chunks, requests, asks);
+            crate::bench_http::against(&url, clients, seconds, squad.as_deref(), api_key)?
+        }
+        BenchCommand::Http {
+            chunks,
+            clients,
+            requests,
+            asks,
+            url: None,
+            ..
         } => crate::bench_http::run(ws, chunks, clients, requests, asks)?,
     })
 }

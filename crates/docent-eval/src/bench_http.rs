@@ -19,6 +19,10 @@ use std::time::{Duration, Instant};
 struct Client {
     reader: BufReader<TcpStream>,
     addr: String,
+    /// `Authorization` header line, when a key is given.
+    auth: String,
+    /// Whether the last response carried `Retry-After`.
+    retry_after: bool,
 }
 
 impl Client {
@@ -29,14 +33,17 @@ impl Client {
         Ok(Client {
             reader: BufReader::new(stream),
             addr: addr.to_string(),
+            auth: String::new(),
+            retry_after: false,
         })
     }
 
     fn post(&mut self, path: &str, body: &str) -> Result<(u16, String)> {
         write!(
             self.reader.get_mut(),
-            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            "POST {path} HTTP/1.1\r\nHost: {}\r\n{}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             self.addr,
+            self.auth,
             body.len()
         )?;
         let (status, length) = self.head()?;
@@ -54,16 +61,19 @@ impl Client {
             .and_then(|s| s.parse().ok())
             .context("bad status line")?;
         let mut length = 0;
+        self.retry_after = false;
         loop {
             line.clear();
             self.reader.read_line(&mut line)?;
             if line == "\r\n" || line.is_empty() {
                 break;
             }
-            if let Some((k, v)) = line.split_once(':')
-                && k.eq_ignore_ascii_case("content-length")
-            {
-                length = v.trim().parse()?;
+            if let Some((k, v)) = line.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    length = v.trim().parse()?;
+                } else if k.eq_ignore_ascii_case("retry-after") {
+                    self.retry_after = true;
+                }
             }
         }
         Ok((status, length))
@@ -413,5 +423,173 @@ pub(crate) fn run(
         },
         "peak_rss_mib": peak_rss_mib(),
         "note": "synthetic chunks: Zipfian English-like text for BM25 (32 stop words + 30,000 pseudo-words), pseudo-random unit vectors for the dense side; cold queries are all new and embedded by the real model, repeated ones come from a pool of 256 (query cache)",
+    }))
+}
+
+/// `docent bench http --url`: `clients` threads send `/v1/search` requests
+/// to a running server for `seconds`, each waiting for its answer (30 s at
+/// most) before the next. Every outcome is counted, so a node failure
+/// behind the server shows as statuses, latencies and the longest stretch
+/// any client went without a successful answer.
+pub(crate) fn against(
+    url: &str,
+    clients: usize,
+    seconds: u64,
+    squad: Option<&std::path::Path>,
+    api_key: Option<String>,
+) -> Result<Value> {
+    let addr = url
+        .trim_end_matches('/')
+        .strip_prefix("http://")
+        .context("--url must be an http:// URL of a running docent serve")?
+        .to_string();
+    let queries: Vec<String> = match squad {
+        Some(path) => crate::dataset::load_squad(path)?
+            .queries
+            .into_iter()
+            .map(|q| q.text)
+            .collect(),
+        None => {
+            let mut text = ZipfText::new(99);
+            (0..4096).map(|_| text.sentence(6)).collect()
+        }
+    };
+    if queries.is_empty() {
+        bail!("no questions to search with");
+    }
+    let auth = api_key
+        .map(|k| format!("Authorization: Bearer {k}\r\n"))
+        .unwrap_or_default();
+    let clients = clients.max(1);
+    let duration = Duration::from_secs(seconds.max(1));
+    /// One request: when it started (s from the start), its status (0 for
+    /// a transport failure), whether it carried Retry-After, and how long
+    /// it took (ms).
+    struct Outcome {
+        at: f64,
+        status: u16,
+        retry_after: bool,
+        ms: f64,
+    }
+    let start = Instant::now();
+    let per_client = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..clients)
+            .map(|c| {
+                let (addr, auth, queries) = (&addr, &auth, &queries);
+                scope.spawn(move || {
+                    let mut outcomes = Vec::new();
+                    let mut client: Option<Client> = None;
+                    let mut i = c;
+                    while start.elapsed() < duration {
+                        let query = &queries[i % queries.len()];
+                        i += clients;
+                        let body =
+                            json!({ "query": query, "top_k": 10, "rerank": false }).to_string();
+                        let at = start.elapsed().as_secs_f64();
+                        let t = Instant::now();
+                        let result = (|| -> Result<(u16, bool)> {
+                            if client.is_none() {
+                                let mut fresh = Client::connect(addr)?;
+                                fresh
+                                    .reader
+                                    .get_mut()
+                                    .set_read_timeout(Some(Duration::from_secs(30)))?;
+                                fresh.auth = auth.clone();
+                                client = Some(fresh);
+                            }
+                            let client = client.as_mut().expect("connected above");
+                            let (status, _) = client.post("/v1/search", &body)?;
+                            Ok((status, client.retry_after))
+                        })();
+                        let ms = t.elapsed().as_secs_f64() * 1000.0;
+                        let (status, retry_after) = result.unwrap_or_else(|_| {
+                            client = None;
+                            (0, false)
+                        });
+                        if status == 0 || status == 503 {
+                            // Do not hammer a failing server.
+                            std::thread::sleep(Duration::from_millis(50));
+                        }
+                        outcomes.push(Outcome {
+                            at,
+                            status,
+                            retry_after,
+                            ms,
+                        });
+                    }
+                    outcomes
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .collect::<Vec<Vec<Outcome>>>()
+    });
+    let secs = start.elapsed().as_secs_f64();
+
+    let mut by_status = std::collections::BTreeMap::<String, usize>::new();
+    let mut without_retry_after = 0;
+    let mut ok_ms = Vec::new();
+    let mut all_ms = Vec::new();
+    // The longest time any client waited from one success to the next.
+    let mut longest_gap: f64 = 0.0;
+    let mut timeline = std::collections::BTreeMap::<u64, (usize, usize, Vec<f64>)>::new();
+    for outcomes in &per_client {
+        let mut last_ok = 0.0;
+        for o in outcomes {
+            let key = if o.status == 0 {
+                "transport_error".to_string()
+            } else {
+                o.status.to_string()
+            };
+            *by_status.entry(key).or_default() += 1;
+            if matches!(o.status, 429 | 503) && !o.retry_after {
+                without_retry_after += 1;
+            }
+            all_ms.push(o.ms);
+            let bucket = timeline.entry(o.at as u64 / 5 * 5).or_default();
+            bucket.0 += 1;
+            if o.status == 200 {
+                ok_ms.push(o.ms);
+                let done = o.at + o.ms / 1000.0;
+                longest_gap = longest_gap.max(done - last_ok);
+                last_ok = done;
+                bucket.2.push(o.ms);
+            } else {
+                bucket.1 += 1;
+            }
+        }
+        longest_gap = longest_gap.max(secs - last_ok);
+    }
+    ok_ms.sort_by(|a, b| a.total_cmp(b));
+    all_ms.sort_by(|a, b| a.total_cmp(b));
+    let timeline: Vec<Value> = timeline
+        .into_iter()
+        .map(|(from, (requests, errors, mut ms))| {
+            ms.sort_by(|a, b| a.total_cmp(b));
+            json!({
+                "from_sec": from,
+                "requests": requests,
+                "errors": errors,
+                "ok_p50_ms": percentile(&ms, 0.5),
+                "ok_max_ms": ms.last().copied().unwrap_or(0.0),
+            })
+        })
+        .collect();
+    Ok(json!({
+        "bench": "http",
+        "url": url,
+        "clients": clients,
+        "seconds": secs,
+        "requests": all_ms.len(),
+        "by_status": by_status,
+        "errors_without_retry_after": without_retry_after,
+        "ok_p50_ms": percentile(&ok_ms, 0.5),
+        "ok_p99_ms": percentile(&ok_ms, 0.99),
+        "any_max_ms": all_ms.last().copied().unwrap_or(0.0),
+        "longest_client_gap_secs": longest_gap,
+        "every_5_secs": timeline,
+        "queries": if squad.is_some() { "SQuAD questions" } else { "synthetic 6-word texts" },
     }))
 }

@@ -110,23 +110,40 @@ async fn healthz() -> Json<serde_json::Value> {
 }
 
 #[utoipa::path(get, path = "/readyz", tag = "operations",
-    responses((status = 200, description = "Models loaded and the store readable"), (status = 503, description = "Not ready")))]
+    responses(
+        (status = 200, description = "Models loaded and the store readable. `status` is `degraded` when the store answers but some node or shard replica is not healthy; `store` lists each node, the replicas by state, and the problems"),
+        (status = 503, description = "Not ready: the store does not answer; the body names what failed")))]
 async fn ready(State(state): State<Arc<AppState>>) -> Response {
     let pipeline = state.pipeline.clone();
-    match tokio::task::spawn_blocking(move || pipeline.chunk_count()).await {
-        Ok(Ok(chunks)) => Json(serde_json::json!({
-            "status": "ready",
+    let checked =
+        tokio::task::spawn_blocking(move || (pipeline.chunk_count(), pipeline.store_health()))
+            .await;
+    let Ok((count, health)) = checked else {
+        return ApiError::internal("the readiness check failed").into_response();
+    };
+    match count {
+        Ok(chunks) => Json(serde_json::json!({
+            "status": if health.problems.is_empty() { "ready" } else { "degraded" },
             "chunks": chunks,
             "embedding_model": state.embedder.model_id(),
             "generation_model": state.asker.model_id(),
+            "store": health,
         }))
         .into_response(),
-        _ => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "the store is not readable",
-        )
-        .into_response(),
+        Err(e) => {
+            let mut body = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                format!("the store is not readable: {e}"),
+            )
+            .body();
+            body["store"] = serde_json::to_value(&health).unwrap_or_default();
+            let mut response = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+            response
+        }
     }
 }
 

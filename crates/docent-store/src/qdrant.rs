@@ -184,9 +184,20 @@ struct Failure {
 /// Whether a failure is the node's own (down, unreachable, shutting down),
 /// so another node of the cluster may answer instead.
 fn node_failed(e: &QdrantError) -> bool {
+    use tonic::Code;
     match e {
         QdrantError::Io(_) => true,
-        QdrantError::ResponseError { status } => status.code() == tonic::Code::Unavailable,
+        QdrantError::ResponseError { status } => match status.code() {
+            Code::Unavailable => true,
+            // qdrant-client reports a refused connection as `Internal`
+            // ("Failed to connect to ..."), and a connection that broke
+            // mid-call as a transport error.
+            Code::Internal | Code::Unknown => {
+                let message = status.message();
+                message.starts_with("Failed to connect to") || message.contains("transport error")
+            }
+            _ => false,
+        },
         _ => false,
     }
 }
@@ -1185,6 +1196,15 @@ mod tests {
         };
         assert!(is_transient(&unavailable));
         assert!(!is_transient(&invalid));
+        assert!(node_failed(&unavailable));
+        assert!(!node_failed(&invalid));
+        // What qdrant-client makes of a refused connection.
+        assert!(node_failed(&QdrantError::ResponseError {
+            status: tonic::Status::internal("Failed to connect to http://q:6334/: refused"),
+        }));
+        assert!(!node_failed(&QdrantError::ResponseError {
+            status: tonic::Status::internal("Missing request message."),
+        }));
         let options = QdrantOptions::new("http://q:6334", "c");
         let failure = |error| Failure {
             url: "http://q:6334".into(),
