@@ -120,6 +120,24 @@ pub enum StoreCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Compare the collection on two backends: every point (payload, dense
+    /// and BM25 vectors), every catalogue record, and the top 10 of the same
+    /// searches in each mode. Exits with status 1 when they differ
+    Verify {
+        /// One backend
+        #[arg(long, value_enum)]
+        from: crate::config::StoreKind,
+        /// The other backend
+        #[arg(long, value_enum)]
+        to: crate::config::StoreKind,
+        /// Searches per mode (their texts are the opening words of chunks
+        /// spread over the collection)
+        #[arg(long, default_value_t = 200)]
+        queries: usize,
+        /// Print the report as JSON
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]

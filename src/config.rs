@@ -328,7 +328,14 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/cluster.toml");
         let c = Config::load(Some(&path)).unwrap();
         assert_eq!(c.store.kind, StoreKind::Qdrant);
-        assert_eq!(c.store.qdrant.url, "http://qdrant-1:6334");
+        assert_eq!(
+            docent_store::QdrantOptions::new(c.store.qdrant.url.clone(), "x").urls(),
+            [
+                "http://qdrant-1:6334",
+                "http://qdrant-2:6334",
+                "http://qdrant-3:6334"
+            ]
+        );
         assert!(c.store.qdrant.replication_factor >= 2);
     }
 

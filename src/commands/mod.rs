@@ -30,6 +30,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             for key in &mut shown.server.api_keys {
                 *key = "<redacted>".into();
             }
+            if !shown.store.qdrant.api_key.is_empty() {
+                shown.store.qdrant.api_key = "<redacted>".into();
+            }
             print!("{}", toml::to_string_pretty(&shown)?);
             Ok(ExitCode::SUCCESS)
         }
@@ -62,6 +65,59 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 );
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Store {
+            command:
+                StoreCommand::Verify {
+                    from,
+                    to,
+                    queries,
+                    json,
+                },
+        } => {
+            let report = crate::migrate::verify(&setup, from, to, queries)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                let p = &report.points;
+                println!(
+                    "points: {} in {}, {} in {}; {} only in the first, {} only in the second, {} differ",
+                    p.source_points,
+                    report.from,
+                    p.target_points,
+                    report.to,
+                    p.missing_in_target,
+                    p.missing_in_source,
+                    p.differing
+                );
+                for example in &p.examples {
+                    println!("  {example}");
+                }
+                let c = &report.catalogue;
+                println!(
+                    "catalogue: {} and {} records, {} differ",
+                    c.source_records, c.target_records, c.differing
+                );
+                for (mode, t) in &report.top10 {
+                    println!(
+                        "top 10 ({mode}): {}/{} identical, {} the same up to the order of equal scores, mean overlap {:.3}",
+                        t.identical_lists, report.queries, t.equivalent_lists, t.mean_overlap
+                    );
+                }
+                println!(
+                    "{}",
+                    if report.identical {
+                        "identical"
+                    } else {
+                        "the two copies differ"
+                    }
+                );
+            }
+            Ok(if report.identical {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Eval { command } => {
             docent_eval::eval(&setup, command)?;

@@ -79,6 +79,9 @@ pub enum BenchCommand {
         /// Searches timed per mode
         #[arg(long, default_value_t = 200)]
         queries: usize,
+        /// Threads searching at once
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
     },
     /// Pairs per second of the configured reranker, and the time one
     /// question's candidates take, on SQuAD questions against passages of
@@ -156,7 +159,8 @@ pub(crate) fn run(ws: &dyn Workspace, command: BenchCommand) -> Result<serde_jso
             dimension,
             batch,
             queries,
-        } => store(ws, backend, chunks, dimension, batch, queries)?,
+            clients,
+        } => store(ws, backend, chunks, dimension, batch, queries, clients)?,
         BenchCommand::Rerank {
             squad,
             questions,
@@ -366,6 +370,7 @@ fn store(
     dimension: usize,
     batch: usize,
     queries: usize,
+    clients: usize,
 ) -> Result<serde_json::Value> {
     let spec = CollectionSpec {
         embedding_model: "bench-synthetic".into(),
@@ -376,7 +381,14 @@ fn store(
     };
     let name = format!("bench_store_{}", std::process::id());
     let scratch = ws.scratch_store(backend, &name, spec)?;
-    let result = measure(scratch.store.as_ref(), chunks, dimension, batch, queries);
+    let result = measure(
+        scratch.store.as_ref(),
+        chunks,
+        dimension,
+        batch,
+        queries,
+        clients,
+    );
     drop(scratch.store);
     (scratch.remove)()?;
     let mut report = result?;
@@ -391,6 +403,7 @@ fn measure(
     dimension: usize,
     batch: usize,
     queries: usize,
+    clients: usize,
 ) -> Result<serde_json::Value> {
     let words = 60;
     let mut vectors = unit_vectors(0x5EED, dimension);
@@ -428,6 +441,11 @@ fn measure(
     }
     store.flush()?;
     let ingest_secs = started.elapsed().as_secs_f64();
+    // The finished index: the embedded engine builds it now, a server
+    // reports when its own optimizers are done.
+    let optimizing = Instant::now();
+    store.optimize()?;
+    let optimize_secs = optimizing.elapsed().as_secs_f64();
     anyhow::ensure!(
         store.count()? == chunks,
         "the store holds {} chunks after ingesting {chunks}",
@@ -435,28 +453,54 @@ fn measure(
     );
 
     let mut query_vectors = unit_vectors(0xC0FFEE, dimension);
-    let query_texts: Vec<String> = synthetic_sentences_from(11, queries, 6)
+    let requests: Vec<(String, Vec<f32>)> = synthetic_sentences_from(11, queries, 6)
         .into_iter()
         .enumerate()
-        .map(|(i, s)| format!("{s} topic{} item{}", (i * 37) % 1000, (i * 101) % 9973))
+        .map(|(i, s)| {
+            let text = format!("{s} topic{} item{}", (i * 37) % 1000, (i * 101) % 9973);
+            (text, query_vectors())
+        })
         .collect();
+    let clients = clients.max(1);
     let mut search = serde_json::Map::new();
     for mode in [SearchMode::Dense, SearchMode::Keyword, SearchMode::Hybrid] {
-        let mut latencies = Vec::with_capacity(queries);
-        for text in &query_texts {
-            let request = SearchRequest {
-                vector: query_vectors(),
-                text: text.clone(),
-                mode,
-                candidates: 50,
-                top_k: 5,
-                ..Default::default()
-            };
-            let t = Instant::now();
-            let hits = store.search(&request)?;
-            latencies.push(t.elapsed().as_secs_f64() * 1000.0);
-            anyhow::ensure!(!hits.is_empty(), "a {mode:?} search found nothing");
-        }
+        // `clients` threads take the queries in turn, each waiting for its
+        // answer before sending the next.
+        let started = Instant::now();
+        let per_thread = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..clients)
+                .map(|c| {
+                    let requests = &requests;
+                    scope.spawn(move || -> Result<Vec<f64>> {
+                        let mut latencies = Vec::new();
+                        for (text, vector) in requests.iter().skip(c).step_by(clients) {
+                            let request = SearchRequest {
+                                vector: vector.clone(),
+                                text: text.clone(),
+                                mode,
+                                candidates: 50,
+                                top_k: 5,
+                                ..Default::default()
+                            };
+                            let t = Instant::now();
+                            let hits = store.search(&request)?;
+                            latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+                            anyhow::ensure!(!hits.is_empty(), "a {mode:?} search found nothing");
+                        }
+                        Ok(latencies)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .map_err(|_| anyhow::anyhow!("a search thread panicked"))?
+                })
+                .collect::<Result<Vec<_>>>()
+        })?;
+        let wall = started.elapsed().as_secs_f64();
+        let mut latencies: Vec<f64> = per_thread.into_iter().flatten().collect();
         latencies.sort_by(|a, b| a.total_cmp(b));
         search.insert(
             format!("{mode:?}").to_lowercase(),
@@ -464,6 +508,7 @@ fn measure(
                 "p50_ms": quantile(&latencies, 0.50),
                 "p99_ms": quantile(&latencies, 0.99),
                 "mean_ms": latencies.iter().sum::<f64>() / latencies.len().max(1) as f64,
+                "queries_per_s": latencies.len() as f64 / wall,
             }),
         );
     }
@@ -474,7 +519,9 @@ fn measure(
         "words_per_chunk": words,
         "ingest_seconds": ingest_secs,
         "ingest_points_per_s": chunks as f64 / ingest_secs,
+        "optimize_seconds": optimize_secs,
         "queries_per_mode": queries,
+        "clients": clients,
         "top_k": 5,
         "search": search,
         "peak_rss_mib": peak_rss_mib(),

@@ -7,7 +7,7 @@
 //! state file, so an interrupted run resumes where it stopped; a page written
 //! twice is harmless because ids are deterministic and writes are upserts.
 
-use docent_core::{ChunkId, Error, Result, VectorStore};
+use docent_core::{ChunkId, Error, Result, StoredPoint, VectorStore};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -102,6 +102,108 @@ pub fn copy_points(
         progress(state.copied);
     }
     Ok(resumed)
+}
+
+/// How the points of two stores compare (`docent store verify`).
+#[derive(Debug, Default, Serialize, PartialEq)]
+pub struct PointComparison {
+    pub source_points: usize,
+    pub target_points: usize,
+    /// Points of the source the target lacks, and the other way round.
+    pub missing_in_target: usize,
+    pub missing_in_source: usize,
+    /// Points both hold whose payload, dense vector (beyond 1e-6) or BM25
+    /// vector differ.
+    pub differing: usize,
+    /// A few ids of differing or missing points, with what differs.
+    pub examples: Vec<String>,
+}
+
+impl PointComparison {
+    pub fn identical(&self) -> bool {
+        self.source_points == self.target_points
+            && self.missing_in_target == 0
+            && self.missing_in_source == 0
+            && self.differing == 0
+    }
+}
+
+/// Reads every point of both stores and compares them by id: payloads
+/// exactly, vectors within 1e-6 (a server may renormalise unit vectors in
+/// the last bit). Holds the source's points in memory.
+pub fn compare_points(
+    source: &dyn VectorStore,
+    target: &dyn VectorStore,
+    batch: usize,
+) -> Result<PointComparison> {
+    let mut held = std::collections::HashMap::new();
+    let mut cursor = None;
+    loop {
+        let (page, next) = source.scroll_points(cursor, batch.max(1))?;
+        for point in page {
+            held.insert(point.chunk.id, point);
+        }
+        match next {
+            Some(n) => cursor = Some(n),
+            None => break,
+        }
+    }
+    let mut out = PointComparison {
+        source_points: held.len(),
+        ..Default::default()
+    };
+    let note = |out: &mut PointComparison, text: String| {
+        if out.examples.len() < 10 {
+            out.examples.push(text);
+        }
+    };
+    let mut cursor = None;
+    loop {
+        let (page, next) = target.scroll_points(cursor, batch.max(1))?;
+        for point in page {
+            out.target_points += 1;
+            let id = point.chunk.id;
+            match held.remove(&id) {
+                None => {
+                    out.missing_in_source += 1;
+                    note(&mut out, format!("{} is only in the target", id.0));
+                }
+                Some(theirs) => {
+                    let what = point_difference(&theirs, &point);
+                    if let Some(what) = what {
+                        out.differing += 1;
+                        note(&mut out, format!("{}: {what}", id.0));
+                    }
+                }
+            }
+        }
+        match next {
+            Some(n) => cursor = Some(n),
+            None => break,
+        }
+    }
+    out.missing_in_target = held.len();
+    for id in held.keys().take(10usize.saturating_sub(out.examples.len())) {
+        note(&mut out, format!("{} is only in the source", id.0));
+    }
+    Ok(out)
+}
+
+fn close(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-6)
+}
+
+/// What differs between two copies of a point, if anything.
+fn point_difference(a: &StoredPoint, b: &StoredPoint) -> Option<&'static str> {
+    if a.chunk != b.chunk {
+        Some("the payload differs")
+    } else if !close(&a.vector, &b.vector) {
+        Some("the dense vector differs")
+    } else if a.sparse.indices != b.sparse.indices || !close(&a.sparse.values, &b.sparse.values) {
+        Some("the BM25 vector differs")
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]
@@ -273,6 +375,33 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn comparing_finds_missing_extra_and_changed_points() {
+        let (dir, source, target) = stores(12);
+        copy_points(&source, &target, &dir.path().join("s.json"), 5, &|_| {}).unwrap();
+        let same = compare_points(&source, &target, 5).unwrap();
+        assert!(same.identical(), "{same:?}");
+        assert_eq!((same.source_points, same.target_points), (12, 12));
+
+        let all = chunks(12);
+        target.delete_chunks(&[all[0].chunk.id]).unwrap();
+        let mut changed = all[1].clone();
+        changed.chunk.text.push_str(" edited");
+        let mut moved = all[2].clone();
+        moved.vector = vec![0.5, 2.0];
+        let mut extra = chunks(13).pop().unwrap();
+        extra.chunk.id = ChunkId::derive(&DocumentId::new("new.md"), "h", 0);
+        target.upsert(&[changed, moved, extra]).unwrap();
+        let diff = compare_points(&source, &target, 5).unwrap();
+        assert!(!diff.identical());
+        assert_eq!(diff.missing_in_target, 1, "{diff:?}");
+        assert_eq!(diff.missing_in_source, 1, "{diff:?}");
+        assert_eq!(diff.differing, 2, "{diff:?}");
+        let text = diff.examples.join("\n");
+        assert!(text.contains("payload differs"), "{text}");
+        assert!(text.contains("dense vector differs"), "{text}");
     }
 
     #[test]

@@ -1039,6 +1039,46 @@ impl VectorStore for QdrantStore {
         Ok(response.result.map(|r| r.count as usize).unwrap_or(0))
     }
 
+    /// The server indexes by itself after writes; this waits until its
+    /// optimizers are done (the collection is green), so what follows is
+    /// measured or served on the finished index. Gives up after an hour.
+    fn optimize(&self) -> Result<()> {
+        let name = self.name();
+        let started = std::time::Instant::now();
+        loop {
+            let info = self.nodes.read("reading the collection", |c: Qdrant| {
+                let request = GetCollectionInfoRequest {
+                    collection_name: name.clone(),
+                };
+                async move { c.collection_info(request).await }
+            })?;
+            let status = info.result.map(|r| r.status).unwrap_or_default();
+            // Grey: optimizations pending that nothing has triggered yet.
+            if status == pb::CollectionStatus::Green as i32
+                || status == pb::CollectionStatus::Grey as i32
+            {
+                return Ok(());
+            }
+            if status == pb::CollectionStatus::Red as i32 {
+                return Err(Error::unavailable(
+                    format!(
+                        "collection {name} is red on Qdrant (an optimization failed); check the server's logs"
+                    ),
+                    std::io::Error::other("collection status red"),
+                ));
+            }
+            if started.elapsed() > Duration::from_secs(3600) {
+                return Err(Error::unavailable(
+                    format!(
+                        "collection {name} is still being optimized after an hour; check the server's logs"
+                    ),
+                    std::io::Error::other("optimization timeout"),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
     /// Every write already waited for the server's acknowledgement (its WAL,
     /// on `write_consistency_factor` replicas), so there is nothing to do.
     fn flush(&self) -> Result<()> {
