@@ -203,4 +203,8 @@ pub struct AskArgs {
     /// Only search documents whose source is exactly this
     #[arg(long)]
     pub source: Option<String>,
+    /// concise (the answer in a few words, then at most one sentence of
+    /// support) or detailed [default: query.answer_style]
+    #[arg(long, value_parser = docent_eval::parse_style)]
+    pub style: Option<docent_query::AnswerStyle>,
 }

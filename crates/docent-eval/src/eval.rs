@@ -71,6 +71,9 @@ pub struct AnswerArgs {
     /// Maximum answer length in tokens
     #[arg(long, default_value_t = 64)]
     max_tokens: usize,
+    /// Answer style instead of the configured one: concise or detailed
+    #[arg(long, value_parser = parse_style)]
+    style: Option<docent_query::AnswerStyle>,
     /// Write one JSON line per question here
     #[arg(long)]
     out: Option<PathBuf>,
@@ -406,6 +409,7 @@ fn answers(ws: &dyn Workspace, args: AnswerArgs) -> Result<()> {
                 filter: SearchFilter::default(),
                 mode: None,
                 rerank: None,
+                answer_style: args.style,
                 sampling: SamplingParams {
                     max_tokens: args.max_tokens,
                     temperature: 0.0,
@@ -711,4 +715,10 @@ mod tests {
         assert_eq!(strip_markers("In 1066 [1, 2] it fell"), "In 1066 it fell");
         assert_eq!(strip_markers("array[i] stays"), "array[i] stays");
     }
+}
+
+/// `--style` as an [`docent_query::AnswerStyle`].
+pub fn parse_style(text: &str) -> std::result::Result<docent_query::AnswerStyle, String> {
+    serde_json::from_value(serde_json::Value::String(text.to_string()))
+        .map_err(|_| format!("{text:?} is not an answer style; use concise or detailed"))
 }

@@ -87,6 +87,8 @@ pub struct ScratchStore {
     pub remove: Box<dyn FnOnce() -> anyhow::Result<()>>,
 }
 
+pub use eval::parse_style;
+
 /// Runs an eval subcommand, printing its report.
 pub fn eval(ws: &dyn Workspace, command: EvalCommand) -> anyhow::Result<()> {
     eval::run(ws, command)

@@ -26,6 +26,22 @@ pub struct QuerySettings {
     /// Which probability `abstain_threshold` applies to.
     #[serde(default)]
     pub abstain_check: AbstainCheck,
+    /// How answers are written (changeable per request).
+    #[serde(default)]
+    pub answer_style: AnswerStyle,
+}
+
+/// How an answer is written.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AnswerStyle {
+    /// The answer itself in a few words with its citation, then at most one
+    /// short sentence of support.
+    #[default]
+    Concise,
+    /// A few sentences, each fact cited.
+    Detailed,
 }
 
 /// How the model is asked whether the passages hold the answer.
@@ -54,6 +70,7 @@ impl Default for QuerySettings {
             max_prompt_tokens: 2048,
             abstain_threshold: 0.0,
             abstain_check: AbstainCheck::Reply,
+            answer_style: AnswerStyle::Concise,
         }
     }
 }
@@ -68,6 +85,8 @@ pub struct AskRequest {
     pub mode: Option<SearchMode>,
     /// Whether the reranker reorders the candidates (default: when configured).
     pub rerank: Option<bool>,
+    /// Overrides the configured answer style.
+    pub answer_style: Option<AnswerStyle>,
     pub sampling: SamplingParams,
 }
 

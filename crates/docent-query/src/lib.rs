@@ -13,7 +13,9 @@ mod prompt;
 mod retrieve;
 mod runner;
 
-pub use answer::{AbstainCheck, AskRequest, AskResponse, Citation, QuerySettings, Timings, Usage};
+pub use answer::{
+    AbstainCheck, AnswerStyle, AskRequest, AskResponse, Citation, QuerySettings, Timings, Usage,
+};
 pub use citations::CitationFilter;
 pub use prompt::{PromptBuilder, PromptTemplates};
 pub use retrieve::{Lookup, Purpose, Retrieval, RetrievalSettings, Retriever, collapse_duplicates};

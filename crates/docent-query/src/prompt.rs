@@ -3,6 +3,7 @@
 //! Kept apart from the runner so the exact text a model sees is one
 //! snapshot-tested place.
 
+use crate::AnswerStyle;
 use docent_core::{ChatMessage, Generator, Result, ScoredChunk};
 
 /// The prompt templates, compiled in from `prompts/`.
@@ -15,10 +16,19 @@ pub struct PromptTemplates {
 
 impl Default for PromptTemplates {
     fn default() -> Self {
+        Self::for_style(AnswerStyle::default())
+    }
+}
+
+impl PromptTemplates {
+    /// The templates of one answer style.
+    pub fn for_style(style: AnswerStyle) -> Self {
+        let system = match style {
+            AnswerStyle::Concise => include_str!("../prompts/answer.concise.system.prompt"),
+            AnswerStyle::Detailed => include_str!("../prompts/answer.system.prompt"),
+        };
         PromptTemplates {
-            system: include_str!("../prompts/answer.system.prompt")
-                .trim_end()
-                .to_string(),
+            system: system.trim_end().to_string(),
             user: include_str!("../prompts/answer.user.prompt")
                 .trim_end()
                 .to_string(),
@@ -186,7 +196,29 @@ mod tests {
 
     #[test]
     fn prompt_snapshot() {
-        let builder = PromptBuilder::new(PromptTemplates::default());
+        insta::assert_snapshot!(rendered_prompt(AnswerStyle::Concise));
+    }
+
+    #[test]
+    fn detailed_prompt_snapshot() {
+        insta::assert_snapshot!(rendered_prompt(AnswerStyle::Detailed));
+    }
+
+    #[test]
+    fn the_default_style_is_concise_and_the_styles_differ() {
+        assert_eq!(
+            PromptTemplates::default().system,
+            PromptTemplates::for_style(AnswerStyle::Concise).system
+        );
+        assert_ne!(
+            rendered_prompt(AnswerStyle::Concise),
+            rendered_prompt(AnswerStyle::Detailed)
+        );
+    }
+
+    /// The whole prompt of one style for a fixed question and passages.
+    fn rendered_prompt(style: AnswerStyle) -> String {
+        let builder = PromptBuilder::new(PromptTemplates::for_style(style));
         let passages = vec![
             passage("handbook.md", "New employees get 20 vacation days.", 0.9),
             passage(
@@ -208,7 +240,7 @@ mod tests {
             .iter()
             .map(|m| format!("[{:?}]\n{}", m.role, m.content))
             .collect();
-        insta::assert_snapshot!(rendered.join("\n"));
+        rendered.join("\n")
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 use crate::NO_ANSWER;
 use crate::answer::{
+    AnswerStyle,
     AnswerAssembler, AskRequest, AskResponse, Citation, Prepared, QuerySettings, Timings,
 };
 use crate::prompt::{PromptBuilder, PromptTemplates};
@@ -55,7 +56,9 @@ fn unfinished() -> Error {
 pub struct Asker {
     retriever: Retriever,
     generator: Arc<dyn Generator>,
-    prompts: PromptBuilder,
+    /// The prompt of each answer style.
+    concise: PromptBuilder,
+    detailed: PromptBuilder,
     settings: QuerySettings,
 }
 
@@ -70,7 +73,8 @@ impl Asker {
         Asker {
             retriever: Retriever::new(embedder, store, retrieval),
             generator,
-            prompts: PromptBuilder::new(PromptTemplates::default()),
+            concise: PromptBuilder::new(PromptTemplates::for_style(AnswerStyle::Concise)),
+            detailed: PromptBuilder::new(PromptTemplates::for_style(AnswerStyle::Detailed)),
             settings,
         }
     }
@@ -195,7 +199,11 @@ impl Asker {
             .context_length()
             .saturating_sub(request.sampling.max_tokens);
         let budget = self.settings.max_prompt_tokens.min(room);
-        let (messages, passages) = self.prompts.build(
+        let prompts = match request.answer_style.unwrap_or(self.settings.answer_style) {
+            AnswerStyle::Concise => &self.concise,
+            AnswerStyle::Detailed => &self.detailed,
+        };
+        let (messages, passages) = prompts.build(
             question,
             &retrieval.passages,
             self.generator.as_ref(),

@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use docent_core::{SamplingParams, SearchFilter, SearchMode};
-use docent_query::{AnswerEvent, AnswerStream, AskRequest, AskResponse};
+use docent_query::{AnswerEvent, AnswerStream, AnswerStyle, AskRequest, AskResponse};
 use serde::{Deserialize, Serialize};
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -35,6 +35,9 @@ pub struct AskBody {
     /// Reorder the candidates with the cross-encoder (default: true when a
     /// reranker is configured).
     pub rerank: Option<bool>,
+    /// "concise" (the answer in a few words, then at most one sentence of
+    /// support) or "detailed"; default `query.answer_style`.
+    pub answer_style: Option<AnswerStyle>,
 }
 
 /// Body of `POST /v1/search`.
@@ -119,6 +122,7 @@ impl AppState {
             filter: body.filters.clone().unwrap_or_default(),
             mode: body.mode,
             rerank: body.rerank,
+            answer_style: body.answer_style,
             sampling: self.sampling(body.max_tokens, body.temperature, None, None),
         })
     }

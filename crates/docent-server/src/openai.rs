@@ -107,6 +107,7 @@ pub async fn chat_completions(
         filter: body.filters.unwrap_or_default(),
         mode: None,
         rerank: None,
+        answer_style: None,
         sampling: state.sampling(
             body.max_completion_tokens.or(body.max_tokens),
             body.temperature,
