@@ -133,8 +133,9 @@ if [ -n "${QDRANT_DEV:-}" ] && run 4 "failover: kill node $node and start it aga
   drop_collection "check${shards}s_fo"
   cluster "$shards" "$docent" --data-dir "$serve_dir" ingest "$corpus" --collection fo > "$out/fo-ingest.log" 2>&1
   cluster "$shards" "$docent" --data-dir "$serve_dir" serve --bind 127.0.0.1:18091 --collection fo > "$out/serve.log" 2>&1 &
-  serve_pid=$!
-  trap 'kill $serve_pid 2>/dev/null || true' EXIT
+  # $! is the shell running `cluster`: stop the server by its command line.
+  stop_serve() { pkill -f -- "--data-dir $serve_dir serve" 2>/dev/null || true; }
+  trap stop_serve EXIT
   for _ in $(seq 120); do curl -fs 127.0.0.1:18091/readyz >/dev/null && break; sleep 0.5; done
   "$docent" bench http --url http://127.0.0.1:18091 --clients 8 --seconds 60 --squad "$squad" > "$out/failover.json" &
   bench=$!
@@ -143,7 +144,7 @@ if [ -n "${QDRANT_DEV:-}" ] && run 4 "failover: kill node $node and start it aga
   sleep 17; "$QDRANT_DEV" start "$node" > /dev/null; sleep 10
   curl -s 127.0.0.1:18091/readyz > "$out/readyz-up.json"
   wait "$bench"
-  kill "$serve_pid" 2>/dev/null || true
+  stop_serve
   python3 - "$out" <<'EOF' >&2
 import json, sys
 o = sys.argv[1]

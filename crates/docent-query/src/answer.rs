@@ -226,7 +226,7 @@ impl AnswerAssembler {
 
     /// What to ask the generator to measure (`GenerationRequest::probe`)
     /// along with the answer to `messages`.
-    pub fn probe(&self, messages: &[ChatMessage]) -> Option<Probe> {
+    pub fn probe(&self, messages: &[ChatMessage], question: &str) -> Option<Probe> {
         if self.abstain_threshold <= 0.0 {
             return None;
         }
@@ -237,7 +237,7 @@ impl AnswerAssembler {
             },
             AbstainCheck::Support => Probe {
                 text: SUPPORT_PROBE.to_string(),
-                messages: Some(crate::prompt::support_messages(messages)),
+                messages: Some(crate::prompt::support_messages(messages, question)),
             },
         })
     }
@@ -453,9 +453,9 @@ mod tests {
         };
         let messages = [ChatMessage::system("rules"), ChatMessage::user("Who?")];
         let off = AnswerAssembler::new("m", &prepared, &settings(0.0, AbstainCheck::Reply));
-        assert!(off.probe(&messages).is_none());
+        assert!(off.probe(&messages, "Who?").is_none());
         let mut on = AnswerAssembler::new("m", &prepared, &settings(0.05, AbstainCheck::Reply));
-        let probe = on.probe(&messages).unwrap();
+        let probe = on.probe(&messages, "Who?").unwrap();
         assert_eq!(probe.text, ABSTAIN_PROBE);
         assert!(probe.messages.is_none());
         assert!(!on.measured(0.04f32.ln(), 900, 12.0));
@@ -468,11 +468,11 @@ mod tests {
         // Above 1 the probability is measured but never decides.
         let mut measuring =
             AnswerAssembler::new("m", &prepared, &settings(2.0, AbstainCheck::Reply));
-        assert!(measuring.probe(&messages).is_some());
+        assert!(measuring.probe(&messages, "Who?").is_some());
         assert!(!measuring.measured(0.0, 1, 1.0));
         // The support check asks its question after the same passages.
         let support = AnswerAssembler::new("m", &prepared, &settings(0.5, AbstainCheck::Support));
-        let probe = support.probe(&messages).unwrap();
+        let probe = support.probe(&messages, "Who?").unwrap();
         assert_eq!(probe.text, SUPPORT_PROBE);
         let asked = probe.messages.unwrap();
         assert_eq!(asked[0].content, "rules");

@@ -23,6 +23,10 @@ impl Default for PromptTemplates {
 impl PromptTemplates {
     /// The templates of one answer style.
     pub fn for_style(style: AnswerStyle) -> Self {
+        // Only the rules differ. Repeating the short-answer rule in the user
+        // turn was tried: qwen2.5-0.5b then copied its example ("20 vacation
+        // days [1]") as the answer, and without the example it abstained on
+        // 15% of answerable questions (docs/quality.md, session 11).
         let system = match style {
             AnswerStyle::Concise => include_str!("../prompts/answer.concise.system.prompt"),
             AnswerStyle::Detailed => include_str!("../prompts/answer.system.prompt"),
@@ -37,10 +41,10 @@ impl PromptTemplates {
     }
 }
 
-/// The answer prompt with its question turned into the yes/no support
-/// question (`prompts/support.user.prompt`): everything before the question
-/// is unchanged, so the model's cache serves it for both.
-pub fn support_messages(messages: &[ChatMessage]) -> Vec<ChatMessage> {
+/// The answer prompt with its user turn replaced by `question` and the
+/// yes/no support question (`prompts/support.user.prompt`): everything
+/// before it is unchanged, so the model's cache serves it for both.
+pub fn support_messages(messages: &[ChatMessage], question: &str) -> Vec<ChatMessage> {
     let template = include_str!("../prompts/support.user.prompt").trim_end();
     let mut out = messages.to_vec();
     if let Some(last) = out
@@ -48,7 +52,7 @@ pub fn support_messages(messages: &[ChatMessage]) -> Vec<ChatMessage> {
         .rev()
         .find(|m| m.role == docent_core::Role::User)
     {
-        last.content = render(template, &[("question", &last.content)]);
+        last.content = render(template, &[("question", question)]);
     }
     out
 }

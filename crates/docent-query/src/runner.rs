@@ -8,8 +8,8 @@
 
 use crate::NO_ANSWER;
 use crate::answer::{
-    AnswerStyle,
-    AnswerAssembler, AskRequest, AskResponse, Citation, Prepared, QuerySettings, Timings,
+    AnswerAssembler, AnswerStyle, AskRequest, AskResponse, Citation, Prepared, QuerySettings,
+    Timings,
 };
 use crate::prompt::{PromptBuilder, PromptTemplates};
 use crate::retrieve::{Lookup, Purpose, RetrievalSettings, Retriever, ms};
@@ -149,7 +149,7 @@ impl Asker {
             });
         }
         let events = self.generator.generate(GenerationRequest {
-            probe: assembler.probe(&prepared.messages),
+            probe: assembler.probe(&prepared.messages, &prepared.question),
             messages: prepared.messages,
             sampling: request.sampling.clone(),
         })?;
