@@ -687,6 +687,12 @@ fn strip_markers(answer: &str) -> String {
     out.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// `--style` as an [`docent_query::AnswerStyle`].
+pub fn parse_style(text: &str) -> std::result::Result<docent_query::AnswerStyle, String> {
+    serde_json::from_value(serde_json::Value::String(text.to_string()))
+        .map_err(|_| format!("{text:?} is not an answer style; use concise or detailed"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::{first_sentence, strip_markers};
@@ -715,10 +721,4 @@ mod tests {
         assert_eq!(strip_markers("In 1066 [1, 2] it fell"), "In 1066 it fell");
         assert_eq!(strip_markers("array[i] stays"), "array[i] stays");
     }
-}
-
-/// `--style` as an [`docent_query::AnswerStyle`].
-pub fn parse_style(text: &str) -> std::result::Result<docent_query::AnswerStyle, String> {
-    serde_json::from_value(serde_json::Value::String(text.to_string()))
-        .map_err(|_| format!("{text:?} is not an answer style; use concise or detailed"))
 }
