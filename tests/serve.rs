@@ -179,12 +179,13 @@ fn search_ask_and_stream_over_http() {
         .skip_while(|l| *l != "event: done")
         .nth(1)
         .unwrap();
-    assert!(
-        json(done.strip_prefix("data: ").unwrap())["usage"]["completion_tokens"]
-            .as_u64()
-            .unwrap()
-            > 0
-    );
+    let usage = &json(done.strip_prefix("data: ").unwrap())["usage"];
+    assert!(usage["completion_tokens"].as_u64().unwrap() > 0, "{usage}");
+    // The same prompt as the question before: the model's cache holds all of
+    // it, and only the last token is evaluated again.
+    let prompt = usage["prompt_tokens"].as_u64().unwrap();
+    let cached = usage["cached_prompt_tokens"].as_u64().unwrap();
+    assert!(cached > 0 && cached < prompt, "{usage}");
 }
 
 #[test]

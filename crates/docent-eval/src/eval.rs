@@ -398,6 +398,7 @@ fn answers(ws: &dyn Workspace, args: AnswerArgs) -> Result<()> {
     }
     let mut outcomes = Vec::with_capacity(picked.len());
     let (mut ttft, mut totals) = (Vec::new(), Vec::new());
+    let (mut prompt_tokens, mut cached_tokens) = (Vec::<f64>::new(), Vec::<f64>::new());
     let bar = bar(picked.len(), "asking");
     for q in &picked {
         let t0 = Instant::now();
@@ -467,11 +468,15 @@ fn answers(ws: &dyn Workspace, args: AnswerArgs) -> Result<()> {
                     "cited": cited, "top_document": response.citations.first().map(|c| &c.document_id),
                     "top_similarity": response.citations.first().map(|c| c.similarity),
                     "em": q_em, "f1": q_f1, "ttft_ms": first, "total_ms": total_ms,
+                    "prompt_tokens": response.usage.prompt_tokens,
+                    "cached_prompt_tokens": response.usage.cached_prompt_tokens,
                 })
             )?;
             // One line per question survives an interrupted run.
             out.flush()?;
         }
+        prompt_tokens.push(response.usage.prompt_tokens as f64);
+        cached_tokens.push(response.usage.cached_prompt_tokens as f64);
         outcomes.push(outcome);
         bar.inc(1);
     }
@@ -484,6 +489,10 @@ fn answers(ws: &dyn Workspace, args: AnswerArgs) -> Result<()> {
         "abstain_threshold": threshold,
         "ttft_ms_p50": median(&mut ttft),
         "total_ms_p50": median(&mut totals),
+        // Prompts of questions that reached the model (not those the
+        // retrieval gate answered without it).
+        "prompt_tokens_p50": median(&mut prompt_tokens.iter().copied().filter(|&t| t > 0.0).collect::<Vec<_>>()),
+        "cached_prompt_tokens_p50": median(&mut cached_tokens),
         "total_secs": started.elapsed().as_secs_f64(),
     });
     let headline = score_answers(&outcomes, threshold);

@@ -143,6 +143,11 @@ pub struct Timings {
 pub struct Usage {
     pub prompt_tokens: usize,
     pub completion_tokens: usize,
+    /// Prompt tokens whose keys and values came from the model's cache (the
+    /// part shared with the previous prompt, such as the system rules)
+    /// rather than being evaluated again.
+    #[serde(default)]
+    pub cached_prompt_tokens: usize,
 }
 
 /// A finished answer.
@@ -258,7 +263,7 @@ impl AnswerAssembler {
     pub fn finish_abstained(self) -> AskResponse {
         let usage = Usage {
             prompt_tokens: self.prompt_tokens,
-            completion_tokens: 0,
+            ..Usage::default()
         };
         self.no_answer(usage, Some(FinishReason::Stop))
     }
@@ -310,6 +315,7 @@ impl AnswerAssembler {
             usage: Usage {
                 prompt_tokens: stats.prompt_tokens,
                 completion_tokens: stats.completion_tokens,
+                cached_prompt_tokens: stats.cached_prompt_tokens,
             },
             finish_reason: Some(finish),
             abstain_probability: self.abstain_probability,

@@ -136,6 +136,7 @@ pub async fn chat_completions(
                 "prompt_tokens": response.usage.prompt_tokens,
                 "completion_tokens": response.usage.completion_tokens,
                 "total_tokens": response.usage.prompt_tokens + response.usage.completion_tokens,
+                "prompt_tokens_details": { "cached_tokens": response.usage.cached_prompt_tokens },
             },
             "docent": {
                 "citations": response.citations,
