@@ -16,6 +16,7 @@ use docent_store::migrate::copy_points;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use std::io::IsTerminal;
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -28,6 +29,23 @@ pub struct MigrationSummary {
     pub documents: usize,
     pub resumed: bool,
     pub seconds: f64,
+}
+
+/// Opens the collection on one backend (`spec`: create it when missing),
+/// saying which one failed; `role` ("source ", "target " or "") names it.
+fn open(
+    setup: &Setup,
+    role: &str,
+    kind: StoreKind,
+    spec: Option<docent_core::CollectionSpec>,
+) -> Result<Arc<dyn VectorStore>> {
+    setup.open_store(kind, spec).with_context(|| {
+        format!(
+            "cannot open the {role}collection '{}' ({})",
+            setup.collection,
+            setup.store_location(kind)
+        )
+    })
 }
 
 pub fn state_path(setup: &Setup, from: StoreKind, to: StoreKind) -> PathBuf {
@@ -49,22 +67,8 @@ pub fn run(
         );
     }
     let started = std::time::Instant::now();
-    let source: Arc<dyn VectorStore> = setup.open_store(from, None).with_context(|| {
-        format!(
-            "cannot open the source collection '{}' ({})",
-            setup.collection,
-            setup.store_location(from)
-        )
-    })?;
-    let target = setup
-        .open_store(to, Some(source.spec().clone()))
-        .with_context(|| {
-            format!(
-                "cannot open the target collection '{}' ({})",
-                setup.collection,
-                setup.store_location(to)
-            )
-        })?;
+    let source = open(setup, "source ", from, None)?;
+    let target = open(setup, "target ", to, Some(source.spec().clone()))?;
     let total = source.count()?;
     let bar = if std::io::stderr().is_terminal() {
         ProgressBar::new(total as u64)
@@ -193,16 +197,7 @@ pub fn verify(
     queries: usize,
 ) -> Result<VerifyReport> {
     use docent_core::{SearchMode, SearchRequest};
-    let open = |kind: StoreKind| {
-        setup.open_store(kind, None).with_context(|| {
-            format!(
-                "cannot open the collection '{}' ({})",
-                setup.collection,
-                setup.store_location(kind)
-            )
-        })
-    };
-    let (source, target) = (open(from)?, open(to)?);
+    let (source, target) = (open(setup, "", from, None)?, open(setup, "", to, None)?);
     let points = docent_store::migrate::compare_points(source.as_ref(), target.as_ref(), 512)?;
 
     let records = |kind: StoreKind| -> Result<std::collections::BTreeMap<String, docent_ingest::DocumentRecord>> {
@@ -226,25 +221,18 @@ pub fn verify(
     let total = source.count()?;
     let step = (total / queries.max(1)).max(1);
     let mut texts = Vec::new();
-    let mut cursor = None;
     let mut seen = 0usize;
-    'pages: loop {
-        let (page, next) = source.scroll_points(cursor, 512)?;
-        for point in page {
-            if seen.is_multiple_of(step) {
-                let words: Vec<&str> = point.chunk.text.split_whitespace().take(12).collect();
-                texts.push(words.join(" "));
-                if texts.len() == queries {
-                    break 'pages;
-                }
+    docent_store::migrate::scan_points(source.as_ref(), 512, |point| {
+        if seen.is_multiple_of(step) {
+            let words: Vec<&str> = point.chunk.text.split_whitespace().take(12).collect();
+            texts.push(words.join(" "));
+            if texts.len() == queries {
+                return ControlFlow::Break(());
             }
-            seen += 1;
         }
-        match next {
-            Some(n) => cursor = Some(n),
-            None => break,
-        }
-    }
+        seen += 1;
+        ControlFlow::Continue(())
+    })?;
     let parts = setup.embedding()?;
     let vectors = parts.embedder.embed(&texts)?;
     let candidates = setup.config.retrieval.candidates;

@@ -9,6 +9,7 @@
 
 use docent_core::{ChunkId, Error, Result, StoredPoint, VectorStore};
 use serde::{Deserialize, Serialize};
+use std::ops::ControlFlow;
 use std::path::Path;
 
 /// Progress of one migration, rewritten after every page.
@@ -104,6 +105,28 @@ pub fn copy_points(
     Ok(resumed)
 }
 
+/// Reads the store's points in id order, `batch` at a time, handing each to
+/// `visit` until it breaks or the points run out.
+pub fn scan_points(
+    store: &dyn VectorStore,
+    batch: usize,
+    mut visit: impl FnMut(StoredPoint) -> ControlFlow<()>,
+) -> Result<()> {
+    let mut cursor = None;
+    loop {
+        let (page, next) = store.scroll_points(cursor, batch.max(1))?;
+        for point in page {
+            if visit(point).is_break() {
+                return Ok(());
+            }
+        }
+        match next {
+            Some(n) => cursor = Some(n),
+            None => return Ok(()),
+        }
+    }
+}
+
 /// How the points of two stores compare (`docent store verify`).
 #[derive(Debug, Default, Serialize, PartialEq)]
 pub struct PointComparison {
@@ -137,17 +160,10 @@ pub fn compare_points(
     batch: usize,
 ) -> Result<PointComparison> {
     let mut held = std::collections::HashMap::new();
-    let mut cursor = None;
-    loop {
-        let (page, next) = source.scroll_points(cursor, batch.max(1))?;
-        for point in page {
-            held.insert(point.chunk.id, point);
-        }
-        match next {
-            Some(n) => cursor = Some(n),
-            None => break,
-        }
-    }
+    scan_points(source, batch, |point| {
+        held.insert(point.chunk.id, point);
+        ControlFlow::Continue(())
+    })?;
     let mut out = PointComparison {
         source_points: held.len(),
         ..Default::default()
@@ -157,31 +173,23 @@ pub fn compare_points(
             out.examples.push(text);
         }
     };
-    let mut cursor = None;
-    loop {
-        let (page, next) = target.scroll_points(cursor, batch.max(1))?;
-        for point in page {
-            out.target_points += 1;
-            let id = point.chunk.id;
-            match held.remove(&id) {
-                None => {
-                    out.missing_in_source += 1;
-                    note(&mut out, format!("{} is only in the target", id.0));
-                }
-                Some(theirs) => {
-                    let what = point_difference(&theirs, &point);
-                    if let Some(what) = what {
-                        out.differing += 1;
-                        note(&mut out, format!("{}: {what}", id.0));
-                    }
+    scan_points(target, batch, |point| {
+        out.target_points += 1;
+        let id = point.chunk.id;
+        match held.remove(&id) {
+            None => {
+                out.missing_in_source += 1;
+                note(&mut out, format!("{} is only in the target", id.0));
+            }
+            Some(theirs) => {
+                if let Some(what) = point_difference(&theirs, &point) {
+                    out.differing += 1;
+                    note(&mut out, format!("{}: {what}", id.0));
                 }
             }
         }
-        match next {
-            Some(n) => cursor = Some(n),
-            None => break,
-        }
-    }
+        ControlFlow::Continue(())
+    })?;
     out.missing_in_target = held.len();
     for id in held.keys().take(10usize.saturating_sub(out.examples.len())) {
         note(&mut out, format!("{} is only in the source", id.0));

@@ -1183,38 +1183,36 @@ mod tests {
     #[test]
     fn an_unreachable_server_names_the_url_and_fails_as_unavailable() {
         // Port 9 (discard) on localhost: nothing listens, so the connection is refused.
-        let mut options = QdrantOptions::new("http://127.0.0.1:9", "docent_none");
-        options.connect_timeout = Duration::from_millis(500);
-        options.request_timeout = Duration::from_secs(2);
-        match QdrantStore::open(options, spec()) {
-            Err(Error::Unavailable { message, .. }) => {
-                assert!(message.contains("http://127.0.0.1:9"), "{message}");
-                assert!(message.contains("store.qdrant.url"), "{message}");
-            }
-            Err(e) => panic!("wrong error: {e}"),
-            Ok(_) => panic!("opened a store with no server"),
-        }
+        let message = unavailable_message("http://127.0.0.1:9");
+        assert!(message.contains("http://127.0.0.1:9"), "{message}");
+        assert!(message.contains("store.qdrant.url"), "{message}");
     }
 
     #[test]
     fn every_listed_node_is_tried_and_named() {
-        let mut options =
-            QdrantOptions::new(" http://127.0.0.1:9 , http://127.0.0.1:7,", "docent_none");
+        let urls = " http://127.0.0.1:9 , http://127.0.0.1:7,";
+        let options = QdrantOptions::new(urls, "docent_none");
         assert_eq!(options.urls(), ["http://127.0.0.1:9", "http://127.0.0.1:7"]);
-        options.connect_timeout = Duration::from_millis(500);
-        options.request_timeout = Duration::from_secs(2);
-        match QdrantStore::open(options, spec()) {
-            Err(Error::Unavailable { message, .. }) => {
-                assert!(message.contains("http://127.0.0.1:9 ("), "{message}");
-                assert!(message.contains("http://127.0.0.1:7 ("), "{message}");
-            }
-            Err(e) => panic!("wrong error: {e}"),
-            Ok(_) => panic!("opened a store with no server"),
-        }
+        let message = unavailable_message(urls);
+        assert!(message.contains("http://127.0.0.1:9 ("), "{message}");
+        assert!(message.contains("http://127.0.0.1:7 ("), "{message}");
         assert!(matches!(
             QdrantStore::open(QdrantOptions::new(" , ", "docent_none"), spec()),
             Err(Error::InvalidInput(_))
         ));
+    }
+
+    /// The message of opening a store on `url`, where nothing listens,
+    /// which must fail as unavailable.
+    fn unavailable_message(url: &str) -> String {
+        let mut options = QdrantOptions::new(url, "docent_none");
+        options.connect_timeout = Duration::from_millis(500);
+        options.request_timeout = Duration::from_secs(2);
+        match QdrantStore::open(options, spec()) {
+            Err(Error::Unavailable { message, .. }) => message,
+            Err(e) => panic!("wrong error: {e}"),
+            Ok(_) => panic!("opened a store with no server"),
+        }
     }
 
     #[test]
