@@ -31,6 +31,16 @@ pub struct MigrationSummary {
     pub seconds: f64,
 }
 
+fn distinct(from: StoreKind, to: StoreKind) -> Result<()> {
+    if from == to {
+        bail!(
+            "--from and --to are both {}; pick two different backends",
+            from.name()
+        );
+    }
+    Ok(())
+}
+
 /// Opens the collection on one backend (`spec`: create it when missing),
 /// saying which one failed; `role` ("source ", "target " or "") names it.
 fn open(
@@ -60,12 +70,7 @@ pub fn run(
     to: StoreKind,
     batch: usize,
 ) -> Result<MigrationSummary> {
-    if from == to {
-        bail!(
-            "--from and --to are both {}; pick two different backends",
-            from.name()
-        );
-    }
+    distinct(from, to)?;
     let started = std::time::Instant::now();
     let source = open(setup, "source ", from, None)?;
     let target = open(setup, "target ", to, Some(source.spec().clone()))?;
@@ -197,6 +202,7 @@ pub fn verify(
     queries: usize,
 ) -> Result<VerifyReport> {
     use docent_core::{SearchMode, SearchRequest};
+    distinct(from, to)?;
     let (source, target) = (open(setup, "", from, None)?, open(setup, "", to, None)?);
     let points = docent_store::migrate::compare_points(source.as_ref(), target.as_ref(), 512)?;
 
