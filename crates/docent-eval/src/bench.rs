@@ -168,18 +168,13 @@ pub(crate) fn run(ws: &dyn Workspace, command: BenchCommand) -> Result<serde_jso
             runs,
         } => rerank(ws, &squad, questions, candidates, runs)?,
         BenchCommand::Http {
-            chunks,
             clients,
-            requests,
-            asks,
             url: Some(url),
             seconds,
             squad,
             api_key,
-        } => {
-            let _ = (chunks, requests, asks);
-            crate::bench_http::against(&url, clients, seconds, squad.as_deref(), api_key)?
-        }
+            ..
+        } => crate::bench_http::against(&url, clients, seconds, squad.as_deref(), api_key)?,
         BenchCommand::Http {
             chunks,
             clients,
