@@ -4,7 +4,7 @@ use crate::config::{Config, StoreKind};
 use anyhow::{Context, Result};
 use docent_core::{CollectionSpec, Generator, Reranker, VectorStore, collection_spec};
 use docent_embed::{BertEmbedder, BertEmbedderOptions, load_tokenizer};
-use docent_generate::{GgufGenerator, GgufOptions};
+use docent_generate::{GgufGenerator, GgufOptions, OpenAiGenerator, OpenAiOptions, PromptCounter};
 use docent_ingest::{
     Catalogue, ExtractOptions, IngestOptions, Pipeline, TokenChunker, WorkerCommand,
 };
@@ -200,10 +200,44 @@ impl Setup {
         }
     }
 
+    /// The configured generator: the local GGUF model `model` (default
+    /// `generate.model`), or with `generate.kind = "openai"` the remote
+    /// server, asked for `model` (default `generate.openai.model`).
     pub fn generator(&self, model: Option<&str>) -> Result<Arc<dyn Generator>> {
+        if self.config.generate.kind == crate::config::GenerateKind::Openai {
+            return Ok(Arc::new(self.remote_generator(model)?));
+        }
         let name = model.unwrap_or(&self.config.generate.model);
         let path = self.model_dir(name)?.join("model.gguf");
         Ok(Arc::new(load_generator(&path, name, &self.config)?))
+    }
+
+    fn remote_generator(&self, model: Option<&str>) -> Result<OpenAiGenerator> {
+        let c = &self.config.generate.openai;
+        let mut options =
+            OpenAiOptions::new(c.base_url.clone(), model.unwrap_or(&c.model).to_string());
+        options.api_key = c.api_key()?;
+        options.context_length = c.context_length;
+        options.connect_timeout = std::time::Duration::from_secs(c.connect_timeout_secs.max(1));
+        options.request_timeout = std::time::Duration::from_secs(c.request_timeout_secs.max(1));
+        options.idle_timeout = std::time::Duration::from_secs(c.idle_timeout_secs.max(1));
+        options.retries = c.retries;
+        options.logprobs = c.logprobs;
+        options.max_in_flight = self.config.generate.queue_depth.max(1);
+        if !c.tokenizer.is_empty() {
+            let path = self
+                .model_dir(&c.tokenizer)
+                .with_context(|| {
+                    format!(
+                        "generate.openai.tokenizer names {}; pull it with `docent models pull {}` \
+                         or set the tokenizer to \"\" to estimate prompt sizes",
+                        c.tokenizer, c.tokenizer
+                    )
+                })?
+                .join("model.gguf");
+            options.counter = Some(Arc::new(PromptCounter::load(&path)?));
+        }
+        Ok(OpenAiGenerator::new(options)?)
     }
 }
 

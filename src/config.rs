@@ -199,6 +199,70 @@ pub struct GenerateConfig {
     pub temperature: f64,
     pub top_p: f64,
     pub seed: u64,
+    /// Where answers are generated.
+    #[serde(default)]
+    pub kind: GenerateKind,
+    /// `[generate.openai]`, used when `kind = "openai"`.
+    pub openai: OpenAiConfig,
+}
+
+/// `generate.kind`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GenerateKind {
+    /// The GGUF model `generate.model`, in this process.
+    #[default]
+    Local,
+    /// An OpenAI-compatible server (`[generate.openai]`).
+    Openai,
+}
+
+/// `[generate.openai]`. The API key itself is never part of the
+/// configuration: it is read from the environment variable `api_key_env`
+/// names, or from the file `api_key_file`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenAiConfig {
+    pub base_url: String,
+    pub model: String,
+    pub api_key_env: String,
+    pub api_key_file: String,
+    pub context_length: usize,
+    pub connect_timeout_secs: u64,
+    pub request_timeout_secs: u64,
+    pub idle_timeout_secs: u64,
+    pub retries: u32,
+    pub logprobs: bool,
+    pub tokenizer: String,
+}
+
+impl OpenAiConfig {
+    /// The API key: the file's first line, else the environment variable.
+    /// `None` when neither is set.
+    pub fn api_key(&self) -> Result<Option<String>> {
+        if !self.api_key_file.is_empty() {
+            let text = std::fs::read_to_string(&self.api_key_file).with_context(|| {
+                format!(
+                    "cannot read generate.openai.api_key_file {}",
+                    self.api_key_file
+                )
+            })?;
+            let key = text.lines().next().unwrap_or_default().trim().to_string();
+            anyhow::ensure!(
+                !key.is_empty(),
+                "generate.openai.api_key_file {} is empty",
+                self.api_key_file
+            );
+            return Ok(Some(key));
+        }
+        if self.api_key_env.is_empty() {
+            return Ok(None);
+        }
+        Ok(std::env::var(&self.api_key_env)
+            .ok()
+            .map(|k| k.trim().to_string())
+            .filter(|k| !k.is_empty()))
+    }
 }
 
 impl GenerateConfig {
@@ -337,6 +401,24 @@ mod tests {
             ]
         );
         assert!(c.store.qdrant.replication_factor >= 2);
+    }
+
+    #[test]
+    fn the_openai_key_comes_from_a_file_or_the_environment_never_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Config::load(None).unwrap().generate.openai;
+        c.api_key_env = "DOCENT_TEST_UNSET_KEY_VARIABLE".into();
+        assert_eq!(c.api_key().unwrap(), None);
+        let file = dir.path().join("key");
+        std::fs::write(&file, "sk-from-file\n").unwrap();
+        c.api_key_file = file.display().to_string();
+        assert_eq!(c.api_key().unwrap().as_deref(), Some("sk-from-file"));
+        std::fs::write(&file, "\n").unwrap();
+        assert!(format!("{:#}", c.api_key().unwrap_err()).contains("is empty"));
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/openai.toml");
+        let c = Config::load(Some(&example)).unwrap();
+        assert_eq!(c.generate.kind, GenerateKind::Openai);
+        assert!(c.generate.openai.base_url.starts_with("http"));
     }
 
     #[test]

@@ -30,6 +30,11 @@ pub enum Error {
     /// Stored data was built with different settings than the running configuration.
     #[error("{0}")]
     Incompatible(String),
+    /// A server docent forwards work to (an OpenAI-compatible generation
+    /// server) failed, answered with an error, or did not answer in time.
+    /// Shown to HTTP clients as 502, or 504 when `timed_out`.
+    #[error("{message}")]
+    Upstream { message: String, timed_out: bool },
     /// The caller went away or asked to stop.
     #[error("cancelled")]
     Cancelled,

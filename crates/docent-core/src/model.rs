@@ -404,7 +404,7 @@ pub struct GenerationStats {
 
 /// What a generator sends while it works. A stream ends with exactly one
 /// `Done` or `Failed`.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub enum GenerationEvent {
     /// A piece of decoded text (may be several tokens, never a broken UTF-8 sequence).
     Text(String),
@@ -420,7 +420,8 @@ pub enum GenerationEvent {
         stats: GenerationStats,
         finish: FinishReason,
     },
-    Failed(String),
+    /// The generation stopped with this error (nothing follows).
+    Failed(crate::Error),
 }
 
 /// What a store reports about the service behind it (`/readyz`).

@@ -15,7 +15,7 @@ use docent_core::{
     Generator, Result,
 };
 use std::io::Cursor;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
@@ -96,21 +96,7 @@ impl GgufGenerator {
         let mut file = std::fs::File::open(path).map_err(|e| load_error(path, "cannot open", e))?;
         let content =
             Content::read(&mut file).map_err(|e| load_error(path, "not a GGUF file", e))?;
-        let tokenizer =
-            GgufTokenizer::from_gguf(&content).map_err(|e| load_error(path, "tokenizer", e))?;
-        let template_text = content
-            .metadata
-            .get("tokenizer.chat_template")
-            .and_then(|v| v.to_string().ok())
-            .cloned();
-        let template =
-            ChatTemplate::detect(template_text.as_deref(), &tokenizer).ok_or_else(|| {
-                load_error(
-                    path,
-                    "chat template",
-                    "no supported chat template (ChatML) in this model",
-                )
-            })?;
+        let (tokenizer, template) = read_chat(path, &content)?;
         let arch = content
             .metadata
             .get("general.architecture")
@@ -183,6 +169,63 @@ impl GgufGenerator {
     pub fn render(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
         self.template
             .render(&self.tokenizer, messages)
+            .map_err(|e| Error::InvalidInput(format!("cannot tokenize the prompt: {e}")))
+    }
+}
+
+/// The tokenizer and chat template of a GGUF's metadata.
+fn read_chat(path: &Path, content: &Content) -> Result<(GgufTokenizer, ChatTemplate)> {
+    let tokenizer =
+        GgufTokenizer::from_gguf(content).map_err(|e| load_error(path, "tokenizer", e))?;
+    let template_text = content
+        .metadata
+        .get("tokenizer.chat_template")
+        .and_then(|v| v.to_string().ok())
+        .cloned();
+    let template = ChatTemplate::detect(template_text.as_deref(), &tokenizer).ok_or_else(|| {
+        load_error(
+            path,
+            "chat template",
+            "no supported chat template (ChatML) in this model",
+        )
+    })?;
+    Ok((tokenizer, template))
+}
+
+/// A model's tokenizer and chat template without its weights: exact prompt
+/// sizes for a generation server that runs the same model.
+pub struct PromptCounter {
+    tokenizer: GgufTokenizer,
+    template: ChatTemplate,
+}
+
+impl PromptCounter {
+    /// Reads only the metadata of the GGUF at `path`.
+    pub fn load(path: &Path) -> Result<Self> {
+        let mut file = std::fs::File::open(path).map_err(|e| load_error(path, "cannot open", e))?;
+        let content =
+            Content::read(&mut file).map_err(|e| load_error(path, "not a GGUF file", e))?;
+        let (tokenizer, template) = read_chat(path, &content)?;
+        Ok(PromptCounter {
+            tokenizer,
+            template,
+        })
+    }
+
+    /// Tokens `text` takes.
+    pub fn count(&self, text: &str) -> Result<usize> {
+        self.tokenizer
+            .encode_plain(text)
+            .map(|ids| ids.len())
+            .map_err(|e| Error::InvalidInput(e.to_string()))
+    }
+
+    /// Tokens of the whole rendered conversation, up to the opening of the
+    /// assistant's turn.
+    pub fn prompt_tokens(&self, messages: &[ChatMessage]) -> Result<usize> {
+        self.template
+            .render(&self.tokenizer, messages)
+            .map(|ids| ids.len())
             .map_err(|e| Error::InvalidInput(format!("cannot tokenize the prompt: {e}")))
     }
 }
@@ -393,7 +436,10 @@ impl Worker {
             let events = job.events.clone();
             if let Err(e) = self.generate(job) {
                 self.model.reset();
-                let _ = events.blocking_send(GenerationEvent::Failed(e.to_string()));
+                let _ = events.blocking_send(GenerationEvent::Failed(Error::Internal {
+                    message: format!("generation failed: {e}"),
+                    source: None,
+                }));
             }
         }
     }

@@ -5,12 +5,17 @@
 //! queue: a full queue is refused at once (`Error::Overloaded`) instead of
 //! growing. Tokens stream back on a channel and dropping the receiver cancels
 //! the generation. The tokenizer is rebuilt from the GGUF's own metadata.
+//!
+//! The remote backend ([`OpenAiGenerator`]) sends the same prompts to an
+//! OpenAI-compatible server and streams its answer back the same way.
 
 mod chat;
 mod gguf;
+mod openai;
 mod tokenizer;
 mod transformer;
 
 pub use chat::ChatTemplate;
-pub use gguf::{GgufGenerator, GgufOptions};
+pub use gguf::{GgufGenerator, GgufOptions, PromptCounter};
+pub use openai::{OpenAiGenerator, OpenAiOptions};
 pub use tokenizer::{GgufTokenizer, TokenizerError};

@@ -308,10 +308,7 @@ impl AnswerStream {
                 }
                 End::Answered(stats, finish)
             }
-            Some(GenerationEvent::Failed(message)) => End::Failed(Error::Internal {
-                message: format!("generation failed: {message}"),
-                source: None,
-            }),
+            Some(GenerationEvent::Failed(error)) => End::Failed(error),
             None => End::Failed(Error::Unavailable {
                 message: format!(
                     "the generation thread stopped after {:.0} ms without finishing",

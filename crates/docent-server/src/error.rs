@@ -90,6 +90,14 @@ impl From<docent_core::Error> for ApiError {
                 ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
             },
             E::Incompatible(_) => Self::new(StatusCode::CONFLICT, "incompatible", message),
+            E::Upstream { timed_out, .. } => {
+                tracing::warn!(error = %message, "generation server failed");
+                if timed_out {
+                    Self::new(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", message)
+                } else {
+                    Self::new(StatusCode::BAD_GATEWAY, "upstream_error", message)
+                }
+            }
             E::Cancelled => Self::new(
                 StatusCode::from_u16(499).expect("valid"),
                 "cancelled",
