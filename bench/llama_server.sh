@@ -14,14 +14,14 @@
 #
 # Usage: LLAMA_SERVER=/path/to/llama-server bench/llama_server.sh start|stop|status [MODEL]
 #   MODEL defaults to qwen2.5-0.5b-instruct (from $DOCENT_MODELS_DIR or
-#   ~/.cache/docent/models); PORT defaults to 8080, SLOTS (parallel
+#   ~/.cache/docent/models); PORT defaults to 8081, SLOTS (parallel
 #   answers) to 2, THREADS to 2. The server's log goes to $LOG
 #   (default /tmp/llama-server-$PORT.log). `start` returns once the server
 #   answers /health, and prints DOCENT_TEST_OPENAI_URL.
 set -euo pipefail
 cmd=${1:-start}
 model=${2:-qwen2.5-0.5b-instruct}
-port=${PORT:-8080}
+port=${PORT:-8081}
 log=${LOG:-/tmp/llama-server-$port.log}
 pidfile=/tmp/llama-server-$port.pid
 models_dir=${DOCENT_MODELS_DIR:-$HOME/.cache/docent/models}

@@ -315,11 +315,21 @@ impl Setup {
         parts: &EmbeddingParts,
         collection: &Collection,
         api_keys: Vec<String>,
-    ) -> Arc<docent_server::AppState> {
+        keep_conversations: bool,
+    ) -> Result<Arc<docent_server::AppState>> {
         let s = &self.config.server;
         let mut options = self.ingest_options();
         options.index_in_background = true;
-        Arc::new(docent_server::AppState {
+        let conversations = if s.conversations.enabled && keep_conversations {
+            let path = self.collection_dir().join("conversations.redb");
+            Some(Arc::new(
+                docent_server::ConversationStore::open(&path, s.conversations.limits())
+                    .with_context(|| "cannot open the conversation store (set [server.conversations] enabled = false to run without)")?,
+            ))
+        } else {
+            None
+        };
+        Ok(Arc::new(docent_server::AppState {
             asker,
             pipeline: Arc::new(self.pipeline_with(parts, collection, options)),
             embedder: parts.embedder.clone(),
@@ -337,7 +347,8 @@ impl Setup {
                 dir: self.collections_root(),
                 current: self.collection.clone(),
             },
-        })
+            conversations,
+        }))
     }
 }
 
@@ -411,7 +422,9 @@ impl docent_eval::Workspace for Setup {
         parts: &EmbeddingParts,
         collection: &Collection,
     ) -> Arc<docent_server::AppState> {
-        Setup::server_state(self, asker, parts, collection, Vec::new())
+        // Benchmarks serve scratch collections: no conversations are kept.
+        Setup::server_state(self, asker, parts, collection, Vec::new(), false)
+            .expect("no conversation store to open")
     }
 
     fn scratch_store(

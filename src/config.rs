@@ -118,6 +118,29 @@ pub struct ServerConfig {
     pub max_upload_bytes: usize,
     pub request_timeout_secs: u64,
     pub shutdown_grace_secs: u64,
+    pub conversations: ConversationsConfig,
+}
+
+/// `[server.conversations]`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConversationsConfig {
+    pub enabled: bool,
+    pub max_conversations: usize,
+    pub max_turns: usize,
+    pub max_message_chars: usize,
+    pub ttl_hours: u64,
+}
+
+impl ConversationsConfig {
+    pub fn limits(&self) -> docent_server::ConversationLimits {
+        docent_server::ConversationLimits {
+            max_conversations: self.max_conversations.max(1),
+            max_turns: self.max_turns.max(1),
+            max_message_chars: self.max_message_chars.max(1),
+            ttl: std::time::Duration::from_secs(self.ttl_hours.saturating_mul(3600)),
+        }
+    }
 }
 
 impl std::fmt::Debug for ServerConfig {

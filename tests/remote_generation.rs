@@ -222,7 +222,10 @@ fn a_failing_server_is_retried_then_a_502_with_its_message() {
         ask_body("How many vacation days?"),
     );
     assert_eq!(status, 502, "{body}");
-    let message = json(&body)["error"]["message"].as_str().unwrap().to_string();
+    let message = json(&body)["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(
         message.contains("503") && message.contains("model is loading"),
         "{message}"
@@ -290,7 +293,12 @@ fn citations(answer: &Value) -> Vec<(String, bool)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|c| (c["source"].as_str().unwrap().to_string(), c["cited"] == true))
+        .map(|c| {
+            (
+                c["source"].as_str().unwrap().to_string(),
+                c["cited"] == true,
+            )
+        })
         .collect()
 }
 
@@ -412,7 +420,10 @@ fn a_real_server_answers_with_the_same_citations_as_the_local_model() {
     drop(reader);
     let deadline = Instant::now() + Duration::from_secs(30);
     while metric(&server.addr, "docent_generations_cancelled_total") <= before {
-        assert!(Instant::now() < deadline, "the cancellation was not counted");
+        assert!(
+            Instant::now() < deadline,
+            "the cancellation was not counted"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     // llama-server reports its slots: none is still generating for us.
@@ -430,7 +441,10 @@ fn a_real_server_answers_with_the_same_citations_as_the_local_model() {
             if !busy {
                 break;
             }
-            assert!(Instant::now() < deadline, "the server kept generating: {body}");
+            assert!(
+                Instant::now() < deadline,
+                "the server kept generating: {body}"
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     }

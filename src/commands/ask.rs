@@ -24,6 +24,7 @@ pub fn run(setup: &Setup, args: AskArgs) -> Result<ExitCode> {
         mode: None,
         rerank: None,
         answer_style: args.style,
+        history: Vec::new(),
         sampling: SamplingParams {
             max_tokens: args.max_tokens.unwrap_or(g.max_tokens),
             temperature: args.temperature.unwrap_or(g.temperature),

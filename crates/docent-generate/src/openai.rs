@@ -336,7 +336,10 @@ fn parse_positions(content: &[Value]) -> Vec<Position> {
                 .map(|alts| {
                     alts.iter()
                         .filter_map(|a| {
-                            Some((a["token"].as_str()?.to_string(), a["logprob"].as_f64()? as f32))
+                            Some((
+                                a["token"].as_str()?.to_string(),
+                                a["logprob"].as_f64()? as f32,
+                            ))
                         })
                         .collect()
                 })
@@ -540,7 +543,10 @@ impl Streamer {
                 if let Some(f) = delta.finish {
                     finish = f;
                 }
-                completion += delta.positions.len().max(usize::from(!delta.text.is_empty()));
+                completion += delta
+                    .positions
+                    .len()
+                    .max(usize::from(!delta.text.is_empty()));
                 positions.extend(delta.positions);
                 if delta.text.is_empty() {
                     continue;
@@ -792,10 +798,18 @@ mod tests {
 
     #[test]
     fn probe_left_at_the_first_token_takes_the_listed_alternative() {
-        let positions = [pos("The", -0.3, &[("The", -0.3), ("I", -2.0), ("In", -3.0)])];
+        let positions = [pos(
+            "The",
+            -0.3,
+            &[("The", -0.3), ("I", -2.0), ("In", -3.0)],
+        )];
         assert_eq!(probe_logprob("I don't know", &positions), Some(-2.0));
         // "In" does not continue "I don't know": only "I" counts.
-        let positions = [pos("The", -0.3, &[("The", -0.3), ("In", -3.0), ("A", -4.0)])];
+        let positions = [pos(
+            "The",
+            -0.3,
+            &[("The", -0.3), ("In", -3.0), ("A", -4.0)],
+        )];
         assert_eq!(probe_logprob("I don't know", &positions), Some(-4.0));
     }
 

@@ -29,6 +29,21 @@ pub struct QuerySettings {
     /// How answers are written (changeable per request).
     #[serde(default)]
     pub answer_style: AnswerStyle,
+    /// Rewrite a follow-up question into a standalone one (with the
+    /// generation model) before retrieval, when the request has history.
+    #[serde(default = "yes")]
+    pub rewrite_followups: bool,
+    /// Most tokens of earlier turns in the answer prompt (oldest dropped first).
+    #[serde(default = "history_tokens")]
+    pub history_tokens: usize,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn history_tokens() -> usize {
+    256
 }
 
 /// How an answer is written.
@@ -71,6 +86,8 @@ impl Default for QuerySettings {
             abstain_threshold: 0.0,
             abstain_check: AbstainCheck::Reply,
             answer_style: AnswerStyle::Concise,
+            rewrite_followups: true,
+            history_tokens: history_tokens(),
         }
     }
 }
@@ -87,6 +104,9 @@ pub struct AskRequest {
     pub rerank: Option<bool>,
     /// Overrides the configured answer style.
     pub answer_style: Option<AnswerStyle>,
+    /// Earlier turns of the conversation, oldest first (user and assistant
+    /// messages; the question itself is not among them).
+    pub history: Vec<ChatMessage>,
     pub sampling: SamplingParams,
 }
 
@@ -135,6 +155,9 @@ pub struct Timings {
     pub rerank: f64,
     pub prompt_eval: f64,
     pub generate: f64,
+    /// Rewriting a follow-up question (0 when it was not rewritten).
+    #[serde(default)]
+    pub rewrite: f64,
 }
 
 /// Token counts of the generation.
@@ -166,12 +189,18 @@ pub struct AskResponse {
     /// measures it, when measured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub abstain_probability: Option<f32>,
+    /// The standalone question retrieval and the answer used, when a
+    /// follow-up was rewritten.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewritten_query: Option<String>,
 }
 
 /// Retrieval done and prompt built, ready to generate.
 pub(crate) struct Prepared {
-    /// The question as asked (trimmed).
+    /// The question answered (trimmed; the standalone rewrite of a follow-up).
     pub question: String,
+    /// Set when `question` is a rewrite of what was asked.
+    pub rewritten: Option<String>,
     pub messages: Vec<ChatMessage>,
     pub passages: Vec<ScoredChunk>,
     pub timings: Timings,
@@ -189,6 +218,7 @@ pub(crate) struct AnswerAssembler {
     abstain_check: AbstainCheck,
     abstain_probability: Option<f32>,
     prompt_tokens: usize,
+    rewritten: Option<String>,
 }
 
 impl AnswerAssembler {
@@ -226,6 +256,7 @@ impl AnswerAssembler {
             abstain_check: settings.abstain_check,
             abstain_probability: None,
             prompt_tokens: 0,
+            rewritten: prepared.rewritten.clone(),
         }
     }
 
@@ -319,6 +350,7 @@ impl AnswerAssembler {
             },
             finish_reason: Some(finish),
             abstain_probability: self.abstain_probability,
+            rewritten_query: self.rewritten,
         }
     }
 
@@ -337,6 +369,7 @@ impl AnswerAssembler {
             usage,
             finish_reason,
             abstain_probability: self.abstain_probability,
+            rewritten_query: self.rewritten,
         }
     }
 }
@@ -448,6 +481,7 @@ mod tests {
     fn the_abstention_probe_decides_at_its_threshold() {
         let prepared = Prepared {
             question: "Who?".into(),
+            rewritten: None,
             messages: vec![],
             passages: vec![],
             timings: Timings::default(),

@@ -9,17 +9,19 @@
 
 mod answer;
 mod citations;
+pub mod conversation;
 mod prompt;
 mod retrieve;
 mod runner;
 
 pub use answer::{
     AbstainCheck, AnswerStyle, AskRequest, AskResponse, Citation, QuerySettings, Timings, Usage,
+    is_abstention,
 };
 pub use citations::CitationFilter;
 pub use prompt::{PromptBuilder, PromptTemplates};
 pub use retrieve::{Lookup, Purpose, Retrieval, RetrievalSettings, Retriever, collapse_duplicates};
-pub use runner::{AnswerEvent, AnswerStream, Asker};
+pub use runner::{AnswerEvent, AnswerStream, Asker, Rewrite};
 
 /// The fixed sentence docent answers when the documents do not hold the answer.
 pub const NO_ANSWER: &str = "I don't know based on the provided documents.";

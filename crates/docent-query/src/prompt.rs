@@ -113,8 +113,22 @@ impl PromptBuilder {
         generator: &dyn Generator,
         budget: usize,
     ) -> Result<(Vec<ChatMessage>, Vec<ScoredChunk>)> {
+        self.build_with_history(question, &[], passages, generator, budget)
+    }
+
+    /// Like [`PromptBuilder::build`], with earlier turns of the conversation
+    /// between the passages and the question (already trimmed to their own
+    /// budget; they count against `budget` before any passage).
+    pub fn build_with_history(
+        &self,
+        question: &str,
+        history: &[ChatMessage],
+        passages: &[ScoredChunk],
+        generator: &dyn Generator,
+        budget: usize,
+    ) -> Result<(Vec<ChatMessage>, Vec<ScoredChunk>)> {
         let question = question.trim();
-        let empty = self.messages(question, "");
+        let empty = self.messages(question, "", history);
         let mut used_tokens = generator.template_overhead(&empty)?
             + empty
                 .iter()
@@ -132,17 +146,24 @@ impl PromptBuilder {
             rendered.push_str(&block);
             used.push(passage.clone());
         }
-        Ok((self.messages(question, &rendered), used))
+        Ok((self.messages(question, &rendered, history), used))
     }
 
     /// Passages go in the system message, delimited as data; the user turn
     /// holds only the question, which small chat models answer most directly.
-    fn messages(&self, question: &str, passages: &str) -> Vec<ChatMessage> {
+    /// Earlier turns come after the system message, so the cached prefix of
+    /// the rules is the same with or without a conversation.
+    fn messages(
+        &self,
+        question: &str,
+        passages: &str,
+        history: &[ChatMessage],
+    ) -> Vec<ChatMessage> {
         let values = [("passages", passages.trim_end()), ("question", question)];
-        vec![
-            ChatMessage::system(render(&self.templates.system, &values)),
-            ChatMessage::user(render(&self.templates.user, &values)),
-        ]
+        let mut messages = vec![ChatMessage::system(render(&self.templates.system, &values))];
+        messages.extend(history.iter().cloned());
+        messages.push(ChatMessage::user(render(&self.templates.user, &values)));
+        messages
     }
 }
 

@@ -11,11 +11,12 @@ use crate::answer::{
     AnswerAssembler, AnswerStyle, AskRequest, AskResponse, Citation, Prepared, QuerySettings,
     Timings,
 };
+use crate::conversation;
 use crate::prompt::{PromptBuilder, PromptTemplates};
 use crate::retrieve::{Lookup, Purpose, RetrievalSettings, Retriever, ms};
 use docent_core::{
-    Embedder, Error, GenerationEvent, GenerationRequest, Generator, Reranker, Result, ScoredChunk,
-    SearchFilter, SearchMode, VectorStore,
+    ChatMessage, Embedder, Error, GenerationEvent, GenerationRequest, Generator, Reranker, Result,
+    SamplingParams, ScoredChunk, SearchFilter, SearchMode, VectorStore,
 };
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -50,6 +51,17 @@ fn unfinished() -> Error {
         message: "the answer ended without finishing".into(),
         source: None,
     }
+}
+
+/// Most tokens a rewritten question may take.
+const REWRITE_TOKENS: usize = 64;
+
+/// A follow-up question rewritten to stand alone.
+#[derive(Clone, Debug)]
+pub struct Rewrite {
+    pub query: String,
+    /// Time the model took to write it.
+    pub ms: f64,
 }
 
 /// Answers questions: retrieval, prompt, generation, citations.
@@ -138,6 +150,7 @@ impl Asker {
         let prepared = self.prepare(request)?;
         let assembler = AnswerAssembler::new(self.generator.model_id(), &prepared, &self.settings);
         let mut pending = VecDeque::from([AnswerEvent::Citations(assembler.citations().to_vec())]);
+        let rewritten_query = prepared.rewritten.clone();
         if prepared.passages.is_empty() {
             pending.push_back(AnswerEvent::Piece(NO_ANSWER.to_string()));
             pending.push_back(AnswerEvent::Done(Box::new(
@@ -146,6 +159,7 @@ impl Asker {
             return Ok(AnswerStream {
                 pending,
                 generation: None,
+                rewritten_query,
             });
         }
         let events = self.generator.generate(GenerationRequest {
@@ -160,6 +174,7 @@ impl Asker {
                 assembler,
                 started: Instant::now(),
             }),
+            rewritten_query,
         })
     }
 
@@ -180,12 +195,54 @@ impl Asker {
         Err(unfinished())
     }
 
+    /// The standalone form of a follow-up `question`, written by the
+    /// generation model from `history` (user and assistant turns, oldest
+    /// first). `None` when there is no need (no history, or the question
+    /// stands alone: [`conversation::needs_rewrite`]), when rewriting is
+    /// off, or when the model's rewrite is unusable. Blocking; takes a place
+    /// in the generator's queue (`Error::Overloaded` when full).
+    pub fn rewrite(&self, question: &str, history: &[ChatMessage]) -> Result<Option<Rewrite>> {
+        let history = conversation::clean_history(history);
+        if !self.settings.rewrite_followups || !conversation::needs_rewrite(question, &history) {
+            return Ok(None);
+        }
+        let started = Instant::now();
+        let mut events = self.generator.generate(GenerationRequest {
+            messages: conversation::rewrite_messages(question, &history),
+            sampling: SamplingParams {
+                max_tokens: REWRITE_TOKENS,
+                temperature: 0.0,
+                top_p: None,
+                seed: 0,
+            },
+            probe: None,
+        })?;
+        let mut text = String::new();
+        while let Some(event) = events.blocking_recv() {
+            match event {
+                GenerationEvent::Text(piece) => text.push_str(&piece),
+                GenerationEvent::Probe { .. } => {}
+                GenerationEvent::Done { .. } => break,
+                GenerationEvent::Failed(error) => return Err(error),
+            }
+        }
+        Ok(
+            conversation::clean_rewrite(&text, question).map(|query| Rewrite {
+                query,
+                ms: ms(started),
+            }),
+        )
+    }
+
     /// Retrieves passages and builds the prompt. Blocking (embeds the question).
     fn prepare(&self, request: &AskRequest) -> Result<Prepared> {
-        let question = request.question.trim();
-        if question.is_empty() {
+        let asked = request.question.trim();
+        if asked.is_empty() {
             return Err(Error::InvalidInput("question: must not be empty".into()));
         }
+        let history = conversation::clean_history(&request.history);
+        let rewrite = self.rewrite(asked, &history)?;
+        let question = rewrite.as_ref().map_or(asked, |r| r.query.as_str());
         let top_k = request.top_k.unwrap_or(self.settings.top_k).max(1);
         let lookup = Lookup {
             filter: request.filter.clone(),
@@ -203,20 +260,28 @@ impl Asker {
             AnswerStyle::Concise => &self.concise,
             AnswerStyle::Detailed => &self.detailed,
         };
-        let (messages, passages) = prompts.build(
+        let history = conversation::trim_history(
+            &history,
+            self.generator.as_ref(),
+            self.settings.history_tokens.min(budget / 2),
+        )?;
+        let (messages, passages) = prompts.build_with_history(
             question,
+            &history,
             &retrieval.passages,
             self.generator.as_ref(),
             budget,
         )?;
         Ok(Prepared {
             question: question.to_string(),
+            rewritten: rewrite.as_ref().map(|r| r.query.clone()),
             messages,
             passages,
             timings: Timings {
                 embed: retrieval.embed_ms,
                 search: retrieval.search_ms,
                 rerank: retrieval.rerank_ms,
+                rewrite: rewrite.as_ref().map_or(0.0, |r| r.ms),
                 ..Default::default()
             },
         })
@@ -237,9 +302,16 @@ struct Generation {
 pub struct AnswerStream {
     pending: VecDeque<AnswerEvent>,
     generation: Option<Generation>,
+    rewritten_query: Option<String>,
 }
 
 impl AnswerStream {
+    /// The standalone question used, when a follow-up was rewritten (known
+    /// before any event).
+    pub fn rewritten_query(&self) -> Option<&str> {
+        self.rewritten_query.as_deref()
+    }
+
     /// The next event; `None` after `Done` or `Failed`.
     pub async fn next(&mut self) -> Option<AnswerEvent> {
         loop {

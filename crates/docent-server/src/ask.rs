@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use docent_core::{SamplingParams, SearchFilter, SearchMode};
+use docent_core::{ChatMessage, SamplingParams, SearchFilter, SearchMode};
 use docent_query::{AnswerEvent, AnswerStream, AnswerStyle, AskRequest, AskResponse};
 use serde::{Deserialize, Serialize};
 use std::convert::Infallible;
@@ -38,6 +38,56 @@ pub struct AskBody {
     /// "concise" (the answer in a few words, then at most one sentence of
     /// support) or "detailed"; default `query.answer_style`.
     pub answer_style: Option<AnswerStyle>,
+    /// Earlier turns of the conversation, oldest first (`user` and
+    /// `assistant` messages). A follow-up question is rewritten to stand
+    /// alone before retrieval (`rewritten_query` in the answer). Not with
+    /// `conversation_id`.
+    pub history: Option<Vec<HistoryMessage>>,
+    /// A conversation from `POST /v1/conversations`: its stored turns are
+    /// the history, and this question and its answer are added to it.
+    pub conversation_id: Option<String>,
+}
+
+/// One earlier message of a conversation.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryMessage {
+    /// `user` or `assistant`.
+    pub role: String,
+    pub content: String,
+}
+
+/// At most this many earlier messages are accepted with a request.
+const MAX_HISTORY_MESSAGES: usize = 100;
+
+/// Earlier messages as chat messages; `system` messages and empty ones are
+/// dropped, other roles refused.
+pub(crate) fn history_of<'a>(
+    messages: impl IntoIterator<Item = (&'a str, String)>,
+    field: &str,
+) -> Result<Vec<ChatMessage>, ApiError> {
+    let mut out = Vec::new();
+    for (i, (role, content)) in messages.into_iter().enumerate() {
+        if i >= MAX_HISTORY_MESSAGES {
+            return Err(ApiError::invalid(format!(
+                "{field}: at most {MAX_HISTORY_MESSAGES} messages"
+            )));
+        }
+        let message = match role {
+            "user" => ChatMessage::user(content),
+            "assistant" => ChatMessage::assistant(content),
+            "system" | "developer" | "tool" => continue,
+            other => {
+                return Err(ApiError::invalid(format!(
+                    "{field}[{i}].role: {other:?} is not user or assistant"
+                )));
+            }
+        };
+        if !message.content.trim().is_empty() {
+            out.push(message);
+        }
+    }
+    Ok(out)
 }
 
 /// Body of `POST /v1/search`.
@@ -112,11 +162,27 @@ impl AppState {
         }
     }
 
-    pub(crate) fn ask_request(&self, body: &AskBody) -> Result<AskRequest, ApiError> {
+    pub(crate) async fn ask_request(&self, body: &AskBody) -> Result<AskRequest, ApiError> {
         if body.question.trim().is_empty() {
             return Err(ApiError::invalid("question: must not be empty"));
         }
+        let history = match (&body.history, &body.conversation_id) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::invalid(
+                    "history: send either history or conversation_id, not both",
+                ));
+            }
+            (Some(messages), None) => history_of(
+                messages
+                    .iter()
+                    .map(|m| (m.role.as_str(), m.content.clone())),
+                "history",
+            )?,
+            (None, Some(id)) => self.conversation_history(id).await?,
+            (None, None) => Vec::new(),
+        };
         Ok(AskRequest {
+            history,
             question: body.question.clone(),
             top_k: body.top_k.map(|k| k.clamp(1, self.limits.max_top_k)),
             filter: body.filters.clone().unwrap_or_default(),
@@ -193,9 +259,12 @@ pub(crate) fn answer_events(
     tag = "ask",
     request_body = AskBody,
     responses(
-        (status = 200, description = "The answer with its citations. With `stream: true`, Server-Sent Events instead: `citations` (the passages), `token` ({text}) pieces, then `done` ({answer, answerable, usage, timings_ms, finish_reason, cited}) or `error`.", body = AskResponse),
+        (status = 200, description = "The answer with its citations. With `stream: true`, Server-Sent Events instead: `rewrite` ({rewritten_query}, only for a rewritten follow-up), `citations` (the passages), `token` ({text}) pieces, then `done` ({answer, answerable, usage, timings_ms, finish_reason, cited, rewritten_query, conversation_id}) or `error`.", body = AskResponse),
         (status = 422, description = "Invalid request (the message names the field)"),
+        (status = 404, description = "`conversation_id` names no conversation (or it expired)"),
         (status = 429, description = "The generation queue is full; retry after `Retry-After` seconds"),
+        (status = 502, description = "The generation server (`generate.kind = \"openai\"`) failed or is unreachable"),
+        (status = 504, description = "The generation server did not answer in time"),
     )
 )]
 pub async fn ask(
@@ -203,21 +272,53 @@ pub async fn ask(
     headers: HeaderMap,
     ApiJson(body): ApiJson<AskBody>,
 ) -> Result<Response, ApiError> {
-    let request = state.ask_request(&body)?;
+    let request = state.ask_request(&body).await?;
     let stream = wants_stream(&body, &headers);
+    let question = request.question.clone();
     let answer = start_answer(&state, request).await?;
+    let conversation = body.conversation_id.clone();
     if !stream {
-        return Ok(axum::Json(finish_answer(&state, answer).await?).into_response());
+        let response = finish_answer(&state, answer).await?;
+        if let Some(id) = conversation {
+            state.record_turn(id, turn(&question, &response));
+        }
+        let mut json = serde_json::to_value(&response).expect("serialisable");
+        if let Some(id) = &body.conversation_id {
+            json["conversation_id"] = serde_json::json!(id);
+        }
+        return Ok(axum::Json(json).into_response());
     }
-    Ok(answer_events(state, answer, |event| {
+    let mut rewritten = answer.rewritten_query().map(str::to_string);
+    let recorder = state.clone();
+    Ok(answer_events(state, answer, move |event| {
         let sse = match event {
             AnswerEvent::Citations(citations) => {
-                Event::default().event("citations").json_data(&citations)
+                let mut events = Vec::new();
+                if let Some(query) = rewritten.take() {
+                    events.push(
+                        Event::default()
+                            .event("rewrite")
+                            .json_data(serde_json::json!({ "rewritten_query": query }))
+                            .expect("serialisable"),
+                    );
+                }
+                events.push(
+                    Event::default()
+                        .event("citations")
+                        .json_data(&citations)
+                        .expect("serialisable"),
+                );
+                return events;
+            }
+            AnswerEvent::Done(response) => {
+                if let Some(id) = conversation.clone() {
+                    recorder.record_turn(id, turn(&question, &response));
+                }
+                Ok(done_event(&response, conversation.as_deref()))
             }
             AnswerEvent::Piece(text) => Event::default()
                 .event("token")
                 .json_data(serde_json::json!({ "text": text })),
-            AnswerEvent::Done(response) => Ok(done_event(&response)),
             AnswerEvent::Failed(error) => Event::default()
                 .event("error")
                 .json_data(ApiError::from(error).body()),
@@ -226,7 +327,7 @@ pub async fn ask(
     }))
 }
 
-fn done_event(response: &AskResponse) -> Event {
+fn done_event(response: &AskResponse, conversation_id: Option<&str>) -> Event {
     Event::default()
         .event("done")
         .json_data(serde_json::json!({
@@ -237,8 +338,29 @@ fn done_event(response: &AskResponse) -> Event {
             "timings_ms": response.timings_ms,
             "finish_reason": response.finish_reason,
             "cited": response.citations.iter().filter(|c| c.cited).map(|c| c.n).collect::<Vec<_>>(),
+            "rewritten_query": response.rewritten_query,
+            "conversation_id": conversation_id,
         }))
         .expect("serialisable")
+}
+
+/// What a conversation keeps of one answered question.
+pub(crate) fn turn(question: &str, response: &AskResponse) -> crate::Turn {
+    crate::Turn {
+        question: question.to_string(),
+        rewritten_query: response.rewritten_query.clone(),
+        answer: response.answer.clone(),
+        cited_sources: response
+            .citations
+            .iter()
+            .filter(|c| c.cited)
+            .map(|c| c.source.clone())
+            .collect(),
+        at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    }
 }
 
 #[utoipa::path(

@@ -12,6 +12,7 @@
 
 mod ask;
 mod collections;
+mod conversations;
 mod documents;
 mod error;
 mod json;
@@ -21,6 +22,7 @@ pub mod openapi;
 mod state;
 mod web;
 
+pub use conversations::{Conversation, ConversationLimits, ConversationStore, Turn};
 pub use error::ApiError;
 pub use metrics::Metrics;
 pub use state::{AppState, Collections, Limits};
@@ -88,6 +90,9 @@ fn v1_routes(limits: &Limits) -> Routes<Arc<AppState>> {
         .add::<openai::__path_embeddings, _, _>(openai::embeddings, json())
         .add::<openai::__path_models, _, _>(openai::models, Serve::AsIs)
         .add::<collections::__path_list, _, _>(collections::list, Serve::AsIs)
+        .add::<conversations::__path_create, _, _>(conversations::create, Serve::AsIs)
+        .add::<conversations::__path_get, _, _>(conversations::get, Serve::AsIs)
+        .add::<conversations::__path_delete, _, _>(conversations::delete, Serve::AsIs)
 }
 
 /// The operational routes that never need a key.

@@ -1,12 +1,13 @@
 //! OpenAI-compatible endpoints: `POST /v1/chat/completions` (answers the last
-//! user message with retrieval), `POST /v1/embeddings` and `GET /v1/models`.
+//! user message with retrieval; the messages before it are the conversation,
+//! and a follow-up is rewritten to stand alone first), `POST /v1/embeddings` and `GET /v1/models`.
 //!
 //! Sources travel in a `docent` field beside the standard ones (the final
 //! response, or the first and last stream chunks): `{"citations": [...],
 //! "answerable": bool}`, and as `[n]` markers in the text. Official clients
 //! keep unknown fields, so `completion.docent` (Python: `model_extra`) reads them.
 
-use crate::ask::{answer_events, finish_answer, start_answer};
+use crate::ask::{answer_events, finish_answer, history_of, start_answer};
 use crate::error::{ApiError, blocking};
 use crate::json::ApiJson;
 use crate::state::AppState;
@@ -87,21 +88,31 @@ fn now() -> u64 {
         (status = 200, description = "An OpenAI `chat.completion` (or, with `stream: true`, `chat.completion.chunk` events ending with `data: [DONE]`), with the sources in the `docent` field"),
         (status = 422, description = "No user message, or an invalid field"),
         (status = 429, description = "The generation queue is full"),
+        (status = 502, description = "The generation server (`generate.kind = \"openai\"`) failed or is unreachable"),
+        (status = 504, description = "The generation server did not answer in time"),
     )
 )]
 pub async fn chat_completions(
     State(state): State<Arc<AppState>>,
     ApiJson(body): ApiJson<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
-    let question = body
+    let last_user = body
         .messages
         .iter()
-        .rev()
-        .find(|m| m.role == "user")
-        .map(|m| text_of(&m.content))
-        .filter(|q| !q.trim().is_empty())
+        .rposition(|m| m.role == "user")
+        .filter(|&i| !text_of(&body.messages[i].content).trim().is_empty())
         .ok_or_else(|| ApiError::invalid("messages: needs a non-empty message with role `user`"))?;
+    let question = text_of(&body.messages[last_user].content);
+    // The turns before the question are the conversation: a follow-up is
+    // rewritten to stand alone before retrieval.
+    let history = history_of(
+        body.messages[..last_user]
+            .iter()
+            .map(|m| (m.role.as_str(), text_of(&m.content))),
+        "messages",
+    )?;
     let request = AskRequest {
+        history,
         question,
         top_k: body.top_k.map(|k| k.clamp(1, state.limits.max_top_k)),
         filter: body.filters.unwrap_or_default(),
@@ -142,6 +153,7 @@ pub async fn chat_completions(
                 "citations": response.citations,
                 "answerable": response.answerable,
                 "timings_ms": response.timings_ms,
+                "rewritten_query": response.rewritten_query,
             },
         }))
         .into_response());
@@ -160,11 +172,12 @@ pub async fn chat_completions(
         Event::default().data(value.to_string())
     };
     let done = || Event::default().data("[DONE]");
+    let rewritten = answer.rewritten_query().map(str::to_string);
     Ok(answer_events(state, answer, move |event| match event {
         AnswerEvent::Citations(citations) => vec![chunk(
             json!({ "role": "assistant", "content": "" }),
             None,
-            Some(json!({ "citations": citations })),
+            Some(json!({ "citations": citations, "rewritten_query": rewritten })),
         )],
         AnswerEvent::Piece(text) => vec![chunk(json!({ "content": text }), None, None)],
         AnswerEvent::Done(response) => vec![
@@ -176,6 +189,7 @@ pub async fn chat_completions(
                     "answerable": response.answerable,
                     "usage": response.usage,
                     "timings_ms": response.timings_ms,
+                    "rewritten_query": response.rewritten_query,
                 })),
             ),
             done(),

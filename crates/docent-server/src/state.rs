@@ -64,4 +64,7 @@ pub struct AppState {
     pub defaults: SamplingParams,
     /// For `GET /v1/collections`.
     pub collections: Collections,
+    /// Conversations kept for `/v1/ask` with `conversation_id` (`None`:
+    /// only history sent with each request).
+    pub conversations: Option<Arc<crate::ConversationStore>>,
 }

@@ -166,6 +166,13 @@ fn server(api_keys: &[&str], limits: Limits) -> Server {
             dir: dir.path().to_path_buf(),
             current: "default".into(),
         },
+        conversations: Some(Arc::new(
+            docent_server::ConversationStore::open(
+                &dir.path().join("conversations.redb"),
+                Default::default(),
+            )
+            .unwrap(),
+        )),
     });
     Server {
         state,

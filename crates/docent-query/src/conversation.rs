@@ -1,0 +1,289 @@
+//! Follow-up questions: deciding whether a question leans on the
+//! conversation before it, the prompt that rewrites it into a standalone
+//! question (`prompts/rewrite.*.prompt`), cleaning the model's rewrite, and
+//! trimming the history that goes into the answer prompt.
+
+use docent_core::{ChatMessage, Generator, Result, Role};
+
+/// Messages of the conversation the rewrite prompt shows, newest last.
+const REWRITE_MESSAGES: usize = 6;
+/// Characters of one earlier message shown to the rewrite prompt.
+const REWRITE_MESSAGE_CHARS: usize = 400;
+
+/// Words that point back into the conversation.
+const REFERRING: &[&str] = &[
+    "it",
+    "its",
+    "it's",
+    "they",
+    "them",
+    "their",
+    "theirs",
+    "this",
+    "that",
+    "these",
+    "those",
+    "he",
+    "him",
+    "his",
+    "she",
+    "her",
+    "hers",
+    "there",
+    "then",
+    "one",
+    "ones",
+    "former",
+    "latter",
+    "same",
+    "such",
+    "other",
+    "else",
+    "also",
+    "too",
+    "above",
+    "aforementioned",
+];
+
+/// Openings that continue an earlier question ("and in 1990?", "what about X?").
+const CONTINUING: &[&str] = &[
+    "and ",
+    "or ",
+    "but ",
+    "also ",
+    "what about",
+    "how about",
+    "and what",
+    "and how",
+    "same ",
+    "why not",
+    "how so",
+    "which one",
+];
+
+/// Whether `question` may lean on earlier turns: it uses a referring word
+/// (it, they, there, ...), opens like a continuation ("and ...", "what
+/// about ..."), or is too short to stand alone (three words or fewer).
+/// Without history nothing needs rewriting.
+pub fn needs_rewrite(question: &str, history: &[ChatMessage]) -> bool {
+    if !history.iter().any(|m| m.role == Role::User) {
+        return false;
+    }
+    let lower = question.trim().to_lowercase();
+    if CONTINUING.iter().any(|c| lower.starts_with(c)) {
+        return true;
+    }
+    let words: Vec<&str> = lower
+        .split(|c: char| !(c.is_alphanumeric() || c == '\''))
+        .filter(|w| !w.is_empty())
+        .collect();
+    words.len() <= 3 || words.iter().any(|w| REFERRING.contains(w))
+}
+
+/// Removes `[n]` citation markers (they point at an earlier turn's passages).
+pub fn strip_markers(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(open) = rest.find('[') {
+        let after = &rest[open + 1..];
+        let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+        if digits > 0 && after.as_bytes().get(digits) == Some(&b']') {
+            out.push_str(rest[..open].trim_end_matches(' '));
+            rest = &after[digits + 1..];
+        } else {
+            out.push_str(&rest[..=open]);
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// User and assistant turns only, markers removed, empty ones dropped.
+pub fn clean_history(history: &[ChatMessage]) -> Vec<ChatMessage> {
+    history
+        .iter()
+        .filter(|m| m.role != Role::System)
+        .map(|m| ChatMessage {
+            role: m.role,
+            content: strip_markers(m.content.trim()).trim().to_string(),
+        })
+        .filter(|m| !m.content.is_empty())
+        .collect()
+}
+
+fn render(template: &str, values: &[(&str, &str)]) -> String {
+    let mut out = template.to_string();
+    for (name, value) in values {
+        out = out.replace(&format!("{{{{{name}}}}}"), value);
+    }
+    out
+}
+
+/// The prompt that asks the model for a standalone version of `question`.
+pub fn rewrite_messages(question: &str, history: &[ChatMessage]) -> Vec<ChatMessage> {
+    let recent = &history[history.len().saturating_sub(REWRITE_MESSAGES)..];
+    let lines: Vec<String> = recent
+        .iter()
+        .map(|m| {
+            let who = if m.role == Role::User {
+                "User"
+            } else {
+                "Assistant"
+            };
+            let text: String = m
+                .content
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+                .chars()
+                .take(REWRITE_MESSAGE_CHARS)
+                .collect();
+            format!("{who}: {text}")
+        })
+        .collect();
+    let system = include_str!("../prompts/rewrite.system.prompt").trim_end();
+    let user = include_str!("../prompts/rewrite.user.prompt").trim_end();
+    vec![
+        ChatMessage::system(system.to_string()),
+        ChatMessage::user(render(
+            user,
+            &[
+                ("history", &lines.join("\n")),
+                ("question", question.trim()),
+            ],
+        )),
+    ]
+}
+
+/// The model's rewrite as a question, or `None` when it is unusable (empty,
+/// an answer instead of a question, or rambling): the caller then keeps
+/// the original question.
+pub fn clean_rewrite(raw: &str, question: &str) -> Option<String> {
+    let line = raw.lines().map(str::trim).find(|l| !l.is_empty())?;
+    let mut line = line;
+    for prefix in [
+        "Rewritten question:",
+        "Standalone question:",
+        "Question:",
+        "Last question:",
+    ] {
+        if let Some(rest) = line.strip_prefix(prefix) {
+            line = rest.trim();
+        }
+    }
+    let line = line
+        .trim_matches(|c| c == '"' || c == '\'' || c == '`')
+        .trim();
+    let words = line.split_whitespace().count();
+    let original = question.split_whitespace().count();
+    if words == 0 || words > original.max(4) * 3 + 12 || super::is_abstention(line) {
+        return None;
+    }
+    Some(line.to_string())
+}
+
+/// The newest turns of `history` that fit in `budget` tokens, in order.
+/// Turns are kept whole; the oldest go first.
+pub fn trim_history(
+    history: &[ChatMessage],
+    generator: &dyn Generator,
+    budget: usize,
+) -> Result<Vec<ChatMessage>> {
+    let mut kept = Vec::new();
+    let mut used = 0;
+    for message in history.iter().rev() {
+        let cost = generator.count_tokens(&message.content)? + 4;
+        if used + cost > budget {
+            break;
+        }
+        used += cost;
+        kept.push(message.clone());
+    }
+    kept.reverse();
+    // A history that starts with the assistant's reply has lost its question.
+    while kept.first().is_some_and(|m| m.role == Role::Assistant) {
+        kept.remove(0);
+    }
+    Ok(kept)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn turn(q: &str, a: &str) -> Vec<ChatMessage> {
+        vec![
+            ChatMessage::user(q.to_string()),
+            ChatMessage::assistant(a.to_string()),
+        ]
+    }
+
+    #[test]
+    fn follow_ups_are_told_from_standalone_questions() {
+        let history = turn(
+            "How much does the Business plan cost?",
+            "$15 per user per month [1].",
+        );
+        for q in [
+            "And on the Enterprise plan?",
+            "What about annual billing?",
+            "Does it include SSO?",
+            "Who founded them?",
+            "When?",
+            "How many users can they add?",
+        ] {
+            assert!(needs_rewrite(q, &history), "{q}");
+        }
+        for q in [
+            "How many days of paid vacation do new employees get?",
+            "Within how many minutes must a Severity 1 incident be escalated?",
+        ] {
+            assert!(!needs_rewrite(q, &history), "{q}");
+        }
+        assert!(!needs_rewrite("Does it include SSO?", &[]));
+    }
+
+    #[test]
+    fn markers_go_and_brackets_that_are_not_markers_stay() {
+        assert_eq!(
+            strip_markers("20 days [1]. See [2][3] and [x] or [12a]."),
+            "20 days. See and [x] or [12a]."
+        );
+    }
+
+    #[test]
+    fn the_rewrite_prompt_shows_recent_turns_without_markers() {
+        let mut history = turn("Q1 old", "A1 old");
+        history.extend(turn("Q2", "A2"));
+        history.extend(turn("Q3", "A3"));
+        history.extend(turn("How much is the Business plan?", "$15 [1]."));
+        let messages = rewrite_messages("And Enterprise?", &clean_history(&history));
+        let user = &messages[1].content;
+        assert!(!user.contains("Q1 old"), "{user}");
+        assert!(
+            user.contains("User: How much is the Business plan?\nAssistant: $15.")
+                && user.contains("Last question: And Enterprise?"),
+            "{user}"
+        );
+    }
+
+    #[test]
+    fn rewrites_are_cleaned_or_refused() {
+        let q = "And Enterprise?";
+        assert_eq!(
+            clean_rewrite(
+                "Rewritten question: \"How much is the Enterprise plan?\"\nmore",
+                q
+            )
+            .as_deref(),
+            Some("How much is the Enterprise plan?")
+        );
+        assert_eq!(clean_rewrite("  \n", q), None);
+        assert_eq!(
+            clean_rewrite("I don't know based on the provided documents.", q),
+            None
+        );
+        assert_eq!(clean_rewrite(&"word ".repeat(40), q), None);
+    }
+}
