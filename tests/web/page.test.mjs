@@ -89,8 +89,13 @@ const api = (path, init = {}) =>
 
 const answerState = () => page.getAttribute('#answer', 'data-state');
 
-/** Types a question, asks, and waits until the answer leaves the running states. */
-async function ask(question) {
+/**
+ * Types a question, asks, and waits until the answer leaves the running
+ * states. Each question starts a new conversation unless `followUp` is set,
+ * so steps do not lean on each other's answers.
+ */
+async function ask(question, { followUp = false } = {}) {
+  if (!followUp) await page.click('#new-conversation');
   await page.fill('#question', question);
   await page.press('#question', 'Enter');
   await page.waitForFunction(
@@ -218,6 +223,32 @@ await step('citation [1] opens its passage from the right file, highlighted', as
   const shot = join(OUT, 'answered.png');
   await page.screenshot({ path: shot, fullPage: true });
   console.log(`   screenshot: ${shot}`);
+});
+
+await step('a follow-up is asked in the same conversation, searched with what it leans on, and kept across a reload', async () => {
+  const state = await ask('Where is it?', { followUp: true });
+  check(['done', 'unanswerable'].includes(state), `answer state ${state}`);
+  const rewritten = await page.textContent('#rewritten');
+  check(
+    (await page.isVisible('#rewritten')) && /EU data center/.test(rewritten),
+    `the search is shown and carries the earlier question: ${rewritten}`,
+  );
+  const turns = await page.$$eval('#turns .turn-question', (ts) => ts.map((t) => t.textContent));
+  check(turns.length === 1 && turns[0] === 'Where is the EU data center?', `the first turn is listed: ${JSON.stringify(turns)}`);
+  const id = await page.evaluate(() => sessionStorage.getItem('docent.conversation'));
+  check(/^[0-9a-f-]{36}$/.test(id || ''), `the tab keeps a conversation id: ${id}`);
+  await page.reload();
+  await page.waitForFunction(() => document.querySelectorAll('#turns li').length === 2);
+  const kept = await page.$$eval('#turns .turn-question', (ts) => ts.map((t) => t.textContent));
+  check(kept[1] === 'Where is it?', `both turns come back from the server after a reload: ${JSON.stringify(kept)}`);
+  await page.click('#new-conversation');
+  check(!(await page.isVisible('#conversation')), 'New conversation clears the earlier turns');
+  check(
+    (await page.evaluate(() => sessionStorage.getItem('docent.conversation'))) === null,
+    'and forgets the conversation id',
+  );
+  // The citation steps below use the first answer again.
+  await ask('Where is the EU data center?');
 });
 
 await step('at phone width the page fits and the passage is a closable sheet', async () => {

@@ -26,13 +26,15 @@ pub enum EvalCommand {
     Retrieval(RetrievalArgs),
     /// Answer quality: exact match, F1, abstention and citations, on the full ask path
     Answers(AnswerArgs),
+    /// Follow-up questions: R@5 (and with --answers F1) raw, rewritten by docent, and standalone
+    Followups(crate::followups::FollowupArgs),
 }
 
 #[derive(Args)]
 pub struct DatasetArgs {
     /// A SQuAD 2.0 JSON file (each paragraph becomes a document)
     #[arg(long, conflicts_with = "beir")]
-    squad: Option<PathBuf>,
+    pub(crate) squad: Option<PathBuf>,
     /// A BEIR folder (corpus.jsonl, queries.jsonl, qrels/test.tsv); retrieval only
     #[arg(long)]
     beir: Option<PathBuf>,
@@ -86,10 +88,11 @@ pub(crate) fn run(ws: &dyn Workspace, command: EvalCommand) -> Result<()> {
     match command {
         EvalCommand::Retrieval(args) => retrieval(ws, args),
         EvalCommand::Answers(args) => answers(ws, args),
+        EvalCommand::Followups(args) => crate::followups::run(ws, args),
     }
 }
 
-fn load(args: &DatasetArgs) -> Result<(String, Dataset, PathBuf)> {
+pub(crate) fn load(args: &DatasetArgs) -> Result<(String, Dataset, PathBuf)> {
     let (path, dataset) = match (&args.squad, &args.beir) {
         (Some(p), _) => (p.clone(), load_squad(p)?),
         (None, Some(p)) => (p.clone(), load_beir(p)?),
@@ -107,13 +110,13 @@ fn load(args: &DatasetArgs) -> Result<(String, Dataset, PathBuf)> {
 
 /// The eval collection for a dataset: under `<data>/eval/`, named after the
 /// dataset and the hash of its documents, so another dataset never mixes in.
-struct EvalCollection {
+pub(crate) struct EvalCollection {
     data_dir: PathBuf,
     name: String,
 }
 
 impl EvalCollection {
-    fn new(ws: &dyn Workspace, name: &str, dataset: &Dataset) -> Self {
+    pub(crate) fn new(ws: &dyn Workspace, name: &str, dataset: &Dataset) -> Self {
         let mut bytes = Vec::new();
         for (id, text) in &dataset.documents {
             bytes.extend_from_slice(id.as_bytes());
@@ -128,7 +131,7 @@ impl EvalCollection {
     }
 
     /// Where the collection lives, for the report.
-    fn location(&self) -> String {
+    pub(crate) fn location(&self) -> String {
         self.data_dir
             .join("collections")
             .join(&self.name)
@@ -137,7 +140,7 @@ impl EvalCollection {
     }
 }
 
-fn bar(len: usize, what: &str) -> ProgressBar {
+pub(crate) fn bar(len: usize, what: &str) -> ProgressBar {
     if !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
@@ -152,7 +155,7 @@ fn bar(len: usize, what: &str) -> ProgressBar {
 }
 
 /// Ingests the dataset's documents (a no-op when they already are).
-fn ingest(
+pub(crate) fn ingest(
     ws: &dyn Workspace,
     eval: &EvalCollection,
     parts: &EmbeddingParts,
@@ -672,7 +675,7 @@ fn first_sentence(answer: &str) -> &str {
 }
 
 /// The answer without `[n]` markers, for comparison with gold answers.
-fn strip_markers(answer: &str) -> String {
+pub(crate) fn strip_markers(answer: &str) -> String {
     let mut out = String::with_capacity(answer.len());
     let mut rest = answer;
     while let Some(open) = rest.find('[') {

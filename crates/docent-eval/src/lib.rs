@@ -12,6 +12,7 @@ mod bench;
 mod bench_http;
 pub mod dataset;
 mod eval;
+mod followups;
 
 pub use bench::BenchCommand;
 pub use eval::EvalCommand;

@@ -29,17 +29,13 @@ pub struct QuerySettings {
     /// How answers are written (changeable per request).
     #[serde(default)]
     pub answer_style: AnswerStyle,
-    /// Rewrite a follow-up question into a standalone one (with the
-    /// generation model) before retrieval, when the request has history.
-    #[serde(default = "yes")]
-    pub rewrite_followups: bool,
+    /// How a follow-up question (one that leans on the earlier turns) is
+    /// made searchable.
+    #[serde(default)]
+    pub followups: Followups,
     /// Most tokens of earlier turns in the answer prompt (oldest dropped first).
     #[serde(default = "history_tokens")]
     pub history_tokens: usize,
-}
-
-fn yes() -> bool {
-    true
 }
 
 fn history_tokens() -> usize {
@@ -57,6 +53,22 @@ pub enum AnswerStyle {
     Concise,
     /// A few sentences, each fact cited.
     Detailed,
+}
+
+/// How a follow-up question is made searchable (`query.followups`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Followups {
+    /// The generation model rewrites it to stand alone; the search is the
+    /// earlier question followed by the rewrite (or by the follow-up, when
+    /// the rewrite resolves nothing).
+    #[default]
+    Rewrite,
+    /// The search is the earlier question followed by the follow-up; no
+    /// model call.
+    Join,
+    /// The follow-up is searched as asked.
+    Off,
 }
 
 /// How the model is asked whether the passages hold the answer.
@@ -86,7 +98,7 @@ impl Default for QuerySettings {
             abstain_threshold: 0.0,
             abstain_check: AbstainCheck::Reply,
             answer_style: AnswerStyle::Concise,
-            rewrite_followups: true,
+            followups: Followups::default(),
             history_tokens: history_tokens(),
         }
     }

@@ -5,9 +5,7 @@
 
 use docent_core::{ChatMessage, Generator, Result, Role};
 
-/// Messages of the conversation the rewrite prompt shows, newest last.
-const REWRITE_MESSAGES: usize = 6;
-/// Characters of one earlier message shown to the rewrite prompt.
+/// Characters of the earlier question shown to the rewrite prompt.
 const REWRITE_MESSAGE_CHARS: usize = 400;
 
 /// Words that point back into the conversation.
@@ -120,27 +118,27 @@ fn render(template: &str, values: &[(&str, &str)]) -> String {
     out
 }
 
-/// The prompt that asks the model for a standalone version of `question`.
-pub fn rewrite_messages(question: &str, history: &[ChatMessage]) -> Vec<ChatMessage> {
-    let recent = &history[history.len().saturating_sub(REWRITE_MESSAGES)..];
-    let lines: Vec<String> = recent
+/// The last question the user asked before this one.
+pub fn earlier_question(history: &[ChatMessage]) -> Option<&str> {
+    history
         .iter()
-        .map(|m| {
-            let who = if m.role == Role::User {
-                "User"
-            } else {
-                "Assistant"
-            };
-            let text: String = m
-                .content
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" ")
-                .chars()
-                .take(REWRITE_MESSAGE_CHARS)
-                .collect();
-            format!("{who}: {text}")
-        })
+        .rev()
+        .find(|m| m.role == Role::User)
+        .map(|m| m.content.as_str())
+}
+
+/// The prompt that asks the model for a standalone version of `question`,
+/// given the question asked before it. (Shown whole conversations, or
+/// worked examples, qwen2.5-0.5b mostly repeated the question or the
+/// example: docs/quality.md, session 12.)
+pub fn rewrite_messages(question: &str, history: &[ChatMessage]) -> Vec<ChatMessage> {
+    let earlier: String = earlier_question(history)
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .take(REWRITE_MESSAGE_CHARS)
         .collect();
     let system = include_str!("../prompts/rewrite.system.prompt").trim_end();
     let user = include_str!("../prompts/rewrite.user.prompt").trim_end();
@@ -148,18 +146,26 @@ pub fn rewrite_messages(question: &str, history: &[ChatMessage]) -> Vec<ChatMess
         ChatMessage::system(system.to_string()),
         ChatMessage::user(render(
             user,
-            &[
-                ("history", &lines.join("\n")),
-                ("question", question.trim()),
-            ],
+            &[("earlier", &earlier), ("question", question.trim())],
         )),
     ]
 }
 
-/// The model's rewrite as a question, or `None` when it is unusable (empty,
-/// an answer instead of a question, or rambling): the caller then keeps
-/// the original question.
-pub fn clean_rewrite(raw: &str, question: &str) -> Option<String> {
+/// The search query when the model's rewrite is unusable: the earlier
+/// question followed by the follow-up, so that what the follow-up leaves
+/// out is still searched for.
+pub fn context_query(question: &str, history: &[ChatMessage]) -> String {
+    match earlier_question(history) {
+        Some(earlier) => format!("{} {}", earlier.trim(), question.trim()),
+        None => question.trim().to_string(),
+    }
+}
+
+/// The model's rewrite as a question, or `None` when it is unusable: empty,
+/// an answer, rambling, a repeat of an earlier question, two questions, or
+/// no word of the conversation added (nothing resolved). The caller then
+/// searches with [`context_query`].
+pub fn clean_rewrite(raw: &str, question: &str, history: &[ChatMessage]) -> Option<String> {
     let line = raw.lines().map(str::trim).find(|l| !l.is_empty())?;
     let mut line = line;
     for prefix in [
@@ -178,6 +184,37 @@ pub fn clean_rewrite(raw: &str, question: &str) -> Option<String> {
     let words = line.split_whitespace().count();
     let original = question.split_whitespace().count();
     if words == 0 || words > original.max(4) * 3 + 12 || super::is_abstention(line) {
+        return None;
+    }
+    // Small models sometimes repeat an earlier question instead.
+    let same = |a: &str, b: &str| {
+        let norm = |t: &str| {
+            t.chars()
+                .filter(|c| c.is_alphanumeric())
+                .flat_map(char::to_lowercase)
+                .collect::<String>()
+        };
+        norm(a) == norm(b)
+    };
+    let repeats_earlier = history
+        .iter()
+        .any(|m| m.role == Role::User && same(&m.content, line) && !same(&m.content, question));
+    // A rewrite resolves something only if it brings in a word of the
+    // conversation the follow-up did not have; one question, not two.
+    let words_of = |t: &str| -> std::collections::HashSet<String> {
+        t.split(|c: char| !c.is_alphanumeric())
+            .filter(|w| w.len() > 2)
+            .map(str::to_lowercase)
+            .filter(|w| !REFERRING.contains(&w.as_str()))
+            .collect()
+    };
+    let asked = words_of(question);
+    let context: std::collections::HashSet<String> =
+        history.iter().flat_map(|m| words_of(&m.content)).collect();
+    let brings_context = words_of(line)
+        .iter()
+        .any(|w| !asked.contains(w) && context.contains(w));
+    if repeats_earlier || !brings_context || line.matches('?').count() > 1 {
         return None;
     }
     Some(line.to_string())
@@ -253,37 +290,54 @@ mod tests {
     }
 
     #[test]
-    fn the_rewrite_prompt_shows_recent_turns_without_markers() {
+    fn the_rewrite_prompt_shows_the_earlier_question_and_the_fallback_joins_them() {
         let mut history = turn("Q1 old", "A1 old");
-        history.extend(turn("Q2", "A2"));
-        history.extend(turn("Q3", "A3"));
         history.extend(turn("How much is the Business plan?", "$15 [1]."));
         let messages = rewrite_messages("And Enterprise?", &clean_history(&history));
         let user = &messages[1].content;
-        assert!(!user.contains("Q1 old"), "{user}");
+        assert!(!user.contains("Q1 old") && !user.contains("$15"), "{user}");
         assert!(
-            user.contains("User: How much is the Business plan?\nAssistant: $15.")
-                && user.contains("Last question: And Enterprise?"),
+            user.contains("Earlier question: How much is the Business plan?\nFollow-up question: And Enterprise?"),
             "{user}"
         );
+        assert_eq!(
+            context_query(" And Enterprise? ", &history),
+            "How much is the Business plan? And Enterprise?"
+        );
+        assert_eq!(context_query("Alone?", &[]), "Alone?");
     }
 
     #[test]
     fn rewrites_are_cleaned_or_refused() {
         let q = "And Enterprise?";
+        let history = turn("How much is the Business plan?", "$15.");
         assert_eq!(
             clean_rewrite(
                 "Rewritten question: \"How much is the Enterprise plan?\"\nmore",
-                q
+                q,
+                &history
             )
             .as_deref(),
             Some("How much is the Enterprise plan?")
         );
-        assert_eq!(clean_rewrite("  \n", q), None);
+        // Nothing from the conversation: nothing was resolved.
         assert_eq!(
-            clean_rewrite("I don't know based on the provided documents.", q),
+            clean_rewrite("And what about Enterprise?", q, &history),
             None
         );
-        assert_eq!(clean_rewrite(&"word ".repeat(40), q), None);
+        assert_eq!(
+            clean_rewrite("How much is the plan? And Enterprise?", q, &history),
+            None
+        );
+        assert_eq!(clean_rewrite("  \n", q, &[]), None);
+        assert_eq!(
+            clean_rewrite("I don't know based on the provided documents.", q, &[]),
+            None
+        );
+        assert_eq!(clean_rewrite(&"word ".repeat(40), q, &[]), None);
+        assert_eq!(
+            clean_rewrite("How much is the business plan", q, &history),
+            None
+        );
     }
 }

@@ -8,8 +8,8 @@
 
 use crate::NO_ANSWER;
 use crate::answer::{
-    AnswerAssembler, AnswerStyle, AskRequest, AskResponse, Citation, Prepared, QuerySettings,
-    Timings,
+    AnswerAssembler, AnswerStyle, AskRequest, AskResponse, Citation, Followups, Prepared,
+    QuerySettings, Timings,
 };
 use crate::conversation;
 use crate::prompt::{PromptBuilder, PromptTemplates};
@@ -56,11 +56,20 @@ fn unfinished() -> Error {
 /// Most tokens a rewritten question may take.
 const REWRITE_TOKENS: usize = 64;
 
-/// A follow-up question rewritten to stand alone.
+/// A follow-up question made searchable on its own.
 #[derive(Clone, Debug)]
 pub struct Rewrite {
+    /// What retrieval searches for: the earlier question followed by the
+    /// model's rewrite of the follow-up (or by the follow-up as asked, when
+    /// the rewrite was unusable or not asked for).
     pub query: String,
-    /// Time the model took to write it.
+    /// The question the answer prompt asks: the follow-up as asked; the
+    /// prompt carries the earlier turns. (qwen2.5-0.5b's rewrites are
+    /// sometimes another question altogether: docs/quality.md, session 12.)
+    pub question: String,
+    /// Whether the model's rewrite is in the query.
+    pub by_model: bool,
+    /// Time the model took.
     pub ms: f64,
 }
 
@@ -197,14 +206,28 @@ impl Asker {
 
     /// The standalone form of a follow-up `question`, written by the
     /// generation model from `history` (user and assistant turns, oldest
-    /// first). `None` when there is no need (no history, or the question
-    /// stands alone: [`conversation::needs_rewrite`]), when rewriting is
-    /// off, or when the model's rewrite is unusable. Blocking; takes a place
-    /// in the generator's queue (`Error::Overloaded` when full).
+    /// first); when the model's rewrite is unusable
+    /// ([`conversation::clean_rewrite`]), the search joins the earlier
+    /// question to the follow-up instead. `None` when there is no need (no
+    /// history, or the question stands alone:
+    /// [`conversation::needs_rewrite`]) or rewriting is off. Blocking;
+    /// takes a place in the generator's queue (`Error::Overloaded` when full).
     pub fn rewrite(&self, question: &str, history: &[ChatMessage]) -> Result<Option<Rewrite>> {
         let history = conversation::clean_history(history);
-        if !self.settings.rewrite_followups || !conversation::needs_rewrite(question, &history) {
+        if !conversation::needs_rewrite(question, &history) {
             return Ok(None);
+        }
+        match self.settings.followups {
+            Followups::Off => return Ok(None),
+            Followups::Join => {
+                return Ok(Some(Rewrite {
+                    query: conversation::context_query(question, &history),
+                    question: question.trim().to_string(),
+                    by_model: false,
+                    ms: 0.0,
+                }));
+            }
+            Followups::Rewrite => {}
         }
         let started = Instant::now();
         let mut events = self.generator.generate(GenerationRequest {
@@ -226,12 +249,13 @@ impl Asker {
                 GenerationEvent::Failed(error) => return Err(error),
             }
         }
-        Ok(
-            conversation::clean_rewrite(&text, question).map(|query| Rewrite {
-                query,
-                ms: ms(started),
-            }),
-        )
+        let accepted = conversation::clean_rewrite(&text, question, &history);
+        Ok(Some(Rewrite {
+            query: conversation::context_query(accepted.as_deref().unwrap_or(question), &history),
+            question: question.trim().to_string(),
+            by_model: accepted.is_some(),
+            ms: ms(started),
+        }))
     }
 
     /// Retrieves passages and builds the prompt. Blocking (embeds the question).
@@ -242,7 +266,8 @@ impl Asker {
         }
         let history = conversation::clean_history(&request.history);
         let rewrite = self.rewrite(asked, &history)?;
-        let question = rewrite.as_ref().map_or(asked, |r| r.query.as_str());
+        let query = rewrite.as_ref().map_or(asked, |r| r.query.as_str());
+        let question = rewrite.as_ref().map_or(asked, |r| r.question.as_str());
         let top_k = request.top_k.unwrap_or(self.settings.top_k).max(1);
         let lookup = Lookup {
             filter: request.filter.clone(),
@@ -250,7 +275,7 @@ impl Asker {
             rerank: request.rerank,
             ..Lookup::new(top_k, Purpose::Answer)
         };
-        let retrieval = self.retriever.retrieve(question, &lookup)?;
+        let retrieval = self.retriever.retrieve(query, &lookup)?;
         let room = self
             .generator
             .context_length()

@@ -436,10 +436,14 @@ async fn every_route_is_served_where_its_description_says() {
         .values()
         .map(|item| item.as_object().unwrap().len())
         .sum();
-    assert_eq!(operations, 13, "{:?}", paths.keys());
+    assert_eq!(operations, 16, "{:?}", paths.keys());
     for (path, item) in paths {
         for method in item.as_object().unwrap().keys() {
-            let concrete = path.replace("{id}", "some/doc.md");
+            let concrete = if path.starts_with("/v1/conversations") {
+                path.replace("{id}", "6f1c7a52-4a1e-4a0e-9a51-1d6f0e0b8c11")
+            } else {
+                path.replace("{id}", "some/doc.md")
+            };
             let (status, _, body) = send(&s, &method.to_uppercase(), &concrete, &[], "").await;
             // Reaching the handler may still be an error (no body, no such
             // document), but never the router's own 404 or 405.
@@ -455,4 +459,118 @@ async fn every_route_is_served_where_its_description_says() {
         spec,
         serde_json::to_value(docent_server::openapi::document()).unwrap()
     );
+}
+
+fn parse(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+/// The conversation's turns, once `n` are recorded (they are written after
+/// the answer, off the request).
+async fn turns(server: &Server, id: &str, n: usize) -> Vec<Value> {
+    for _ in 0..100 {
+        let (status, _, body) =
+            send(server, "GET", &format!("/v1/conversations/{id}"), &[], "").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let turns = parse(&body)["turns"].as_array().unwrap().clone();
+        if turns.len() >= n {
+            return turns;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("conversation {id} never reached {n} turns");
+}
+
+#[tokio::test]
+async fn conversations_keep_turns_and_follow_ups_search_with_the_earlier_question() {
+    let s = server(&[], Limits::default());
+    upload_parking(&s, &[JSON]).await;
+    let (status, _, body) = send(&s, "POST", "/v1/conversations", &[], "").await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let id = parse(&body)["id"].as_str().unwrap().to_string();
+
+    let ask = |question: &str| json!({"question": question, "conversation_id": id}).to_string();
+    let (status, _, body) = send(
+        &s,
+        "POST",
+        "/v1/ask",
+        &[JSON],
+        &ask("Where do visitors park?"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let first = parse(&body);
+    assert_eq!(first["conversation_id"], id.as_str());
+    assert!(first.get("rewritten_query").is_none(), "{first}");
+    turns(&s, &id, 1).await;
+
+    // A follow-up is searched with the question it leans on.
+    let (status, _, body) = send(&s, "POST", "/v1/ask", &[JSON], &ask("And is it free?")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let rewritten = parse(&body)["rewritten_query"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        rewritten.starts_with("Where do visitors park?"),
+        "{rewritten}"
+    );
+    let kept = turns(&s, &id, 2).await;
+    assert_eq!(kept[0]["question"], "Where do visitors park?");
+    assert_eq!(kept[0]["cited_sources"], json!(["site/parking.md"]));
+    assert_eq!(kept[1]["rewritten_query"], rewritten.as_str());
+
+    // Streamed, the search comes first as its own event.
+    let body = json!({"question": "And is it free?", "stream": true,
+        "history": [{"role": "user", "content": "Where do visitors park?"},
+                    {"role": "assistant", "content": "Lot C [1]."}]});
+    let (status, _, body) = send(&s, "POST", "/v1/ask", &[JSON], &body.to_string()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let events = sse_events(&body);
+    assert_eq!(events[0].0, "rewrite", "{body}");
+    assert_eq!(events[1].0, "citations", "{body}");
+    // The OpenAI route takes the earlier messages as the conversation.
+    let body = json!({"messages": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Where do visitors park?"},
+        {"role": "assistant", "content": "Lot C."},
+        {"role": "user", "content": "And is it free?"}]});
+    let (status, _, body) = send(
+        &s,
+        "POST",
+        "/v1/chat/completions",
+        &[JSON],
+        &body.to_string(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        parse(&body)["docent"]["rewritten_query"]
+            .as_str()
+            .unwrap()
+            .starts_with("Where do visitors park?"),
+        "{body}"
+    );
+
+    // Mistakes are named.
+    let both = json!({"question": "q", "conversation_id": id, "history": []}).to_string();
+    let (status, _, body) = send(&s, "POST", "/v1/ask", &[JSON], &both).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let role = json!({"question": "q", "history": [{"role": "robot", "content": "x"}]}).to_string();
+    let (status, _, body) = send(&s, "POST", "/v1/ask", &[JSON], &role).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body.contains("history[0].role"), "{body}");
+    let unknown =
+        json!({"question": "q", "conversation_id": "6f1c7a52-4a1e-4a0e-9a51-1d6f0e0b8c11"});
+    let (status, _, body) = send(&s, "POST", "/v1/ask", &[JSON], &unknown.to_string()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, _, body) = send(&s, "GET", "/v1/conversations/..%2Fetc", &[], "").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+
+    let path = format!("/v1/conversations/{id}");
+    let (status, _, _) = send(&s, "DELETE", &path, &[], "").await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _, body) = send(&s, "GET", &path, &[], "").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(error_type(&body), "not_found");
 }

@@ -142,8 +142,72 @@ $('stop-button').addEventListener('click', () => {
   if (controller) controller.abort();
 });
 
+// ------------------------------------------------------ conversation
+// One conversation per browser tab (sessionStorage), kept by the server:
+// follow-up questions are asked with its id, and the server rewrites them
+// to stand alone before searching.
+
+const CONVERSATION_ITEM = 'docent.conversation';
+let conversationId = sessionStorage.getItem(CONVERSATION_ITEM) || null;
+// The answered turn on screen; it joins the list above when the next question is asked.
+let lastTurn = null;
+
+function setConversation(id) {
+  conversationId = id;
+  if (id) sessionStorage.setItem(CONVERSATION_ITEM, id);
+  else sessionStorage.removeItem(CONVERSATION_ITEM);
+}
+
+/** A conversation id to ask with, starting one if needed (null: the server keeps none). */
+async function ensureConversation() {
+  if (conversationId) return conversationId;
+  try {
+    const created = await json('/v1/conversations', post({}));
+    setConversation(created.id);
+  } catch (e) {
+    if (!(e instanceof ApiError) || e.status !== 501) throw e;
+  }
+  return conversationId;
+}
+
+function addTurn(question, answer) {
+  const item = document.createElement('li');
+  const q = document.createElement('p');
+  q.className = 'turn-question';
+  q.textContent = question;
+  const a = document.createElement('p');
+  a.className = 'turn-answer';
+  a.textContent = answer.replace(/\s*\[\d+\]/g, '');
+  item.append(q, a);
+  $('turns').append(item);
+  $('conversation').hidden = false;
+}
+
+/** Shows the turns of this tab's conversation (after a reload). */
+async function loadConversation() {
+  $('turns').replaceChildren();
+  $('conversation').hidden = true;
+  if (!conversationId) return;
+  try {
+    const c = await json(`/v1/conversations/${conversationId}`);
+    for (const t of c.turns) addTurn(t.question, t.answer);
+  } catch (e) {
+    if (e instanceof ApiError && (e.status === 404 || e.status === 422)) setConversation(null);
+  }
+}
+
+$('new-conversation').addEventListener('click', () => {
+  setConversation(null);
+  lastTurn = null;
+  $('turns').replaceChildren();
+  $('conversation').hidden = true;
+  $('rewritten').hidden = true;
+  $('question').focus();
+});
+
 function askBody(question) {
   const body = { question, stream: true };
+  if (conversationId) body.conversation_id = conversationId;
   const filters = {};
   const prefix = $('filter-prefix').value.trim();
   if (prefix) filters.source_prefix = prefix;
@@ -169,6 +233,8 @@ function setStatus(text) {
 }
 
 async function ask(question) {
+  if (lastTurn) addTurn(lastTurn.question, lastTurn.answer);
+  lastTurn = null;
   controller = new AbortController();
   const started = performance.now();
   citations = [];
@@ -185,18 +251,36 @@ async function ask(question) {
   setStatus('Searching the documents…');
   $('ask-button').disabled = true;
   $('stop-button').disabled = false;
+  $('rewritten').hidden = true;
   let finished = false;
   try {
-    const response = await request(
-      '/v1/ask',
-      post(askBody(question), {
-        signal: controller.signal,
-        headers: { Accept: 'text/event-stream' },
-      }),
-    );
+    await ensureConversation();
+    const send = () =>
+      request(
+        '/v1/ask',
+        post(askBody(question), {
+          signal: controller.signal,
+          headers: { Accept: 'text/event-stream' },
+        }),
+      );
+    let response;
+    try {
+      response = await send();
+    } catch (e) {
+      // The conversation expired on the server: start a new one.
+      if (!(e instanceof ApiError) || e.status !== 404 || !conversationId) throw e;
+      setConversation(null);
+      $('turns').replaceChildren();
+      $('conversation').hidden = true;
+      await ensureConversation();
+      response = await send();
+    }
     for await (const frame of frames(response.body)) {
       const data = JSON.parse(frame.data);
-      if (frame.event === 'citations') {
+      if (frame.event === 'rewrite') {
+        $('rewritten').textContent = `Searched for: ${data.rewritten_query}`;
+        $('rewritten').hidden = false;
+      } else if (frame.event === 'citations') {
         citations = data;
         renderSources(false, []);
         setAnswerState('streaming');
@@ -208,6 +292,7 @@ async function ask(question) {
         renderAnswer();
       } else if (frame.event === 'done') {
         finish(data, performance.now() - started);
+        if (data.conversation_id) lastTurn = { question, answer: data.answer };
         finished = true;
         break;
       } else if (frame.event === 'error') {
@@ -552,3 +637,4 @@ async function upload(files) {
 
 showView();
 loadCollections();
+loadConversation();
