@@ -533,3 +533,61 @@ fn openapi_describes_every_endpoint_and_openai_shapes_hold() {
     );
     assert_eq!(status, 422, "{body}");
 }
+
+#[test]
+fn a_conversation_survives_a_restart_and_its_follow_up_finds_the_right_document() {
+    let data = tempfile::tempdir().unwrap();
+    assert!(
+        command(data.path())
+            .args(["ingest", "examples/docs"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let id = {
+        let server = start(data.path(), &[]);
+        let (status, _, body) = http(&server.addr, "POST", "/v1/conversations", &[], "");
+        assert_eq!(status, 201, "{body}");
+        let id = json(&body)["id"].as_str().unwrap().to_string();
+        let ask = serde_json::json!({
+            "question": "How much does the Enterprise plan cost per user per month?",
+            "conversation_id": id, "max_tokens": 24, "top_k": 2,
+        });
+        let (status, _, body) = http(&server.addr, "POST", "/v1/ask", &[JSON], ask.to_string());
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(json(&body)["citations"][0]["source"], "pricing.md", "{body}");
+        // The turn is written after the answer; wait for it before the kill.
+        let path = format!("/v1/conversations/{id}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while json(&http(&server.addr, "GET", &path, &[], "").2)["turns"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+        {
+            assert!(std::time::Instant::now() < deadline, "the turn was not recorded");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        id
+    }; // the server is killed here
+    let server = start(data.path(), &[]);
+    let path = format!("/v1/conversations/{id}");
+    let (status, _, body) = http(&server.addr, "GET", &path, &[], "");
+    assert_eq!(status, 200, "{body}");
+    let turns = json(&body)["turns"].as_array().unwrap().clone();
+    assert_eq!(turns.len(), 1, "{body}");
+    assert_eq!(turns[0]["cited_sources"][0], "pricing.md", "{body}");
+    // "it" leans on the plan: the search carries the earlier question, and
+    // the pricing document is found again.
+    let ask = serde_json::json!({
+        "question": "Does it include single sign-on?",
+        "conversation_id": id, "max_tokens": 24, "top_k": 2,
+    });
+    let (status, _, body) = http(&server.addr, "POST", "/v1/ask", &[JSON], ask.to_string());
+    assert_eq!(status, 200, "{body}");
+    let answer = json(&body);
+    let rewritten = answer["rewritten_query"].as_str().unwrap();
+    assert!(rewritten.contains("Enterprise plan"), "{answer}");
+    assert_eq!(answer["citations"][0]["source"], "pricing.md", "{answer}");
+    assert!(answer["timings_ms"]["rewrite"].as_f64().unwrap() > 0.0, "{answer}");
+}
