@@ -16,21 +16,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{command, http, json, metric, open_stream, start};
+use common::{command, http, ingest_examples, json, metric, open_stream, start};
 
 const JSON: (&str, &str) = ("Content-Type", "application/json");
-
-fn ingest(data: &Path) {
-    let out = command(data)
-        .args(["ingest", "examples/docs"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// Settings that send generation to `base_url`, failing fast.
 fn remote(base_url: &str) -> Vec<(&'static str, String)> {
@@ -101,8 +89,10 @@ fn read_request(stream: &mut TcpStream) -> String {
     head + "\r\n" + &String::from_utf8_lossy(&body)
 }
 
-fn ask_body(question: &str) -> String {
-    j!({ "question": question, "max_tokens": 16 }).to_string()
+/// Asks the handbook's vacation question through `/v1/ask`.
+fn ask_vacation(addr: &str) -> (u16, Vec<(String, String)>, String) {
+    let body = j!({ "question": "How many vacation days?", "max_tokens": 16 });
+    http(addr, "POST", "/v1/ask", &[JSON], body.to_string())
 }
 
 fn search_is_quick(addr: &str) {
@@ -126,16 +116,10 @@ fn search_is_quick(addr: &str) {
 #[test]
 fn an_unreachable_generation_server_is_a_502_that_names_it_and_search_still_works() {
     let data = tempfile::tempdir().unwrap();
-    ingest(data.path());
+    ingest_examples(data.path());
     let url = format!("http://127.0.0.1:{}/v1", closed_port());
     let server = serve(data.path(), &remote(&url));
-    let (status, _, body) = http(
-        &server.addr,
-        "POST",
-        "/v1/ask",
-        &[JSON],
-        ask_body("How many vacation days?"),
-    );
+    let (status, _, body) = ask_vacation(&server.addr);
     assert_eq!(status, 502, "{body}");
     let error = &json(&body)["error"];
     assert_eq!(error["type"], "upstream_error", "{body}");
@@ -160,7 +144,7 @@ fn an_unreachable_generation_server_is_a_502_that_names_it_and_search_still_work
 #[test]
 fn a_silent_server_is_a_504_and_does_not_hold_up_searches() {
     let data = tempfile::tempdir().unwrap();
-    ingest(data.path());
+    ingest_examples(data.path());
     // Accepts and reads the request, then says nothing for a minute.
     let (addr, seen) = fake_server(|_, _| std::thread::sleep(Duration::from_secs(60)));
     let server = serve(data.path(), &remote(&format!("http://{addr}/v1")));
@@ -168,13 +152,7 @@ fn a_silent_server_is_a_504_and_does_not_hold_up_searches() {
         let addr = server.addr.clone();
         std::thread::spawn(move || {
             let t = Instant::now();
-            let reply = http(
-                &addr,
-                "POST",
-                "/v1/ask",
-                &[JSON],
-                ask_body("How many vacation days?"),
-            );
+            let reply = ask_vacation(&addr);
             (reply, t.elapsed())
         })
     };
@@ -198,7 +176,7 @@ fn a_silent_server_is_a_504_and_does_not_hold_up_searches() {
 #[test]
 fn a_failing_server_is_retried_then_a_502_with_its_message() {
     let data = tempfile::tempdir().unwrap();
-    ingest(data.path());
+    ingest_examples(data.path());
     let (addr, seen) = fake_server(|stream, request| {
         // The key travels as a bearer token, from the environment.
         assert!(
@@ -214,13 +192,7 @@ fn a_failing_server_is_retried_then_a_502_with_its_message() {
         );
     });
     let server = serve(data.path(), &remote(&format!("http://{addr}/v1")));
-    let (status, _, body) = http(
-        &server.addr,
-        "POST",
-        "/v1/ask",
-        &[JSON],
-        ask_body("How many vacation days?"),
-    );
+    let (status, _, body) = ask_vacation(&server.addr);
     assert_eq!(status, 502, "{body}");
     let message = json(&body)["error"]["message"]
         .as_str()
@@ -238,7 +210,7 @@ fn a_failing_server_is_retried_then_a_502_with_its_message() {
 #[test]
 fn a_stream_that_stalls_ends_with_an_error_event_and_the_text_so_far() {
     let data = tempfile::tempdir().unwrap();
-    ingest(data.path());
+    ingest_examples(data.path());
     let (addr, _) = fake_server(|stream, _| {
         let event = r#"data: {"choices":[{"index":0,"delta":{"content":"Twenty days"},"finish_reason":null}]}"#;
         let chunk = format!("{event}\n\n");
@@ -325,7 +297,7 @@ fn a_real_server_answers_with_the_same_citations_as_the_local_model() {
     let Some(url) = openai_url() else { return };
     docent_models::testing::require("qwen2.5-0.5b-instruct");
     let data = tempfile::tempdir().unwrap();
-    ingest(data.path());
+    ingest_examples(data.path());
     let qwen = [("DOCENT__GENERATE__MODEL", "qwen2.5-0.5b-instruct")];
     let mut env = remote(&url);
     env.retain(|(k, _)| !k.contains("TIMEOUT"));

@@ -5,21 +5,14 @@ use std::io::{BufRead, Read};
 use std::time::Duration;
 
 mod common;
-use common::{command, http, json, metric, open_stream, start};
+use common::{http, ingest_examples, json, metric, open_stream, start};
 
 const JSON: (&str, &str) = ("Content-Type", "application/json");
 
 #[test]
 fn search_ask_and_stream_over_http() {
     let data = tempfile::tempdir().unwrap();
-    assert!(
-        command(data.path())
-            .args(["ingest", "examples/docs"])
-            .output()
-            .unwrap()
-            .status
-            .success()
-    );
+    ingest_examples(data.path());
     let server = start(data.path(), &[]);
     let addr = &server.addr;
 
@@ -356,14 +349,7 @@ fn oversized_upload_is_413() {
 #[test]
 fn full_queue_is_429_and_a_disconnect_cancels_generation() {
     let data = tempfile::tempdir().unwrap();
-    assert!(
-        command(data.path())
-            .args(["ingest", "examples/docs"])
-            .output()
-            .unwrap()
-            .status
-            .success()
-    );
+    ingest_examples(data.path());
     let server = start(data.path(), &[("DOCENT__GENERATE__QUEUE_DEPTH", "1")]);
     let addr = &server.addr;
     // Long answers (high temperature so the model doesn't stop early) keep
@@ -453,14 +439,7 @@ fn full_queue_is_429_and_a_disconnect_cancels_generation() {
 #[test]
 fn openapi_describes_every_endpoint_and_openai_shapes_hold() {
     let data = tempfile::tempdir().unwrap();
-    assert!(
-        command(data.path())
-            .args(["ingest", "examples/docs"])
-            .output()
-            .unwrap()
-            .status
-            .success()
-    );
+    ingest_examples(data.path());
     let server = start(data.path(), &[]);
     let addr = &server.addr;
     let (status, _, body) = http(addr, "GET", "/openapi.json", &[], "");
@@ -537,14 +516,7 @@ fn openapi_describes_every_endpoint_and_openai_shapes_hold() {
 #[test]
 fn a_conversation_survives_a_restart_and_its_follow_up_finds_the_right_document() {
     let data = tempfile::tempdir().unwrap();
-    assert!(
-        command(data.path())
-            .args(["ingest", "examples/docs"])
-            .output()
-            .unwrap()
-            .status
-            .success()
-    );
+    ingest_examples(data.path());
     let id = {
         let server = start(data.path(), &[]);
         let (status, _, body) = http(&server.addr, "POST", "/v1/conversations", &[], "");
@@ -556,7 +528,11 @@ fn a_conversation_survives_a_restart_and_its_follow_up_finds_the_right_document(
         });
         let (status, _, body) = http(&server.addr, "POST", "/v1/ask", &[JSON], ask.to_string());
         assert_eq!(status, 200, "{body}");
-        assert_eq!(json(&body)["citations"][0]["source"], "pricing.md", "{body}");
+        assert_eq!(
+            json(&body)["citations"][0]["source"],
+            "pricing.md",
+            "{body}"
+        );
         // The turn is written after the answer; wait for it before the kill.
         let path = format!("/v1/conversations/{id}");
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -565,7 +541,10 @@ fn a_conversation_survives_a_restart_and_its_follow_up_finds_the_right_document(
             .unwrap()
             .is_empty()
         {
-            assert!(std::time::Instant::now() < deadline, "the turn was not recorded");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the turn was not recorded"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         id
@@ -589,5 +568,8 @@ fn a_conversation_survives_a_restart_and_its_follow_up_finds_the_right_document(
     let rewritten = answer["rewritten_query"].as_str().unwrap();
     assert!(rewritten.contains("Enterprise plan"), "{answer}");
     assert_eq!(answer["citations"][0]["source"], "pricing.md", "{answer}");
-    assert!(answer["timings_ms"]["rewrite"].as_f64().unwrap() > 0.0, "{answer}");
+    assert!(
+        answer["timings_ms"]["rewrite"].as_f64().unwrap() > 0.0,
+        "{answer}"
+    );
 }

@@ -30,6 +30,19 @@ pub fn command(data: &Path) -> Command {
     c
 }
 
+/// Ingests the example documents into `data`.
+pub fn ingest_examples(data: &Path) {
+    let out = command(data)
+        .args(["ingest", "examples/docs"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A running `docent serve`, killed on drop.
 pub struct Server {
     child: Child,
