@@ -16,7 +16,10 @@
 //! Each follow-up is then searched three ways: as asked (raw), as docent
 //! rewrites it with the first question and its gold answer as history, and
 //! in its original standalone form (the ceiling). With `--answers` each
-//! way is also answered and scored by F1.
+//! way is also answered and scored by F1. A topic-switch control asks each
+//! standalone question after an unrelated earlier question (the first of a
+//! pair on another paragraph): what docent searches for then must find what
+//! the question alone finds.
 
 use crate::Workspace;
 use crate::dataset::{Query, median, token_f1};
@@ -330,6 +333,7 @@ pub(crate) fn run(ws: &dyn Workspace, args: FollowupArgs) -> Result<()> {
     let mut f1: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     let (mut rewritten_n, mut skipped_followups, mut rewrote_standalone) = (0, 0, 0);
     let mut by_model = 0;
+    let mut switch_rewritten = 0;
     let mut rewrite_ms = Vec::new();
     let bar = bar(picked.len(), "follow-ups");
     for f in &picked {
@@ -368,6 +372,27 @@ pub(crate) fn run(ws: &dyn Workspace, args: FollowupArgs) -> Result<()> {
             *hits.entry(way).or_default() += usize::from(hit);
             line[format!("{way}_hit@5")] = json!(hit);
         }
+        // Topic switch: the standalone question after an unrelated earlier
+        // question (the first question of a pair from another paragraph).
+        // What docent searches for must not lose what the question alone finds.
+        let other = picked
+            .iter()
+            .map(|o| o.first)
+            .find(|o| o.relevant.keys().next() != Some(&gold))
+            .unwrap_or(f.first);
+        let unrelated = vec![
+            ChatMessage::user(other.text.clone()),
+            ChatMessage::assistant(other.answers[0].clone()),
+        ];
+        let switched = asker
+            .rewrite(&f.second.text, &unrelated)?
+            .map_or(f.second.text.clone(), |r| r.query);
+        let found = asker.search(&switched, 20, &SearchFilter::default(), None, None)?;
+        let switch_hit = top_documents(&found, 5).contains(&gold);
+        *hits.entry("switch_docent").or_default() += usize::from(switch_hit);
+        switch_rewritten += usize::from(switched != f.second.text);
+        line["switch_query"] = json!(switched);
+        line["switch_hit@5"] = json!(switch_hit);
         if args.answers {
             let requests = [
                 (f.text.clone(), Vec::new()),
@@ -427,6 +452,11 @@ pub(crate) fn run(ws: &dyn Workspace, args: FollowupArgs) -> Result<()> {
         "seed": args.seed,
         "recall@5": recall,
         "gap_recovered": recovered,
+        "topic_switch": {
+            "recall@5_as_asked": recall["standalone"],
+            "recall@5_docent": hits.get("switch_docent").copied().unwrap_or(0) as f64 / n,
+            "rewritten": switch_rewritten,
+        },
         "f1": f1.iter().map(|(k, v)| (k.to_string(), mean(v))).collect::<BTreeMap<_, _>>(),
         "rewritten": rewritten_n,
         "rewritten_by_model": by_model,
@@ -454,6 +484,11 @@ pub(crate) fn run(ws: &dyn Workspace, args: FollowupArgs) -> Result<()> {
                 f.map_or("-".to_string(), |f| format!("{f:.4}"))
             );
         }
+        println!(
+            "topic switch (a standalone question after an unrelated one): R@5 {:.4} as asked, {:.4} as docent searched ({switch_rewritten} rewritten)",
+            recall["standalone"],
+            hits.get("switch_docent").copied().unwrap_or(0) as f64 / n
+        );
         println!(
             "gap recovered by rewriting: {}",
             recovered.map_or("n/a (no gap)".to_string(), |r| format!("{:.1}%", r * 100.0))

@@ -8,39 +8,21 @@ use docent_core::{ChatMessage, Generator, Result, Role};
 /// Characters of the earlier question shown to the rewrite prompt.
 const REWRITE_MESSAGE_CHARS: usize = 400;
 
-/// Words that point back into the conversation.
+/// Pronouns that point back into the conversation.
 const REFERRING: &[&str] = &[
-    "it",
-    "its",
-    "it's",
-    "they",
-    "them",
-    "their",
-    "theirs",
-    "this",
-    "that",
-    "these",
-    "those",
-    "he",
-    "him",
-    "his",
-    "she",
-    "her",
-    "hers",
-    "there",
-    "then",
-    "one",
-    "ones",
-    "former",
-    "latter",
-    "same",
-    "such",
-    "other",
-    "else",
-    "also",
-    "too",
-    "above",
-    "aforementioned",
+    "it", "its", "it's", "they", "them", "their", "theirs", "he", "him", "his", "she", "her",
+    "hers", "there", "former", "latter", "aforementioned",
+];
+
+/// Demonstratives: they point back when they stand for a noun ("is that
+/// free?", "when was this built?"), not when they lead one ("that first
+/// church", "the plan that we chose"): so only as the last word or before
+/// a verb form (an auxiliary or a past participle).
+const DEMONSTRATIVES: &[&str] = &["this", "that", "these", "those"];
+
+const AUXILIARIES: &[&str] = &[
+    "is", "was", "are", "were", "be", "been", "do", "does", "did", "has", "have", "had", "can",
+    "could", "will", "would", "should", "may", "might", "must", "cost", "costs", "mean", "means",
 ];
 
 /// Openings that continue an earlier question ("and in 1990?", "what about X?").
@@ -59,9 +41,10 @@ const CONTINUING: &[&str] = &[
     "which one",
 ];
 
-/// Whether `question` may lean on earlier turns: it uses a referring word
-/// (it, they, there, ...), opens like a continuation ("and ...", "what
-/// about ..."), or is too short to stand alone (three words or fewer).
+/// Whether `question` may lean on earlier turns: it uses a pronoun (it,
+/// they, there, ...) or a demonstrative standing for a noun ("is that
+/// free?"), opens like a continuation ("and ...", "what about ..."), or is
+/// too short to stand alone (three words or fewer).
 /// Without history nothing needs rewriting.
 pub fn needs_rewrite(question: &str, history: &[ChatMessage]) -> bool {
     if !history.iter().any(|m| m.role == Role::User) {
@@ -75,7 +58,20 @@ pub fn needs_rewrite(question: &str, history: &[ChatMessage]) -> bool {
         .split(|c: char| !(c.is_alphanumeric() || c == '\''))
         .filter(|w| !w.is_empty())
         .collect();
-    words.len() <= 3 || words.iter().any(|w| REFERRING.contains(w))
+    let points_back = |i: usize| {
+        let w = words[i];
+        if REFERRING.contains(&w) {
+            return true;
+        }
+        if !DEMONSTRATIVES.contains(&w) {
+            return false;
+        }
+        match words.get(i + 1) {
+            None => true,
+            Some(next) => AUXILIARIES.contains(next) || next.ends_with("ed"),
+        }
+    };
+    words.len() <= 3 || (0..words.len()).any(points_back)
 }
 
 /// Removes `[n]` citation markers (they point at an earlier turn's passages).
@@ -273,8 +269,19 @@ mod tests {
             assert!(needs_rewrite(q, &history), "{q}");
         }
         for q in [
+            "Is that free?",
+            "When was this introduced?",
+            "How much does that cost?",
+        ] {
+            assert!(needs_rewrite(q, &history), "{q}");
+        }
+        for q in [
             "How many days of paid vacation do new employees get?",
             "Within how many minutes must a Severity 1 incident be escalated?",
+            "What other English towns were sites of Huguenot settlement?",
+            "What is one supplementary source of European Union law?",
+            "What is the receptor that killer T cells use?",
+            "What were the Yuan armies too weak to stop?",
         ] {
             assert!(!needs_rewrite(q, &history), "{q}");
         }
