@@ -549,7 +549,9 @@ fn a_conversation_survives_a_restart_and_its_follow_up_finds_the_right_document(
         }
         id
     }; // the server is killed here
-    let server = start(data.path(), &[]);
+    // The model's rewrite ("join" is the default; both are measured in
+    // docs/quality.md).
+    let server = start(data.path(), &[("DOCENT__QUERY__FOLLOWUPS", "rewrite")]);
     let path = format!("/v1/conversations/{id}");
     let (status, _, body) = http(&server.addr, "GET", &path, &[], "");
     assert_eq!(status, 200, "{body}");
