@@ -10,8 +10,23 @@ const REWRITE_MESSAGE_CHARS: usize = 400;
 
 /// Pronouns that point back into the conversation.
 const REFERRING: &[&str] = &[
-    "it", "its", "it's", "they", "them", "their", "theirs", "he", "him", "his", "she", "her",
-    "hers", "there", "former", "latter", "aforementioned",
+    "it",
+    "its",
+    "it's",
+    "they",
+    "them",
+    "their",
+    "theirs",
+    "he",
+    "him",
+    "his",
+    "she",
+    "her",
+    "hers",
+    "there",
+    "former",
+    "latter",
+    "aforementioned",
 ];
 
 /// Demonstratives: they point back when they stand for a noun ("is that
@@ -250,6 +265,56 @@ mod tests {
             ChatMessage::user(q.to_string()),
             ChatMessage::assistant(a.to_string()),
         ]
+    }
+
+    /// Counts whitespace-separated words as tokens.
+    struct WordCounter;
+
+    impl Generator for WordCounter {
+        fn model_id(&self) -> &str {
+            "words"
+        }
+        fn context_length(&self) -> usize {
+            4096
+        }
+        fn count_tokens(&self, text: &str) -> Result<usize> {
+            Ok(text.split_whitespace().count())
+        }
+        fn template_overhead(&self, messages: &[ChatMessage]) -> Result<usize> {
+            Ok(messages.len() * 4)
+        }
+        fn generate(
+            &self,
+            _: docent_core::GenerationRequest,
+        ) -> Result<tokio::sync::mpsc::Receiver<docent_core::GenerationEvent>> {
+            unreachable!("budget tests do not generate")
+        }
+    }
+
+    #[test]
+    fn history_is_trimmed_oldest_first_and_never_starts_with_an_answer() {
+        let mut history = turn("one two three", "four five six seven");
+        history.extend(turn("eight nine", "ten"));
+        // Each message costs its words + 4.
+        let kept = trim_history(&history, &WordCounter, 100).unwrap();
+        assert_eq!(kept, history);
+        // Room for the last three messages only: the orphaned answer goes too.
+        let kept = trim_history(&history, &WordCounter, 8 + 6 + 5).unwrap();
+        assert_eq!(kept, history[2..]);
+        assert!(trim_history(&history, &WordCounter, 3).unwrap().is_empty());
+    }
+
+    #[test]
+    fn rewrite_prompt_snapshot() {
+        let history = clean_history(&turn(
+            "How much does the Business plan cost per user per month?",
+            "$15 per user per month [1].",
+        ));
+        let rendered: Vec<String> = rewrite_messages("Does it include single sign-on?", &history)
+            .iter()
+            .map(|m| format!("[{:?}]\n{}", m.role, m.content))
+            .collect();
+        insta::assert_snapshot!(rendered.join("\n"));
     }
 
     #[test]

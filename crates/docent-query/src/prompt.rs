@@ -230,6 +230,37 @@ mod tests {
     }
 
     #[test]
+    fn history_prompt_snapshot() {
+        let builder = PromptBuilder::new(PromptTemplates::for_style(AnswerStyle::Concise));
+        let passages = vec![passage(
+            "pricing.md",
+            "Enterprise includes single sign-on (SAML).",
+            0.9,
+        )];
+        let history = [
+            ChatMessage::user("How much does the Enterprise plan cost?"),
+            ChatMessage::assistant("$45 per user per month."),
+        ];
+        let (messages, _) = builder
+            .build_with_history(
+                "Does it include single sign-on?",
+                &history,
+                &passages,
+                &WordCounter,
+                10_000,
+            )
+            .unwrap();
+        // The rules and passages first (the cached prefix), then the earlier
+        // turns, then this question.
+        assert_eq!(messages.len(), 4);
+        let rendered: Vec<String> = messages
+            .iter()
+            .map(|m| format!("[{:?}]\n{}", m.role, m.content))
+            .collect();
+        insta::assert_snapshot!(rendered.join("\n"));
+    }
+
+    #[test]
     fn the_default_style_is_concise_and_the_styles_differ() {
         assert_eq!(
             PromptTemplates::default().system,
