@@ -471,6 +471,7 @@ fn answers(ws: &dyn Workspace, args: AnswerArgs) -> Result<()> {
                     "abstain_probability": response.abstain_probability,
                     "cited": cited, "top_document": response.citations.first().map(|c| &c.document_id),
                     "top_similarity": response.citations.first().map(|c| c.similarity),
+                    "top_rerank_score": response.citations.iter().filter_map(|c| c.rerank_score).reduce(f32::max),
                     "em": q_em, "f1": q_f1, "ttft_ms": first, "total_ms": total_ms,
                     "prompt_tokens": response.usage.prompt_tokens,
                     "cached_prompt_tokens": response.usage.cached_prompt_tokens,
