@@ -237,6 +237,7 @@ await step('a follow-up is asked in the same conversation, searched with what it
   check(turns.length === 1 && turns[0] === 'Where is the EU data center?', `the first turn is listed: ${JSON.stringify(turns)}`);
   const id = await page.evaluate(() => sessionStorage.getItem('docent.conversation'));
   check(/^[0-9a-f-]{36}$/.test(id || ''), `the tab keeps a conversation id: ${id}`);
+  await page.screenshot({ path: join(OUT, 'follow-up.png'), fullPage: true });
   await page.reload();
   await page.waitForFunction(() => document.querySelectorAll('#turns li').length === 2);
   const kept = await page.$$eval('#turns .turn-question', (ts) => ts.map((t) => t.textContent));
