@@ -5,6 +5,8 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod common;
+
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -80,30 +82,13 @@ fn ingest_examples_then_ask_cites_the_right_document() {
 
     // Each answer sits in one known document. Every `ask` is a new process,
     // so these also show the store survives a restart.
-    let cases = [
-        (
-            "How many days of paid vacation do new employees get?",
-            "handbook.md",
-            "20",
-        ),
-        (
-            "How much does the Enterprise plan cost per user per month?",
-            "pricing.md",
-            "45",
-        ),
-        (
-            "Within how many minutes must a Severity 1 incident be escalated to the on-call engineer?",
-            "support-runbook.txt",
-            "15",
-        ),
-    ];
     // Two passages, not the default five: SmolLM2-135M, the plumbing model,
     // takes a number from the wrong passage when it reads five stretches of
     // about 350 tokens ("5 minutes of paging" for 15, "2 days" of special
     // leave for 20), though the right document is cited first. Answer
     // quality with the default model is measured by `docent eval answers`
     // (docs/quality.md).
-    for (question, source, fact) in cases {
+    for (question, source, fact) in common::HANDBOOK {
         let out = docent(
             data.path(),
             &[

@@ -16,7 +16,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{command, http, ingest_examples, json, metric, open_stream, start};
+use common::{HANDBOOK, command, http, ingest_examples, json, metric, open_stream, start};
 
 const JSON: (&str, &str) = ("Content-Type", "application/json");
 
@@ -273,24 +273,6 @@ fn citations(answer: &Value) -> Vec<(String, bool)> {
         })
         .collect()
 }
-
-const HANDBOOK: [(&str, &str, &str); 3] = [
-    (
-        "How many days of paid vacation do new employees get?",
-        "handbook.md",
-        "20",
-    ),
-    (
-        "How much does the Enterprise plan cost per user per month?",
-        "pricing.md",
-        "45",
-    ),
-    (
-        "Within how many minutes must a Severity 1 incident be escalated to the on-call engineer?",
-        "support-runbook.txt",
-        "15",
-    ),
-];
 
 #[test]
 fn a_real_server_answers_with_the_same_citations_as_the_local_model() {

@@ -196,3 +196,23 @@ pub fn metric(addr: &str, name: &str) -> f64 {
         .parse()
         .unwrap()
 }
+
+/// Questions on the example documents, each answered in one known document:
+/// (question, source, the fact the answer holds).
+pub const HANDBOOK: [(&str, &str, &str); 3] = [
+    (
+        "How many days of paid vacation do new employees get?",
+        "handbook.md",
+        "20",
+    ),
+    (
+        "How much does the Enterprise plan cost per user per month?",
+        "pricing.md",
+        "45",
+    ),
+    (
+        "Within how many minutes must a Severity 1 incident be escalated to the on-call engineer?",
+        "support-runbook.txt",
+        "15",
+    ),
+];

@@ -84,6 +84,52 @@ pub struct AnswerArgs {
     json: bool,
 }
 
+/// Answers over an eval collection with the configured retrieval and
+/// reranker and the given `[query]` settings.
+pub(crate) fn eval_asker(
+    ws: &dyn Workspace,
+    parts: &EmbeddingParts,
+    collection: &Collection,
+    generator: std::sync::Arc<dyn docent_core::Generator>,
+    query: docent_query::QuerySettings,
+) -> Result<Asker> {
+    let asker = Asker::new(
+        parts.embedder.clone(),
+        collection.store.clone(),
+        generator,
+        query,
+        ws.settings().retrieval,
+    );
+    Ok(match ws.reranker()? {
+        Some((model, candidates)) => asker.with_reranker(model, candidates),
+        None => asker,
+    })
+}
+
+/// A question asked as the evals ask it: greedy, at most `max_tokens`,
+/// everything else as configured.
+pub(crate) fn greedy_request(
+    settings: &crate::Settings,
+    question: String,
+    history: Vec<docent_core::ChatMessage>,
+    max_tokens: usize,
+) -> AskRequest {
+    AskRequest {
+        question,
+        top_k: None,
+        filter: SearchFilter::default(),
+        mode: None,
+        rerank: None,
+        answer_style: None,
+        history,
+        sampling: SamplingParams {
+            max_tokens,
+            temperature: 0.0,
+            ..settings.sampling.clone()
+        },
+    }
+}
+
 pub(crate) fn run(ws: &dyn Workspace, command: EvalCommand) -> Result<()> {
     match command {
         EvalCommand::Retrieval(args) => retrieval(ws, args),
@@ -389,16 +435,7 @@ fn answers(ws: &dyn Workspace, args: AnswerArgs) -> Result<()> {
     if threshold > 0.0 {
         measuring.abstain_threshold = 2.0;
     }
-    let mut asker = Asker::new(
-        parts.embedder.clone(),
-        collection.store.clone(),
-        generator.clone(),
-        measuring,
-        settings.retrieval.clone(),
-    );
-    if let Some((model, candidates)) = ws.reranker()? {
-        asker = asker.with_reranker(model, candidates);
-    }
+    let asker = eval_asker(ws, &parts, &collection, generator.clone(), measuring)?;
     let mut outcomes = Vec::with_capacity(picked.len());
     let (mut ttft, mut totals) = (Vec::new(), Vec::new());
     let (mut prompt_tokens, mut cached_tokens) = (Vec::<f64>::new(), Vec::<f64>::new());
@@ -406,20 +443,11 @@ fn answers(ws: &dyn Workspace, args: AnswerArgs) -> Result<()> {
     for q in &picked {
         let t0 = Instant::now();
         let mut first: Option<f64> = None;
+        let request = greedy_request(&settings, q.text.clone(), Vec::new(), args.max_tokens);
         let response = asker.ask(
             &AskRequest {
-                question: q.text.clone(),
-                top_k: None,
-                filter: SearchFilter::default(),
-                mode: None,
-                rerank: None,
                 answer_style: args.style,
-                history: Vec::new(),
-                sampling: SamplingParams {
-                    max_tokens: args.max_tokens,
-                    temperature: 0.0,
-                    ..settings.sampling.clone()
-                },
+                ..request
             },
             |event| {
                 if let AnswerEvent::Piece(_) = event

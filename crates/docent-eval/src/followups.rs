@@ -23,11 +23,12 @@
 
 use crate::Workspace;
 use crate::dataset::{Query, median, token_f1};
-use crate::eval::{DatasetArgs, EvalCollection, bar, ingest, load, strip_markers};
+use crate::eval::{
+    DatasetArgs, EvalCollection, bar, eval_asker, greedy_request, ingest, load, strip_markers,
+};
 use anyhow::{Result, bail};
 use clap::Args;
-use docent_core::{ChatMessage, SamplingParams, SearchFilter};
-use docent_query::{AskRequest, Asker};
+use docent_core::{ChatMessage, SearchFilter};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use serde_json::json;
@@ -280,6 +281,14 @@ pub fn build(queries: &[Query]) -> Vec<Followup<'_>> {
     out
 }
 
+/// The history of a follow-up: `first` asked and answered with its gold answer.
+fn exchange(first: &Query) -> Vec<ChatMessage> {
+    vec![
+        ChatMessage::user(first.text.clone()),
+        ChatMessage::assistant(first.answers[0].clone()),
+    ]
+}
+
 /// The first `k` distinct documents of a ranked list of chunks.
 fn top_documents(hits: &[docent_core::ScoredChunk], k: usize) -> Vec<String> {
     let mut docs: Vec<String> = Vec::new();
@@ -314,16 +323,13 @@ pub(crate) fn run(ws: &dyn Workspace, args: FollowupArgs) -> Result<()> {
     let collection = ingest(ws, &eval, &parts, &dataset)?;
     let generator = ws.generator(None)?;
     let settings = ws.settings();
-    let mut asker = Asker::new(
-        parts.embedder.clone(),
-        collection.store.clone(),
+    let asker = eval_asker(
+        ws,
+        &parts,
+        &collection,
         generator.clone(),
         settings.query.clone(),
-        settings.retrieval.clone(),
-    );
-    if let Some((model, candidates)) = ws.reranker()? {
-        asker = asker.with_reranker(model, candidates);
-    }
+    )?;
     let mut out = match &args.out {
         Some(p) => Some(std::io::BufWriter::new(std::fs::File::create(p)?)),
         None => None,
@@ -337,10 +343,7 @@ pub(crate) fn run(ws: &dyn Workspace, args: FollowupArgs) -> Result<()> {
     let mut rewrite_ms = Vec::new();
     let bar = bar(picked.len(), "follow-ups");
     for f in &picked {
-        let history = vec![
-            ChatMessage::user(f.first.text.clone()),
-            ChatMessage::assistant(f.first.answers[0].clone()),
-        ];
+        let history = exchange(f.first);
         let gold = f.second.relevant.keys().next().cloned().unwrap_or_default();
         let rewrite = asker.rewrite(&f.text, &history)?;
         match &rewrite {
@@ -380,10 +383,7 @@ pub(crate) fn run(ws: &dyn Workspace, args: FollowupArgs) -> Result<()> {
             .map(|o| o.first)
             .find(|o| o.relevant.keys().next() != Some(&gold))
             .unwrap_or(f.first);
-        let unrelated = vec![
-            ChatMessage::user(other.text.clone()),
-            ChatMessage::assistant(other.answers[0].clone()),
-        ];
+        let unrelated = exchange(other);
         let switched = asker
             .rewrite(&f.second.text, &unrelated)?
             .map_or(f.second.text.clone(), |r| r.query);
@@ -400,23 +400,8 @@ pub(crate) fn run(ws: &dyn Workspace, args: FollowupArgs) -> Result<()> {
                 (f.second.text.clone(), Vec::new()),
             ];
             for (way, (question, history)) in ways.iter().zip(requests) {
-                let response = asker.ask(
-                    &AskRequest {
-                        question,
-                        top_k: None,
-                        filter: SearchFilter::default(),
-                        mode: None,
-                        rerank: None,
-                        answer_style: None,
-                        history,
-                        sampling: SamplingParams {
-                            max_tokens: args.max_tokens,
-                            temperature: 0.0,
-                            ..settings.sampling.clone()
-                        },
-                    },
-                    |_| {},
-                )?;
+                let request = greedy_request(&settings, question, history, args.max_tokens);
+                let response = asker.ask(&request, |_| {})?;
                 let score = token_f1(&strip_markers(&response.answer), &f.second.answers);
                 f1.entry(way).or_default().push(score);
                 line[format!("{way}_answer")] = json!(response.answer);

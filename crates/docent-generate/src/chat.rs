@@ -56,7 +56,8 @@ impl ChatTemplate {
     }
 }
 
-fn role_name(role: Role) -> &'static str {
+/// The role's name in chat markup and in OpenAI's API.
+pub(crate) fn role_name(role: Role) -> &'static str {
     match role {
         Role::System => "system",
         Role::User => "user",

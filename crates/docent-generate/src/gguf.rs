@@ -73,8 +73,8 @@ struct Job {
 pub struct GgufGenerator {
     model_id: String,
     context_length: usize,
-    tokenizer: Arc<GgufTokenizer>,
-    template: ChatTemplate,
+    /// The tokenizer and chat template.
+    chat: PromptCounter,
     jobs: Option<SyncSender<Job>>,
     /// Jobs accepted and not yet picked up by the model thread.
     queued: Arc<AtomicUsize>,
@@ -96,7 +96,7 @@ impl GgufGenerator {
         let mut file = std::fs::File::open(path).map_err(|e| load_error(path, "cannot open", e))?;
         let content =
             Content::read(&mut file).map_err(|e| load_error(path, "not a GGUF file", e))?;
-        let (tokenizer, template) = read_chat(path, &content)?;
+        let chat = PromptCounter::from_content(path, &content)?;
         let arch = content
             .metadata
             .get("general.architecture")
@@ -131,7 +131,6 @@ impl GgufGenerator {
         )
         .map_err(|e| load_error(path, "weights", e))?;
         drop(reader);
-        let tokenizer = Arc::new(tokenizer);
         let (tx, rx) = sync_channel::<Job>(options.queue_depth);
         let queued = Arc::new(AtomicUsize::new(0));
         let cancelled = Arc::new(AtomicU64::new(0));
@@ -139,8 +138,8 @@ impl GgufGenerator {
             queued: queued.clone(),
             cancelled: cancelled.clone(),
             model,
-            decoder: tokenizer.with_specials.clone(),
-            eos: tokenizer.eos_ids.clone(),
+            decoder: chat.tokenizer.with_specials.clone(),
+            eos: chat.tokenizer.eos_ids.clone(),
             context_length,
             prefill_chunk: options.prefill_chunk.max(1),
         };
@@ -151,8 +150,7 @@ impl GgufGenerator {
         Ok(GgufGenerator {
             model_id: options.model_id,
             context_length,
-            tokenizer,
-            template,
+            chat,
             jobs: Some(tx),
             queued,
             cancelled,
@@ -162,38 +160,19 @@ impl GgufGenerator {
 
     /// The tokenizer, for callers that need exact counts or ids.
     pub fn tokenizer(&self) -> &GgufTokenizer {
-        &self.tokenizer
+        &self.chat.tokenizer
     }
 
     /// Prompt ids for a conversation, as the model will see them.
     pub fn render(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
-        self.template
-            .render(&self.tokenizer, messages)
-            .map_err(|e| Error::InvalidInput(format!("cannot tokenize the prompt: {e}")))
+        self.chat.render(messages)
     }
 }
 
-/// The tokenizer and chat template of a GGUF's metadata.
-fn read_chat(path: &Path, content: &Content) -> Result<(GgufTokenizer, ChatTemplate)> {
-    let tokenizer =
-        GgufTokenizer::from_gguf(content).map_err(|e| load_error(path, "tokenizer", e))?;
-    let template_text = content
-        .metadata
-        .get("tokenizer.chat_template")
-        .and_then(|v| v.to_string().ok())
-        .cloned();
-    let template = ChatTemplate::detect(template_text.as_deref(), &tokenizer).ok_or_else(|| {
-        load_error(
-            path,
-            "chat template",
-            "no supported chat template (ChatML) in this model",
-        )
-    })?;
-    Ok((tokenizer, template))
-}
-
-/// A model's tokenizer and chat template without its weights: exact prompt
-/// sizes for a generation server that runs the same model.
+/// A model's tokenizer and chat template (its GGUF metadata): prompt ids
+/// and sizes. The local generator renders its prompts with it; loaded
+/// without the weights, it counts exactly for a generation server that runs
+/// the same model.
 pub struct PromptCounter {
     tokenizer: GgufTokenizer,
     template: ChatTemplate,
@@ -205,7 +184,26 @@ impl PromptCounter {
         let mut file = std::fs::File::open(path).map_err(|e| load_error(path, "cannot open", e))?;
         let content =
             Content::read(&mut file).map_err(|e| load_error(path, "not a GGUF file", e))?;
-        let (tokenizer, template) = read_chat(path, &content)?;
+        Self::from_content(path, &content)
+    }
+
+    /// The tokenizer and chat template of the GGUF `content` read from `path`.
+    fn from_content(path: &Path, content: &Content) -> Result<Self> {
+        let tokenizer =
+            GgufTokenizer::from_gguf(content).map_err(|e| load_error(path, "tokenizer", e))?;
+        let template_text = content
+            .metadata
+            .get("tokenizer.chat_template")
+            .and_then(|v| v.to_string().ok())
+            .cloned();
+        let template =
+            ChatTemplate::detect(template_text.as_deref(), &tokenizer).ok_or_else(|| {
+                load_error(
+                    path,
+                    "chat template",
+                    "no supported chat template (ChatML) in this model",
+                )
+            })?;
         Ok(PromptCounter {
             tokenizer,
             template,
@@ -220,13 +218,27 @@ impl PromptCounter {
             .map_err(|e| Error::InvalidInput(e.to_string()))
     }
 
-    /// Tokens of the whole rendered conversation, up to the opening of the
+    /// Prompt ids of the whole conversation, up to the opening of the
     /// assistant's turn.
-    pub fn prompt_tokens(&self, messages: &[ChatMessage]) -> Result<usize> {
+    pub fn render(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
         self.template
             .render(&self.tokenizer, messages)
-            .map(|ids| ids.len())
             .map_err(|e| Error::InvalidInput(format!("cannot tokenize the prompt: {e}")))
+    }
+
+    /// Tokens of the whole rendered conversation.
+    pub fn prompt_tokens(&self, messages: &[ChatMessage]) -> Result<usize> {
+        self.render(messages).map(|ids| ids.len())
+    }
+
+    /// Tokens the chat markup adds around the messages' contents
+    /// (`Generator::template_overhead`).
+    pub fn overhead(&self, messages: &[ChatMessage]) -> Result<usize> {
+        let content = messages
+            .iter()
+            .map(|m| self.count(&m.content))
+            .sum::<Result<usize>>()?;
+        Ok(self.prompt_tokens(messages)?.saturating_sub(content))
     }
 }
 
@@ -279,19 +291,11 @@ impl Generator for GgufGenerator {
     }
 
     fn count_tokens(&self, text: &str) -> Result<usize> {
-        self.tokenizer
-            .encode_plain(text)
-            .map(|ids| ids.len())
-            .map_err(|e| Error::InvalidInput(e.to_string()))
+        self.chat.count(text)
     }
 
     fn template_overhead(&self, messages: &[ChatMessage]) -> Result<usize> {
-        let total = self.render(messages)?.len();
-        let content: usize = messages
-            .iter()
-            .map(|m| self.count_tokens(&m.content))
-            .sum::<Result<usize>>()?;
-        Ok(total.saturating_sub(content))
+        self.chat.overhead(messages)
     }
 
     fn queue_depth(&self) -> usize {
@@ -313,7 +317,7 @@ impl Generator for GgufGenerator {
         }
         let (probe, probe_prompt) = match &request.probe {
             Some(probe) => (
-                self.tokenizer.encode_plain(&probe.text).map_err(|e| {
+                self.chat.tokenizer.encode_plain(&probe.text).map_err(|e| {
                     Error::InvalidInput(format!("cannot tokenize the probe text: {e}"))
                 })?,
                 probe

@@ -20,7 +20,7 @@
 use crate::gguf::PromptCounter;
 use docent_core::{
     ChatMessage, Error, FinishReason, GenerationEvent, GenerationRequest, GenerationStats,
-    Generator, Probe, Result, Role,
+    Generator, Probe, Result,
 };
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -169,7 +169,7 @@ impl OpenAiGenerator {
         let mut body = json!({
             "model": self.options.model,
             "messages": messages.iter().map(|m| json!({
-                "role": role_name(m.role),
+                "role": crate::chat::role_name(m.role),
                 "content": m.content,
             })).collect::<Vec<_>>(),
             "max_tokens": s.max_tokens,
@@ -281,14 +281,6 @@ impl OpenAiGenerator {
 
     fn estimate(text: &str) -> usize {
         text.len().div_ceil(3)
-    }
-}
-
-fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::System => "system",
-        Role::User => "user",
-        Role::Assistant => "assistant",
     }
 }
 
@@ -681,14 +673,7 @@ impl Generator for OpenAiGenerator {
 
     fn template_overhead(&self, messages: &[ChatMessage]) -> Result<usize> {
         match &self.options.counter {
-            Some(counter) => {
-                let total = counter.prompt_tokens(messages)?;
-                let content = messages
-                    .iter()
-                    .map(|m| counter.count(&m.content))
-                    .sum::<Result<usize>>()?;
-                Ok(total.saturating_sub(content))
-            }
+            Some(counter) => counter.overhead(messages),
             // Role markers and separators: a few tokens per message in
             // every chat format seen, plus the assistant's opening.
             None => Ok(8 * messages.len() + 4),

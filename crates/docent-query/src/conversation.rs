@@ -3,6 +3,7 @@
 //! question (`prompts/rewrite.*.prompt`), cleaning the model's rewrite, and
 //! trimming the history that goes into the answer prompt.
 
+use crate::prompt::render;
 use docent_core::{ChatMessage, Generator, Result, Role};
 
 /// Characters of the earlier question shown to the rewrite prompt.
@@ -119,14 +120,6 @@ pub fn clean_history(history: &[ChatMessage]) -> Vec<ChatMessage> {
         })
         .filter(|m| !m.content.is_empty())
         .collect()
-}
-
-fn render(template: &str, values: &[(&str, &str)]) -> String {
-    let mut out = template.to_string();
-    for (name, value) in values {
-        out = out.replace(&format!("{{{{{name}}}}}"), value);
-    }
-    out
 }
 
 /// The last question the user asked before this one.
@@ -259,36 +252,13 @@ pub fn trim_history(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::WordCounter;
 
     fn turn(q: &str, a: &str) -> Vec<ChatMessage> {
         vec![
             ChatMessage::user(q.to_string()),
             ChatMessage::assistant(a.to_string()),
         ]
-    }
-
-    /// Counts whitespace-separated words as tokens.
-    struct WordCounter;
-
-    impl Generator for WordCounter {
-        fn model_id(&self) -> &str {
-            "words"
-        }
-        fn context_length(&self) -> usize {
-            4096
-        }
-        fn count_tokens(&self, text: &str) -> Result<usize> {
-            Ok(text.split_whitespace().count())
-        }
-        fn template_overhead(&self, messages: &[ChatMessage]) -> Result<usize> {
-            Ok(messages.len() * 4)
-        }
-        fn generate(
-            &self,
-            _: docent_core::GenerationRequest,
-        ) -> Result<tokio::sync::mpsc::Receiver<docent_core::GenerationEvent>> {
-            unreachable!("budget tests do not generate")
-        }
     }
 
     #[test]

@@ -25,3 +25,33 @@ pub use runner::{AnswerEvent, AnswerStream, Asker, Rewrite};
 
 /// The fixed sentence docent answers when the documents do not hold the answer.
 pub const NO_ANSWER: &str = "I don't know based on the provided documents.";
+
+/// What the crate's unit tests share.
+#[cfg(test)]
+mod testing {
+    use docent_core::{ChatMessage, GenerationEvent, GenerationRequest, Generator, Result};
+
+    /// Counts whitespace-separated words as tokens: enough to test budgeting.
+    pub struct WordCounter;
+
+    impl Generator for WordCounter {
+        fn model_id(&self) -> &str {
+            "words"
+        }
+        fn context_length(&self) -> usize {
+            4096
+        }
+        fn count_tokens(&self, text: &str) -> Result<usize> {
+            Ok(text.split_whitespace().count())
+        }
+        fn template_overhead(&self, messages: &[ChatMessage]) -> Result<usize> {
+            Ok(messages.len() * 4)
+        }
+        fn generate(
+            &self,
+            _: GenerationRequest,
+        ) -> Result<tokio::sync::mpsc::Receiver<GenerationEvent>> {
+            unreachable!("budget tests do not generate")
+        }
+    }
+}

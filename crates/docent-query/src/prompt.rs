@@ -58,7 +58,7 @@ pub fn support_messages(messages: &[ChatMessage], question: &str) -> Vec<ChatMes
 }
 
 /// Renders `{{name}}` placeholders; unknown placeholders are left as they are.
-fn render(template: &str, values: &[(&str, &str)]) -> String {
+pub(crate) fn render(template: &str, values: &[(&str, &str)]) -> String {
     let mut out = template.to_string();
     for (name, value) in values {
         out = out.replace(&format!("{{{{{name}}}}}"), value);
@@ -170,31 +170,8 @@ impl PromptBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use docent_core::{Chunk, ChunkId, DocumentId, GenerationEvent, GenerationRequest};
-
-    /// Counts whitespace-separated words as tokens: enough to test budgeting.
-    struct WordCounter;
-
-    impl Generator for WordCounter {
-        fn model_id(&self) -> &str {
-            "words"
-        }
-        fn context_length(&self) -> usize {
-            4096
-        }
-        fn count_tokens(&self, text: &str) -> Result<usize> {
-            Ok(text.split_whitespace().count())
-        }
-        fn template_overhead(&self, messages: &[ChatMessage]) -> Result<usize> {
-            Ok(messages.len() * 4)
-        }
-        fn generate(
-            &self,
-            _: GenerationRequest,
-        ) -> Result<tokio::sync::mpsc::Receiver<GenerationEvent>> {
-            unreachable!("prompt tests do not generate")
-        }
-    }
+    use crate::testing::WordCounter;
+    use docent_core::{Chunk, ChunkId, DocumentId};
 
     fn passage(source: &str, text: &str, score: f32) -> ScoredChunk {
         let doc = DocumentId::new(source);

@@ -62,11 +62,10 @@ pub struct Rewrite {
     /// What retrieval searches for: the earlier question followed by the
     /// model's rewrite of the follow-up (or by the follow-up as asked, when
     /// the rewrite was unusable or not asked for).
+    /// (The answer prompt still asks the follow-up as asked, after the
+    /// earlier turns: qwen2.5-0.5b's rewrites are sometimes another
+    /// question altogether, docs/quality.md, session 12.)
     pub query: String,
-    /// The question the answer prompt asks: the follow-up as asked; the
-    /// prompt carries the earlier turns. (qwen2.5-0.5b's rewrites are
-    /// sometimes another question altogether: docs/quality.md, session 12.)
-    pub question: String,
     /// Whether the model's rewrite is in the query.
     pub by_model: bool,
     /// Time the model took.
@@ -213,16 +212,20 @@ impl Asker {
     /// [`conversation::needs_rewrite`]) or rewriting is off. Blocking;
     /// takes a place in the generator's queue (`Error::Overloaded` when full).
     pub fn rewrite(&self, question: &str, history: &[ChatMessage]) -> Result<Option<Rewrite>> {
-        let history = conversation::clean_history(history);
-        if !conversation::needs_rewrite(question, &history) {
+        self.rewrite_cleaned(question, &conversation::clean_history(history))
+    }
+
+    /// [`Asker::rewrite`] on a history already through
+    /// [`conversation::clean_history`].
+    fn rewrite_cleaned(&self, question: &str, history: &[ChatMessage]) -> Result<Option<Rewrite>> {
+        if !conversation::needs_rewrite(question, history) {
             return Ok(None);
         }
         match self.settings.followups {
             Followups::Off => return Ok(None),
             Followups::Join => {
                 return Ok(Some(Rewrite {
-                    query: conversation::context_query(question, &history),
-                    question: question.trim().to_string(),
+                    query: conversation::context_query(question, history),
                     by_model: false,
                     ms: 0.0,
                 }));
@@ -231,7 +234,7 @@ impl Asker {
         }
         let started = Instant::now();
         let mut events = self.generator.generate(GenerationRequest {
-            messages: conversation::rewrite_messages(question, &history),
+            messages: conversation::rewrite_messages(question, history),
             sampling: SamplingParams {
                 max_tokens: REWRITE_TOKENS,
                 temperature: 0.0,
@@ -249,10 +252,9 @@ impl Asker {
                 GenerationEvent::Failed(error) => return Err(error),
             }
         }
-        let accepted = conversation::clean_rewrite(&text, question, &history);
+        let accepted = conversation::clean_rewrite(&text, question, history);
         Ok(Some(Rewrite {
-            query: conversation::context_query(accepted.as_deref().unwrap_or(question), &history),
-            question: question.trim().to_string(),
+            query: conversation::context_query(accepted.as_deref().unwrap_or(question), history),
             by_model: accepted.is_some(),
             ms: ms(started),
         }))
@@ -260,14 +262,13 @@ impl Asker {
 
     /// Retrieves passages and builds the prompt. Blocking (embeds the question).
     fn prepare(&self, request: &AskRequest) -> Result<Prepared> {
-        let asked = request.question.trim();
-        if asked.is_empty() {
+        let question = request.question.trim();
+        if question.is_empty() {
             return Err(Error::InvalidInput("question: must not be empty".into()));
         }
         let history = conversation::clean_history(&request.history);
-        let rewrite = self.rewrite(asked, &history)?;
-        let query = rewrite.as_ref().map_or(asked, |r| r.query.as_str());
-        let question = rewrite.as_ref().map_or(asked, |r| r.question.as_str());
+        let rewrite = self.rewrite_cleaned(question, &history)?;
+        let query = rewrite.as_ref().map_or(question, |r| r.query.as_str());
         let top_k = request.top_k.unwrap_or(self.settings.top_k).max(1);
         let lookup = Lookup {
             filter: request.filter.clone(),

@@ -178,7 +178,7 @@ impl AppState {
                     .map(|m| (m.role.as_str(), m.content.clone())),
                 "history",
             )?,
-            (None, Some(id)) => self.conversation_history(id).await?,
+            (None, Some(id)) => self.conversation(id).await?.history(),
             (None, None) => Vec::new(),
         };
         Ok(AskRequest {
@@ -279,12 +279,10 @@ pub async fn ask(
     let conversation = body.conversation_id.clone();
     if !stream {
         let response = finish_answer(&state, answer).await?;
-        if let Some(id) = conversation {
-            state.record_turn(id, turn(&question, &response));
-        }
         let mut json = serde_json::to_value(&response).expect("serialisable");
-        if let Some(id) = &body.conversation_id {
+        if let Some(id) = conversation {
             json["conversation_id"] = serde_json::json!(id);
+            state.record_turn(id, turn(&question, &response));
         }
         return Ok(axum::Json(json).into_response());
     }
@@ -356,10 +354,8 @@ pub(crate) fn turn(question: &str, response: &AskResponse) -> crate::Turn {
             .filter(|c| c.cited)
             .map(|c| c.source.clone())
             .collect(),
-        at: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
+        // Stamped by the store when it is recorded.
+        at: 0,
     }
 }
 

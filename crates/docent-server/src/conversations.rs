@@ -55,7 +55,7 @@ pub struct Turn {
     /// The sources the answer cited.
     #[serde(default)]
     pub cited_sources: Vec<String>,
-    /// Unix seconds.
+    /// Unix seconds, when it was recorded.
     pub at: u64,
 }
 
@@ -130,10 +130,8 @@ impl ConversationStore {
             path: shown,
             limits,
         };
-        store.write(|table| {
-            let _ = table;
-            Ok(())
-        })?;
+        // Creates the table, so that reads never meet a missing one.
+        store.write(|_| Ok(()))?;
         Ok(store)
     }
 
@@ -210,8 +208,9 @@ impl ConversationStore {
         Ok((!self.expired(&c, now())).then_some(c))
     }
 
-    /// Adds a turn; the oldest turns go beyond `max_turns`. False when the
-    /// conversation is gone (deleted or expired meanwhile).
+    /// Adds a turn, stamped with the time it is recorded; the oldest turns
+    /// go beyond `max_turns`. False when the conversation is gone (deleted
+    /// or expired meanwhile).
     pub fn append(&self, id: &str, turn: Turn) -> Result<bool, StoreError> {
         let limits = &self.limits;
         self.write(|table| {
@@ -223,14 +222,16 @@ impl ConversationStore {
             else {
                 return Ok(false);
             };
+            let at = now();
             c.turns.push(Turn {
                 question: clip(&turn.question, limits.max_message_chars),
                 answer: clip(&turn.answer, limits.max_message_chars),
+                at,
                 ..turn
             });
             let excess = c.turns.len().saturating_sub(limits.max_turns);
             c.turns.drain(..excess);
-            c.updated_at = now();
+            c.updated_at = at;
             let bytes = serde_json::to_vec(&c).map_err(|e| self.err(e))?;
             table
                 .insert(id, bytes.as_slice())
@@ -263,15 +264,12 @@ impl AppState {
         })
     }
 
-    /// The stored turns of conversation `id` as history (404 when unknown).
-    pub(crate) async fn conversation_history(
-        &self,
-        id: &str,
-    ) -> Result<Vec<ChatMessage>, ApiError> {
+    /// Conversation `id` (422 for a malformed id, 404 when unknown or expired).
+    pub(crate) async fn conversation(&self, id: &str) -> Result<Conversation, ApiError> {
         let store = self.conversations()?.clone();
         let id = checked(id)?;
         let found = blocking("conversation lookup", move || store.get(&id)).await?;
-        found.map(|c| c.history()).ok_or_else(gone)
+        found.ok_or_else(gone)
     }
 
     /// Records a finished turn (after the answer; a failure is logged, the
@@ -333,10 +331,7 @@ pub async fn get(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Json<Conversation>, ApiError> {
-    let store = state.conversations()?.clone();
-    let id = checked(&id)?;
-    let found = blocking("conversation lookup", move || store.get(&id)).await?;
-    found.map(Json).ok_or_else(gone)
+    Ok(Json(state.conversation(&id).await?))
 }
 
 #[utoipa::path(
