@@ -306,17 +306,17 @@ impl Setup {
         }
     }
 
-    /// What the HTTP server shares: its services over `collection`, with
-    /// the `[server]` limits. Uploads update the search index in the
-    /// background.
-    pub fn server_state(
+    /// One collection as the server serves it: answers over `collection`
+    /// through `asker`, uploads through a pipeline that updates the search
+    /// index in the background, and (with `keep_conversations`) its
+    /// conversations.
+    pub fn served(
         &self,
         asker: Arc<docent_query::Asker>,
         parts: &EmbeddingParts,
         collection: &Collection,
-        api_keys: Vec<String>,
         keep_conversations: bool,
-    ) -> Result<Arc<docent_server::AppState>> {
+    ) -> Result<docent_server::Served> {
         let s = &self.config.server;
         let mut options = self.ingest_options();
         options.index_in_background = true;
@@ -329,9 +329,88 @@ impl Setup {
         } else {
             None
         };
-        Ok(Arc::new(docent_server::AppState {
+        Ok(docent_server::Served {
+            name: self.collection.clone(),
             asker,
             pipeline: Arc::new(self.pipeline_with(parts, collection, options)),
+            conversations,
+        })
+    }
+
+    /// The collections `docent serve` opens besides the default one:
+    /// `[server] collections`, where `*` stands for every folder under the
+    /// collections directory.
+    pub fn other_served_names(&self) -> Vec<String> {
+        let mut names = std::collections::BTreeSet::new();
+        for name in &self.config.server.collections {
+            if name == "*" {
+                for entry in std::fs::read_dir(self.collections_root())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                {
+                    if entry.file_type().is_ok_and(|t| t.is_dir())
+                        && let Ok(name) = entry.file_name().into_string()
+                        && !name.starts_with('.')
+                    {
+                        names.insert(name);
+                    }
+                }
+            } else {
+                names.insert(name.clone());
+            }
+        }
+        names.remove(&self.collection);
+        names.into_iter().collect()
+    }
+
+    /// The same configuration over another collection of this data directory.
+    pub fn for_collection(&self, name: &str) -> Setup {
+        self.elsewhere(&self.data_dir, name)
+    }
+
+    /// The keys `docent serve` accepts: `[server] api_keys` and the keys file.
+    pub fn key_ring(&self) -> Result<docent_server::KeyRing> {
+        let fixed = self
+            .config
+            .server
+            .api_keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| docent_server::keys::ApiKey::from_config(i, k))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(docent_server::KeyRing::new(fixed, Some(self.keys_file()))?)
+    }
+
+    /// `[server] keys_file`, by default `<data dir>/keys.toml`.
+    pub fn keys_file(&self) -> PathBuf {
+        let configured = &self.config.server.keys_file;
+        if configured.is_empty() {
+            self.data_dir.join("keys.toml")
+        } else {
+            PathBuf::from(configured)
+        }
+    }
+
+    /// What the HTTP server shares: the served collections (the first is the
+    /// default), the keys, and the `[server]` limits.
+    pub fn server_state(
+        &self,
+        served: Vec<docent_server::Served>,
+        parts: &EmbeddingParts,
+        keys: docent_server::KeyRing,
+    ) -> Arc<docent_server::AppState> {
+        let s = &self.config.server;
+        let default = served[0].name.clone();
+        Arc::new(docent_server::AppState {
+            collections: docent_server::Collections {
+                dir: self.collections_root(),
+                default,
+                served: served
+                    .into_iter()
+                    .map(|s| (s.name.clone(), Arc::new(s)))
+                    .collect(),
+            },
             embedder: parts.embedder.clone(),
             metrics: docent_server::Metrics::default(),
             limits: docent_server::Limits {
@@ -341,14 +420,13 @@ impl Setup {
                 max_upload_bytes: s.max_upload_bytes,
                 request_timeout: std::time::Duration::from_secs(s.request_timeout_secs),
             },
-            api_keys,
-            defaults: self.config.generate.sampling(),
-            collections: docent_server::Collections {
-                dir: self.collections_root(),
-                current: self.collection.clone(),
+            keys: Arc::new(keys),
+            open_operations: docent_server::OpenOperations {
+                metrics: s.open_metrics,
+                health: s.open_health,
             },
-            conversations,
-        }))
+            defaults: self.config.generate.sampling(),
+        })
     }
 }
 
@@ -423,8 +501,10 @@ impl docent_eval::Workspace for Setup {
         collection: &Collection,
     ) -> Arc<docent_server::AppState> {
         // Benchmarks serve scratch collections: no conversations are kept.
-        Setup::server_state(self, asker, parts, collection, Vec::new(), false)
-            .expect("no conversation store to open")
+        let served = self
+            .served(asker, parts, collection, false)
+            .expect("no conversation store to open");
+        Setup::server_state(self, vec![served], parts, docent_server::KeyRing::open())
     }
 
     fn scratch_store(

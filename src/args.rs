@@ -46,6 +46,11 @@ pub enum Command {
     Ask(AskArgs),
     /// Serve the HTTP API
     Serve(ServeArgs),
+    /// Manage the API keys of `docent serve` (the keys file keeps digests only)
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Inspect the configuration
     Config {
         #[command(subcommand)]
@@ -207,4 +212,30 @@ pub struct AskArgs {
     /// support) or detailed [default: query.answer_style]
     #[arg(long, value_parser = docent_eval::parse_style)]
     pub style: Option<docent_query::AnswerStyle>,
+}
+
+#[derive(Subcommand)]
+pub enum KeysCommand {
+    /// Create a key and print its secret (shown once; the file keeps its digest).
+    /// A running server picks it up within seconds
+    Add {
+        /// A name for the key (who or what uses it)
+        name: String,
+        /// What it may do: read, ingest, admin (repeat or comma-separate)
+        #[arg(long = "scope", value_delimiter = ',', required = true)]
+        scopes: Vec<String>,
+        /// Collections it may use (repeat or comma-separate); "*" for all
+        #[arg(long = "collection", value_delimiter = ',', required = true)]
+        collections: Vec<String>,
+        /// Replace a key of the same name (rotation: the old secret stops working)
+        #[arg(long)]
+        replace: bool,
+    },
+    /// List the keys: names, scopes and collections (never secrets)
+    List,
+    /// Revoke a key
+    Remove { name: String },
+    /// Print the digest of a key for `[server] api_keys` ("sha256:...");
+    /// reads the key from standard input
+    Hash,
 }

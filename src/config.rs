@@ -112,6 +112,10 @@ impl QdrantConfig {
 pub struct ServerConfig {
     pub bind: String,
     pub api_keys: Vec<String>,
+    pub keys_file: String,
+    pub collections: Vec<String>,
+    pub open_metrics: bool,
+    pub open_health: bool,
     pub max_top_k: usize,
     pub max_tokens: usize,
     pub max_json_bytes: usize,
@@ -151,6 +155,10 @@ impl std::fmt::Debug for ServerConfig {
                 "api_keys",
                 &format_args!("[{} redacted]", self.api_keys.len()),
             )
+            .field("keys_file", &self.keys_file)
+            .field("collections", &self.collections)
+            .field("open_metrics", &self.open_metrics)
+            .field("open_health", &self.open_health)
             .field("max_top_k", &self.max_top_k)
             .field("max_tokens", &self.max_tokens)
             .field("max_json_bytes", &self.max_json_bytes)

@@ -5,7 +5,7 @@ use std::io::{BufRead, Read};
 use std::time::Duration;
 
 mod common;
-use common::{http, ingest_examples, json, metric, open_stream, start};
+use common::{command, http, ingest_examples, json, metric, open_stream, start};
 
 const JSON: (&str, &str) = ("Content-Type", "application/json");
 
@@ -181,6 +181,56 @@ fn bad_requests_get_json_errors_and_keys_are_enforced() {
     );
     assert_eq!(status, 200, "{body}");
     assert_eq!(json(&body)["answerable"], false);
+
+    // Keys made and revoked with `docent keys` while the server runs: it
+    // re-reads the keys file without a restart.
+    let keys = |args: &[&str]| {
+        let out = command(data.path())
+            .arg("keys")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let secret = keys(&["add", "reader", "--scope", "read", "--collection", "*"]);
+    let bearer = format!("Bearer {secret}");
+    let reader = ("Authorization", bearer.as_str());
+    let search = |key: (&str, &str)| {
+        http(
+            addr,
+            "POST",
+            "/v1/search",
+            &[JSON, key],
+            r#"{"query": "x"}"#,
+        )
+        .0
+    };
+    let until = |want: u16, key: (&str, &str)| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while search(key) != want {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the keys file was not picked up"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    };
+    until(200, reader);
+    let upload = r#"{"source": "a.md", "text": "some words"}"#;
+    let (status, _, body) = http(addr, "POST", "/v1/documents", &[JSON, reader], upload);
+    assert_eq!(status, 403, "a read key cannot upload: {body}");
+    assert_eq!(json(&body)["error"]["type"], "forbidden");
+    assert!(!body.contains(&secret), "{body}");
+    keys(&["remove", "reader"]);
+    until(401, reader);
+    assert_eq!(search(auth), 200, "the config's key stays");
+    let listed = keys(&["list"]);
+    assert!(!listed.contains("reader"), "{listed}");
 }
 
 /// A multipart/form-data body; returns (content type, body).

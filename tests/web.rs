@@ -116,10 +116,31 @@ fn web_page_asks_cites_uploads_and_deletes_in_a_real_browser() {
         data.path(),
         &["--collection", "other", "ingest", "examples/docs/faq.md"],
     );
+    // A read key of `other` alone, made as a user would.
+    let out = command(data.path())
+        .args([
+            "keys",
+            "add",
+            "web-other",
+            "--scope",
+            "read",
+            "--collection",
+            "other",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key_other = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(key_other.starts_with("dk_"), "{key_other}");
     let server = start(
         data.path(),
         &[
             ("DOCENT__SERVER__API_KEYS", &format!(r#"["{KEY}"]"#)),
+            ("DOCENT__SERVER__COLLECTIONS", r#"["*"]"#),
             // One answer running and one waiting: a third is a 429.
             ("DOCENT__GENERATE__QUEUE_DEPTH", "1"),
             // Short answers keep the run quick.
@@ -141,6 +162,7 @@ fn web_page_asks_cites_uploads_and_deletes_in_a_real_browser() {
         &[
             ("DOCENT_URL", &server.url()),
             ("DOCENT_KEY", KEY),
+            ("DOCENT_KEY_OTHER", &key_other),
             ("DOCENT_WEB_OUTPUT", output.to_str().unwrap()),
             ("CHROMIUM", CHROMIUM),
         ],
@@ -150,6 +172,8 @@ fn web_page_asks_cites_uploads_and_deletes_in_a_real_browser() {
     assert!(ok, "the browser checks failed:\n{printed}");
     for step in [
         "ok - the page asks for the API key",
+        "ok - choosing another collection switches what the page works on",
+        "ok - a key for one collection sees only that collection",
         "ok - a question streams in token by token and the answer holds the fact",
         "ok - citation [1] opens its passage from the right file",
         "ok - files upload by drag-and-drop and by the picker",

@@ -4,6 +4,7 @@
 mod ask;
 mod documents;
 mod ingest;
+mod keys;
 mod models;
 mod serve;
 
@@ -23,6 +24,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Ingest(args) => ingest::run(&setup, args),
         Command::Ask(args) => ask::run(&setup, args),
         Command::Serve(args) => serve::run(&setup, args),
+        Command::Keys { command } => keys::run(&setup, command),
         Command::Config {
             command: ConfigCommand::Show,
         } => {

@@ -3,11 +3,12 @@
 //
 //   DOCENT_URL         the server, e.g. http://127.0.0.1:40123 (required)
 //   DOCENT_KEY         the API key the server was started with (required)
+//   DOCENT_KEY_OTHER   a read key of the collection `other` only (required)
 //   DOCENT_WEB_OUTPUT  folder for screenshots (required)
 //   CHROMIUM           browser binary (default /usr/bin/chromium)
 //
-// The server is expected to serve examples/docs as its collection, a second
-// collection named `other`, generation queue depth 1 and short answers.
+// The server is expected to serve examples/docs as its default collection, a
+// second collection named `other` (served too), generation queue depth 1 and short answers.
 // Prints `ok - STEP` per passed step; exits non-zero at the first failure
 // after saving a screenshot of the page as it was.
 
@@ -17,6 +18,7 @@ import { join } from 'node:path';
 
 const BASE = need('DOCENT_URL');
 const KEY = need('DOCENT_KEY');
+const KEY_OTHER = need('DOCENT_KEY_OTHER');
 const OUT = need('DOCENT_WEB_OUTPUT');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const ANSWER_TIMEOUT = 300_000;
@@ -147,24 +149,50 @@ await step('the page asks for the API key, refuses a wrong one, and keeps the ri
   await page.waitForSelector('#collection option', { state: 'attached' });
   const stored = await page.evaluate(() => sessionStorage.getItem('docent.apiKey'));
   check(stored === KEY, 'the key is kept in session storage');
-  const options = await page.$$eval('#collection option', (os) => os.map((o) => [o.value, o.textContent, o.selected]));
+  const options = await page.$$eval('#collection option', (os) => os.map((o) => [o.value, o.textContent, o.selected, o.disabled]));
   check(
-    options.some(([v, t, s]) => v === 'default' && s && /served/.test(t)),
-    `the served collection is selected: ${JSON.stringify(options)}`,
+    options.some(([v, t, s]) => v === 'default' && s && /passages/.test(t)),
+    `the default collection is selected: ${JSON.stringify(options)}`,
   );
-  check(options.some(([v]) => v === 'other'), `the other collection is listed: ${JSON.stringify(options)}`);
+  check(
+    options.some(([v, , , d]) => v === 'other' && !d),
+    `the other served collection can be chosen: ${JSON.stringify(options)}`,
+  );
   // A reload in the same tab does not ask again.
   await page.reload();
   await page.waitForSelector('#collection option', { state: 'attached' });
   check(!(await page.isVisible('#key-dialog[open]')), 'no second prompt after a reload');
 });
 
-await step('choosing another collection explains how to serve it', async () => {
+await step('choosing another collection switches what the page works on', async () => {
   await page.selectOption('#collection', 'other');
-  const note = await page.textContent('#collection-note');
-  check(await page.isVisible('#collection-note'), 'a note is shown');
-  check(note.includes('--collection other'), `note: ${note}`);
-  check((await page.inputValue('#collection')) === 'default', 'the served collection stays selected');
+  const chosen = await page.evaluate(() => sessionStorage.getItem('docent.collection'));
+  check(chosen === 'other', `the choice is kept for the tab: ${chosen}`);
+  await page.click('#nav-documents');
+  await page.waitForFunction(() => document.querySelector('#docs-total').textContent === '1 documents' || document.querySelector('#docs-total').textContent === '1 document');
+  const sources = await page.$$eval('#docs-body tr', (trs) => trs.map((tr) => tr.cells[0].textContent));
+  check(sources.length === 1 && sources[0].includes('faq.md'), `only the other collection's file: ${JSON.stringify(sources)}`);
+  await page.selectOption('#collection', 'default');
+  await page.waitForFunction(() => document.querySelectorAll('#docs-body tr').length > 1);
+  await page.click('#nav-ask');
+});
+
+await step('a key for one collection sees only that collection', async () => {
+  const other = await browser.newContext();
+  const p = await other.newPage();
+  await p.goto(BASE);
+  await p.waitForSelector('#key-dialog[open]');
+  await p.fill('#key-input', KEY_OTHER);
+  await p.click('#key-save');
+  await p.waitForSelector('#collection option', { state: 'attached' });
+  const names = await p.$$eval('#collection option', (os) => os.map((o) => o.value));
+  check(JSON.stringify(names) === '["other"]', `only its collection is listed: ${JSON.stringify(names)}`);
+  const status = await p.evaluate(async (key) => {
+    const r = await fetch('/v1/collections/default/documents', { headers: { Authorization: `Bearer ${key}` } });
+    return r.status;
+  }, KEY_OTHER);
+  check(status === 403, `the default collection is refused to it: ${status}`);
+  await other.close();
 });
 
 let answer = '';

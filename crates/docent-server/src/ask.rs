@@ -1,9 +1,10 @@
 //! `POST /v1/ask` (JSON or SSE) and `POST /v1/search`, and the rendering of
 //! an answer's events as SSE that the OpenAI-compatible endpoint shares.
 
+use crate::access::Target;
 use crate::error::{ApiError, blocking};
 use crate::json::ApiJson;
-use crate::state::AppState;
+use crate::state::{AppState, Served};
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -46,6 +47,8 @@ pub struct AskBody {
     /// A conversation from `POST /v1/conversations`: its stored turns are
     /// the history, and this question and its answer are added to it.
     pub conversation_id: Option<String>,
+    /// The collection to ask (else the path's, else the server's default).
+    pub collection: Option<String>,
 }
 
 /// One earlier message of a conversation.
@@ -103,6 +106,8 @@ pub struct SearchBody {
     /// Reorder the candidates with the cross-encoder (default: true when a
     /// reranker is configured).
     pub rerank: Option<bool>,
+    /// The collection to search (else the path's, else the server's default).
+    pub collection: Option<String>,
 }
 
 /// One ranked chunk of `POST /v1/search`.
@@ -162,7 +167,11 @@ impl AppState {
         }
     }
 
-    pub(crate) async fn ask_request(&self, body: &AskBody) -> Result<AskRequest, ApiError> {
+    pub(crate) async fn ask_request(
+        &self,
+        served: &Served,
+        body: &AskBody,
+    ) -> Result<AskRequest, ApiError> {
         if body.question.trim().is_empty() {
             return Err(ApiError::invalid("question: must not be empty"));
         }
@@ -178,7 +187,7 @@ impl AppState {
                     .map(|m| (m.role.as_str(), m.content.clone())),
                 "history",
             )?,
-            (None, Some(id)) => self.conversation(id).await?.history(),
+            (None, Some(id)) => served.conversation(id).await?.history(),
             (None, None) => Vec::new(),
         };
         Ok(AskRequest {
@@ -199,9 +208,10 @@ impl AppState {
 /// byte is sent. Dropping the stream cancels the generation.
 pub(crate) async fn start_answer(
     state: &Arc<AppState>,
+    served: &Served,
     request: AskRequest,
 ) -> Result<AnswerStream, ApiError> {
-    let asker = state.asker.clone();
+    let asker = served.asker.clone();
     blocking("retrieval task", move || asker.start(&request))
         .await
         .inspect_err(|e| {
@@ -261,7 +271,8 @@ pub(crate) fn answer_events(
     responses(
         (status = 200, description = "The answer with its citations. With `stream: true`, Server-Sent Events instead: `rewrite` ({rewritten_query}, only for a rewritten follow-up), `citations` (the passages), `token` ({text}) pieces, then `done` ({answer, answerable, usage, timings_ms, finish_reason, cited, rewritten_query, conversation_id}) or `error`.", body = AskResponse),
         (status = 422, description = "Invalid request (the message names the field)"),
-        (status = 404, description = "`conversation_id` names no conversation (or it expired)"),
+        (status = 404, description = "`conversation_id` names no conversation (or it expired), or no such collection is served"),
+        (status = 403, description = "The key may not use this collection"),
         (status = 429, description = "The generation queue is full; retry after `Retry-After` seconds"),
         (status = 502, description = "The generation server (`generate.kind = \"openai\"`) failed or is unreachable"),
         (status = 504, description = "The generation server did not answer in time"),
@@ -269,25 +280,27 @@ pub(crate) fn answer_events(
 )]
 pub async fn ask(
     State(state): State<Arc<AppState>>,
+    target: Target,
     headers: HeaderMap,
     ApiJson(body): ApiJson<AskBody>,
 ) -> Result<Response, ApiError> {
-    let request = state.ask_request(&body).await?;
+    let served = target.served(&state, body.collection.as_deref())?;
+    let request = state.ask_request(&served, &body).await?;
     let stream = wants_stream(&body, &headers);
     let question = request.question.clone();
-    let answer = start_answer(&state, request).await?;
+    let answer = start_answer(&state, &served, request).await?;
     let conversation = body.conversation_id.clone();
     if !stream {
         let response = finish_answer(&state, answer).await?;
         let mut json = serde_json::to_value(&response).expect("serialisable");
         if let Some(id) = conversation {
             json["conversation_id"] = serde_json::json!(id);
-            state.record_turn(id, turn(&question, &response));
+            served.record_turn(id, turn(&question, &response));
         }
         return Ok(axum::Json(json).into_response());
     }
     let mut rewritten = answer.rewritten_query().map(str::to_string);
-    let recorder = state.clone();
+    let recorder = served.clone();
     Ok(answer_events(state, answer, move |event| {
         let sse = match event {
             AnswerEvent::Citations(citations) => {
@@ -371,14 +384,16 @@ pub(crate) fn turn(question: &str, response: &AskResponse) -> crate::Turn {
 )]
 pub async fn search(
     State(state): State<Arc<AppState>>,
+    target: Target,
     ApiJson(body): ApiJson<SearchBody>,
 ) -> Result<axum::Json<SearchResponse>, ApiError> {
+    let served = target.served(&state, body.collection.as_deref())?;
     if body.query.trim().is_empty() {
         return Err(ApiError::invalid("query: must not be empty"));
     }
     let top_k = body.top_k.unwrap_or(10).clamp(1, state.limits.max_top_k);
     let filter = body.filters.unwrap_or_default();
-    let asker = state.asker.clone();
+    let asker = served.asker.clone();
     let hits = blocking("search task", move || {
         asker.search(&body.query, top_k, &filter, body.mode, body.rerank)
     })

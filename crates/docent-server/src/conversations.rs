@@ -8,8 +8,9 @@
 //! Routes: `POST /v1/conversations` starts one, `GET` and `DELETE
 //! /v1/conversations/{id}` read and end one.
 
+use crate::access::Target;
 use crate::error::{ApiError, blocking};
-use crate::state::AppState;
+use crate::state::{AppState, Served};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -253,7 +254,7 @@ impl From<StoreError> for ApiError {
     }
 }
 
-impl AppState {
+impl Served {
     fn conversations(&self) -> Result<&Arc<ConversationStore>, ApiError> {
         self.conversations.as_ref().ok_or_else(|| {
             ApiError::new(
@@ -274,7 +275,7 @@ impl AppState {
 
     /// Records a finished turn (after the answer; a failure is logged, the
     /// answer still stands).
-    pub(crate) fn record_turn(self: &Arc<Self>, id: String, turn: Turn) {
+    pub(crate) fn record_turn(&self, id: String, turn: Turn) {
         let Ok(store) = self.conversations().cloned() else {
             return;
         };
@@ -311,8 +312,9 @@ fn gone() -> ApiError {
 )]
 pub async fn create(
     State(state): State<Arc<AppState>>,
+    target: Target,
 ) -> Result<(StatusCode, Json<Conversation>), ApiError> {
-    let store = state.conversations()?.clone();
+    let store = target.served(&state, None)?.conversations()?.clone();
     let conversation = blocking("conversation create", move || store.create()).await?;
     Ok((StatusCode::CREATED, Json(conversation)))
 }
@@ -329,9 +331,10 @@ pub async fn create(
 )]
 pub async fn get(
     State(state): State<Arc<AppState>>,
+    target: Target,
     Path(id): Path<String>,
 ) -> Result<Json<Conversation>, ApiError> {
-    Ok(Json(state.conversation(&id).await?))
+    Ok(Json(target.served(&state, None)?.conversation(&id).await?))
 }
 
 #[utoipa::path(
@@ -346,9 +349,10 @@ pub async fn get(
 )]
 pub async fn delete(
     State(state): State<Arc<AppState>>,
+    target: Target,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let store = state.conversations()?.clone();
+    let store = target.served(&state, None)?.conversations()?.clone();
     let id = checked(&id)?;
     if blocking("conversation delete", move || store.delete(&id)).await? {
         Ok(StatusCode::NO_CONTENT)

@@ -1,6 +1,7 @@
 //! `/v1/documents`: upload (multipart or JSON), list, get and delete, through
 //! the same ingestion pipeline as `docent ingest`.
 
+use crate::access::Target;
 use crate::error::{ApiError, blocking};
 use crate::json::ApiJson;
 use crate::state::AppState;
@@ -92,6 +93,8 @@ impl From<DocumentRecord> for DocumentView {
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
+    /// The collection (else the path's, else the server's default).
+    pub collection: Option<String>,
     /// Documents per page (1–1000, default 100).
     pub limit: Option<usize>,
     /// The `next` value of the previous page.
@@ -122,15 +125,26 @@ struct Upload {
     metadata: BTreeMap<String, String>,
 }
 
+/// Longest document name or id accepted, in bytes.
+const MAX_SOURCE_BYTES: usize = 1024;
+
 /// A source name from a client: relative, `/`-separated, with no `..`.
+/// Uploads are never written under their names (the bytes go straight to
+/// the pipeline), and the name is only the document's identity; still, no
+/// name could climb out of a folder.
 fn clean_source(raw: &str) -> Result<String, ApiError> {
     let parts: Vec<&str> = raw
         .split(['/', '\\'])
         .filter(|p| !p.is_empty() && *p != ".")
         .collect();
-    if parts.is_empty() || parts.contains(&"..") || raw.chars().any(char::is_control) {
+    if parts.is_empty()
+        || parts.contains(&"..")
+        || raw.len() > MAX_SOURCE_BYTES
+        || raw.chars().any(char::is_control)
+    {
         return Err(ApiError::invalid(format!(
-            "source: {raw:?} is not a usable document name (give a relative name such as `faq/billing.md`)"
+            "source: {:?} is not a usable document name (give a relative name such as `faq/billing.md`, at most {MAX_SOURCE_BYTES} bytes)",
+            raw.chars().take(80).collect::<String>()
         )));
     }
     Ok(parts.join("/"))
@@ -154,8 +168,10 @@ fn clean_source(raw: &str) -> Result<String, ApiError> {
 )]
 pub async fn upload(
     State(state): State<Arc<AppState>>,
+    target: Target,
     request: Request,
 ) -> Result<Response, ApiError> {
+    let served = target.served(&state, None)?;
     let is_multipart = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -198,7 +214,7 @@ pub async fn upload(
             },
         })
         .collect();
-    let pipeline = state.pipeline.clone();
+    let pipeline = served.pipeline.clone();
     let reports = blocking("ingestion task", move || {
         pipeline.ingest_documents(documents, &|_| {})
     })
@@ -286,10 +302,14 @@ async fn read_multipart(mut multipart: Multipart) -> Result<Vec<Upload>, ApiErro
 )]
 pub async fn list(
     State(state): State<Arc<AppState>>,
+    target: Target,
     Query(params): Query<ListParams>,
 ) -> Result<Json<DocumentList>, ApiError> {
     let limit = params.limit.unwrap_or(100).clamp(1, 1000);
-    let pipeline = state.pipeline.clone();
+    let pipeline = target
+        .served(&state, params.collection.as_deref())?
+        .pipeline
+        .clone();
     let (records, total) = blocking("listing task", move || {
         pipeline
             .catalogue()
@@ -317,9 +337,11 @@ pub async fn list(
 )]
 pub async fn get(
     State(state): State<Arc<AppState>>,
+    target: Target,
     Path(id): Path<String>,
 ) -> Result<Json<DocumentView>, ApiError> {
-    let pipeline = state.pipeline.clone();
+    let pipeline = target.served(&state, None)?.pipeline.clone();
+    let id = document_id(&id)?;
     let lookup = id.clone();
     let record = blocking("lookup task", move || {
         pipeline.catalogue().get(&DocumentId::new(lookup))
@@ -339,9 +361,11 @@ pub async fn get(
 )]
 pub async fn delete(
     State(state): State<Arc<AppState>>,
+    target: Target,
     Path(id): Path<String>,
 ) -> Result<Json<Deleted>, ApiError> {
-    let pipeline = state.pipeline.clone();
+    let pipeline = target.served(&state, None)?.pipeline.clone();
+    let id = document_id(&id)?;
     let document = DocumentId::new(id.clone());
     let removed = blocking(
         "delete task",
@@ -365,6 +389,17 @@ pub async fn delete(
             chunks_removed,
         })),
         None => Err(no_document(&id)),
+    }
+}
+
+/// A document id from a path: what [`clean_source`] would have stored.
+fn document_id(raw: &str) -> Result<String, ApiError> {
+    match clean_source(raw) {
+        Ok(id) if id == raw => Ok(id),
+        _ => Err(ApiError::invalid(format!(
+            "id: {:?} is not a document id (ids are relative names such as `faq/billing.md`, at most {MAX_SOURCE_BYTES} bytes, without `..` or control characters)",
+            raw.chars().take(80).collect::<String>()
+        ))),
     }
 }
 

@@ -208,9 +208,10 @@ pub async fn track(State(state): State<Arc<AppState>>, request: Request, next: N
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format: docent_http_requests_total{route,method,status}, docent_http_request_duration_seconds (histogram), docent_generated_tokens_total, docent_prompt_tokens_total, docent_generation_queue_depth, docent_generation_rejections_total, docent_generations_cancelled_total, docent_documents_ingested_total", content_type = "text/plain")))]
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    let text = state
-        .metrics
-        .render(state.asker.queue_depth(), state.asker.cancelled());
+    let text = state.metrics.render(
+        state.collections.default_served().asker.queue_depth(),
+        state.collections.default_served().asker.cancelled(),
+    );
     (
         [(
             header::CONTENT_TYPE,

@@ -7,6 +7,7 @@
 //! "answerable": bool}`, and as `[n]` markers in the text. Official clients
 //! keep unknown fields, so `completion.docent` (Python: `model_extra`) reads them.
 
+use crate::access::Target;
 use crate::ask::{answer_events, finish_answer, history_of, start_answer};
 use crate::error::{ApiError, blocking};
 use crate::json::ApiJson;
@@ -47,6 +48,9 @@ pub struct ChatCompletionRequest {
     pub filters: Option<SearchFilter>,
     /// docent extension: passages to retrieve.
     pub top_k: Option<usize>,
+    /// docent extension: the collection to answer from (else the path's,
+    /// else the server's default).
+    pub collection: Option<String>,
 }
 
 fn text_of(content: &Option<Value>) -> String {
@@ -94,8 +98,10 @@ fn now() -> u64 {
 )]
 pub async fn chat_completions(
     State(state): State<Arc<AppState>>,
+    target: Target,
     ApiJson(body): ApiJson<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
+    let served = target.served(&state, body.collection.as_deref())?;
     let last_user = body
         .messages
         .iter()
@@ -126,8 +132,8 @@ pub async fn chat_completions(
             body.seed,
         ),
     };
-    let model = state.asker.model_id().to_string();
-    let answer = start_answer(&state, request).await?;
+    let model = served.asker.model_id().to_string();
+    let answer = start_answer(&state, &served, request).await?;
     let id = completion_id();
     let created = now();
     if !body.stream {
@@ -320,7 +326,7 @@ pub async fn models(State(state): State<Arc<AppState>>) -> Json<ModelList> {
     Json(ModelList {
         object: "list",
         data: vec![
-            card(state.asker.model_id()),
+            card(state.collections.default_served().asker.model_id()),
             card(state.embedder.model_id()),
         ],
     })

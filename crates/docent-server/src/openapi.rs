@@ -6,12 +6,15 @@
 //! the same step, so no route can be served undocumented or documented at a
 //! path it is not served at.
 
+use crate::access::Guard;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::handler::Handler;
 use axum::routing::{MethodFilter, MethodRouter};
 use utoipa::OpenApi;
-use utoipa::openapi::path::{HttpMethod, Paths};
+use utoipa::openapi::Required;
+use utoipa::openapi::path::{HttpMethod, ParameterBuilder, ParameterIn, Paths};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{RefOr, Schema};
 
@@ -19,7 +22,7 @@ use utoipa::openapi::{RefOr, Schema};
 #[openapi(
     info(
         title = "docent",
-        description = "Retrieval-augmented question answering over your documents. Errors are `{\"error\": {\"type\", \"message\"}}`. When API keys are configured every /v1 route needs `Authorization: Bearer KEY`."
+        description = "Retrieval-augmented question answering over your documents. Errors are `{\"error\": {\"type\", \"message\"}}`. When API keys are configured every /v1 route needs `Authorization: Bearer KEY` with the scope the route names (`read`, `ingest`, `admin`) and the collection in its reach: 401 without a valid key, 403 without the scope or the collection. Every route that acts on a collection is also served at `/v1/collections/{collection}/...`; without one it uses the `collection` query parameter or body field, else the server's default."
     ),
     components(schemas(
         crate::error::ErrorBody,
@@ -78,7 +81,8 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
 
     /// Serves `handler` at the path and methods of its description `Doc`
     /// (the `__path_*` type `#[utoipa::path]` generates), as `how` says.
-    pub fn add<Doc, H, T>(mut self, handler: H, how: Serve) -> Self
+    /// `guard` says who may call it; the description says so too.
+    pub fn add<Doc, H, T>(mut self, handler: H, how: Serve, guard: Guard) -> Self
     where
         Doc: utoipa::Path + utoipa::__dev::SchemaReferences,
         H: Handler<T, S>,
@@ -100,16 +104,18 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
                 routed = format!("{}{{*{}", &path[..at], &path[at + 1..]);
             }
         }
+        router = router.layer(axum::middleware::from_fn(move |request, next| {
+            guard.check(request, next)
+        }));
         self.router = self.router.route(&routed, router);
-        self.paths
-            .add_path_operation(path, methods, Doc::operation());
+        let mut operation = Doc::operation();
+        let who = guard.describe();
+        operation.description = Some(match operation.description.take() {
+            Some(d) => format!("{d}\n\n{who}"),
+            None => who,
+        });
+        self.paths.add_path_operation(path, methods, operation);
         Doc::schemas(&mut self.schemas);
-        self
-    }
-
-    /// Wraps every route added so far (authentication of `/v1`).
-    pub fn layer(mut self, wrap: impl FnOnce(Router<S>) -> Router<S>) -> Self {
-        self.router = wrap(self.router);
         self
     }
 
@@ -123,13 +129,57 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
     /// The router and the description of everything it serves.
     pub fn into_parts(self) -> (Router<S>, utoipa::openapi::OpenApi) {
         let mut document = ApiDoc::openapi();
-        document.paths.merge(self.paths);
+        let mut paths = self.paths;
+        let in_collection = in_collection(&paths);
+        paths.merge(in_collection);
+        document.paths.merge(paths);
         let components = document.components.get_or_insert_with(Default::default);
         for (name, schema) in self.schemas {
             components.schemas.entry(name).or_insert(schema);
         }
         (self.router, document)
     }
+}
+
+/// Routes that act on a collection are also served under
+/// `/v1/collections/{collection}/`: the same operations, described again at
+/// that path with the extra parameter.
+fn in_collection(paths: &Paths) -> Paths {
+    let mut out = Paths::new();
+    for (path, item) in &paths.paths {
+        let Some(rest) = path.strip_prefix("/v1/") else {
+            continue;
+        };
+        if ["collections", "models", "embeddings"].contains(&rest) {
+            continue;
+        }
+        let mut item = item.clone();
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for operation in operations.into_iter().flatten() {
+            if let Some(id) = &mut operation.operation_id {
+                id.push_str("_in_collection");
+            }
+            operation.parameters.get_or_insert_with(Vec::new).insert(
+                0,
+                ParameterBuilder::new()
+                    .name("collection")
+                    .parameter_in(ParameterIn::Path)
+                    .required(Required::True)
+                    .description(Some("The collection (otherwise the `collection` query parameter or body field, else the server's default)"))
+                    .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+                    .build(),
+            );
+        }
+        out.paths
+            .insert(format!("/v1/collections/{{collection}}/{rest}"), item);
+    }
+    out
 }
 
 fn method_filter(method: &HttpMethod) -> MethodFilter {

@@ -2,10 +2,13 @@
 //! the request limits and the metrics. No handler reaches past a service
 //! to the store or the models behind it.
 
+use crate::access::OpenOperations;
+use crate::keys::KeyRing;
 use crate::metrics::Metrics;
 use docent_core::{Embedder, SamplingParams};
 use docent_ingest::Pipeline;
 use docent_query::Asker;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,34 +40,58 @@ impl Default for Limits {
     }
 }
 
-/// Where the collections live and which one this server serves.
-#[derive(Clone, Debug)]
+/// One collection as served: answers and search over it, its documents,
+/// and its conversations.
+pub struct Served {
+    pub name: String,
+    pub asker: Arc<Asker>,
+    /// The ingestion pipeline and catalogue behind `/v1/documents`; it
+    /// updates the search index after uploads by itself.
+    pub pipeline: Arc<Pipeline>,
+    /// Conversations kept for `/v1/ask` with `conversation_id` (`None`:
+    /// only history sent with each request).
+    pub conversations: Option<Arc<crate::ConversationStore>>,
+}
+
+/// The collections this server serves.
 pub struct Collections {
     /// The folder holding one sub-folder per collection (`<data dir>/collections`).
     pub dir: PathBuf,
-    /// The served collection's name.
-    pub current: String,
+    /// The collection of requests that name none.
+    pub default: String,
+    /// By name; always holds `default`.
+    pub served: BTreeMap<String, Arc<Served>>,
+}
+
+impl Collections {
+    /// A server of one collection.
+    pub fn one(dir: PathBuf, served: Served) -> Collections {
+        let default = served.name.clone();
+        Collections {
+            dir,
+            served: [(default.clone(), Arc::new(served))].into(),
+            default,
+        }
+    }
+
+    /// The default collection.
+    pub fn default_served(&self) -> &Arc<Served> {
+        &self.served[&self.default]
+    }
 }
 
 /// Everything the handlers share. The services' backends are trait objects
 /// so tests can put fakes around the code under test.
 pub struct AppState {
-    /// Answers and search.
-    pub asker: Arc<Asker>,
-    /// The ingestion pipeline and catalogue behind `/v1/documents`; it
-    /// updates the search index after uploads by itself.
-    pub pipeline: Arc<Pipeline>,
-    /// `/v1/embeddings`.
+    pub collections: Collections,
+    /// `/v1/embeddings` (every collection is built with this model).
     pub embedder: Arc<dyn Embedder>,
     pub metrics: Metrics,
     pub limits: Limits,
-    /// When non-empty, every `/v1` route needs one of these as a bearer token.
-    pub api_keys: Vec<String>,
+    /// The keys `/v1` accepts; with none, no key is needed.
+    pub keys: Arc<KeyRing>,
+    /// Whether `/metrics`, `/healthz` and `/readyz` need a key.
+    pub open_operations: OpenOperations,
     /// Sampling used when a request does not say.
     pub defaults: SamplingParams,
-    /// For `GET /v1/collections`.
-    pub collections: Collections,
-    /// Conversations kept for `/v1/ask` with `conversation_id` (`None`:
-    /// only history sent with each request).
-    pub conversations: Option<Arc<crate::ConversationStore>>,
 }

@@ -13,7 +13,8 @@ use docent_core::{
 };
 use docent_ingest::{Catalogue, IngestOptions, Pipeline};
 use docent_query::{Asker, QuerySettings, RetrievalSettings};
-use docent_server::{AppState, Collections, Limits, Metrics, router};
+use docent_server::keys::{ApiKey, KeyEntry, KeysFile, digest_hex};
+use docent_server::{AppState, Collections, KeyRing, Limits, Metrics, Scope, Served, router};
 use docent_store::EdgeStore;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
@@ -129,14 +130,19 @@ struct Server {
     _dir: tempfile::TempDir,
 }
 
-fn server(api_keys: &[&str], limits: Limits) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let embedder: Arc<dyn Embedder> = Arc::new(WordHashEmbedder);
+/// One collection in `dir/name`: the real embedded store and catalogue
+/// under the fake models.
+fn served(
+    dir: &std::path::Path,
+    name: &str,
+    embedder: &Arc<dyn Embedder>,
+    generator: &Arc<ScriptedGenerator>,
+) -> Served {
+    let dir = dir.join(name);
     let chunker: Arc<dyn Chunker> = Arc::new(WholeDocument);
-    let generator = Arc::new(ScriptedGenerator::default());
     let spec = collection_spec(embedder.as_ref(), chunker.as_ref());
-    let store = Arc::new(EdgeStore::open(&dir.path().join("vectors"), spec).unwrap());
-    let catalogue = Arc::new(Catalogue::open(&dir.path().join("catalogue.redb")).unwrap());
+    let store = Arc::new(EdgeStore::open(&dir.join("vectors"), spec).unwrap());
+    let catalogue = Arc::new(Catalogue::open(&dir.join("catalogue.redb")).unwrap());
     let asker = Asker::new(
         embedder.clone(),
         store.clone(),
@@ -154,25 +160,56 @@ fn server(api_keys: &[&str], limits: Limits) -> Server {
         catalogue,
         IngestOptions::default(),
     );
-    let state = Arc::new(AppState {
+    Served {
+        name: name.to_string(),
         asker: Arc::new(asker),
         pipeline: Arc::new(pipeline),
-        embedder,
-        metrics: Metrics::default(),
-        limits,
-        api_keys: api_keys.iter().map(|k| k.to_string()).collect(),
-        defaults: Default::default(),
-        collections: Collections {
-            dir: dir.path().to_path_buf(),
-            current: "default".into(),
-        },
         conversations: Some(Arc::new(
             docent_server::ConversationStore::open(
-                &dir.path().join("conversations.redb"),
+                &dir.join("conversations.redb"),
                 Default::default(),
             )
             .unwrap(),
         )),
+    }
+}
+
+/// A server of collection "default" with `api_keys` as `[server] api_keys`.
+fn server(api_keys: &[&str], limits: Limits) -> Server {
+    let keys = api_keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| ApiKey::from_config(i, k).unwrap())
+        .collect();
+    server_of(&["default"], KeyRing::new(keys, None).unwrap(), limits)
+}
+
+/// A server of `collections` (the first is the default) accepting `keys`.
+fn server_of(collections: &[&str], keys: KeyRing, limits: Limits) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let embedder: Arc<dyn Embedder> = Arc::new(WordHashEmbedder);
+    let generator = Arc::new(ScriptedGenerator::default());
+    let served = collections
+        .iter()
+        .map(|name| {
+            (
+                name.to_string(),
+                Arc::new(served(dir.path(), name, &embedder, &generator)),
+            )
+        })
+        .collect();
+    let state = Arc::new(AppState {
+        collections: Collections {
+            dir: dir.path().to_path_buf(),
+            default: collections[0].to_string(),
+            served,
+        },
+        embedder,
+        metrics: Metrics::default(),
+        limits,
+        keys: Arc::new(keys),
+        open_operations: Default::default(),
+        defaults: Default::default(),
     });
     Server {
         state,
@@ -436,10 +473,13 @@ async fn every_route_is_served_where_its_description_says() {
         .values()
         .map(|item| item.as_object().unwrap().len())
         .sum();
-    assert_eq!(operations, 16, "{:?}", paths.keys());
+    // 13 /v1 operations, 10 of them again under /v1/collections/{collection},
+    // and 3 operational ones.
+    assert_eq!(operations, 26, "{:?}", paths.keys());
     for (path, item) in paths {
         for method in item.as_object().unwrap().keys() {
-            let concrete = if path.starts_with("/v1/conversations") {
+            let path = &path.replace("{collection}", "default");
+            let concrete = if path.contains("/conversations") {
                 path.replace("{id}", "6f1c7a52-4a1e-4a0e-9a51-1d6f0e0b8c11")
             } else {
                 path.replace("{id}", "some/doc.md")
@@ -573,4 +613,501 @@ async fn conversations_keep_turns_and_follow_ups_search_with_the_earlier_questio
     let (status, _, body) = send(&s, "GET", &path, &[], "").await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     assert_eq!(error_type(&body), "not_found");
+}
+
+// ------------------------------------------------------------ keys and scopes
+
+const ALPHA_TEXT: &str = "Visitors park in lot C behind the warehouse, gate code alpha-4471.";
+const BETA_TEXT: &str = "The board salaries for the year are kept in the vault, code beta-9312.";
+/// Words that appear only in beta's document, its id, or its conversation.
+const BETA_MARKERS: [&str; 4] = ["beta-9312", "salaries", "vault", "payroll/board.md"];
+
+/// A keys file with one key per role; returns the ring and the secrets.
+fn matrix_keys(dir: &std::path::Path) -> KeyRing {
+    let entry = |name: &str, scopes: &[Scope], collections: &[&str]| KeyEntry {
+        name: name.into(),
+        sha256: digest_hex(&format!("secret-{name}")),
+        scopes: scopes.to_vec(),
+        collections: collections.iter().map(|c| c.to_string()).collect(),
+    };
+    let path = dir.join("keys.toml");
+    KeysFile {
+        keys: vec![
+            entry("alpha-reader", &[Scope::Read], &["alpha"]),
+            entry("alpha-ingester", &[Scope::Ingest], &["alpha"]),
+            entry("beta-reader", &[Scope::Read], &["beta"]),
+            entry("admin", &[Scope::Admin], &["*"]),
+        ],
+    }
+    .save(&path)
+    .unwrap();
+    KeyRing::new(Vec::new(), Some(path)).unwrap()
+}
+
+fn bearer(name: &str) -> String {
+    format!("Bearer secret-{name}")
+}
+
+/// Every /v1 route aimed at collection alpha, in each way a request can
+/// name it: (method, path, body, needs ingest).
+fn alpha_requests(conversation: &str) -> Vec<(&'static str, String, String, bool)> {
+    let mut out = Vec::new();
+    for (prefix, query, field) in [
+        ("/v1/collections/alpha", "", None),
+        ("/v1", "?collection=alpha", None),
+        ("/v1", "", Some("alpha")),
+    ] {
+        let with = |mut body: Value| {
+            if let Some(name) = field {
+                body["collection"] = json!(name);
+            }
+            body.to_string()
+        };
+        out.push((
+            "POST",
+            format!("{prefix}/ask{query}"),
+            with(json!({"question": "Where do visitors park?"})),
+            false,
+        ));
+        out.push((
+            "POST",
+            format!("{prefix}/ask{query}"),
+            with(json!({"question": "Where do visitors park?", "stream": true})),
+            false,
+        ));
+        out.push((
+            "POST",
+            format!("{prefix}/search{query}"),
+            with(json!({"query": "visitors park"})),
+            false,
+        ));
+        out.push((
+            "POST",
+            format!("{prefix}/chat/completions{query}"),
+            with(json!({"messages": [{"role": "user", "content": "Where do visitors park?"}]})),
+            false,
+        ));
+        if field.is_none() {
+            out.push((
+                "GET",
+                format!("{prefix}/documents{query}"),
+                String::new(),
+                false,
+            ));
+            out.push((
+                "GET",
+                format!("{prefix}/documents/site/parking.md{query}"),
+                String::new(),
+                false,
+            ));
+            out.push((
+                "POST",
+                format!("{prefix}/conversations{query}"),
+                String::new(),
+                false,
+            ));
+            out.push((
+                "GET",
+                format!("{prefix}/conversations/{conversation}{query}"),
+                String::new(),
+                false,
+            ));
+            out.push((
+                "POST",
+                format!("{prefix}/documents{query}"),
+                json!({"source": "site/extra.md", "text": "Bicycles go in the shed."}).to_string(),
+                true,
+            ));
+            out.push((
+                "DELETE",
+                format!("{prefix}/documents/site/extra.md{query}"),
+                String::new(),
+                true,
+            ));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn no_key_reaches_another_collection_or_a_scope_it_lacks() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server_of(
+        &["alpha", "beta"],
+        matrix_keys(dir.path()),
+        Limits::default(),
+    );
+    let admin = bearer("admin");
+    let put = |collection: &str, source: &str, text: &str| {
+        (
+            format!("/v1/collections/{collection}/documents"),
+            json!({"source": source, "text": text}).to_string(),
+        )
+    };
+    for (path, body) in [
+        put("alpha", "site/parking.md", ALPHA_TEXT),
+        put("beta", "payroll/board.md", BETA_TEXT),
+    ] {
+        let (status, _, body) =
+            send(&s, "POST", &path, &[JSON, ("authorization", &admin)], &body).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    // A conversation in beta, with a turn that cites beta's document.
+    let (_, _, created) = send(
+        &s,
+        "POST",
+        "/v1/collections/beta/conversations",
+        &[("authorization", &admin)],
+        "",
+    )
+    .await;
+    let beta_conversation = parse(&created)["id"].as_str().unwrap().to_string();
+    let ask =
+        json!({"question": "What is kept in the vault?", "conversation_id": beta_conversation})
+            .to_string();
+    let (status, _, body) = send(
+        &s,
+        "POST",
+        "/v1/collections/beta/ask",
+        &[JSON, ("authorization", &admin)],
+        &ask,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains("beta-9312"), "the admin reads beta: {body}");
+    let mut recorded = false;
+    for _ in 0..100 {
+        let path = format!("/v1/collections/beta/conversations/{beta_conversation}");
+        let (_, _, body) = send(&s, "GET", &path, &[("authorization", &admin)], "").await;
+        if parse(&body)["turns"]
+            .as_array()
+            .is_some_and(|t| !t.is_empty())
+        {
+            recorded = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(recorded, "the beta turn was recorded");
+
+    let requests = alpha_requests(&beta_conversation);
+    let mut checked = 0;
+    let no_beta = |who: &str, method: &str, path: &str, body: &str| {
+        for marker in BETA_MARKERS {
+            assert!(
+                !body.contains(marker),
+                "{who} {method} {path} leaked {marker:?}: {body}"
+            );
+        }
+    };
+    for (method, path, body, writes) in &requests {
+        // Anonymous, a wrong key, and beta's reader never get past the door;
+        // alpha's reader may not write, alpha's ingester may not read.
+        let cases: [(&str, Option<String>, StatusCode); 6] = [
+            ("no key", None, StatusCode::UNAUTHORIZED),
+            (
+                "wrong key",
+                Some("Bearer secret-nobody".into()),
+                StatusCode::UNAUTHORIZED,
+            ),
+            (
+                "beta reader",
+                Some(bearer("beta-reader")),
+                StatusCode::FORBIDDEN,
+            ),
+            (
+                "alpha reader",
+                Some(bearer("alpha-reader")),
+                if *writes {
+                    StatusCode::FORBIDDEN
+                } else {
+                    StatusCode::OK
+                },
+            ),
+            (
+                "alpha ingester",
+                Some(bearer("alpha-ingester")),
+                if *writes {
+                    StatusCode::OK
+                } else {
+                    StatusCode::FORBIDDEN
+                },
+            ),
+            ("admin", Some(admin.clone()), StatusCode::OK),
+        ];
+        for (who, key, expected) in cases {
+            let mut headers = vec![JSON];
+            if let Some(key) = &key {
+                headers.push(("authorization", key.as_str()));
+            }
+            if *method == "DELETE" {
+                // Something to delete, whoever deleted it before.
+                let (path, body) = put("alpha", "site/extra.md", "Bicycles go in the shed.");
+                send(&s, "POST", &path, &[JSON, ("authorization", &admin)], &body).await;
+            }
+            let (status, _, response) = send(&s, method, path, &headers, body).await;
+            // A conversation of beta is unknown to alpha's store.
+            let expected = if path.contains(&beta_conversation) && expected == StatusCode::OK {
+                StatusCode::NOT_FOUND
+            } else if method == &"POST"
+                && path.contains("/conversations")
+                && expected == StatusCode::OK
+            {
+                StatusCode::CREATED
+            } else {
+                expected
+            };
+            assert_eq!(status, expected, "{who} {method} {path}: {response}");
+            if !status.is_success() {
+                let kind = error_type(&response);
+                assert_eq!(
+                    kind,
+                    match status {
+                        StatusCode::UNAUTHORIZED => "unauthorized",
+                        StatusCode::FORBIDDEN => "forbidden",
+                        _ => "not_found",
+                    },
+                    "{who} {method} {path}"
+                );
+            }
+            no_beta(who, method, path, &response);
+            assert!(
+                !response.contains("secret-"),
+                "{who} {method} {path} echoed a secret: {response}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 6 * 20, "{checked}");
+
+    // Routes without a collection: beta's reader sees only beta, alpha's only alpha.
+    let (_, _, list) = send(
+        &s,
+        "GET",
+        "/v1/collections",
+        &[("authorization", &bearer("alpha-reader"))],
+        "",
+    )
+    .await;
+    let names: Vec<String> = parse(&list)["collections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["alpha"], "{list}");
+    let (_, _, list) = send(
+        &s,
+        "GET",
+        "/v1/collections",
+        &[("authorization", &bearer("beta-reader"))],
+        "",
+    )
+    .await;
+    assert!(parse(&list)["current"].is_null(), "{list}");
+    // With no collection named, a key of one collection uses that one.
+    let search = json!({"query": "visitors park vault"}).to_string();
+    let (status, _, found) = send(
+        &s,
+        "POST",
+        "/v1/search",
+        &[JSON, ("authorization", &bearer("beta-reader"))],
+        &search,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{found}");
+    assert!(
+        found.contains("beta-9312") && !found.contains("alpha-4471"),
+        "{found}"
+    );
+    let (status, _, found) = send(
+        &s,
+        "POST",
+        "/v1/search",
+        &[JSON, ("authorization", &bearer("alpha-reader"))],
+        &search,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{found}");
+    no_beta("alpha reader", "POST", "/v1/search", &found);
+    for (path, body) in [
+        ("/v1/models".to_string(), String::new()),
+        (
+            "/v1/embeddings".to_string(),
+            json!({"input": "hello"}).to_string(),
+        ),
+        (
+            format!("/v1/conversations/{beta_conversation}"),
+            String::new(),
+        ),
+    ] {
+        let method = if body.is_empty() { "GET" } else { "POST" };
+        let (status, _, response) = send(
+            &s,
+            method,
+            &path,
+            &[JSON, ("authorization", &bearer("alpha-reader"))],
+            &body,
+        )
+        .await;
+        assert!(
+            status == StatusCode::OK || status == StatusCode::NOT_FOUND,
+            "{path}: {status} {response}"
+        );
+        no_beta("alpha reader", method, &path, &response);
+    }
+    // Naming two different collections is refused, not guessed.
+    let (status, _, response) = send(
+        &s,
+        "POST",
+        "/v1/collections/alpha/search",
+        &[JSON, ("authorization", &admin)],
+        &json!({"query": "x", "collection": "beta"}).to_string(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{response}");
+    // A collection that does not exist: 403 for a key that could not use
+    // it anyway (nothing learnt), 404 for one that could.
+    for (key, expected) in [
+        ("alpha-reader", StatusCode::FORBIDDEN),
+        ("admin", StatusCode::NOT_FOUND),
+    ] {
+        let (status, _, response) = send(
+            &s,
+            "POST",
+            "/v1/collections/gamma/search",
+            &[JSON, ("authorization", &bearer(key))],
+            &search,
+        )
+        .await;
+        assert_eq!(status, expected, "{key}: {response}");
+    }
+    // The open routes say nothing of beta.
+    for path in ["/metrics", "/openapi.json", "/healthz", "/readyz", "/"] {
+        let (status, _, response) = send(&s, "GET", path, &[], "").await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        no_beta("anonymous", "GET", path, &response);
+        assert!(
+            !response.contains("\"beta\""),
+            "{path} names beta: {response}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn closed_operational_routes_need_a_key_and_metrics_an_admin() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = server_of(
+        &["alpha", "beta"],
+        matrix_keys(dir.path()),
+        Limits::default(),
+    );
+    Arc::get_mut(&mut s.state).unwrap().open_operations = docent_server::OpenOperations {
+        metrics: false,
+        health: false,
+    };
+    for (path, anonymous, reader, admin) in [
+        ("/healthz", 401, 200, 200),
+        ("/readyz", 401, 200, 200),
+        ("/metrics", 401, 403, 200),
+        ("/openapi.json", 200, 200, 200),
+    ] {
+        for (key, expected) in [
+            (None, anonymous),
+            (Some(bearer("alpha-reader")), reader),
+            (Some(bearer("admin")), admin),
+        ] {
+            let headers: Vec<(&str, &str)> =
+                key.iter().map(|k| ("authorization", k.as_str())).collect();
+            let (status, _, body) = send(&s, "GET", path, &headers, "").await;
+            assert_eq!(status.as_u16(), expected, "{path} {key:?}: {body}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn keys_are_rotated_and_revoked_by_editing_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.toml");
+    let s = server_of(
+        &["alpha"],
+        KeyRing::new(Vec::new(), Some(path.clone())).unwrap(),
+        Limits::default(),
+    );
+    let search = json!({"query": "parking"}).to_string();
+    let status_with = |key: &'static str| {
+        let s = &s;
+        let search = search.clone();
+        async move {
+            let auth = format!("Bearer {key}");
+            send(
+                s,
+                "POST",
+                "/v1/search",
+                &[JSON, ("authorization", &auth)],
+                &search,
+            )
+            .await
+            .0
+        }
+    };
+    // No file: the server is open.
+    assert_eq!(status_with("anything").await, StatusCode::OK);
+    let entry = |secret: &str| KeyEntry {
+        name: "app".into(),
+        sha256: digest_hex(secret),
+        scopes: vec![Scope::Read],
+        collections: vec!["*".into()],
+    };
+    KeysFile {
+        keys: vec![entry("first")],
+    }
+    .save(&path)
+    .unwrap();
+    s.state.keys.reload_if_changed().unwrap();
+    assert_eq!(status_with("first").await, StatusCode::OK);
+    assert_eq!(status_with("anything").await, StatusCode::UNAUTHORIZED);
+    KeysFile {
+        keys: vec![entry("second")],
+    }
+    .save(&path)
+    .unwrap();
+    s.state.keys.reload().unwrap();
+    assert_eq!(status_with("first").await, StatusCode::UNAUTHORIZED);
+    assert_eq!(status_with("second").await, StatusCode::OK);
+    KeysFile { keys: vec![] }.save(&path).unwrap();
+    s.state.keys.reload().unwrap();
+    assert_eq!(status_with("second").await, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn document_ids_and_upload_names_cannot_climb_out() {
+    let s = server(&[], Limits::default());
+    for source in ["../../etc/passwd", "a/../../b.md", "/..", "bad\u{0}name.md"] {
+        let body = json!({"source": source, "text": "x y z"}).to_string();
+        let (status, _, response) = send(&s, "POST", "/v1/documents", &[JSON], &body).await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{source}: {response}"
+        );
+    }
+    let long = "a/".repeat(600) + "b.md";
+    let body = json!({"source": long, "text": "x y z"}).to_string();
+    let (status, _, response) = send(&s, "POST", "/v1/documents", &[JSON], &body).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{response}");
+    assert!(
+        response.len() < 600,
+        "the message does not echo the whole name: {response}"
+    );
+    for id in ["a/../b.md", "%2e%2e/secret", "x%00y"] {
+        let (status, _, response) = send(&s, "GET", &format!("/v1/documents/{id}"), &[], "").await;
+        assert!(
+            status == StatusCode::UNPROCESSABLE_ENTITY || status == StatusCode::NOT_FOUND,
+            "{id}: {status} {response}"
+        );
+        assert!(!response.contains("root:"), "{response}");
+    }
+    let (status, _, response) = send(&s, "GET", "/v1/documents/a/../b.md", &[], "").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{response}");
 }

@@ -67,47 +67,63 @@ function showView() {
     if (name === view) $(`nav-${name}`).setAttribute('aria-current', 'page');
     else $(`nav-${name}`).removeAttribute('aria-current');
   }
-  if (view === 'documents' && !documentsLoaded) loadDocuments();
+  if (view === 'documents') loadDocuments();
 }
 window.addEventListener('hashchange', showView);
 
 // ---------------------------------------------------------------- collections
 
-let servedCollection = '';
+// The collection this tab works on: every call goes to
+// /v1/collections/{name}/..., so the key's reach decides what it sees.
+const COLLECTION_ITEM = 'docent.collection';
+let collection = sessionStorage.getItem(COLLECTION_ITEM) || '';
+
+/** `/v1/route` of the chosen collection (the server's default until one is known). */
+function scoped(path) {
+  if (!collection) return path;
+  return `/v1/collections/${encodeURIComponent(collection)}${path.slice('/v1'.length)}`;
+}
 
 async function loadCollections() {
   const select = $('collection');
   try {
     const list = await json('/v1/collections');
-    servedCollection = list.current;
+    const usable = list.collections.filter((c) => c.served);
+    if (!usable.some((c) => c.name === collection)) {
+      chooseCollection(list.current || (usable[0] && usable[0].name) || '');
+    }
     select.replaceChildren(
       ...list.collections.map((c) => {
         const option = document.createElement('option');
         option.value = c.name;
-        option.textContent =
-          c.name === list.current
-            ? `${c.name} (served${c.chunks == null ? '' : `, ${c.chunks} passages`})`
-            : c.name;
-        option.selected = c.name === list.current;
+        option.disabled = !c.served;
+        option.textContent = c.served
+          ? `${c.name}${c.chunks == null ? '' : ` (${c.chunks} passages)`}`
+          : `${c.name} (not served)`;
+        option.selected = c.name === collection;
         return option;
       }),
     );
+    if (usable.length === 0) showNote('This key may use no collection served here.');
   } catch (e) {
     showNote(`Cannot list collections: ${describe(e)}`);
   }
 }
 
+function chooseCollection(name) {
+  collection = name;
+  if (name) sessionStorage.setItem(COLLECTION_ITEM, name);
+  else sessionStorage.removeItem(COLLECTION_ITEM);
+}
+
 $('collection').addEventListener('change', () => {
   const chosen = $('collection').value;
-  if (chosen === servedCollection) {
-    $('collection-note').hidden = true;
-    return;
-  }
-  showNote(
-    `This server serves one collection, “${servedCollection}”. To ask “${chosen}”, ` +
-      `restart it with: docent serve --collection ${chosen}`,
-  );
-  $('collection').value = servedCollection;
+  if (chosen === collection) return;
+  chooseCollection(chosen);
+  $('collection-note').hidden = true;
+  // A conversation belongs to one collection: start afresh.
+  startNewConversation();
+  if (documentsLoaded || location.hash === '#documents') loadDocuments();
 });
 
 function showNote(text) {
@@ -162,7 +178,7 @@ function setConversation(id) {
 async function ensureConversation() {
   if (conversationId) return conversationId;
   try {
-    const created = await json('/v1/conversations', post({}));
+    const created = await json(scoped('/v1/conversations'), post({}));
     setConversation(created.id);
   } catch (e) {
     if (!(e instanceof ApiError) || e.status !== 501) throw e;
@@ -189,19 +205,23 @@ async function loadConversation() {
   $('conversation').hidden = true;
   if (!conversationId) return;
   try {
-    const c = await json(`/v1/conversations/${conversationId}`);
+    const c = await json(scoped(`/v1/conversations/${conversationId}`));
     for (const t of c.turns) addTurn(t.question, t.answer);
   } catch (e) {
     if (e instanceof ApiError && (e.status === 404 || e.status === 422)) setConversation(null);
   }
 }
 
-$('new-conversation').addEventListener('click', () => {
+function startNewConversation() {
   setConversation(null);
   lastTurn = null;
   $('turns').replaceChildren();
   $('conversation').hidden = true;
   $('rewritten').hidden = true;
+}
+
+$('new-conversation').addEventListener('click', () => {
+  startNewConversation();
   $('question').focus();
 });
 
@@ -257,7 +277,7 @@ async function ask(question) {
     await ensureConversation();
     const send = () =>
       request(
-        '/v1/ask',
+        scoped('/v1/ask'),
         post(askBody(question), {
           signal: controller.signal,
           headers: { Accept: 'text/event-stream' },
@@ -473,7 +493,7 @@ async function loadDocuments(after = null) {
   try {
     const query = new URLSearchParams({ limit: '100' });
     if (after) query.set('after', after);
-    const page = await json(`/v1/documents?${query}`);
+    const page = await json(scoped(`/v1/documents?${query}`));
     const rows = page.documents.map(documentRow);
     if (after) $('docs-body').append(...rows);
     else $('docs-body').replaceChildren(...rows);
@@ -550,7 +570,7 @@ function confirmDelete(doc, opener) {
       }
       try {
         const path = doc.id.split('/').map(encodeURIComponent).join('/');
-        const result = await json(`/v1/documents/${path}`, { method: 'DELETE' });
+        const result = await json(scoped(`/v1/documents/${path}`), { method: 'DELETE' });
         $('upload-status').textContent = result.deleted
           ? `Deleted ${doc.source} (${result.chunks_removed} passages removed).`
           : `${doc.source} was already gone.`;
@@ -609,7 +629,7 @@ async function upload(files) {
   status.textContent = `Uploading ${files.length} file${files.length === 1 ? '' : 's'}…`;
   $('upload-results').replaceChildren();
   try {
-    const { results } = await json('/v1/documents', { method: 'POST', body: form });
+    const { results } = await json(scoped('/v1/documents'), { method: 'POST', body: form });
     $('upload-results').replaceChildren(
       ...results.map((r) => {
         const li = document.createElement('li');
@@ -636,5 +656,4 @@ async function upload(files) {
 // ---------------------------------------------------------------- start
 
 showView();
-loadCollections();
-loadConversation();
+loadCollections().then(loadConversation);
