@@ -172,9 +172,10 @@ await step('choosing another collection switches what the page works on', async 
   await page.waitForFunction(() => document.querySelector('#docs-total').textContent === '1 documents' || document.querySelector('#docs-total').textContent === '1 document');
   const sources = await page.$$eval('#docs-body tr', (trs) => trs.map((tr) => tr.cells[0].textContent));
   check(sources.length === 1 && sources[0].includes('faq.md'), `only the other collection's file: ${JSON.stringify(sources)}`);
-  await page.selectOption('#collection', 'default');
-  await page.waitForFunction(() => document.querySelectorAll('#docs-body tr').length > 1);
   await page.click('#nav-ask');
+  await page.selectOption('#collection', 'default');
+  const back = await page.evaluate(() => sessionStorage.getItem('docent.collection'));
+  check(back === 'default', `back to the default collection: ${back}`);
 });
 
 await step('a key for one collection sees only that collection', async () => {
@@ -332,7 +333,7 @@ await step('filters narrow the passages, and Stop cancels the generation', async
   await page.fill('#filter-prefix', 'policies');
   await page.fill('#filter-tags', 'facilities, other');
   await page.fill('#question', 'Where do staff and visitors park, and how do visitors get a ticket?');
-  const sent = page.waitForRequest((r) => r.url().endsWith('/v1/ask'));
+  const sent = page.waitForRequest((r) => r.url().endsWith('/default/ask'));
   await page.press('#question', 'Enter');
   const body = (await sent).postDataJSON();
   check(body.filters.source_prefix === 'policies', JSON.stringify(body));
@@ -485,7 +486,7 @@ function sseBody(tokens, tail) {
 }
 
 await step('a stream that fails mid-answer shows the error and keeps the partial answer', async () => {
-  await page.route('**/v1/ask', (route) =>
+  await page.route('**/v1/collections/*/ask', (route) =>
     route.fulfill({
       status: 200,
       headers: { 'content-type': 'text/event-stream' },
@@ -509,10 +510,10 @@ await step('a stream that fails mid-answer shows the error and keeps the partial
       `the sentence the answer rests on is highlighted: ${JSON.stringify(marks)}`,
     );
   } finally {
-    await page.unroute('**/v1/ask');
+    await page.unroute('**/v1/collections/*/ask');
   }
   // A connection that drops without `done` or `error` is an error too.
-  await page.route('**/v1/ask', (route) =>
+  await page.route('**/v1/collections/*/ask', (route) =>
     route.fulfill({ status: 200, headers: { 'content-type': 'text/event-stream' }, body: sseBody(['Partial'], '') }),
   );
   try {
@@ -520,7 +521,7 @@ await step('a stream that fails mid-answer shows the error and keeps the partial
     check(state === 'error', `answer state ${state}`);
     check(/closed before the answer finished/.test(await page.textContent('#answer-error')), 'a dropped stream is reported');
   } finally {
-    await page.unroute('**/v1/ask');
+    await page.unroute('**/v1/collections/*/ask');
   }
 });
 

@@ -67,7 +67,7 @@ function showView() {
     if (name === view) $(`nav-${name}`).setAttribute('aria-current', 'page');
     else $(`nav-${name}`).removeAttribute('aria-current');
   }
-  if (view === 'documents') loadDocuments();
+  if (view === 'documents' && !documentsLoaded) loadDocuments();
 }
 window.addEventListener('hashchange', showView);
 
@@ -123,7 +123,9 @@ $('collection').addEventListener('change', () => {
   $('collection-note').hidden = true;
   // A conversation belongs to one collection: start afresh.
   startNewConversation();
-  if (documentsLoaded || location.hash === '#documents') loadDocuments();
+  // The document list is of the old collection: reload it if shown, else on the next visit.
+  if (!$('view-documents').hidden) loadDocuments();
+  else documentsLoaded = false;
 });
 
 function showNote(text) {
