@@ -46,15 +46,25 @@ pub fn decode_text(bytes: &[u8]) -> Result<String, ExtractError> {
     if let Some(read) = bomless_utf16(bytes) {
         return decode_utf16(bytes, read);
     }
-    let bytes = bytes.strip_prefix(&[0xEF, 0xBB, 0xBF]).unwrap_or(bytes);
+    let (bytes, bom) = match bytes.strip_prefix(&[0xEF, 0xBB, 0xBF]) {
+        Some(rest) => (rest, 3),
+        None => (bytes, 0),
+    };
     if looks_binary(bytes) {
         return Err(ExtractError::Binary("contains NUL or control bytes".into()));
     }
     match std::str::from_utf8(bytes) {
         Ok(s) => Ok(s.replace("\r\n", "\n")),
-        Err(e) if mostly_utf8(bytes) => Err(ExtractError::Undecodable(format!(
-            "invalid UTF-8 at byte {}; convert the file to UTF-8",
-            e.valid_up_to()
+        // A file that starts with a UTF-8 byte order mark says it is UTF-8;
+        // it is not guessed to be Windows-1252 mojibake.
+        Err(e) if bom > 0 || mostly_utf8(bytes) => Err(ExtractError::Undecodable(format!(
+            "invalid UTF-8 at byte {}{}; convert the file to UTF-8",
+            e.valid_up_to() + bom,
+            if bom > 0 {
+                " (after a UTF-8 byte order mark)"
+            } else {
+                ""
+            }
         ))),
         Err(_) => decode_legacy(bytes),
     }
@@ -126,12 +136,14 @@ fn decode_utf16(bytes: &[u8], read: fn([u8; 2]) -> u16) -> Result<String, Extrac
     Ok(text)
 }
 
-/// NUL bytes, or more than 10% control characters in the first 8 KiB.
+/// NUL bytes anywhere, or more than 10% control characters in the first
+/// 8 KiB. (NULs were looked for in the first 8 KiB only, so a text with a
+/// binary blob after that was decoded as Windows-1252 and its garbage indexed.)
 fn looks_binary(bytes: &[u8]) -> bool {
-    let head = &bytes[..bytes.len().min(8192)];
-    if memchr::memchr(0, head).is_some() {
+    if memchr::memchr(0, bytes).is_some() {
         return true;
     }
+    let head = &bytes[..bytes.len().min(8192)];
     let control = head
         .iter()
         .filter(|&&b| b < 0x20 && !matches!(b, b'\n' | b'\r' | b'\t' | 0x0C))
@@ -171,6 +183,23 @@ mod tests {
         bytes.push(0xFF);
         let err = decode_text(&bytes).unwrap_err().to_string();
         assert!(err.contains("invalid UTF-8 at byte 30"), "{err}");
+    }
+
+    #[test]
+    fn a_binary_tail_after_the_first_8_kib_is_binary() {
+        let mut bytes = "A readme before a blob. ".repeat(400).into_bytes();
+        bytes.extend([0x1f, 0x8b, 0x08, 0x00, 0xe9, 0xff, 0x00, 0x03]);
+        assert!(matches!(decode_text(&bytes), Err(ExtractError::Binary(_))));
+    }
+
+    #[test]
+    fn garbage_after_a_utf8_bom_is_not_guessed_to_be_latin1() {
+        let bytes = b"\xEF\xBB\xBFok \xe9\xe8\xfc\xa0\xb5\xc3";
+        let err = decode_text(bytes).unwrap_err().to_string();
+        assert!(
+            err.contains("invalid UTF-8 at byte 6 (after a UTF-8 byte order mark)"),
+            "{err}"
+        );
     }
 
     #[test]
