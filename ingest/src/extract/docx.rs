@@ -27,6 +27,9 @@ impl Extractor for DocxExtractor {
     }
 
     fn extract(&self, _path: &Path, bytes: &[u8]) -> Result<ExtractedDocument, ExtractError> {
+        if bytes.starts_with(&COMPOUND_FILE) {
+            return Err(compound_file(bytes));
+        }
         let mut archive = zip::ZipArchive::new(Cursor::new(bytes)).map_err(|e| {
             ExtractError::Malformed(format!(
                 "not a Word document (not a valid ZIP archive: {e})"
@@ -60,6 +63,27 @@ impl Extractor for DocxExtractor {
     }
 }
 
+/// The signature of an OLE compound file: what Word writes for a
+/// password-protected document (the real .docx encrypted inside it) and for
+/// the old binary .doc format.
+const COMPOUND_FILE: [u8; 8] = [0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1];
+
+/// Why a compound file named `.docx` cannot be read: it is encrypted (it
+/// holds an `EncryptedPackage` stream) or a legacy .doc.
+fn compound_file(bytes: &[u8]) -> ExtractError {
+    let marker: Vec<u8> = "EncryptedPackage"
+        .encode_utf16()
+        .flat_map(u16::to_le_bytes)
+        .collect();
+    if memchr::memmem::find(bytes, &marker).is_some() {
+        ExtractError::Encrypted("Word document".into())
+    } else {
+        ExtractError::Unsupported(
+            "a legacy Word .doc file (an OLE compound file) named .docx; save it as .docx".into(),
+        )
+    }
+}
+
 impl DocxExtractor {
     /// Reads one archive member, refusing to decompress more than the bound.
     fn member(
@@ -70,6 +94,11 @@ impl DocxExtractor {
         let file = match archive.by_name(name) {
             Ok(f) => f,
             Err(zip::result::ZipError::FileNotFound) => return Ok(None),
+            Err(zip::result::ZipError::UnsupportedArchive(why))
+                if why == zip::result::ZipError::PASSWORD_REQUIRED =>
+            {
+                return Err(ExtractError::Encrypted("Word document".into()));
+            }
             Err(e) => return Err(ExtractError::Malformed(format!("cannot read {name}: {e}"))),
         };
         let limit = self.max_unzipped_bytes;
@@ -269,6 +298,35 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("zip bomb"), "{err}");
+    }
+
+    #[test]
+    fn password_protected_and_legacy_word_files_are_named_not_called_bad_zips() {
+        // Word encrypts a .docx into an OLE compound file, as the old .doc
+        // format was; both were reported as "not a valid ZIP archive".
+        let compound = |marker: &str| {
+            let mut bytes = COMPOUND_FILE.to_vec();
+            bytes.extend([0u8; 504]);
+            bytes.extend(marker.encode_utf16().flat_map(u16::to_le_bytes));
+            bytes
+        };
+        let extractor = DocxExtractor::new(1 << 20);
+        let err = extractor
+            .extract(Path::new("a.docx"), &compound("EncryptedPackage"))
+            .unwrap_err();
+        assert!(matches!(err, ExtractError::Encrypted(_)), "{err}");
+        let err = extractor
+            .extract(Path::new("a.docx"), &compound("WordDocument"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("legacy Word .doc"), "{err}");
+        // A ZIP member marked encrypted.
+        let mut zip = zip_of(&[("word/document.xml", DOCUMENT.as_bytes())]);
+        zip[6] |= 1;
+        let cd = zip.windows(4).position(|w| w == b"PK\x01\x02").unwrap();
+        zip[cd + 8] |= 1;
+        let err = extractor.extract(Path::new("a.docx"), &zip).unwrap_err();
+        assert!(matches!(err, ExtractError::Encrypted(_)), "{err}");
     }
 
     #[test]
