@@ -1,16 +1,47 @@
 //! Token-aware chunking with text-splitter, sized by the embedder's own tokenizer.
 
 use docent_core::{ChunkSpan, Chunker, ExtractedDocument, TextKind};
-use text_splitter::{ChunkConfig, MarkdownSplitter, TextSplitter};
+use std::ops::Range;
+use text_splitter::{ChunkConfig, ChunkSizer, MarkdownSplitter, TextSplitter};
 use tokenizers::Tokenizer;
+
+/// Longest stretch of text handed to the splitter at once. text-splitter
+/// sizes candidate chunks that reach far past the one it is looking for
+/// when a text has few break points, so a long text without paragraph or
+/// line breaks took time quadratic in its length (a 4 MB line: a minute).
+/// Longer texts are cut at paragraph, line, sentence or word boundaries
+/// first; only the chunks at a cut differ (they lose their overlap there).
+const SEGMENT_BYTES: usize = 16 * 1024;
+
+/// Bytes (other than whitespace) a chunk may hold per token of its size.
+/// A word longer than the tokenizer reads (WordPiece: 100 characters) is
+/// one `[UNK]` token however long it is, so without a byte bound a 10 MB
+/// "word" was one 10 MB chunk that every later step (reranking, prompt
+/// budgeting) tokenizes again. Ordinary text has 4–6 bytes a token.
+const MAX_BYTES_PER_TOKEN: usize = 16;
+
+/// The embedder's token count, but at least one token per
+/// [`MAX_BYTES_PER_TOKEN`] bytes that are not whitespace.
+struct BoundedSizer(Tokenizer);
+
+impl ChunkSizer for BoundedSizer {
+    fn size(&self, chunk: &str) -> usize {
+        let tokens = self
+            .0
+            .encode_fast(chunk, false)
+            .map_or(chunk.len() / 4 + 1, |e| e.get_ids().len());
+        let bytes = chunk.bytes().filter(|b| !b.is_ascii_whitespace()).count();
+        tokens.max(bytes / MAX_BYTES_PER_TOKEN)
+    }
+}
 
 /// Splits documents into chunks of at most `max_tokens` embedder tokens, with
 /// `overlap_tokens` of overlap. Markdown goes through the Markdown splitter so
 /// chunks follow headings, lists and code blocks; every chunk records its byte
 /// range and, for Markdown, the heading path above it.
 pub struct TokenChunker {
-    text: TextSplitter<Tokenizer>,
-    markdown: MarkdownSplitter<Tokenizer>,
+    text: TextSplitter<BoundedSizer>,
+    markdown: MarkdownSplitter<BoundedSizer>,
     tokenizer: Tokenizer,
     max_tokens: usize,
     overlap_tokens: usize,
@@ -29,7 +60,7 @@ impl TokenChunker {
     ) -> Result<Self, ChunkerConfigError> {
         let config = || {
             ChunkConfig::new(max_tokens)
-                .with_sizer(tokenizer.clone())
+                .with_sizer(BoundedSizer(tokenizer.clone()))
                 .with_overlap(overlap_tokens)
                 .map_err(|e| ChunkerConfigError(e.to_string()))
         };
@@ -46,10 +77,15 @@ impl TokenChunker {
 impl Chunker for TokenChunker {
     fn chunk(&self, document: &ExtractedDocument) -> Vec<ChunkSpan> {
         let text = document.text.as_str();
-        let spans: Vec<(usize, &str)> = match document.kind {
-            TextKind::Markdown => self.markdown.chunk_indices(text).collect(),
-            TextKind::Plain => self.text.chunk_indices(text).collect(),
-        };
+        let mut spans: Vec<(usize, &str)> = Vec::new();
+        for segment in segments(text, SEGMENT_BYTES) {
+            let part = &text[segment.clone()];
+            let found: Vec<(usize, &str)> = match document.kind {
+                TextKind::Markdown => self.markdown.chunk_indices(part).collect(),
+                TextKind::Plain => self.text.chunk_indices(part).collect(),
+            };
+            spans.extend(found.into_iter().map(|(i, c)| (segment.start + i, c)));
+        }
         let headings = match document.kind {
             TextKind::Markdown => heading_positions(text),
             TextKind::Plain => Vec::new(),
@@ -80,6 +116,38 @@ impl Chunker for TokenChunker {
             .encode(text, false)
             .map_or(text.len() / 4 + 1, |e| e.get_ids().len())
     }
+}
+
+/// `text` cut into consecutive ranges of at most `max` bytes, each ending
+/// after a paragraph break, else a line break, else a sentence end, else a
+/// space, found in the second half of its window (else at a character
+/// boundary).
+fn segments(text: &str, max: usize) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    while text.len() - start > max {
+        let mut limit = start + max;
+        while !text.is_char_boundary(limit) {
+            limit -= 1;
+        }
+        let window = &text[start..limit];
+        let half = window.len() / 2;
+        let cut = ["\n\n", "\n", ". ", " "]
+            .iter()
+            .find_map(|sep| {
+                window
+                    .rfind(sep)
+                    .filter(|&i| i >= half)
+                    .map(|i| i + sep.len())
+            })
+            .unwrap_or(window.len());
+        out.push(start..start + cut);
+        start += cut;
+    }
+    if start < text.len() || out.is_empty() {
+        out.push(start..text.len());
+    }
+    out
 }
 
 /// ATX headings with their byte offset and level, skipping fenced code.

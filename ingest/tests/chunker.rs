@@ -4,6 +4,7 @@ use docent_core::{Chunker, ExtractedDocument, TextKind};
 use docent_ingest::TokenChunker;
 use proptest::prelude::*;
 use std::sync::OnceLock;
+use std::time::Instant;
 use tokenizers::Tokenizer;
 
 fn tokenizer() -> &'static Tokenizer {
@@ -104,4 +105,111 @@ fn markdown_chunks_carry_their_heading_path() {
         .find(|s| text[s.start..s.end].contains("sent monthly"))
         .unwrap();
     assert_eq!(invoices.heading.as_deref(), Some("Billing > Invoices"));
+}
+
+fn plain(text: &str) -> ExtractedDocument {
+    ExtractedDocument {
+        text: text.to_string(),
+        kind: TextKind::Plain,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn one_long_line_is_chunked_in_linear_time() {
+    // text-splitter sized the rest of a text without line breaks for every
+    // chunk it cut: a 1 MB line took 5 s, 2 MB 22 s, 4 MB a minute, and a
+    // 10 MB line (under the default file limit) far longer.
+    let chunker = TokenChunker::new(tokenizer().clone(), 254, 32).unwrap();
+    let line =
+        |bytes: usize| "the archive keeps every signed contract for ten years ".repeat(bytes / 54);
+    let timed = |text: &str| {
+        let started = Instant::now();
+        let spans = chunker.chunk(&plain(text));
+        (started.elapsed(), spans)
+    };
+    let (small, _) = timed(&line(256 << 10));
+    let text = line(2 << 20);
+    let (large, spans) = timed(&text);
+    // Eight times the text: about eight times the time when linear, 64
+    // times when quadratic.
+    assert!(large < small * 24, "256 KiB: {small:?}, 2 MiB: {large:?}");
+    assert!(spans.len() > 1000, "{}", spans.len());
+    for span in spans.iter().step_by(97) {
+        assert!(tokens(&text[span.start..span.end]) <= 254);
+    }
+}
+
+#[test]
+fn a_word_longer_than_the_tokenizer_reads_is_not_one_giant_chunk() {
+    // WordPiece reads a word of more than 100 characters as one [UNK], so a
+    // 64 KiB "word" was one 64 KiB chunk of one token (and a 10 MB one, one
+    // 10 MB chunk) for every later step to tokenize again.
+    let chunker = TokenChunker::new(tokenizer().clone(), 254, 32).unwrap();
+    let word = "abcdefghij".repeat(6554);
+    let text = format!("Before the blob. {word} After the blob.");
+    let spans = chunker.chunk(&plain(&text));
+    assert!(spans.len() >= 16, "{} chunks", spans.len());
+    assert!(
+        spans.iter().all(|s| s.end - s.start < 255 * 16),
+        "{:?}",
+        spans.iter().map(|s| s.end - s.start).collect::<Vec<_>>()
+    );
+    let mut covered = vec![false; text.len()];
+    for span in &spans {
+        covered[span.start..span.end]
+            .iter_mut()
+            .for_each(|c| *c = true);
+    }
+    assert!(
+        text.char_indices()
+            .all(|(i, c)| c.is_whitespace() || covered[i])
+    );
+}
+
+#[test]
+fn texts_longer_than_a_segment_are_covered_in_order_within_the_limit() {
+    let chunker = TokenChunker::new(tokenizer().clone(), 64, 8).unwrap();
+    // About 200 KB: paragraphs, long lines and a stretch without breaks.
+    let mut text = String::new();
+    for i in 0..400 {
+        text.push_str(&format!("# Part {i}\n\n"));
+        text.push_str(
+            &"Refunds are issued within fourteen days, über naïve 🙂. ".repeat(i % 7 + 1),
+        );
+        text.push_str(if i % 5 == 0 { " " } else { "\n\n" });
+    }
+    for markdown in [false, true] {
+        let doc = ExtractedDocument {
+            text: text.clone(),
+            kind: if markdown {
+                TextKind::Markdown
+            } else {
+                TextKind::Plain
+            },
+            ..Default::default()
+        };
+        let spans = chunker.chunk(&doc);
+        let mut last_start = 0;
+        let mut covered = vec![false; text.len()];
+        for span in &spans {
+            assert!(span.start < span.end && span.end <= text.len());
+            assert!(span.start >= last_start, "spans go forward");
+            last_start = span.start;
+            assert!(tokens(&text[span.start..span.end]) <= 64);
+            covered[span.start..span.end]
+                .iter_mut()
+                .for_each(|c| *c = true);
+        }
+        assert!(
+            text.char_indices()
+                .all(|(i, c)| c.is_whitespace() || covered[i])
+        );
+        // Heading paths come from the whole text, not from one segment.
+        let headings: std::collections::BTreeSet<_> =
+            spans.iter().filter_map(|s| s.heading.clone()).collect();
+        if markdown {
+            assert!(headings.len() > 250, "{} headings", headings.len());
+        }
+    }
 }
