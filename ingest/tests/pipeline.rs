@@ -183,7 +183,7 @@ fn bad_inputs() -> Vec<(&'static str, Vec<u8>, &'static str)> {
             catalog.clone(),
             one_page.clone(),
             page(4),
-            "<< /Length 24 >>\nstream\n0 0 1 rg 10 10 200 200 re f\nendstream".into(),
+            "<< /Length 27 >>\nstream\n0 0 1 rg 10 10 200 200 re f\nendstream".into(),
             font.clone(),
         ],
         "",
@@ -492,6 +492,29 @@ fn a_crashing_pdf_worker_costs_only_the_file() {
         .unwrap_err();
     assert!(matches!(err, ExtractError::Crashed(_)), "{err}");
     assert!(err.to_string().contains("signal"), "{err}");
+}
+
+#[test]
+fn a_worker_stack_overflow_is_reported_as_too_deep_nesting() {
+    // Reported as "the extractor failed: ... signal: 6 (SIGABRT): fatal
+    // runtime error: stack overflow", which reads like docent's own crash.
+    let overflow = WorkerCommand {
+        program: "sh".into(),
+        args: vec![
+            "-c".into(),
+            "echo 'fatal runtime error: stack overflow, aborting' >&2; kill -ABRT $$".into(),
+            "sh".into(),
+        ],
+    };
+    let extractor = PdfExtractor::new(Some(overflow), PdfLimits::default());
+    let err = extractor
+        .extract(Path::new("a.pdf"), &simple_pdf(&manual_pages(), None))
+        .unwrap_err();
+    assert!(matches!(err, ExtractError::Malformed(_)), "{err}");
+    assert!(
+        err.to_string().contains("nests objects too deeply"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -8,6 +8,11 @@
 //! crash then costs one file, never the run. Without a worker command the
 //! parser runs in-process on a helper thread with the same time bound (a
 //! runaway parse is abandoned, not stopped), which suits tests and embedding.
+//!
+//! Isolation is the last line, not the only one: the checks in `structure`
+//! turn the hangs and stack overflows that hostile structure causes into
+//! reasons (and rebuild a broken cross-reference table), and pages are read
+//! one at a time, so a panic in the parser costs one page.
 
 use docent_core::{ExtractError, ExtractedDocument, Extractor, TextKind};
 use serde::{Deserialize, Serialize};
@@ -18,6 +23,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Duration;
 use wait_timeout::ChildExt;
+
+mod structure;
+
+use structure::{
+    MAX_NESTING, check_structure, content_readable, nesting_depth, page_ids, page_root, recover,
+    why_no_pages,
+};
 
 /// How to start the worker process: a program and the arguments that make
 /// it run [`run_worker`] (e.g. the docent binary and `extract-worker`).
@@ -196,58 +208,127 @@ fn to_reply(result: Result<PdfText, ExtractError>) -> WorkerReply {
 /// Parses a PDF, turning a panic in the parser into an error.
 fn parse_guarded(bytes: &[u8]) -> Result<PdfText, ExtractError> {
     std::panic::catch_unwind(|| parse(bytes)).unwrap_or_else(|panic| {
-        let message = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "unknown panic".into());
         Err(ExtractError::Malformed(format!(
-            "the PDF parser failed on it ({message})"
+            "the PDF parser failed on it ({})",
+            panic_message(panic.as_ref())
         )))
     })
 }
 
 fn parse(bytes: &[u8]) -> Result<PdfText, ExtractError> {
-    use pdf_extract::{Document, PlainTextOutput, output_doc_page};
+    use pdf_extract::Document;
+    // lopdf's parser recurses once per nesting level, so a file nesting
+    // 100k arrays overflows its stack (a crash that isolation contains but
+    // that takes an in-process parse down with the whole process).
+    let depth = nesting_depth(bytes, MAX_NESTING);
+    if depth > MAX_NESTING {
+        return Err(ExtractError::Malformed(format!(
+            "it nests arrays or dictionaries more than {MAX_NESTING} deep"
+        )));
+    }
     let encrypted = |doc: &Document| {
         doc.trailer.get(b"Encrypt").is_ok() && doc.authenticate_password("").is_err()
     };
-    let doc = match Document::load_mem(bytes) {
-        Ok(doc) => doc,
+    let has_pages = |doc: &Document| !page_ids(doc).is_empty();
+    let mut doc = match Document::load_mem(bytes) {
+        Ok(doc) if encrypted(&doc) => return Err(ExtractError::Encrypted("PDF".into())),
+        Ok(doc) if has_pages(&doc) => doc,
+        // Offsets that point at the wrong bytes leave no catalog or pages.
+        Ok(doc) => recover(bytes).filter(has_pages).unwrap_or(doc),
         // The dictionary may be unreadable for the same reason the rest is.
         Err(_) if memchr::memmem::find(bytes, b"/Encrypt").is_some() => {
             return Err(ExtractError::Encrypted("PDF".into()));
         }
-        Err(e) => return Err(ExtractError::Malformed(format!("unreadable PDF: {e}"))),
+        Err(e) => recover(bytes)
+            .filter(has_pages)
+            .ok_or_else(|| ExtractError::Malformed(format!("unreadable PDF: {e}")))?,
     };
     if encrypted(&doc) {
         return Err(ExtractError::Encrypted("PDF".into()));
     }
-    let numbers: Vec<u32> = doc.get_pages().keys().copied().collect();
-    if numbers.is_empty() {
-        return Err(ExtractError::Malformed("a PDF without pages".into()));
+    let ids = page_ids(&doc);
+    if ids.is_empty() {
+        return Err(ExtractError::Malformed(why_no_pages(&doc)));
     }
-    let mut pages = Vec::with_capacity(numbers.len());
+    check_structure(&doc, &ids).map_err(ExtractError::Malformed)?;
+    let mut pages = Vec::with_capacity(ids.len());
     let mut first_error = None;
-    for n in numbers {
-        let mut text = String::new();
-        let result = output_doc_page(&doc, &mut PlainTextOutput::new(&mut text), n);
-        if let Err(e) = result {
-            first_error.get_or_insert_with(|| format!("page {n}: {e}"));
-            text.clear();
+    let mut unmapped = 0;
+    let mut broken_content = None;
+    for (i, &id) in ids.iter().enumerate() {
+        let n = i + 1;
+        let mut text = match page_text(&mut doc, id) {
+            Ok(text) => text,
+            Err(e) => {
+                first_error.get_or_insert_with(|| format!("page {n}: {e}"));
+                String::new()
+            }
+        };
+        // Codes of a font without a character map come out as control
+        // characters (mostly NUL): they are not text.
+        let before = text.len();
+        text.retain(|c| (!c.is_control() || matches!(c, '\n' | '\t')) && c != '\u{FFFD}');
+        unmapped += before - text.len();
+        if text.trim().is_empty() && broken_content.is_none() && !content_readable(&doc, id) {
+            broken_content = Some(n);
         }
         pages.push(text);
     }
     if pages.iter().all(|p| p.trim().is_empty()) {
-        return Err(match first_error {
-            Some(e) => ExtractError::Malformed(format!("no page could be read ({e})")),
-            None => ExtractError::NoTextLayer,
+        return Err(match (first_error, broken_content) {
+            (Some(e), _) => ExtractError::Malformed(format!("no page could be read ({e})")),
+            (None, Some(n)) => ExtractError::Malformed(format!(
+                "the content of page {n} is missing, empty or unreadable (a broken stream or cross-reference table?)"
+            )),
+            (None, None) if unmapped > 0 => ExtractError::Malformed(
+                "its text is drawn in fonts without a character map (no /ToUnicode, no usable \
+                 /Encoding), so it cannot be read as text; run OCR on it"
+                    .into(),
+            ),
+            (None, None) => ExtractError::NoTextLayer,
         });
     }
     Ok(PdfText {
         title: pdf_title(&doc),
         pages,
     })
+}
+
+/// The text of one page. The page tree's root is pointed at this page
+/// alone first: pdf-extract finds a page by walking the whole tree, so
+/// asking for each page by number costs time quadratic in the page count
+/// (5,000 pages ran past a 20-second bound). A panic in the parser costs
+/// only this page.
+fn page_text(
+    doc: &mut pdf_extract::Document,
+    page: pdf_extract::ObjectId,
+) -> Result<String, String> {
+    use pdf_extract::{Object, PlainTextOutput, output_doc};
+    let root = page_root(doc).ok_or("no page tree")?;
+    let node = doc.get_dictionary_mut(root).map_err(|e| e.to_string())?;
+    node.set("Kids", Object::Array(vec![Object::Reference(page)]));
+    node.set("Count", Object::Integer(1));
+    let doc = &*doc;
+    let mut text = String::new();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        output_doc(doc, &mut PlainTextOutput::new(&mut text))
+    }));
+    match result {
+        Ok(Ok(())) => Ok(text),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(panic) => Err(format!(
+            "the PDF parser failed on it ({})",
+            panic_message(panic.as_ref())
+        )),
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
 }
 
 fn pdf_title(doc: &pdf_extract::Document) -> Option<String> {
@@ -370,6 +451,12 @@ fn run_in_child(
         return from_reply(reply);
     }
     let stderr = String::from_utf8_lossy(&err);
+    if stderr.contains("stack overflow") {
+        return Err(ExtractError::Malformed(
+            "it nests objects too deeply for the PDF parser (the parser overflowed its stack)"
+                .into(),
+        ));
+    }
     if stderr.contains("memory allocation") || stderr.contains("out of memory") {
         return Err(ExtractError::TooLarge(format!(
             "the PDF needs more than {} MiB to parse (ingest.extract_memory_mb)",
@@ -449,6 +536,225 @@ mod tests {
     fn garbage_after_a_header_is_malformed_not_a_panic() {
         let err = parse_guarded(b"%PDF-1.4\n\x00\x01garbage").unwrap_err();
         assert!(matches!(err, ExtractError::Malformed(_)), "{err}");
+    }
+
+    use crate::testing::{content_stream, pdf_from_objects};
+
+    const CATALOG: &str = "<< /Type /Catalog /Pages 2 0 R >>";
+    const HELVETICA: &str = "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>";
+
+    fn stream(extra: &str, data: &str) -> String {
+        format!(
+            "<< /Length {} {extra} >>\nstream\n{data}\nendstream",
+            data.len()
+        )
+    }
+
+    fn malformed(bytes: &[u8]) -> String {
+        match parse_guarded(bytes) {
+            Err(ExtractError::Malformed(m)) => m,
+            other => panic!("not malformed: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_parent_cycle_is_refused_not_followed_forever() {
+        // A page without a MediaBox sent pdf-extract up its /Parent chain,
+        // which looped: the worker spun until its time bound.
+        let pdf = pdf_from_objects(
+            &[
+                CATALOG.into(),
+                "<< /Type /Pages /Kids [3 0 R] /Count 1 /Parent 6 0 R >>".into(),
+                "<< /Type /Page /Parent 2 0 R /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>"
+                    .into(),
+                content_stream("Parent cycle."),
+                HELVETICA.into(),
+                "<< /Type /Pages /Kids [] /Count 0 /Parent 2 0 R >>".into(),
+            ],
+            "",
+        );
+        let started = std::time::Instant::now();
+        assert!(malformed(&pdf).contains("page tree loops"));
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_form_that_draws_itself_is_refused_not_a_stack_overflow() {
+        // pdf-extract recursed into the form forever: the worker died of a
+        // stack overflow, and an in-process parse took the process with it.
+        let pdf = pdf_from_objects(
+            &[
+                CATALOG.into(),
+                "<< /Type /Pages /Kids [3 0 R] /Count 1 >>".into(),
+                "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R \
+                 /Resources << /Font << /F1 5 0 R >> /XObject << /X1 6 0 R /X2 7 0 R >> >> >>"
+                    .into(),
+                stream("", "BT /F1 12 Tf 72 700 Td (Looping form) Tj ET /X2 Do"),
+                HELVETICA.into(),
+                // Inherits the page's resources, so its /X1 is itself.
+                stream("/Type /XObject /Subtype /Form /BBox [0 0 9 9]", "/X1 Do"),
+                // Draws X1 through resources of its own.
+                stream(
+                    "/Type /XObject /Subtype /Form /BBox [0 0 9 9] /Resources << /XObject << /X1 6 0 R >> >>",
+                    "/X1 Do",
+                ),
+            ],
+            "",
+        );
+        assert!(malformed(&pdf).contains("form XObject 6 0 draws itself"));
+    }
+
+    #[test]
+    fn forms_that_inherit_resources_without_drawing_themselves_are_read() {
+        let pdf = pdf_from_objects(
+            &[
+                CATALOG.into(),
+                "<< /Type /Pages /Kids [3 0 R] /Count 1 >>".into(),
+                "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R \
+                 /Resources << /Font << /F1 5 0 R >> /XObject << /A 6 0 R /B 7 0 R >> >> >>"
+                    .into(),
+                stream("", "/A Do /B Do"),
+                HELVETICA.into(),
+                stream(
+                    "/Type /XObject /Subtype /Form /BBox [0 0 612 792]",
+                    "BT /F1 12 Tf 72 700 Td (Form A draws B.) Tj ET /B Do",
+                ),
+                stream(
+                    "/Type /XObject /Subtype /Form /BBox [0 0 612 792]",
+                    "BT /F1 12 Tf 72 600 Td (Form B draws text.) Tj ET",
+                ),
+            ],
+            "",
+        );
+        let text = parse_guarded(&pdf).unwrap().pages.join(" ");
+        assert!(
+            text.contains("Form A draws B.") && text.contains("Form B draws text."),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn deeply_nested_arrays_are_refused_before_the_parser_overflows_its_stack() {
+        let depth = 100_000;
+        let pdf = pdf_from_objects(
+            &[
+                CATALOG.into(),
+                "<< /Type /Pages /Kids [] /Count 0 >>".into(),
+                format!("{}{}", "[".repeat(depth), "]".repeat(depth)),
+            ],
+            "",
+        );
+        assert!(malformed(&pdf).contains("more than 256 deep"));
+        // Brackets inside strings, streams and comments are not nesting.
+        let quiet = format!(
+            "({0}) % {0}\n<< /Length 3 >>\nstream\n{0}\nendstream",
+            "[".repeat(1000)
+        );
+        assert!(nesting_depth(quiet.as_bytes(), MAX_NESTING) <= 1);
+    }
+
+    #[test]
+    fn five_thousand_pages_are_read_in_linear_time() {
+        // Each page was found by walking the whole page tree again: 5,000
+        // pages ran past the 20 s bound.
+        let n = 5000;
+        let kids: Vec<String> = (0..n).map(|i| format!("{} 0 R", 5 + i)).collect();
+        let mut objects = vec![
+            CATALOG.to_string(),
+            format!("<< /Type /Pages /Kids [{}] /Count {n} >>", kids.join(" ")),
+            content_stream("A page of the census."),
+            HELVETICA.to_string(),
+        ];
+        for _ in 0..n {
+            objects.push(
+                "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 3 0 R \
+                 /Resources << /Font << /F1 4 0 R >> >> >>"
+                    .into(),
+            );
+        }
+        let started = std::time::Instant::now();
+        let text = parse_guarded(&pdf_from_objects(&objects, "")).unwrap();
+        assert_eq!(text.pages.len(), n);
+        assert!(text.pages.iter().all(|p| p.contains("census")));
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn text_in_a_font_without_a_character_map_is_not_indexed_as_nul_bytes() {
+        // pdf-extract writes the codes of such a font as NUL characters,
+        // which were stored as a chunk of NULs.
+        let pdf = pdf_from_objects(
+            &[
+                CATALOG.into(),
+                "<< /Type /Pages /Kids [3 0 R] /Count 1 >>".into(),
+                "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R \
+                 /Resources << /Font << /F1 5 0 R >> >> >>"
+                    .into(),
+                stream("", "BT /F1 12 Tf 72 700 Td <0102030405060708> Tj ET"),
+                "<< /Type /Font /Subtype /TrueType /BaseFont /Custom /FirstChar 1 /LastChar 8 \
+                 /Widths [600 600 600 600 600 600 600 600] >>"
+                    .into(),
+            ],
+            "",
+        );
+        assert!(malformed(&pdf).contains("fonts without a character map"));
+    }
+
+    #[test]
+    fn a_broken_cross_reference_table_is_rebuilt() {
+        let pdf = crate::testing::simple_pdf(&["The heron registry.".to_string()], None);
+        let xref = memchr::memmem::rfind(&pdf, b"xref\n").unwrap();
+        let mut broken = pdf[..xref].to_vec();
+        broken.extend(b"trailer\n<< /Root 1 0 R >>\n%%EOF\n");
+        let text = parse_guarded(&broken).unwrap();
+        assert_eq!(text.pages.len(), 1);
+        assert_eq!(text.pages[0].trim(), "The heron registry.");
+    }
+
+    #[test]
+    fn a_missing_content_stream_is_named_not_taken_for_a_scan() {
+        let pdf = pdf_from_objects(
+            &[
+                CATALOG.into(),
+                "<< /Type /Pages /Kids [3 0 R] /Count 1 >>".into(),
+                "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R >>".into(),
+                "<< /Length 99999999999 >>\nstream\nBT (x) Tj ET\nendstream".into(),
+            ],
+            "",
+        );
+        assert!(malformed(&pdf).contains("content of page 1 is missing, empty or unreadable"));
+    }
+
+    #[test]
+    fn a_panic_on_one_page_costs_only_that_page() {
+        // A Type3 font without /Encoding makes pdf-extract panic; a panic
+        // used to cost the whole document.
+        let pdf = pdf_from_objects(
+            &[
+                CATALOG.into(),
+                "<< /Type /Pages /Kids [3 0 R 6 0 R] /Count 2 >>".into(),
+                "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R \
+                 /Resources << /Font << /F1 5 0 R >> >> >>"
+                    .into(),
+                stream("", "BT /F1 12 Tf 72 700 Td <01> Tj ET"),
+                "<< /Type /Font /Subtype /Type3 /FontBBox [0 0 9 9] /FontMatrix [1 0 0 1 0 0] \
+                 /CharProcs << >> /FirstChar 1 /LastChar 1 /Widths [9] >>"
+                    .into(),
+                "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 7 0 R \
+                 /Resources << /Font << /F1 8 0 R >> >> >>"
+                    .into(),
+                content_stream("The second page survives."),
+                HELVETICA.into(),
+            ],
+            "",
+        );
+        let text = parse_guarded(&pdf).unwrap();
+        assert_eq!(text.pages[0], "");
+        assert_eq!(text.pages[1].trim(), "The second page survives.");
     }
 
     #[test]
