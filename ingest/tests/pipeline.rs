@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+mod hostile;
+
 struct Models {
     embedder: Arc<dyn Embedder>,
     chunker: Arc<dyn Chunker>,
@@ -264,7 +266,7 @@ fn bad_inputs() -> Vec<(&'static str, Vec<u8>, &'static str)> {
         ("unpaired-utf16.txt", unpaired, "invalid UTF-16"),
         (
             "too-big.txt",
-            b"big file ".repeat(200_000),
+            b"big file ".repeat(1_200_000),
             "over the limit",
         ),
         (
@@ -333,15 +335,41 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The text of every chunk stored for a document.
+fn stored_texts(f: &Fixture, id: &str) -> Vec<String> {
+    let id = DocumentId::new(id);
+    let n = f.store.chunk_ids(&id).unwrap().len();
+    let ordinals: Vec<usize> = (0..n).collect();
+    f.store
+        .chunks_by_ordinal(&id, &ordinals)
+        .unwrap()
+        .into_iter()
+        .map(|c| c.text)
+        .collect()
+}
+
 #[test]
 fn a_corpus_of_malformed_files_fails_file_by_file_and_the_good_files_are_searchable() {
     let docs = tempfile::tempdir().unwrap();
     let data = tempfile::tempdir().unwrap();
     let bad = bad_inputs();
-    assert!(bad.len() >= 30);
+    let hostile = hostile::hostile_inputs();
+    assert!(
+        bad.len() + hostile.len() >= 60,
+        "{}",
+        bad.len() + hostile.len()
+    );
     for (name, bytes, _) in &bad {
         std::fs::write(docs.path().join(name), bytes).unwrap();
     }
+    for h in &hostile {
+        std::fs::write(docs.path().join(h.name), &h.bytes).unwrap();
+    }
+    let hostile_failing = hostile
+        .iter()
+        .filter(|h| matches!(h.expect, hostile::Expect::Fails(_)))
+        .count();
+    let hostile_read = hostile.len() - hostile_failing;
     let write = |name: &str, bytes: &[u8]| std::fs::write(docs.path().join(name), bytes).unwrap();
     write(
         "parking.md",
@@ -383,7 +411,13 @@ fn a_corpus_of_malformed_files_fails_file_by_file_and_the_good_files_are_searcha
         + &"</div>".repeat(80_000);
     write("deep.html", deep.as_bytes());
 
-    let f = fixture(data.path(), options());
+    let f = fixture(
+        data.path(),
+        IngestOptions {
+            max_file_bytes: hostile::MAX_FILE_BYTES,
+            ..options()
+        },
+    );
     let started = Instant::now();
     let summary = f.pipeline.ingest_path(docs.path(), &|_| {}).unwrap();
     assert!(
@@ -391,21 +425,79 @@ fn a_corpus_of_malformed_files_fails_file_by_file_and_the_good_files_are_searcha
         "{:?}",
         started.elapsed()
     );
-    assert_eq!(summary.files_seen, bad.len() + 8, "{summary:?}");
-    assert_eq!(summary.added, 8, "{summary:#?}");
-    assert_eq!(summary.failed.len(), bad.len(), "{summary:#?}");
-    for (name, _, reason) in &bad {
-        let failure = summary
-            .failed
-            .iter()
-            .find(|f| f.path == *name)
+    let failures: BTreeMap<&str, &str> = summary
+        .failed
+        .iter()
+        .map(|f| (f.path.as_str(), f.reason.as_str()))
+        .collect();
+    let expected_failures =
+        bad.iter()
+            .map(|(name, _, reason)| (*name, *reason))
+            .chain(hostile.iter().filter_map(|h| match h.expect {
+                hostile::Expect::Fails(reason) => Some((h.name, reason)),
+                hostile::Expect::Reads(_) => None,
+            }));
+    for (name, reason) in expected_failures {
+        let failure = failures
+            .get(name)
             .unwrap_or_else(|| panic!("{name} did not fail: {summary:#?}"));
         assert!(
-            failure.reason.contains(reason),
-            "{name}: {:?} should mention {reason:?}",
-            failure.reason
+            failure.contains(reason),
+            "{name}: {failure:?} should mention {reason:?}"
         );
     }
+    for h in &hostile {
+        let hostile::Expect::Reads(phrase) = h.expect else {
+            continue;
+        };
+        assert!(
+            !failures.contains_key(h.name),
+            "{} failed: {:?}",
+            h.name,
+            failures[h.name]
+        );
+        let record = f
+            .pipeline
+            .catalogue()
+            .get(&DocumentId::new(h.name))
+            .unwrap()
+            .unwrap_or_else(|| panic!("{} is not in the catalogue", h.name));
+        assert_eq!(record.status, DocumentStatus::Ready, "{}", h.name);
+        let texts = stored_texts(&f, h.name);
+        assert!(
+            texts.iter().any(|t| t.contains(phrase)),
+            "{}: no stored chunk holds {phrase:?}: {texts:?}",
+            h.name
+        );
+    }
+    assert_eq!(
+        summary.files_seen,
+        bad.len() + hostile.len() + 8,
+        "{summary:?}"
+    );
+    assert_eq!(summary.added, 8 + hostile_read, "{summary:#?}");
+    assert_eq!(
+        summary.failed.len(),
+        bad.len() + hostile_failing,
+        "{summary:#?}"
+    );
+    // Injections hidden in page furniture never reach the store.
+    for text in stored_texts(&f, "injection.html") {
+        for dropped in hostile::DROPPED_INJECTIONS {
+            assert!(!text.contains(dropped), "{dropped:?} kept in {text:?}");
+        }
+    }
+    // Archive member names are never paths written to.
+    for dir in [docs.path(), data.path(), Path::new("/tmp"), Path::new(".")] {
+        for up in ["", "..", "../.."] {
+            let written = dir.join(up).join("evil-docent-member.txt");
+            assert!(!written.exists(), "{}", written.display());
+        }
+    }
+    // The 10 MB line under the limit is cut into bounded chunks.
+    let line = stored_texts(&f, "ten-mb-line.txt");
+    assert!(line.len() < 100, "{} chunks", line.len());
+    assert!(line.iter().all(|t| t.len() < 64 << 10));
     // The failures are recorded in the catalogue too.
     let record = f
         .pipeline
