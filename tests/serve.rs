@@ -625,3 +625,52 @@ fn a_conversation_survives_a_restart_and_its_follow_up_finds_the_right_document(
         "{answer}"
     );
 }
+
+/// `docent bench load` for 10 s against a real server over the example
+/// documents: 12 clients mixing asks (some hanging up mid-stream),
+/// searches, uploads, deletes and listings. The full 60 s, 50-client run is
+/// in docs/benchmarks.md.
+#[test]
+fn ten_seconds_of_mixed_load_keep_every_promise() {
+    let data = tempfile::tempdir().unwrap();
+    ingest_examples(data.path());
+    let server = start(data.path(), &[("DOCENT__GENERATE__QUEUE_DEPTH", "2")]);
+    let out = command(data.path())
+        .args([
+            "bench",
+            "load",
+            "--url",
+            &server.url(),
+            "--clients",
+            "12",
+            "--seconds",
+            "10",
+            "--warmup",
+            "4",
+        ])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout).to_string();
+    println!("{report}");
+    assert!(
+        out.status.success(),
+        "{report}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = json(&report);
+    assert_eq!(report["all_checks_passed"], true, "{report:#}");
+    let routes = report["routes"].as_object().unwrap();
+    for route in [
+        "POST /v1/search",
+        "POST /v1/documents",
+        "DELETE /v1/documents/{id}",
+        "GET /v1/documents",
+        "POST /v1/ask (stream, hang up)",
+    ] {
+        assert!(
+            routes[route]["requests"].as_u64().unwrap_or(0) > 0,
+            "{route} was exercised: {report:#}"
+        );
+    }
+    assert!(report["agreement"]["documents_believed"].as_u64().unwrap() > 0);
+}

@@ -98,6 +98,13 @@ pub trait Generator: Send + Sync {
     fn cancelled(&self) -> u64 {
         0
     }
+    /// Whether a generation queued now would be accepted. Callers check it
+    /// before the work that precedes a generation (retrieval, reranking), so
+    /// a request that would be refused is refused before it costs anything;
+    /// `generate` still enforces the bound.
+    fn has_room(&self) -> bool {
+        true
+    }
     /// Queues a generation. Returns at once: `Error::Overloaded` when the queue
     /// is full. Events arrive on the receiver; dropping it cancels the work.
     fn generate(

@@ -100,6 +100,31 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// Sustained mixed load against a running `docent serve`: asks (JSON,
+    /// streamed, and streams the client hangs up on), searches, uploads,
+    /// deletes and listings. Reports statuses and p50/p99 by route, the
+    /// server's memory and descriptors, whether catalogue and store agree
+    /// at the end, and the checks (exit status 1 when one fails)
+    Load {
+        /// The server, e.g. http://127.0.0.1:8080
+        #[arg(long)]
+        url: String,
+        /// Concurrent clients
+        #[arg(long, default_value_t = 50)]
+        clients: usize,
+        /// Measured seconds (after the warm-up)
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Seconds of load before memory and descriptors are taken as the baseline
+        #[arg(long, default_value_t = 10)]
+        warmup: u64,
+        /// The bearer key: it needs the read and ingest scopes (admin if
+        /// /metrics is closed)
+        #[arg(long, env = "DOCENT_BENCH_API_KEY", hide_env_values = true)]
+        api_key: Option<String>,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
     /// /v1/search latency with concurrent clients over a synthetic collection,
     /// /v1/ask time-to-first-token, and peak RSS, over real HTTP
     Http {
@@ -167,6 +192,21 @@ pub(crate) fn run(ws: &dyn Workspace, command: BenchCommand) -> Result<serde_jso
             candidates,
             runs,
         } => rerank(ws, &squad, questions, candidates, runs)?,
+        BenchCommand::Load {
+            url,
+            clients,
+            seconds,
+            warmup,
+            api_key,
+            seed,
+        } => crate::bench_load::run(&crate::bench_load::LoadOptions {
+            url,
+            clients,
+            seconds,
+            warmup_seconds: warmup,
+            api_key,
+            seed,
+        })?,
         BenchCommand::Http {
             clients,
             url: Some(url),
@@ -255,6 +295,19 @@ fn rerank(
 
 /// The next value of a xorshift64 generator (the benchmarks' deterministic
 /// pseudo-random source; `state` must not be 0).
+/// The CPU's model name (`/proc/cpuinfo`), to print next to every figure.
+pub(crate) fn cpu_name() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, name)| name.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
 pub(crate) fn xorshift(state: &mut u64) -> u64 {
     *state ^= *state << 13;
     *state ^= *state >> 7;

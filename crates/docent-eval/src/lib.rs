@@ -10,6 +10,7 @@
 
 mod bench;
 mod bench_http;
+mod bench_load;
 pub mod dataset;
 mod eval;
 mod followups;
@@ -99,5 +100,15 @@ pub fn eval(ws: &dyn Workspace, command: EvalCommand) -> anyhow::Result<()> {
 pub fn bench(ws: &dyn Workspace, command: BenchCommand) -> anyhow::Result<()> {
     let report = bench::run(ws, command)?;
     println!("{}", serde_json::to_string_pretty(&report)?);
+    if report["all_checks_passed"] == serde_json::json!(false) {
+        let failed: Vec<&String> = report["checks"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(_, ok)| **ok != serde_json::json!(true))
+            .map(|(name, _)| name)
+            .collect();
+        anyhow::bail!("load checks failed: {failed:?} (the report above has the figures)");
+    }
     Ok(())
 }

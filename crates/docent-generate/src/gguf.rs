@@ -78,6 +78,8 @@ pub struct GgufGenerator {
     jobs: Option<SyncSender<Job>>,
     /// Jobs accepted and not yet picked up by the model thread.
     queued: Arc<AtomicUsize>,
+    /// Most jobs that may wait (`queue_depth`).
+    capacity: usize,
     /// Generations stopped because their caller went away.
     cancelled: Arc<AtomicU64>,
     worker: Option<JoinHandle<()>>,
@@ -153,6 +155,7 @@ impl GgufGenerator {
             chat,
             jobs: Some(tx),
             queued,
+            capacity: options.queue_depth.max(1),
             cancelled,
             worker: Some(handle),
         })
@@ -300,6 +303,10 @@ impl Generator for GgufGenerator {
 
     fn queue_depth(&self) -> usize {
         self.queued.load(Ordering::Relaxed)
+    }
+
+    fn has_room(&self) -> bool {
+        self.queued.load(Ordering::Relaxed) < self.capacity
     }
 
     fn cancelled(&self) -> u64 {

@@ -684,6 +684,10 @@ impl Generator for OpenAiGenerator {
         self.in_flight.load(Ordering::Relaxed)
     }
 
+    fn has_room(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed) < self.options.max_in_flight
+    }
+
     fn cancelled(&self) -> u64 {
         self.cancelled.load(Ordering::Relaxed)
     }

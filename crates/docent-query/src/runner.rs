@@ -155,6 +155,13 @@ impl Asker {
     /// Blocking (embeds the question); errors, including a full queue
     /// (`Error::Overloaded`), come back before any event.
     pub fn start(&self, request: &AskRequest) -> Result<AnswerStream> {
+        // Refuse before retrieval and reranking when the answer could not be
+        // queued anyway: under load, a refusal should cost nothing.
+        if !self.generator.has_room() {
+            return Err(Error::Overloaded(
+                "the generation queue is full; retry shortly".into(),
+            ));
+        }
         let prepared = self.prepare(request)?;
         let assembler = AnswerAssembler::new(self.generator.model_id(), &prepared, &self.settings);
         let mut pending = VecDeque::from([AnswerEvent::Citations(assembler.citations().to_vec())]);

@@ -177,7 +177,40 @@ impl Metrics {
              # TYPE docent_generations_cancelled_total counter\n\
              docent_generations_cancelled_total {cancelled}"
         );
+        process_metrics(&mut out);
         out
+    }
+}
+
+/// The standard process gauges, read from `/proc/self` (Linux only):
+/// resident memory and open file descriptors, so a load test can watch for
+/// leaks from outside.
+fn process_metrics(out: &mut String) {
+    let rss_kib = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        });
+    if let Some(kib) = rss_kib {
+        let _ = writeln!(
+            out,
+            "# HELP process_resident_memory_bytes Resident memory size in bytes.\n\
+             # TYPE process_resident_memory_bytes gauge\n\
+             process_resident_memory_bytes {}",
+            kib * 1024
+        );
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        let _ = writeln!(
+            out,
+            "# HELP process_open_fds Open file descriptors.\n\
+             # TYPE process_open_fds gauge\n\
+             process_open_fds {}",
+            fds.count()
+        );
     }
 }
 
@@ -206,7 +239,7 @@ pub async fn track(State(state): State<Arc<AppState>>, request: Request, next: N
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text format: docent_http_requests_total{route,method,status}, docent_http_request_duration_seconds (histogram), docent_generated_tokens_total, docent_prompt_tokens_total, docent_generation_queue_depth, docent_generation_rejections_total, docent_generations_cancelled_total, docent_documents_ingested_total", content_type = "text/plain")))]
+    responses((status = 200, description = "Prometheus text format: docent_http_requests_total{route,method,status}, docent_http_request_duration_seconds (histogram), docent_generated_tokens_total, docent_prompt_tokens_total, docent_generation_queue_depth, docent_generation_rejections_total, docent_generations_cancelled_total, docent_documents_ingested_total, process_resident_memory_bytes, process_open_fds", content_type = "text/plain")))]
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let text = state.metrics.render(
         state.collections.default_served().asker.queue_depth(),
@@ -235,6 +268,10 @@ mod tests {
         m.add_tokens(100, 7);
         m.add_rejection();
         let text = m.render(3, 2);
+        if cfg!(target_os = "linux") {
+            assert!(text.contains("process_resident_memory_bytes "), "{text}");
+            assert!(text.contains("process_open_fds "), "{text}");
+        }
         assert!(text.contains(
             "docent_http_requests_total{route=\"/v1/search\",method=\"POST\",status=\"200\"} 2"
         ));
