@@ -340,7 +340,7 @@ impl Setup {
     /// The collections `docent serve` opens besides the default one:
     /// `[server] collections`, where `*` stands for every folder under the
     /// collections directory.
-    pub fn other_served_names(&self) -> Vec<String> {
+    pub fn other_served_names(&self) -> Result<Vec<String>> {
         let mut names = std::collections::BTreeSet::new();
         for name in &self.config.server.collections {
             if name == "*" {
@@ -357,11 +357,13 @@ impl Setup {
                     }
                 }
             } else {
+                check_collection_name(name)
+                    .with_context(|| "in [server] collections".to_string())?;
                 names.insert(name.clone());
             }
         }
         names.remove(&self.collection);
-        names.into_iter().collect()
+        Ok(names.into_iter().collect())
     }
 
     /// The same configuration over another collection of this data directory.
@@ -427,6 +429,28 @@ impl Setup {
             },
             defaults: self.config.generate.sampling(),
         })
+    }
+}
+
+/// A collection name is a folder name and a Qdrant collection name: 1–64
+/// letters, digits, `.`, `_` or `-`, starting with a letter or digit, so
+/// no name reaches outside the collections folder.
+pub fn check_collection_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "{name:?} is not a collection name: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
     }
 }
 
@@ -536,5 +560,32 @@ impl docent_eval::Workspace for Setup {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_collection_name;
+
+    #[test]
+    fn collection_names_cannot_leave_the_collections_folder() {
+        for good in ["default", "squad2-dev-fee06218", "hr.docs", "a_b", "X1"] {
+            assert!(check_collection_name(good).is_ok(), "{good}");
+        }
+        let long = "a".repeat(65);
+        for bad in [
+            "",
+            "..",
+            "../etc",
+            "a/b",
+            ".hidden",
+            "-x",
+            "a b",
+            "é",
+            long.as_str(),
+        ] {
+            let e = check_collection_name(bad).unwrap_err().to_string();
+            assert!(e.contains("not a collection name"), "{bad}: {e}");
+        }
     }
 }

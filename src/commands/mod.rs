@@ -141,13 +141,15 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 fn setup(global: &Global) -> Result<Setup> {
     let config = Config::load(global.config.as_deref())?;
     apply_thread_env(&config);
+    let collection = global
+        .collection
+        .clone()
+        .unwrap_or_else(|| config.collection.clone());
+    crate::app::check_collection_name(&collection)?;
     Ok(Setup {
         data_dir: config.data_dir(global.data_dir.as_deref()),
         models_dir: config.models_dir(global.models_dir.as_deref()),
-        collection: global
-            .collection
-            .clone()
-            .unwrap_or_else(|| config.collection.clone()),
+        collection,
         config,
     })
 }

@@ -14,7 +14,7 @@ pub fn run(setup: &Setup, args: ServeArgs) -> Result<ExitCode> {
     // each its own store, catalogue and conversations; the models are shared.
     let mut opened = Vec::new();
     let mut served = Vec::new();
-    for name in std::iter::once(setup.collection.clone()).chain(setup.other_served_names()) {
+    for name in std::iter::once(setup.collection.clone()).chain(setup.other_served_names()?) {
         let one = setup.for_collection(&name);
         let collection = one
             .collection(&parts)
