@@ -85,6 +85,17 @@ pub struct GgufGenerator {
     worker: Option<JoinHandle<()>>,
 }
 
+/// Reads a GGUF's header, metadata and tensor directory (not the weights).
+/// candle's reader bounds every declared count and length by the file's
+/// size, but panics on some malformed headers (a `general.alignment` of 0
+/// divides by zero); such a file is refused as malformed, like any other.
+pub fn read_gguf_metadata<R: std::io::Read + std::io::Seek>(
+    reader: &mut R,
+) -> candle_core::Result<Content> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Content::read(reader)))
+        .unwrap_or_else(|_| Err(candle_core::Error::msg("a malformed GGUF header")))
+}
+
 fn load_error(path: &std::path::Path, what: &str, e: impl std::fmt::Display) -> Error {
     Error::Unavailable {
         message: format!("cannot load {}: {what}: {e}", path.display()),
@@ -97,7 +108,7 @@ impl GgufGenerator {
         let path = &options.path;
         let mut file = std::fs::File::open(path).map_err(|e| load_error(path, "cannot open", e))?;
         let content =
-            Content::read(&mut file).map_err(|e| load_error(path, "not a GGUF file", e))?;
+            read_gguf_metadata(&mut file).map_err(|e| load_error(path, "not a GGUF file", e))?;
         let chat = PromptCounter::from_content(path, &content)?;
         let arch = content
             .metadata
@@ -186,7 +197,7 @@ impl PromptCounter {
     pub fn load(path: &Path) -> Result<Self> {
         let mut file = std::fs::File::open(path).map_err(|e| load_error(path, "cannot open", e))?;
         let content =
-            Content::read(&mut file).map_err(|e| load_error(path, "not a GGUF file", e))?;
+            read_gguf_metadata(&mut file).map_err(|e| load_error(path, "not a GGUF file", e))?;
         Self::from_content(path, &content)
     }
 
@@ -545,5 +556,43 @@ impl Worker {
             .events
             .blocking_send(GenerationEvent::Done { stats, finish });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tokenizer::tests::{gguf, str_value, u32_value};
+
+    #[test]
+    fn metadata_is_read_without_tensors() {
+        let bytes = gguf(&[("general.architecture", str_value("qwen2"))]);
+        let content = read_gguf_metadata(&mut Cursor::new(bytes)).unwrap();
+        assert!(content.tensor_infos.is_empty());
+        assert_eq!(
+            content.metadata["general.architecture"]
+                .to_string()
+                .unwrap(),
+            "qwen2"
+        );
+    }
+
+    /// Found by the `gguf_header` fuzz target: `general.alignment = 0` made
+    /// candle's reader divide by zero (a panic while loading a model file).
+    /// The header is now refused as malformed.
+    #[test]
+    fn fuzz_gguf_header_zero_alignment_divides_by_zero() {
+        let bytes = gguf(&[("general.alignment", u32_value(0))]);
+        let err = read_gguf_metadata(&mut Cursor::new(bytes)).unwrap_err();
+        assert!(err.to_string().contains("malformed GGUF header"), "{err}");
+    }
+
+    /// A header declaring 2^40 metadata entries is refused before anything
+    /// is allocated for them.
+    #[test]
+    fn a_header_declaring_more_entries_than_bytes_is_refused() {
+        let mut bytes = gguf(&[]);
+        bytes[16..24].copy_from_slice(&(1u64 << 40).to_le_bytes());
+        assert!(read_gguf_metadata(&mut Cursor::new(bytes)).is_err());
     }
 }

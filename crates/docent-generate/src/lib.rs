@@ -16,6 +16,6 @@ mod tokenizer;
 mod transformer;
 
 pub use chat::ChatTemplate;
-pub use gguf::{GgufGenerator, GgufOptions, PromptCounter};
+pub use gguf::{GgufGenerator, GgufOptions, PromptCounter, read_gguf_metadata};
 pub use openai::{OpenAiGenerator, OpenAiOptions};
 pub use tokenizer::{GgufTokenizer, TokenizerError};

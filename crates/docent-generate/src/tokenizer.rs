@@ -106,6 +106,13 @@ impl GgufTokenizer {
                 .collect(),
             None => vec![1; tokens.len()],
         };
+        if types.len() != tokens.len() {
+            return Err(TokenizerError::Metadata(format!(
+                "tokenizer.ggml.token_type ({} types for {} tokens)",
+                types.len(),
+                tokens.len()
+            )));
+        }
         let vocab: Vocab = tokens
             .iter()
             .enumerate()
@@ -198,4 +205,101 @@ fn split(pattern: &str) -> Result<PreTokenizerWrapper, TokenizerError> {
     )
     .map(Into::into)
     .map_err(|e| TokenizerError::Build(e.to_string()))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// GGUF v3 bytes: the header, these metadata pairs (key, then the value
+    /// with its type tag) and no tensors.
+    pub(crate) fn gguf(metadata: &[(&str, Vec<u8>)]) -> Vec<u8> {
+        let mut out = b"GGUF".to_vec();
+        out.extend(3u32.to_le_bytes());
+        out.extend(0u64.to_le_bytes());
+        out.extend((metadata.len() as u64).to_le_bytes());
+        for (key, value) in metadata {
+            out.extend(string(key));
+            out.extend(value);
+        }
+        out
+    }
+
+    fn string(s: &str) -> Vec<u8> {
+        let mut out = (s.len() as u64).to_le_bytes().to_vec();
+        out.extend(s.as_bytes());
+        out
+    }
+
+    pub(crate) fn str_value(s: &str) -> Vec<u8> {
+        let mut out = 8u32.to_le_bytes().to_vec();
+        out.extend(string(s));
+        out
+    }
+
+    pub(crate) fn u32_value(v: u32) -> Vec<u8> {
+        let mut out = 4u32.to_le_bytes().to_vec();
+        out.extend(v.to_le_bytes());
+        out
+    }
+
+    pub(crate) fn strings_value(items: &[&str]) -> Vec<u8> {
+        let mut out = 9u32.to_le_bytes().to_vec();
+        out.extend(8u32.to_le_bytes());
+        out.extend((items.len() as u64).to_le_bytes());
+        for item in items {
+            out.extend(string(item));
+        }
+        out
+    }
+
+    pub(crate) fn i32s_value(items: &[i32]) -> Vec<u8> {
+        let mut out = 9u32.to_le_bytes().to_vec();
+        out.extend(5u32.to_le_bytes());
+        out.extend((items.len() as u64).to_le_bytes());
+        for item in items {
+            out.extend(item.to_le_bytes());
+        }
+        out
+    }
+
+    fn tokenizer_of(metadata: &[(&str, Vec<u8>)]) -> Result<GgufTokenizer, TokenizerError> {
+        let content = crate::read_gguf_metadata(&mut std::io::Cursor::new(gguf(metadata)))
+            .expect("a readable header");
+        GgufTokenizer::from_gguf(&content)
+    }
+
+    #[test]
+    fn a_chatml_vocabulary_is_built_from_metadata() {
+        let tokenizer = tokenizer_of(&[
+            ("tokenizer.ggml.model", str_value("gpt2")),
+            (
+                "tokenizer.ggml.tokens",
+                strings_value(&["<|im_start|>", "<|im_end|>", "a", "b", "ab"]),
+            ),
+            ("tokenizer.ggml.merges", strings_value(&["a b"])),
+            ("tokenizer.ggml.token_type", i32s_value(&[3, 3, 1, 1, 1])),
+        ])
+        .unwrap();
+        assert_eq!(tokenizer.special("<|im_end|>"), Some(1));
+        assert_eq!(tokenizer.eos_ids, vec![1]);
+        assert_eq!(tokenizer.encode_plain("ab").unwrap(), vec![4]);
+    }
+
+    /// Found by the `gguf_header` fuzz target: a token type list longer
+    /// than the vocabulary indexed the tokens past their end (a panic while
+    /// loading a model file). It is now refused as inconsistent metadata.
+    #[test]
+    fn fuzz_gguf_header_more_token_types_than_tokens_index_out_of_bounds() {
+        let result = tokenizer_of(&[
+            ("tokenizer.ggml.model", str_value("gpt2")),
+            ("tokenizer.ggml.tokens", strings_value(&["a"])),
+            ("tokenizer.ggml.merges", strings_value(&[])),
+            ("tokenizer.ggml.token_type", i32s_value(&[1, 1, 3])),
+        ]);
+        let Err(TokenizerError::Metadata(message)) = result else {
+            panic!("accepted or failed otherwise: {:?}", result.err());
+        };
+        assert!(message.contains("3 types for 1 tokens"), "{message}");
+    }
 }
