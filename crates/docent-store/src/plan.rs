@@ -215,10 +215,7 @@ pub(crate) fn filter_conditions(filter: &SearchFilter) -> Vec<Condition> {
         ));
     }
     for (k, v) in &filter.metadata {
-        all.push(field_match(
-            format!("meta.{k}"),
-            MatchValue::Keyword(v.clone()),
-        ));
+        all.push(field_match(meta_path(k), MatchValue::Keyword(v.clone())));
     }
     if filter.modified_after.is_some() || filter.modified_before.is_some() {
         all.push(Condition::Range {
@@ -228,6 +225,23 @@ pub(crate) fn filter_conditions(filter: &SearchFilter) -> Vec<Condition> {
         });
     }
     all
+}
+
+/// The payload path of metadata key `key`: `meta.key`, with the key quoted
+/// when it holds anything but letters, digits, `_` and `-` (unquoted, a
+/// space made the path unparsable and a dot made it a nested path, so such
+/// keys never matched). Qdrant's path syntax cannot quote `"` or `\`, so a key
+/// holding one cannot be addressed.
+fn meta_path(key: &str) -> String {
+    if !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '_' || c == '-')
+    {
+        format!("meta.{key}")
+    } else {
+        format!("meta.\"{key}\"")
+    }
 }
 
 /// Every chunk of one document.

@@ -681,6 +681,39 @@ fn check_values_with_spaces(backend: &dyn Backend) {
     );
 }
 
+/// Found by the `filter` fuzz target: a metadata filter on a key with a
+/// space (`x y`, unparsable as a payload path) or a dot (`review.by`, read
+/// as a nested path) matched nothing, though the documents carried it.
+fn fuzz_filter_metadata_keys_with_spaces_or_dots_never_matched(backend: &dyn Backend) {
+    let store = backend.open(spec()).unwrap();
+    let mut chunks = vec![
+        chunk("a.md", 0, "a", [1.0, 0.0, 0.0, 0.0]),
+        chunk("b.md", 0, "b", [0.9, 0.1, 0.0, 0.0]),
+    ];
+    chunks[0].chunk.metadata = BTreeMap::from([
+        ("x y".to_string(), "1 2".to_string()),
+        ("review.by".to_string(), "ana".to_string()),
+        ("Zoë-é_1".to_string(), "v".to_string()),
+    ]);
+    chunks[1].chunk.metadata = BTreeMap::from([("review".to_string(), "by".to_string())]);
+    store.upsert(&chunks).unwrap();
+    let docs = |key: &str, value: &str| -> Vec<String> {
+        let filter = SearchFilter {
+            metadata: BTreeMap::from([(key.to_string(), value.to_string())]),
+            ..Default::default()
+        };
+        hits(store.as_ref(), &dense([1.0, 0.0, 0.0, 0.0], 10, filter))
+            .into_iter()
+            .map(|(d, _)| d)
+            .collect()
+    };
+    assert_eq!(docs("x y", "1 2"), vec!["a.md"]);
+    assert_eq!(docs("review.by", "ana"), vec!["a.md"]);
+    assert_eq!(docs("Zoë-é_1", "v"), vec!["a.md"]);
+    assert!(docs("review", "by").contains(&"b.md".to_string()));
+    assert!(docs("x", "1 2").is_empty());
+}
+
 // ---------------------------------------------------------------- runs
 
 macro_rules! contract_tests {
@@ -716,6 +749,7 @@ contract_tests!(
     check_reopen,
     check_scroll_and_copy,
     check_values_with_spaces,
+    fuzz_filter_metadata_keys_with_spaces_or_dots_never_matched,
 );
 
 // ------------------------------------------------- backend-specific checks
