@@ -128,6 +128,25 @@ impl Extractor for PdfExtractor {
     }
 }
 
+/// A PDF's whole path through the worker boundary, in one process: the
+/// header check, the guarded parse the worker runs, its reply serialized
+/// and read back as the parent reads it, and the assembled document. For
+/// fuzzing, where hangs and crashes must surface in-process; production
+/// runs the two halves in two processes ([`PdfExtractor`]).
+#[doc(hidden)]
+pub fn extract_through_worker_reply(bytes: &[u8]) -> Result<ExtractedDocument, ExtractError> {
+    if memchr::memmem::find(&bytes[..bytes.len().min(1024)], b"%PDF-").is_none() {
+        return Err(ExtractError::Malformed(
+            "not a PDF (no %PDF- header)".into(),
+        ));
+    }
+    let reply = serde_json::to_vec(&to_reply(parse_guarded(bytes)))
+        .map_err(|e| ExtractError::Crashed(format!("cannot write the reply: {e}")))?;
+    let reply: WorkerReply = serde_json::from_slice(&reply)
+        .map_err(|e| ExtractError::Crashed(format!("cannot read the reply: {e}")))?;
+    from_reply(reply).map(assemble)
+}
+
 /// Joins pages into one text with a page break between pages, and records
 /// where each page starts.
 fn assemble(text: PdfText) -> ExtractedDocument {
