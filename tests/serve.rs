@@ -5,7 +5,7 @@ use std::io::{BufRead, Read};
 use std::time::Duration;
 
 mod common;
-use common::{command, http, ingest_examples, json, metric, open_stream, start};
+use common::{command, docent_ok, http, ingest_examples, json, metric, open_stream, start};
 
 const JSON: (&str, &str) = ("Content-Type", "application/json");
 
@@ -184,19 +184,7 @@ fn bad_requests_get_json_errors_and_keys_are_enforced() {
 
     // Keys made and revoked with `docent keys` while the server runs: it
     // re-reads the keys file without a restart.
-    let keys = |args: &[&str]| {
-        let out = command(data.path())
-            .arg("keys")
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    };
+    let keys = |args: &[&str]| docent_ok(data.path(), &[&["keys"], args].concat());
     let secret = keys(&["add", "reader", "--scope", "read", "--collection", "*"]);
     let bearer = format!("Bearer {secret}");
     let reader = ("Authorization", bearer.as_str());

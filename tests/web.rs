@@ -14,16 +14,7 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 const KEY: &str = "web-test-key";
 
 mod common;
-use common::{command, start};
-
-fn ingest(data: &Path, args: &[&str]) {
-    let out = command(data).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "docent {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use common::{docent_ok, start};
 
 /// A running server, killed on drop.
 /// `target/` of this build (the test binary is `target/<profile>/deps/web-*`).
@@ -110,15 +101,16 @@ fn web_page_asks_cites_uploads_and_deletes_in_a_real_browser() {
     );
     npm_ci();
     let data = tempfile::tempdir().unwrap();
-    ingest(data.path(), &["ingest", "examples/docs"]);
+    docent_ok(data.path(), &["ingest", "examples/docs"]);
     // A second collection, for the collection picker.
-    ingest(
+    docent_ok(
         data.path(),
         &["--collection", "other", "ingest", "examples/docs/faq.md"],
     );
     // A read key of `other` alone, made as a user would.
-    let out = command(data.path())
-        .args([
+    let key_other = docent_ok(
+        data.path(),
+        &[
             "keys",
             "add",
             "web-other",
@@ -126,15 +118,8 @@ fn web_page_asks_cites_uploads_and_deletes_in_a_real_browser() {
             "read",
             "--collection",
             "other",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
-    let key_other = String::from_utf8(out.stdout).unwrap().trim().to_string();
     assert!(key_other.starts_with("dk_"), "{key_other}");
     let server = start(
         data.path(),

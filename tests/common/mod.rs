@@ -30,17 +30,21 @@ pub fn command(data: &Path) -> Command {
     c
 }
 
-/// Ingests the example documents into `data`.
-pub fn ingest_examples(data: &Path) {
-    let out = command(data)
-        .args(["ingest", "examples/docs"])
-        .output()
-        .unwrap();
+/// Runs `docent ARGS` on `data`, which must succeed; returns its standard
+/// output, trimmed.
+pub fn docent_ok(data: &Path, args: &[&str]) -> String {
+    let out = command(data).args(args).output().unwrap();
     assert!(
         out.status.success(),
-        "{}",
+        "docent {args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// Ingests the example documents into `data`.
+pub fn ingest_examples(data: &Path) {
+    docent_ok(data, &["ingest", "examples/docs"]);
 }
 
 /// A running `docent serve`, killed on drop.
