@@ -36,16 +36,8 @@ fn ask(data: &Path, question: &str) -> Value {
 
 fn ingest_injected(data: &Path) {
     docent_models::testing::require("qwen2.5-0.5b-instruct");
-    let out = common::command(data)
-        .args(["ingest", "tests/fixtures/injection/docs", "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = common::docent_ok(data, &["ingest", "tests/fixtures/injection/docs", "--json"]);
+    let summary: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(summary["added"], 16, "{summary}");
 }
 
