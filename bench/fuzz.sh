@@ -33,7 +33,7 @@ nice -n 19 cargo fuzz build "${flags[@]}" >"$out/build.log" 2>&1 || {
     exit 1
 }
 echo "# $(date -u +%FT%TZ) $(lscpu | sed -n 's/^Model name: *//p'), ${seconds}s per target, logs in $out"
-printf '%-18s %8s %12s %8s %6s %7s %7s %s\n' target seconds execs exec/s cov ft corpus result
+printf '%-18s %8s %12s %8s %6s %7s %7s %7s %s\n' target seconds execs exec/s cov ft corpus rss_mb result
 status=0
 for target in "${targets[@]}"; do
     mkdir -p "corpus/$target" "artifacts/$target"
@@ -47,17 +47,18 @@ for target in "${targets[@]}"; do
     set -e
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
     rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
+    rss=$(sed -n 's/^stat::peak_rss_mb: *//p' "$log" | tail -1)
     last=$(grep -E '^#[0-9]+' "$log" | tail -1)
     cov=$(sed -n 's/.* cov: \([0-9]*\).*/\1/p' <<<"$last")
     ft=$(sed -n 's/.* ft: \([0-9]*\).*/\1/p' <<<"$last")
-    corpus=$(ls "corpus/$target" | wc -l)
+    corpus=$(sed -n 's/.* corp: \([0-9]*\)\/.*/\1/p' <<<"$last")
     if [ $rc -eq 0 ]; then
         result=ok
     else
         status=1
         result="FAILED ($(grep -oE 'ERROR: libFuzzer: [a-z-]+|panicked at [^ ]*' "$log" | head -1)); see $log and artifacts/$target/"
     fi
-    printf '%-18s %8s %12s %8s %6s %7s %7s %s\n' "$target" "$seconds" "${execs:-?}" \
-        "${rate:-?}" "${cov:-?}" "${ft:-?}" "$corpus" "$result"
+    printf '%-18s %8s %12s %8s %6s %7s %7s %7s %s\n' "$target" "$seconds" "${execs:-?}" \
+        "${rate:-?}" "${cov:-?}" "${ft:-?}" "$corpus" "${rss:-?}" "$result"
 done
 exit $status
