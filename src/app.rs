@@ -404,6 +404,14 @@ impl Setup {
     ) -> Arc<docent_server::AppState> {
         let s = &self.config.server;
         let default = served[0].name.clone();
+        let limits = docent_server::Limits {
+            max_top_k: s.max_top_k,
+            max_tokens: s.max_tokens,
+            max_json_bytes: s.max_json_bytes,
+            max_upload_bytes: s.max_upload_bytes,
+            request_timeout: std::time::Duration::from_secs(s.request_timeout_secs),
+            max_searches_in_flight: s.max_searches_in_flight,
+        };
         Arc::new(docent_server::AppState {
             collections: docent_server::Collections {
                 dir: self.collections_root(),
@@ -415,13 +423,8 @@ impl Setup {
             },
             embedder: parts.embedder.clone(),
             metrics: docent_server::Metrics::default(),
-            limits: docent_server::Limits {
-                max_top_k: s.max_top_k,
-                max_tokens: s.max_tokens,
-                max_json_bytes: s.max_json_bytes,
-                max_upload_bytes: s.max_upload_bytes,
-                request_timeout: std::time::Duration::from_secs(s.request_timeout_secs),
-            },
+            searches: docent_server::SearchSlots::new(&limits),
+            limits,
             keys: Arc::new(keys),
             open_operations: docent_server::OpenOperations {
                 metrics: s.open_metrics,

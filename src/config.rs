@@ -121,6 +121,7 @@ pub struct ServerConfig {
     pub max_json_bytes: usize,
     pub max_upload_bytes: usize,
     pub request_timeout_secs: u64,
+    pub max_searches_in_flight: usize,
     pub shutdown_grace_secs: u64,
     pub conversations: ConversationsConfig,
 }
@@ -165,6 +166,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("max_upload_bytes", &self.max_upload_bytes)
             .field("shutdown_grace_secs", &self.shutdown_grace_secs)
             .field("request_timeout_secs", &self.request_timeout_secs)
+            .field("max_searches_in_flight", &self.max_searches_in_flight)
             .finish()
     }
 }

@@ -239,6 +239,7 @@ pub fn fuzz_state() -> std::sync::Arc<docent_server::AppState> {
         collections: Collections::one(dir.path().to_path_buf(), served),
         embedder,
         metrics: Metrics::default(),
+        searches: docent_server::SearchSlots::new(&Limits::default()),
         limits: Limits::default(),
         keys: Arc::new(KeyRing::new(Vec::new(), None).expect("an empty key ring")),
         open_operations: Default::default(),

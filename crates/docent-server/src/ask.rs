@@ -379,6 +379,7 @@ pub(crate) fn turn(question: &str, response: &AskResponse) -> crate::Turn {
     request_body = SearchBody,
     responses(
         (status = 200, description = "Ranked chunks, best first", body = SearchResponse),
+        (status = 429, description = "`server.max_searches_in_flight` searches are running; retry after `Retry-After` seconds"),
         (status = 422, description = "Invalid request (the message names the field)"),
     )
 )]
@@ -394,7 +395,9 @@ pub async fn search(
     let top_k = body.top_k.unwrap_or(10).clamp(1, state.limits.max_top_k);
     let filter = body.filters.unwrap_or_default();
     let asker = served.asker.clone();
+    let permit = state.searches.admit()?;
     let hits = blocking("search task", move || {
+        let _permit = permit;
         asker.search(&body.query, top_k, &filter, body.mode, body.rerank)
     })
     .await?;

@@ -29,7 +29,7 @@ pub use conversations::{Conversation, ConversationLimits, ConversationStore, Tur
 pub use error::ApiError;
 pub use keys::{Caller, KeyRing, Scope};
 pub use metrics::Metrics;
-pub use state::{AppState, Collections, Limits, Served};
+pub use state::{AppState, Collections, Limits, SearchSlots, Served};
 
 use access::Guard;
 use axum::extract::DefaultBodyLimit;

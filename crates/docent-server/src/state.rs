@@ -26,6 +26,10 @@ pub struct Limits {
     pub max_upload_bytes: usize,
     /// Time a request may take before it is answered with 408.
     pub request_timeout: Duration,
+    /// Searches (`/v1/search`) running at once; more are answered 429 with
+    /// `Retry-After` at once instead of queueing behind the CPU (a reranked
+    /// search is about half a second of both cores).
+    pub max_searches_in_flight: usize,
 }
 
 impl Default for Limits {
@@ -36,6 +40,7 @@ impl Default for Limits {
             max_json_bytes: 1 << 20,
             max_upload_bytes: 50 << 20,
             request_timeout: Duration::from_secs(120),
+            max_searches_in_flight: 8,
         }
     }
 }
@@ -94,4 +99,46 @@ pub struct AppState {
     pub open_operations: OpenOperations,
     /// Sampling used when a request does not say.
     pub defaults: SamplingParams,
+    /// Admission of searches (`limits.max_searches_in_flight` permits).
+    pub searches: SearchSlots,
+}
+
+/// The permits of searches in flight.
+pub struct SearchSlots(Arc<tokio::sync::Semaphore>);
+
+impl SearchSlots {
+    pub fn new(limits: &Limits) -> SearchSlots {
+        SearchSlots(Arc::new(tokio::sync::Semaphore::new(
+            limits.max_searches_in_flight.max(1),
+        )))
+    }
+
+    /// A permit, or 429 when every one is taken.
+    pub(crate) fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, crate::ApiError> {
+        self.0.clone().try_acquire_owned().map_err(|_| {
+            crate::ApiError::overloaded(
+                "too many searches are running (server.max_searches_in_flight); retry after Retry-After seconds",
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn searches_past_the_bound_are_refused_at_once_with_retry_after() {
+        let slots = SearchSlots::new(&Limits {
+            max_searches_in_flight: 2,
+            ..Limits::default()
+        });
+        let a = slots.admit().unwrap();
+        let _b = slots.admit().unwrap();
+        let refused = slots.admit().unwrap_err();
+        assert_eq!(refused.status, axum::http::StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(refused.retry_after, Some(1));
+        drop(a);
+        assert!(slots.admit().is_ok(), "a finished search frees its slot");
+    }
 }

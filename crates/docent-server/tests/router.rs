@@ -206,6 +206,7 @@ fn server_of(collections: &[&str], keys: KeyRing, limits: Limits) -> Server {
         },
         embedder,
         metrics: Metrics::default(),
+        searches: docent_server::SearchSlots::new(&limits),
         limits,
         keys: Arc::new(keys),
         open_operations: Default::default(),
