@@ -782,4 +782,35 @@ mod tests {
         assert_eq!(worker_memory_arg(args), Some(512));
         assert_eq!(worker_memory_arg(Vec::<String>::new()), None);
     }
+
+    /// Found by the `extract_pdf` fuzz target (minimized input): a broken
+    /// file whose only object is numbered 3000000241 made the rebuilt
+    /// cross-reference table list every number up to it, 20 bytes each
+    /// (60 GB), and the parse died out of memory.
+    #[test]
+    fn fuzz_pdf_huge_object_number_rebuilt_xref_out_of_memory() {
+        let input: &[u8] = b"%PDF-1.4\n1 0 obj\n<< /Type /Catalog /Pages 2 2 0\n3000000241 00 obj\n<< /Ti\x87le (Pai< /\xd3i< /\xd3ize 7 /91\n%%EOF\n";
+        let err = parse_guarded(input).unwrap_err();
+        assert!(matches!(err, ExtractError::Malformed(_)), "{err}");
+    }
+
+    #[test]
+    fn a_rebuilt_table_reaches_objects_with_sparse_large_numbers() {
+        let stream = content_stream("Sparse numbers are found");
+        let pdf = format!(
+            "%PDF-1.4\n1 0 obj\n<< /Type /Catalog /Pages 2 0 R >>\nendobj\n\
+             2 0 obj\n<< /Type /Pages /Kids [3000000000 0 R] /Count 1 >>\nendobj\n\
+             3000000000 0 obj\n<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] \
+             /Resources << /Font << /F1 5 0 R >> >> /Contents 4 0 R >>\nendobj\n\
+             4 0 obj\n{stream}\nendobj\n\
+             5 0 obj\n<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>\nendobj\n\
+             trailer\n<< /Root 1 0 R >>\n%%EOF\n"
+        );
+        let text = parse_guarded(pdf.as_bytes()).unwrap();
+        assert!(
+            text.pages[0].contains("Sparse numbers are found"),
+            "{:?}",
+            text.pages
+        );
+    }
 }
