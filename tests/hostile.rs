@@ -21,17 +21,12 @@ const SYSTEM_PROMPT: [&str; 6] = [
 ];
 
 fn ask(data: &Path, question: &str) -> Value {
-    let out = common::command(data)
-        .env("DOCENT__GENERATE__MODEL", "qwen2.5-0.5b-instruct")
-        .args(["ask", question, "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = common::docent_ok_with(
+        data,
+        &[("DOCENT__GENERATE__MODEL", "qwen2.5-0.5b-instruct")],
+        &["ask", question, "--json"],
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    serde_json::from_str(&out).unwrap()
 }
 
 fn ingest_injected(data: &Path) {

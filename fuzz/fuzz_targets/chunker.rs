@@ -37,7 +37,11 @@ fuzz_target!(|data: &[u8]| {
     let mut last_start = 0;
     for span in &spans {
         assert!(span.start < span.end, "empty or reversed span {span:?}");
-        assert!(span.end <= text.len(), "span {span:?} past the end ({})", text.len());
+        assert!(
+            span.end <= text.len(),
+            "span {span:?} past the end ({})",
+            text.len()
+        );
         assert!(
             text.is_char_boundary(span.start) && text.is_char_boundary(span.end),
             "span {span:?} cuts a character"
@@ -45,7 +49,10 @@ fuzz_target!(|data: &[u8]| {
         assert!(span.start >= last_start, "spans out of order: {spans:?}");
         if span.start > covered {
             let gap = &text[covered..span.start];
-            assert!(gap.trim().is_empty(), "uncovered text {gap:?} before {span:?}");
+            assert!(
+                gap.trim().is_empty(),
+                "uncovered text {gap:?} before {span:?}"
+            );
         }
         covered = covered.max(span.end);
         last_start = span.start;

@@ -17,11 +17,31 @@ use std::sync::LazyLock;
 
 /// (source, tags, metadata, modified) of each stored chunk.
 const CHUNKS: &[(&str, &[&str], &[(&str, &str)], Option<u64>)] = &[
-    ("docs/parking.md", &["policy", "site"], &[("lang", "en")], Some(1_700_000_000)),
-    ("docs/travel/rail.md", &["policy"], &[("lang", "fr"), ("owner", "ops"), ("review.by", "ana")], Some(1_600_000_000)),
+    (
+        "docs/parking.md",
+        &["policy", "site"],
+        &[("lang", "en")],
+        Some(1_700_000_000),
+    ),
+    (
+        "docs/travel/rail.md",
+        &["policy"],
+        &[("lang", "fr"), ("owner", "ops"), ("review.by", "ana")],
+        Some(1_600_000_000),
+    ),
     ("notes.txt", &[], &[], None),
-    ("./odd name/ü.html", &["é"], &[("author", "Zoë"), ("x y", "1 2")], Some(0)),
-    ("docs2/a.md", &["site"], &[("lang", "en")], Some(u64::MAX >> 12)),
+    (
+        "./odd name/ü.html",
+        &["é"],
+        &[("author", "Zoë"), ("x y", "1 2")],
+        Some(0),
+    ),
+    (
+        "docs2/a.md",
+        &["site"],
+        &[("lang", "en")],
+        Some(u64::MAX >> 12),
+    ),
 ];
 
 struct Stored {

@@ -78,7 +78,11 @@ fuzz_target!(|data: &[u8]| {
     } else {
         let (method, prefix) = PATH_ROUTES[pick - JSON_ROUTES.len()];
         let uri = format!("{}{}", under(prefix), percent_encode(body));
-        let Ok(request) = Request::builder().method(method).uri(uri).body(Body::empty()) else {
+        let Ok(request) = Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Body::empty())
+        else {
             return;
         };
         request

@@ -154,19 +154,44 @@ impl Generator for ScriptedGenerator {
     }
 }
 
+/// Extracts `data` as a file named `fuzz.{extension}` through the
+/// extractor registry, as ingestion reads it, and checks what comes out.
+/// The ZIP bound is smaller than the default to keep executions fast; what
+/// is tested is that the bound holds.
+pub fn extract_as(extension: &str, data: &[u8]) {
+    static EXTRACTORS: std::sync::LazyLock<docent_ingest::Extractors> =
+        std::sync::LazyLock::new(|| {
+            docent_ingest::Extractors::new(&docent_ingest::ExtractOptions {
+                max_unzipped_bytes: 4 << 20,
+                ..Default::default()
+            })
+        });
+    let name = format!("fuzz.{extension}");
+    if let Ok(doc) = EXTRACTORS.extract(Path::new(&name), data) {
+        check_document(&doc);
+    }
+}
+
 /// Checks what every extracted document promises: page starts in order and
 /// on character boundaries of the text, and a line offset within reason.
 pub fn check_document(doc: &ExtractedDocument) {
     let mut last = 0;
     for &start in &doc.page_starts {
-        assert!(start >= last, "page starts out of order: {:?}", doc.page_starts);
+        assert!(
+            start >= last,
+            "page starts out of order: {:?}",
+            doc.page_starts
+        );
         assert!(
             doc.text.is_char_boundary(start),
             "page start {start} is not on a character boundary"
         );
         last = start;
     }
-    assert!(!doc.text.trim().is_empty(), "an accepted document without text");
+    assert!(
+        !doc.text.trim().is_empty(),
+        "an accepted document without text"
+    );
 }
 
 /// A router state over the real embedded store, catalogue and conversation
@@ -176,7 +201,9 @@ pub fn fuzz_state() -> std::sync::Arc<docent_server::AppState> {
     use docent_core::{DocumentId, collection_spec};
     use docent_ingest::{Catalogue, DocumentInput, DocumentMeta, IngestOptions, Pipeline};
     use docent_query::{Asker, QuerySettings, RetrievalSettings};
-    use docent_server::{AppState, Collections, ConversationStore, KeyRing, Limits, Metrics, Served};
+    use docent_server::{
+        AppState, Collections, ConversationStore, KeyRing, Limits, Metrics, Served,
+    };
     use std::sync::Arc;
 
     let dir = Box::leak(Box::new(tempfile::tempdir().expect("a temporary folder")));

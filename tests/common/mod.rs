@@ -33,7 +33,16 @@ pub fn command(data: &Path) -> Command {
 /// Runs `docent ARGS` on `data`, which must succeed; returns its standard
 /// output, trimmed.
 pub fn docent_ok(data: &Path, args: &[&str]) -> String {
-    let out = command(data).args(args).output().unwrap();
+    docent_ok_with(data, &[], args)
+}
+
+/// [`docent_ok`] with extra environment variables.
+pub fn docent_ok_with(data: &Path, env: &[(&str, &str)], args: &[&str]) -> String {
+    let out = command(data)
+        .envs(env.iter().copied())
+        .args(args)
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "docent {args:?} failed: {}",
