@@ -122,6 +122,7 @@ impl Setup {
         let mut options = BertEmbedderOptions::new(&dir, name.clone());
         options.max_seq_len = self.config.embed.max_seq_len;
         options.batch_size = batch_size;
+        options.precision = self.config.embed.precision;
         let embedder = BertEmbedder::load(options)
             .with_context(|| format!("cannot load embedding model {name}"))?;
         let tokenizer = load_tokenizer(&dir.join("tokenizer.json"))?;

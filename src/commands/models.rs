@@ -27,6 +27,18 @@ pub fn run(setup: &Setup, command: ModelsCommand) -> Result<ExitCode> {
                 );
             }
             println!("models directory: {}", setup.models_dir.display());
+            println!(
+                "CPU: {} ({})",
+                docent_ops::cpu_name(),
+                docent_ops::cpu_features().join(", ")
+            );
+            let asked = setup.config.embed.precision;
+            match asked.resolve() {
+                Ok(runs) => println!(
+                    "embed.precision = \"{asked}\": the encoder runs in {runs} on this CPU"
+                ),
+                Err(message) => println!("embed.precision = \"{asked}\": {message}"),
+            }
         }
         ModelsCommand::Pull { names } => {
             let names = if names.is_empty() {

@@ -22,6 +22,10 @@ pub trait Embedder: Send + Sync {
     fn count_tokens(&self, text: &str) -> Result<usize>;
     /// Embeds each text into an L2-normalised vector, in order.
     fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>>;
+    /// The matrix precision the model runs at (`f32`, `bf16`), for reports.
+    fn precision(&self) -> &'static str {
+        "f32"
+    }
 }
 
 /// Scores how well passages answer a query, reading each pair together (a

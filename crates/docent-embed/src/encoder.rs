@@ -21,33 +21,51 @@ use candle_core::{
 };
 use candle_nn::{LayerNorm, VarBuilder};
 use candle_transformers::models::bert::{Config, HiddenAct};
+use docent_ops::bf16::{Bf16Matrix, Precision};
 
-/// `x · W + b`, with `W` kept in both layouts: (in, out) for inputs of many
-/// rows, (out, in) for inputs of a few, which are computed as `(W' · xᵀ)ᵀ` so
-/// gemm's 64-row kernel tiles the 384 or 1536 outputs instead of a 10-row
-/// query padded to 64.
+/// `x · W + b`. In f32, `W` is kept in both layouts: (in, out) for inputs
+/// of many rows, (out, in) for inputs of a few, which are computed as
+/// `(W' · xᵀ)ᵀ` so gemm's 64-row kernel tiles the 384 or 1536 outputs
+/// instead of a 10-row query padded to 64. In bf16 it is packed once for
+/// [`docent_ops::bf16::Bf16Matrix`], which handles both cases itself.
 struct Dense {
-    weight: Tensor,
-    weight_t: Tensor,
+    weight: Weight,
     bias: Tensor,
+}
+
+enum Weight {
+    F32 { weight: Tensor, weight_t: Tensor },
+    Bf16(Bf16Matrix),
 }
 
 /// Inputs with fewer rows than this take the transposed product.
 const FEW_ROWS: usize = 48;
 
 impl Dense {
-    fn load(vb: VarBuilder, input: usize, output: usize) -> Result<Self> {
+    fn load(vb: VarBuilder, input: usize, output: usize, precision: Precision) -> Result<Self> {
         let weight_t = vb.get((output, input), "weight")?;
         let bias = vb.get(output, "bias")?;
-        Ok(Dense {
-            weight: weight_t.t()?.contiguous()?,
-            weight_t,
-            bias,
-        })
+        Self::new(weight_t, bias, precision)
+    }
+
+    /// From the weight as stored, (out, in).
+    fn new(weight_t: Tensor, bias: Tensor, precision: Precision) -> Result<Self> {
+        let weight = match precision {
+            Precision::Bf16 => {
+                let (out, input) = weight_t.dims2()?;
+                let values = weight_t.flatten_all()?.to_vec1::<f32>()?;
+                Weight::Bf16(Bf16Matrix::pack(&values, out, input))
+            }
+            _ => Weight::F32 {
+                weight: weight_t.t()?.contiguous()?,
+                weight_t,
+            },
+        };
+        Ok(Dense { weight, bias })
     }
 
     /// Q, K and V side by side, with `scale` applied to Q.
-    fn fused_qkv(vb: VarBuilder, hidden: usize, scale: f64) -> Result<Self> {
+    fn fused_qkv(vb: VarBuilder, hidden: usize, scale: f64, precision: Precision) -> Result<Self> {
         let part = |name: &str| -> Result<(Tensor, Tensor)> {
             let vb = vb.pp(name);
             Ok((vb.get((hidden, hidden), "weight")?, vb.get(hidden, "bias")?))
@@ -57,20 +75,18 @@ impl Dense {
         let (vw, vb_) = part("value")?;
         let weight_t = Tensor::cat(&[(qw * scale)?, kw, vw], 0)?;
         let bias = Tensor::cat(&[(qb * scale)?, kb, vb_], 0)?;
-        Ok(Dense {
-            weight: weight_t.t()?.contiguous()?,
-            weight_t,
-            bias,
-        })
+        Self::new(weight_t, bias, precision)
     }
 
     /// `x · W` without the bias, (rows, out), contiguous; the bias is added
     /// by the op that consumes it, in the same pass.
     fn product(&self, x: &Tensor) -> Result<Tensor> {
-        if x.dim(0)? < FEW_ROWS {
-            self.weight_t.matmul(&x.t()?)?.t()?.contiguous()
-        } else {
-            x.matmul(&self.weight)
+        match &self.weight {
+            Weight::Bf16(packed) => x.contiguous()?.apply_op1_no_bwd(packed),
+            Weight::F32 { weight_t, .. } if x.dim(0)? < FEW_ROWS => {
+                weight_t.matmul(&x.t()?)?.t()?.contiguous()
+            }
+            Weight::F32 { weight, .. } => x.matmul(weight),
         }
     }
 }
@@ -97,7 +113,8 @@ pub struct Encoder {
 }
 
 impl Encoder {
-    pub fn load(vb: VarBuilder, config: &Config) -> Result<Self> {
+    /// Loads the weights for `precision` (already resolved: f32 or bf16).
+    pub fn load(vb: VarBuilder, config: &Config, precision: Precision) -> Result<Self> {
         if config.hidden_act != HiddenAct::Gelu {
             candle_core::bail!(
                 "unsupported activation {:?}: docent's encoder implements BERT's exact GELU",
@@ -134,15 +151,20 @@ impl Encoder {
                 let vb = vb.pp(format!("encoder.layer.{i}"));
                 let attention = vb.pp("attention");
                 Ok(Layer {
-                    qkv: Dense::fused_qkv(attention.pp("self"), hidden, scale)?,
-                    attention_out: Dense::load(attention.pp("output.dense"), hidden, hidden)?,
+                    qkv: Dense::fused_qkv(attention.pp("self"), hidden, scale, precision)?,
+                    attention_out: Dense::load(
+                        attention.pp("output.dense"),
+                        hidden,
+                        hidden,
+                        precision,
+                    )?,
                     attention_norm: candle_nn::layer_norm(
                         hidden,
                         eps,
                         attention.pp("output.LayerNorm"),
                     )?,
-                    up: Dense::load(vb.pp("intermediate.dense"), hidden, inner)?,
-                    down: Dense::load(vb.pp("output.dense"), inner, hidden)?,
+                    up: Dense::load(vb.pp("intermediate.dense"), hidden, inner, precision)?,
+                    down: Dense::load(vb.pp("output.dense"), inner, hidden, precision)?,
                     output_norm: candle_nn::layer_norm(hidden, eps, vb.pp("output.LayerNorm"))?,
                 })
             })

@@ -12,4 +12,4 @@
 mod encoder;
 mod service;
 
-pub use service::{BertEmbedder, BertEmbedderOptions, load_tokenizer};
+pub use service::{BertEmbedder, BertEmbedderOptions, Precision, load_tokenizer};

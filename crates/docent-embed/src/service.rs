@@ -8,6 +8,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::Config;
 use docent_core::{Embedder, Error, Result};
+pub use docent_ops::bf16::Precision;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
@@ -26,6 +27,9 @@ pub struct BertEmbedderOptions {
     pub batch_size: usize,
     /// Requests that may wait for the model thread before callers block.
     pub queue_depth: usize,
+    /// Matrix precision of the encoder's projections (`auto` picks bf16 on
+    /// CPUs with AVX-512 BF16).
+    pub precision: Precision,
 }
 
 impl BertEmbedderOptions {
@@ -36,6 +40,7 @@ impl BertEmbedderOptions {
             max_seq_len: 256,
             batch_size: 32,
             queue_depth: 64,
+            precision: Precision::Auto,
         }
     }
 }
@@ -67,6 +72,7 @@ pub struct BertEmbedder {
     tokenizer: Tokenizer,
     dimension: usize,
     max_input_tokens: usize,
+    precision: Precision,
     jobs: Option<SyncSender<Job>>,
     worker: Option<JoinHandle<()>>,
 }
@@ -101,7 +107,14 @@ impl BertEmbedder {
             VarBuilder::from_buffered_safetensors(weights, DType::F32, &device).map_err(|e| {
                 Error::unavailable(format!("invalid weights {}", weights_path.display()), e)
             })?;
-        let model = Encoder::load(vb, &config).map_err(|e| {
+        let precision = options
+            .precision
+            .resolve()
+            .map_err(|message| Error::Unavailable {
+                message: format!("embed.precision: {message}"),
+                source: None,
+            })?;
+        let model = Encoder::load(vb, &config, precision).map_err(|e| {
             Error::unavailable(format!("cannot build BERT from {}", dir.display()), e)
         })?;
         let (tx, rx) = sync_channel::<Job>(options.queue_depth.max(1));
@@ -120,15 +133,27 @@ impl BertEmbedder {
             tokenizer,
             dimension,
             max_input_tokens: max_seq_len - 2,
+            precision,
             jobs: Some(tx),
             worker: Some(handle),
         })
     }
 }
 
+impl BertEmbedder {
+    /// The precision the encoder runs at (`auto` resolved for this CPU).
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+}
+
 impl Embedder for BertEmbedder {
     fn model_id(&self) -> &str {
         &self.model_id
+    }
+
+    fn precision(&self) -> &'static str {
+        self.precision.as_str()
     }
 
     fn dimension(&self) -> usize {

@@ -293,21 +293,13 @@ fn rerank(
     }))
 }
 
-/// The next value of a xorshift64 generator (the benchmarks' deterministic
-/// pseudo-random source; `state` must not be 0).
-/// The CPU's model name (`/proc/cpuinfo`), to print next to every figure.
+/// The CPU's model name, to print next to every figure.
 pub(crate) fn cpu_name() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find_map(|l| l.strip_prefix("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, name)| name.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into())
+    docent_ops::cpu_name()
 }
 
+/// The next value of a xorshift64 generator (the benchmarks' deterministic
+/// pseudo-random source; `state` must not be 0).
 pub(crate) fn xorshift(state: &mut u64) -> u64 {
     *state ^= *state << 13;
     *state ^= *state >> 7;
@@ -625,6 +617,9 @@ fn embed(
     Ok(json!({
         "bench": "embed",
         "model": parts.embedder.model_id(),
+        "precision": parts.embedder.precision(),
+        "cpu": cpu_name(),
+        "cpu_features": docent_ops::cpu_features(),
         "sentences": sentences,
         "words_per_sentence": words,
         "batch": batch,

@@ -5,6 +5,43 @@
 //! helpers for candle custom ops over contiguous f32 data that split rows
 //! across rayon's pool.
 
+pub mod bf16;
+
+/// The CPU's model name (`/proc/cpuinfo`), to print next to every figure.
+pub fn cpu_name() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, name)| name.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+/// The matrix-relevant instruction sets this CPU has, detected at run time.
+pub fn cpu_features() -> Vec<&'static str> {
+    let mut found = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        for (name, present) in [
+            ("avx2", has!("avx2")),
+            ("fma", has!("fma")),
+            ("avx512f", has!("avx512f")),
+            ("avx512bw", has!("avx512bw")),
+            ("avx512vnni", has!("avx512vnni")),
+            ("avx512bf16", has!("avx512bf16")),
+        ] {
+            if present {
+                found.push(name);
+            }
+        }
+    }
+    found
+}
+
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape};
 use rayon::prelude::*;
 use std::ops::Range;

@@ -1,0 +1,547 @@
+//! A bf16 matrix product with f32 accumulation for CPUs with AVX-512 BF16
+//! (`vdpbf16ps`), which multiplies at twice the fp32 FMA rate.
+//!
+//! The weights, `W` of shape (out, in) as PyTorch and GGUF store them, are
+//! rounded to bf16 once, at load, and packed into panels of [`PANEL`]
+//! output columns: for each pair of input positions `(2p, 2p+1)`, the 32
+//! columns' two values sit side by side in one 32-bit word, which is what
+//! `vdpbf16ps` multiplies with a broadcast pair of activations. The
+//! activations are rounded to bf16 per call (round to nearest even) by each
+//! thread for its own rows. Sums are f32 throughout, so the only error is
+//! the rounding of the two operands (at most 2⁻⁸ relative each).
+//!
+//! All `unsafe` code of docent lives in this module: the intrinsics and the
+//! raw pointers of the micro-kernel. The safe entry points check shapes
+//! before calling it, and [`available`] guards the CPU features.
+
+use rayon::prelude::*;
+use std::sync::OnceLock;
+
+/// Output columns per packed panel: two 16-lane registers.
+pub const PANEL: usize = 32;
+
+/// Rows of the activation tile kept in registers: 8 rows × 2 registers = 16
+/// accumulators, plus the two weight registers and the broadcast.
+const TILE_ROWS: usize = 8;
+
+/// Rows per cache block: a block's bf16 activations (≤ 64 × 1536 × 2 bytes)
+/// stay in L2 while every panel passes over them.
+const BLOCK_ROWS: usize = 64;
+
+/// Whether this CPU runs the bf16 kernel (AVX-512 F and BF16), detected
+/// once at run time.
+pub fn available() -> bool {
+    static AVAILABLE: OnceLock<bool> = OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bf16")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    })
+}
+
+/// Rounds `x` to bf16, to nearest with ties to even (as `vcvtne2ps2bf16`
+/// does), keeping NaN a NaN.
+pub fn to_bf16(x: f32) -> u16 {
+    let bits = x.to_bits();
+    if x.is_nan() {
+        return ((bits >> 16) | 0x40) as u16;
+    }
+    let rounded = bits.wrapping_add(0x7fff + ((bits >> 16) & 1));
+    (rounded >> 16) as u16
+}
+
+/// The f32 value of a bf16.
+pub fn from_bf16(x: u16) -> f32 {
+    f32::from_bits((x as u32) << 16)
+}
+
+/// A weight matrix of shape (out, in), rounded to bf16 and packed for
+/// [`Bf16Matrix::matmul`].
+pub struct Bf16Matrix {
+    out: usize,
+    input: usize,
+    /// Pairs of input positions: `input` rounded up to even, halved.
+    pairs: usize,
+    /// Panel `j`, pair `p`, column `c` at `(j · pairs + p) · PANEL + c`: the
+    /// bf16 of input `2p` in the low half, of `2p + 1` in the high half.
+    /// Columns past `out` and the odd input's partner are zero.
+    packed: Vec<u32>,
+}
+
+impl Bf16Matrix {
+    /// Packs `weight`, row-major (out, in).
+    pub fn pack(weight: &[f32], out: usize, input: usize) -> Bf16Matrix {
+        assert_eq!(weight.len(), out * input, "weight is not {out} × {input}");
+        let pairs = input.div_ceil(2);
+        let panels = out.div_ceil(PANEL);
+        let mut packed = vec![0u32; panels * pairs * PANEL];
+        packed
+            .par_chunks_mut(pairs * PANEL)
+            .enumerate()
+            .for_each(|(j, panel)| {
+                for c in 0..PANEL.min(out - j * PANEL) {
+                    let row = &weight[(j * PANEL + c) * input..][..input];
+                    for (p, two) in row.chunks(2).enumerate() {
+                        let low = to_bf16(two[0]) as u32;
+                        let high = two.get(1).map_or(0, |&x| to_bf16(x) as u32);
+                        panel[p * PANEL + c] = low | (high << 16);
+                    }
+                }
+            });
+        Bf16Matrix {
+            out,
+            input,
+            pairs,
+            packed,
+        }
+    }
+
+    /// Output size (rows of the packed weight).
+    pub fn out(&self) -> usize {
+        self.out
+    }
+
+    /// Input size (columns of the packed weight).
+    pub fn input(&self) -> usize {
+        self.input
+    }
+
+    /// Bytes held by the packed weights.
+    pub fn bytes(&self) -> usize {
+        self.packed.len() * 4
+    }
+
+    /// `x · Wᵀ` for `x` of `rows` rows of `input` values: `rows × out`
+    /// values, row-major. Panics if the CPU lacks AVX-512 BF16 (check
+    /// [`available`] first) or if `x` is not `rows × input`.
+    pub fn matmul(&self, x: &[f32], rows: usize) -> Vec<f32> {
+        assert!(available(), "the bf16 kernel needs AVX-512 BF16");
+        assert_eq!(
+            x.len(),
+            rows * self.input,
+            "input is not {rows} × {}",
+            self.input
+        );
+        let mut out = vec![0f32; rows * self.out];
+        if out.is_empty() {
+            return out;
+        }
+        let threads = rayon::current_num_threads().max(1);
+        let panels = self.out.div_ceil(PANEL);
+        if rows >= 2 * TILE_ROWS * threads || panels < 2 * threads {
+            // Many rows: each thread takes whole rows.
+            let per = rows.div_ceil(threads).next_multiple_of(TILE_ROWS);
+            out.par_chunks_mut(per * self.out)
+                .zip(x.par_chunks(per * self.input))
+                .for_each(|(dst, src)| {
+                    self.rows_into(src, dst.len() / self.out, 0..panels, dst, self.out)
+                });
+        } else {
+            // Few rows (a query, a short prompt piece): split the panels,
+            // each thread into its own buffer, then copy the columns out.
+            let per = panels.div_ceil(threads);
+            let pieces: Vec<(usize, Vec<f32>)> = (0..panels)
+                .step_by(per)
+                .collect::<Vec<_>>()
+                .into_par_iter()
+                .map(|first| {
+                    let last = (first + per).min(panels);
+                    let width = (last * PANEL).min(self.out) - first * PANEL;
+                    let mut buf = vec![0f32; rows * width];
+                    self.rows_into(x, rows, first..last, &mut buf, width);
+                    (first * PANEL, buf)
+                })
+                .collect();
+            for (column, buf) in pieces {
+                let width = buf.len() / rows;
+                for (dst, src) in out.chunks_exact_mut(self.out).zip(buf.chunks_exact(width)) {
+                    dst[column..column + width].copy_from_slice(src);
+                }
+            }
+        }
+        out
+    }
+
+    /// Computes panels `panels` of `rows` rows of `x` into `dst`, whose rows
+    /// are `stride` values apart and whose first column is the first
+    /// panel's first column.
+    fn rows_into(
+        &self,
+        x: &[f32],
+        rows: usize,
+        panels: std::ops::Range<usize>,
+        dst: &mut [f32],
+        stride: usize,
+    ) {
+        let width = (panels.end * PANEL).min(self.out) - panels.start * PANEL;
+        assert!(x.len() >= rows * self.input && stride >= width && dst.len() >= rows * stride);
+        let mut a = vec![0u32; rows * self.pairs];
+        for (src, pairs) in x
+            .chunks_exact(self.input)
+            .zip(a.chunks_exact_mut(self.pairs))
+        {
+            kernel::round_row(src, pairs);
+        }
+        for block in (0..rows).step_by(BLOCK_ROWS) {
+            let block_rows = BLOCK_ROWS.min(rows - block);
+            for j in panels.clone() {
+                let panel = &self.packed[j * self.pairs * PANEL..][..self.pairs * PANEL];
+                let column = (j - panels.start) * PANEL;
+                let columns = PANEL.min(self.out - j * PANEL);
+                let mut r = block;
+                while r < block + block_rows {
+                    let tile = TILE_ROWS.min(block + block_rows - r);
+                    kernel::tile(
+                        &a[r * self.pairs..(r + tile) * self.pairs],
+                        self.pairs,
+                        panel,
+                        &mut dst[r * stride + column..],
+                        stride,
+                        tile,
+                        columns,
+                    );
+                    r += tile;
+                }
+            }
+        }
+    }
+}
+
+/// As a candle op: `x` of shape (…, in), contiguous f32, to (…, out).
+impl candle_core::CustomOp1 for Bf16Matrix {
+    fn name(&self) -> &'static str {
+        "docent-bf16-matmul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let x = crate::contiguous_f32(storage, layout, "bf16 matmul")?;
+        let dims = layout.shape().dims();
+        if dims.last() != Some(&self.input) {
+            candle_core::bail!(
+                "bf16 matmul: input {:?} does not end in {}",
+                dims,
+                self.input
+            );
+        }
+        if !available() {
+            candle_core::bail!("bf16 matmul: this CPU lacks AVX-512 BF16; use f32 precision");
+        }
+        let rows = x.len() / self.input.max(1);
+        let mut out_dims = dims.to_vec();
+        *out_dims.last_mut().expect("checked above") = self.out;
+        Ok((
+            candle_core::CpuStorage::F32(self.matmul(x, rows)),
+            candle_core::Shape::from(out_dims),
+        ))
+    }
+}
+
+/// Matrix precision of docent's encoder and prompt evaluation
+/// (`embed.precision`, `generate.prefill_precision`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// f32 weights and activations (candle's gemm): the reference.
+    F32,
+    /// bf16 weights and activations with f32 sums, on AVX-512 BF16.
+    Bf16,
+    /// The fastest precision this CPU has whose accuracy holds: bf16 where
+    /// AVX-512 BF16 exists, f32 elsewhere.
+    #[default]
+    Auto,
+}
+
+impl Precision {
+    /// The precision to run: `Auto` resolved for this CPU. Asking for bf16
+    /// on a CPU without it is an error that says what to do.
+    pub fn resolve(self) -> Result<Precision, String> {
+        match self {
+            Precision::Auto if available() => Ok(Precision::Bf16),
+            Precision::Auto => Ok(Precision::F32),
+            Precision::Bf16 if !available() => Err(
+                "bf16 precision needs a CPU with AVX-512 BF16, which this one lacks; set the precision to \"auto\" or \"f32\"".into(),
+            ),
+            p => Ok(p),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+            Precision::Auto => "auto",
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[allow(unsafe_code)]
+mod kernel {
+    use super::{PANEL, TILE_ROWS, to_bf16};
+    #[cfg(target_arch = "x86_64")]
+    use std::arch::x86_64::*;
+
+    /// Rounds a row of f32 to bf16 pairs (the last pair's high half zero
+    /// when the row is odd).
+    pub fn round_row(src: &[f32], dst: &mut [u32]) {
+        assert_eq!(dst.len(), src.len().div_ceil(2));
+        #[allow(unused_mut)]
+        let mut whole = 0;
+        #[cfg(target_arch = "x86_64")]
+        if super::available() {
+            whole = src.len() / 32;
+            // SAFETY: the features were detected at run time; `round_32`
+            // reads 32 values and writes 16 words at offsets below
+            // `whole · 32` and `whole · 16`, inside both slices.
+            unsafe {
+                for i in 0..whole {
+                    round_32(src.as_ptr().add(i * 32), dst.as_mut_ptr().add(i * 16));
+                }
+            }
+        }
+        for (p, two) in src[whole * 32..].chunks(2).enumerate() {
+            let low = to_bf16(two[0]) as u32;
+            let high = two.get(1).map_or(0, |&x| to_bf16(x) as u32);
+            dst[whole * 16 + p] = low | (high << 16);
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    unsafe fn round_32(src: *const f32, dst: *mut u32) {
+        // SAFETY: the caller guarantees 32 readable values and 16 writable
+        // words; the loads and store are unaligned.
+        unsafe {
+            let low = _mm512_loadu_ps(src);
+            let high = _mm512_loadu_ps(src.add(16));
+            let packed: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(high, low));
+            _mm512_storeu_si512(dst as *mut __m512i, packed);
+        }
+    }
+
+    /// `rows` (≤ TILE_ROWS) rows of `a` (pairs, `stride` words apart) times
+    /// one packed panel, into the first `columns` (≤ PANEL) values of each
+    /// of `rows` rows of `c`, `c_stride` apart.
+    pub fn tile(
+        a: &[u32],
+        stride: usize,
+        panel: &[u32],
+        c: &mut [f32],
+        c_stride: usize,
+        rows: usize,
+        columns: usize,
+    ) {
+        let pairs = panel.len() / PANEL;
+        assert!((1..=TILE_ROWS).contains(&rows) && (1..=PANEL).contains(&columns));
+        assert!(stride >= pairs && a.len() >= (rows - 1) * stride + pairs);
+        assert!(c.len() >= (rows - 1) * c_stride + columns);
+        assert!(super::available());
+        #[cfg(target_arch = "x86_64")]
+        {
+            let full = if columns == 32 {
+                u32::MAX
+            } else {
+                (1u32 << columns) - 1
+            };
+            let masks = (full as u16, (full >> 16) as u16);
+            let (a, b, c) = (a.as_ptr(), panel.as_ptr(), c.as_mut_ptr());
+            // SAFETY: AVX-512 F and BF16 were checked above; the asserts
+            // bound every read of `a` (row r < rows, pair p < pairs) and
+            // `panel` (p · 32 + 32 ≤ len), and the masked stores write
+            // only columns < `columns` of rows < `rows` of `c`.
+            unsafe {
+                match rows {
+                    12 => tile_rows::<12>(a, stride, b, pairs, c, c_stride, masks),
+                    11 => tile_rows::<11>(a, stride, b, pairs, c, c_stride, masks),
+                    10 => tile_rows::<10>(a, stride, b, pairs, c, c_stride, masks),
+                    9 => tile_rows::<9>(a, stride, b, pairs, c, c_stride, masks),
+                    8 => tile_rows::<8>(a, stride, b, pairs, c, c_stride, masks),
+                    7 => tile_rows::<7>(a, stride, b, pairs, c, c_stride, masks),
+                    6 => tile_rows::<6>(a, stride, b, pairs, c, c_stride, masks),
+                    5 => tile_rows::<5>(a, stride, b, pairs, c, c_stride, masks),
+                    4 => tile_rows::<4>(a, stride, b, pairs, c, c_stride, masks),
+                    3 => tile_rows::<3>(a, stride, b, pairs, c, c_stride, masks),
+                    2 => tile_rows::<2>(a, stride, b, pairs, c, c_stride, masks),
+                    _ => tile_rows::<1>(a, stride, b, pairs, c, c_stride, masks),
+                }
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile_rows<const R: usize>(
+        a: *const u32,
+        stride: usize,
+        b: *const u32,
+        pairs: usize,
+        c: *mut f32,
+        c_stride: usize,
+        (mask0, mask1): (u16, u16),
+    ) {
+        // SAFETY: the caller (`tile`) checked the bounds described there.
+        unsafe {
+            let mut low = [_mm512_setzero_ps(); R];
+            let mut high = [_mm512_setzero_ps(); R];
+            for p in 0..pairs {
+                let b0: __m512bh =
+                    std::mem::transmute(_mm512_loadu_ps(b.add(p * PANEL) as *const f32));
+                let b1: __m512bh =
+                    std::mem::transmute(_mm512_loadu_ps(b.add(p * PANEL + 16) as *const f32));
+                for r in 0..R {
+                    let pair = a.add(r * stride + p).read_unaligned() as i32;
+                    let a: __m512bh = std::mem::transmute(_mm512_set1_epi32(pair));
+                    low[r] = _mm512_dpbf16_ps(low[r], a, b0);
+                    high[r] = _mm512_dpbf16_ps(high[r], a, b1);
+                }
+            }
+            for r in 0..R {
+                _mm512_mask_storeu_ps(c.add(r * c_stride), mask0, low[r]);
+                _mm512_mask_storeu_ps(c.add(r * c_stride + 16), mask1, high[r]);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn random(n: usize, seed: &mut u64) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                *seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// The product of the bf16-rounded operands in f64, and the sum of the
+    /// absolute products (the scale of the f32 accumulation error).
+    fn reference(
+        x: &[f32],
+        w: &[f32],
+        rows: usize,
+        out: usize,
+        input: usize,
+    ) -> (Vec<f64>, Vec<f64>) {
+        let r = |v: f32| from_bf16(to_bf16(v)) as f64;
+        let mut y = vec![0f64; rows * out];
+        let mut scale = vec![0f64; rows * out];
+        for i in 0..rows {
+            for o in 0..out {
+                for k in 0..input {
+                    let p = r(x[i * input + k]) * r(w[o * input + k]);
+                    y[i * out + o] += p;
+                    scale[i * out + o] += p.abs();
+                }
+            }
+        }
+        (y, scale)
+    }
+
+    #[test]
+    fn rounding_is_to_nearest_even() {
+        assert_eq!(to_bf16(1.0), 0x3f80);
+        // 1 + 2⁻⁸ lies halfway between 1 and 1 + 2⁻⁷: ties go to even (1).
+        assert_eq!(to_bf16(1.0 + 1.0 / 256.0), 0x3f80);
+        // 1 + 3·2⁻⁸ lies halfway between 1 + 2⁻⁷ and 1 + 2⁻⁶: even is up.
+        assert_eq!(to_bf16(1.0 + 3.0 / 256.0), 0x3f82);
+        assert!(from_bf16(to_bf16(f32::NAN)).is_nan());
+        assert_eq!(from_bf16(to_bf16(f32::INFINITY)), f32::INFINITY);
+    }
+
+    fn check(rows: usize, out: usize, input: usize, seed: u64) {
+        let mut seed = seed | 1;
+        let x = random(rows * input, &mut seed);
+        let w = random(out * input, &mut seed);
+        let got = Bf16Matrix::pack(&w, out, input).matmul(&x, rows);
+        assert_eq!(got.len(), rows * out);
+        let (want, scale) = reference(&x, &w, rows, out, input);
+        for i in 0..rows * out {
+            // f32 sums of `input` products: a few ulps of their magnitude.
+            let error = (got[i] as f64 - want[i]).abs();
+            assert!(
+                error <= 1e-6 * scale[i] + 1e-30,
+                "{rows}×{input}·{input}×{out} at {i}: {} vs {} (scale {})",
+                got[i],
+                want[i],
+                scale[i]
+            );
+        }
+        // And against the unrounded f32 product: each operand is off by at
+        // most 2⁻⁸ relative, so a product by at most about 2⁻⁷.
+        for r in 0..rows {
+            for o in 0..out {
+                let exact: f64 = (0..input)
+                    .map(|k| x[r * input + k] as f64 * w[o * input + k] as f64)
+                    .sum();
+                let error = (got[r * out + o] as f64 - exact).abs();
+                assert!(
+                    error <= scale[r * out + o] / 128.0 + 1e-6,
+                    "{error} against {exact}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn ragged_shapes_match_the_rounded_reference() {
+        if !available() {
+            eprintln!("skipped: this CPU lacks AVX-512 BF16");
+            return;
+        }
+        // Edges: one of everything, odd inputs, tails of tiles and panels,
+        // both ways of splitting the work across threads.
+        for (i, (rows, out, input)) in [
+            (1, 1, 1),
+            (1, 33, 3),
+            (7, 31, 17),
+            (9, 65, 64),
+            (8, 32, 2),
+            (17, 100, 33),
+            (70, 40, 31),
+            (130, 97, 129),
+            (3, 200, 384),
+            (0, 5, 5),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            check(rows, out, input, i as u64);
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        #[test]
+        fn any_shape_matches_the_rounded_reference(
+            rows in 1usize..150,
+            out in 1usize..110,
+            input in 1usize..200,
+            seed: u64,
+        ) {
+            if available() {
+                check(rows, out, input, seed);
+            }
+        }
+    }
+}
