@@ -466,6 +466,7 @@ pub fn load_generator(path: &Path, name: &str, config: &Config) -> Result<GgufGe
     options.prefill_chunk = g.prefill_chunk;
     options.requantize_slow_formats = g.requantize_slow_formats;
     options.dense_prefill = g.dense_prefill;
+    options.prefill_precision = g.prefill_precision;
     GgufGenerator::load(options).with_context(|| format!("cannot load generation model {name}"))
 }
 

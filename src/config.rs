@@ -231,6 +231,9 @@ pub struct GenerateConfig {
     pub prefill_chunk: usize,
     pub requantize_slow_formats: bool,
     pub dense_prefill: bool,
+    /// Precision of the dense prompt weights: `f32`, `bf16` or `auto`.
+    #[serde(default)]
+    pub prefill_precision: docent_embed::Precision,
     pub max_tokens: usize,
     pub temperature: f64,
     pub top_p: f64,

@@ -39,6 +39,19 @@ pub fn run(setup: &Setup, command: ModelsCommand) -> Result<ExitCode> {
                 ),
                 Err(message) => println!("embed.precision = \"{asked}\": {message}"),
             }
+            let generate = &setup.config.generate;
+            let asked = generate.prefill_precision;
+            match (generate.dense_prefill, asked.resolve()) {
+                (false, _) => {
+                    println!("generate.dense_prefill = false: prompts use the quantized weights")
+                }
+                (true, Ok(runs)) => println!(
+                    "generate.prefill_precision = \"{asked}\": prompt evaluation runs in {runs} on this CPU"
+                ),
+                (true, Err(message)) => {
+                    println!("generate.prefill_precision = \"{asked}\": {message}")
+                }
+            }
         }
         ModelsCommand::Pull { names } => {
             let names = if names.is_empty() {

@@ -88,6 +88,11 @@ pub trait VectorStore: Send + Sync {
 pub trait Generator: Send + Sync {
     /// Model identifier reported to users.
     fn model_id(&self) -> &str;
+    /// What prompt evaluation multiplies by (`f32`, `bf16`, `quantized`),
+    /// or `remote` for a generation server, for reports.
+    fn prefill_precision(&self) -> &'static str {
+        "remote"
+    }
     /// The model's context window in tokens.
     fn context_length(&self) -> usize;
     /// Tokens `text` takes in this model's vocabulary.

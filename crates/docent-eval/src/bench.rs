@@ -816,6 +816,7 @@ fn generate(
         }
         results.push(json!({
             "model": name,
+            "prefill_precision": generator.prefill_precision(),
             "load_ms": load_ms,
             "prompt_tokens": prompt_len,
             "decode_tokens": decode_tokens,
@@ -826,7 +827,7 @@ fn generate(
         }));
     }
     Ok(
-        json!({ "bench": "generate", "threads": threads(), "models": results, "peak_rss_mib": peak_rss_mib() }),
+        json!({ "bench": "generate", "cpu": cpu_name(), "cpu_features": docent_ops::cpu_features(), "threads": threads(), "models": results, "peak_rss_mib": peak_rss_mib() }),
     )
 }
 

@@ -5,7 +5,7 @@
 
 use crate::chat::ChatTemplate;
 use crate::tokenizer::{GgufTokenizer, as_u32};
-use crate::transformer::Transformer;
+use crate::transformer::{Prefill, Transformer};
 use candle_core::Device;
 use candle_core::quantized::gguf_file::{self, Content};
 use candle_core::quantized::{GgmlDType, QTensor};
@@ -14,6 +14,7 @@ use docent_core::{
     ChatMessage, Error, FinishReason, GenerationEvent, GenerationRequest, GenerationStats,
     Generator, Result,
 };
+use docent_ops::bf16::Precision;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -39,10 +40,13 @@ pub struct GgufOptions {
     /// Quantization formats without a fast CPU kernel (Q4_1, Q5_0, Q5_1) are
     /// converted to Q8_0 at load; about 5× faster decoding for ~1.7× memory.
     pub requantize_slow_formats: bool,
-    /// Keep f32 copies of the weights for prompt evaluation (gemm instead of
-    /// quantized dot products): about 3× faster prompts for 4 bytes per
-    /// weight of extra memory.
+    /// Keep dense copies of the weights for prompt evaluation (instead of
+    /// quantized dot products): about 3× faster prompts for 4 (f32) or 2
+    /// (bf16) bytes per weight of extra memory.
     pub dense_prefill: bool,
+    /// Precision of those copies: `auto` picks bf16 where the CPU has
+    /// AVX-512 BF16.
+    pub prefill_precision: Precision,
 }
 
 impl GgufOptions {
@@ -55,6 +59,7 @@ impl GgufOptions {
             prefill_chunk: 512,
             requantize_slow_formats: true,
             dense_prefill: true,
+            prefill_precision: Precision::Auto,
         }
     }
 }
@@ -72,6 +77,7 @@ struct Job {
 /// A quantized GGUF chat model on its own thread.
 pub struct GgufGenerator {
     model_id: String,
+    prefill: Prefill,
     context_length: usize,
     /// The tokenizer and chat template.
     chat: PromptCounter,
@@ -135,14 +141,22 @@ impl GgufGenerator {
             (content, Box::new(file))
         };
         let context_length = trained_context.min(options.max_context);
-        let model = Transformer::load(
-            &content,
-            &mut reader,
-            &arch,
-            context_length,
-            options.dense_prefill,
-        )
-        .map_err(|e| load_error(path, "weights", e))?;
+        let prefill = if options.dense_prefill {
+            match options
+                .prefill_precision
+                .resolve()
+                .map_err(|message| Error::Unavailable {
+                    message: format!("generate.prefill_precision: {message}"),
+                    source: None,
+                })? {
+                Precision::Bf16 => Prefill::Bf16,
+                _ => Prefill::F32,
+            }
+        } else {
+            Prefill::Quantized
+        };
+        let model = Transformer::load(&content, &mut reader, &arch, context_length, prefill)
+            .map_err(|e| load_error(path, "weights", e))?;
         drop(reader);
         let (tx, rx) = sync_channel::<Job>(options.queue_depth);
         let queued = Arc::new(AtomicUsize::new(0));
@@ -162,6 +176,7 @@ impl GgufGenerator {
             .map_err(|e| Error::internal("cannot start the generation thread", e))?;
         Ok(GgufGenerator {
             model_id: options.model_id,
+            prefill,
             context_length,
             chat,
             jobs: Some(tx),
@@ -170,6 +185,15 @@ impl GgufGenerator {
             cancelled,
             worker: Some(handle),
         })
+    }
+
+    /// What prompt evaluation multiplies by: `f32`, `bf16` or `quantized`.
+    pub fn prefill_precision(&self) -> &'static str {
+        match self.prefill {
+            Prefill::Quantized => "quantized",
+            Prefill::F32 => "f32",
+            Prefill::Bf16 => "bf16",
+        }
     }
 
     /// The tokenizer, for callers that need exact counts or ids.
@@ -298,6 +322,10 @@ fn requantize(
 impl Generator for GgufGenerator {
     fn model_id(&self) -> &str {
         &self.model_id
+    }
+
+    fn prefill_precision(&self) -> &'static str {
+        GgufGenerator::prefill_precision(self)
     }
 
     fn context_length(&self) -> usize {
