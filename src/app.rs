@@ -467,6 +467,7 @@ pub fn load_generator(path: &Path, name: &str, config: &Config) -> Result<GgufGe
     options.requantize_slow_formats = g.requantize_slow_formats;
     options.dense_prefill = g.dense_prefill;
     options.prefill_precision = g.prefill_precision;
+    options.weights_cache = g.weights_cache;
     GgufGenerator::load(options).with_context(|| format!("cannot load generation model {name}"))
 }
 

@@ -234,6 +234,10 @@ pub struct GenerateConfig {
     /// Precision of the dense prompt weights: `f32`, `bf16` or `auto`.
     #[serde(default)]
     pub prefill_precision: docent_embed::Precision,
+    /// Keep the re-quantized model and the dense prompt weights on disk
+    /// beside the model (`.docent-cache/`) for the next load.
+    #[serde(default = "yes")]
+    pub weights_cache: bool,
     pub max_tokens: usize,
     pub temperature: f64,
     pub top_p: f64,
@@ -471,4 +475,8 @@ mod tests {
         let err = format!("{:#}", Config::load(Some(&bad)).unwrap_err());
         assert!(err.contains("top_kk"), "{err}");
     }
+}
+
+fn yes() -> bool {
+    true
 }

@@ -93,6 +93,10 @@ pub trait Generator: Send + Sync {
     fn prefill_precision(&self) -> &'static str {
         "remote"
     }
+    /// What a weights cache did when the model loaded, for reports.
+    fn weights_cache(&self) -> String {
+        "none".into()
+    }
     /// The model's context window in tokens.
     fn context_length(&self) -> usize;
     /// Tokens `text` takes in this model's vocabulary.

@@ -817,6 +817,7 @@ fn generate(
         results.push(json!({
             "model": name,
             "prefill_precision": generator.prefill_precision(),
+            "weights_cache": generator.weights_cache(),
             "load_ms": load_ms,
             "prompt_tokens": prompt_len,
             "decode_tokens": decode_tokens,

@@ -5,7 +5,8 @@
 
 use crate::chat::ChatTemplate;
 use crate::tokenizer::{GgufTokenizer, as_u32};
-use crate::transformer::{Prefill, Transformer};
+use crate::transformer::{DenseCache, Prefill, Transformer};
+use crate::weights_cache::WeightsCache;
 use candle_core::Device;
 use candle_core::quantized::gguf_file::{self, Content};
 use candle_core::quantized::{GgmlDType, QTensor};
@@ -47,6 +48,10 @@ pub struct GgufOptions {
     /// Precision of those copies: `auto` picks bf16 where the CPU has
     /// AVX-512 BF16.
     pub prefill_precision: Precision,
+    /// Keep what loading computes (the re-quantized model, the dense prompt
+    /// weights) in `.docent-cache/` beside the model, and read it back on
+    /// the next load.
+    pub weights_cache: bool,
 }
 
 impl GgufOptions {
@@ -60,6 +65,7 @@ impl GgufOptions {
             requantize_slow_formats: true,
             dense_prefill: true,
             prefill_precision: Precision::Auto,
+            weights_cache: true,
         }
     }
 }
@@ -74,10 +80,35 @@ struct Job {
     events: mpsc::Sender<GenerationEvent>,
 }
 
+/// What the weights cache did during one load.
+#[derive(Default)]
+struct CacheReport {
+    read: Vec<&'static str>,
+    written: Vec<&'static str>,
+}
+
+impl CacheReport {
+    fn describe(&self, enabled: bool) -> String {
+        match (enabled, self.read.is_empty(), self.written.is_empty()) {
+            (false, _, _) => "off".into(),
+            (true, true, true) => "nothing to cache".into(),
+            (true, false, true) => format!("read {}", self.read.join(", ")),
+            (true, true, false) => format!("wrote {}", self.written.join(", ")),
+            (true, false, false) => format!(
+                "read {}; wrote {}",
+                self.read.join(", "),
+                self.written.join(", ")
+            ),
+        }
+    }
+}
+
 /// A quantized GGUF chat model on its own thread.
 pub struct GgufGenerator {
     model_id: String,
     prefill: Prefill,
+    /// What the weights cache did at load.
+    cache_report: String,
     context_length: usize,
     /// The tokenizer and chat template.
     chat: PromptCounter,
@@ -133,10 +164,35 @@ impl GgufGenerator {
                 .tensor_infos
                 .values()
                 .any(|t| is_slow_format(t.ggml_dtype));
+        let cache = if options.weights_cache {
+            WeightsCache::for_model(path)
+                .map_err(|e| tracing::warn!("no weights cache for {}: {e}", path.display()))
+                .ok()
+        } else {
+            None
+        };
+        let mut cache_report = CacheReport::default();
         let (content, mut reader): (Content, Box<dyn ReadSeek>) = if needs_requant {
-            let (c, r) = requantize(content, &mut file, &device)
-                .map_err(|e| load_error(path, "re-quantizing", e))?;
-            (c, Box::new(r))
+            match cache.as_ref().and_then(|c| c.open_requantized()) {
+                Some((content, file)) => {
+                    cache_report.read.push("requantized");
+                    (content, Box::new(file))
+                }
+                None => {
+                    let (c, r) = requantize(content, &mut file, &device)
+                        .map_err(|e| load_error(path, "re-quantizing", e))?;
+                    if let Some(cache) = &cache {
+                        match cache.write_requantized(r.get_ref()) {
+                            Ok(()) => cache_report.written.push("requantized"),
+                            Err(e) => tracing::warn!(
+                                "cannot write the weights cache {}: {e}",
+                                cache.requantized_path().display()
+                            ),
+                        }
+                    }
+                    (c, Box::new(r))
+                }
+            }
         } else {
             (content, Box::new(file))
         };
@@ -155,8 +211,31 @@ impl GgufGenerator {
         } else {
             Prefill::Quantized
         };
-        let model = Transformer::load(&content, &mut reader, &arch, context_length, prefill)
-            .map_err(|e| load_error(path, "weights", e))?;
+        let mut dense_cache = match (&cache, prefill) {
+            (Some(cache), Prefill::F32 | Prefill::Bf16) => cache.read_dense(prefill),
+            _ => DenseCache::default(),
+        };
+        let model = Transformer::load(
+            &content,
+            &mut reader,
+            &arch,
+            context_length,
+            prefill,
+            &mut dense_cache,
+        )
+        .map_err(|e| load_error(path, "weights", e))?;
+        if let Some(cache) = &cache
+            && prefill != Prefill::Quantized
+        {
+            if !dense_cache.stale {
+                cache_report.read.push("dense prompt weights");
+            } else {
+                match cache.write_dense(prefill, &model.dense()) {
+                    Ok(()) => cache_report.written.push("dense prompt weights"),
+                    Err(e) => tracing::warn!("cannot write the weights cache: {e}"),
+                }
+            }
+        }
         drop(reader);
         let (tx, rx) = sync_channel::<Job>(options.queue_depth);
         let queued = Arc::new(AtomicUsize::new(0));
@@ -177,6 +256,7 @@ impl GgufGenerator {
         Ok(GgufGenerator {
             model_id: options.model_id,
             prefill,
+            cache_report: cache_report.describe(cache.is_some()),
             context_length,
             chat,
             jobs: Some(tx),
@@ -326,6 +406,10 @@ impl Generator for GgufGenerator {
 
     fn prefill_precision(&self) -> &'static str {
         GgufGenerator::prefill_precision(self)
+    }
+
+    fn weights_cache(&self) -> String {
+        self.cache_report.clone()
     }
 
     fn context_length(&self) -> usize {

@@ -14,6 +14,7 @@ mod gguf;
 mod openai;
 mod tokenizer;
 mod transformer;
+mod weights_cache;
 
 pub use chat::ChatTemplate;
 pub use gguf::{GgufGenerator, GgufOptions, PromptCounter, read_gguf_metadata};

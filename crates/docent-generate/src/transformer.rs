@@ -43,7 +43,7 @@ struct Projection {
 }
 
 /// The dense form of a projection's weights for prompt evaluation.
-enum Dense {
+pub(crate) enum Dense {
     /// f32, `[in, Σ out]`, contiguous: gemm streams its rows.
     F32(Tensor),
     /// bf16, packed for docent's AVX-512 BF16 kernel.
@@ -61,23 +61,74 @@ pub(crate) enum Prefill {
     Bf16,
 }
 
+impl Dense {
+    /// (Σ out, in).
+    pub(crate) fn shape(&self) -> Result<(usize, usize)> {
+        Ok(match self {
+            Dense::F32(w) => {
+                let (input, out) = w.dims2()?;
+                (out, input)
+            }
+            Dense::Bf16(m) => (m.out(), m.input()),
+        })
+    }
+
+    fn form(&self) -> Prefill {
+        match self {
+            Dense::F32(_) => Prefill::F32,
+            Dense::Bf16(_) => Prefill::Bf16,
+        }
+    }
+}
+
+/// Dense prompt weights read back from the weights cache, in load order.
+/// A matrix whose form or shape does not fit is rebuilt from the quantized
+/// weights, and the cache is marked stale so that it is written again.
+#[derive(Default)]
+pub(crate) struct DenseCache {
+    pub(crate) items: std::collections::VecDeque<Dense>,
+    pub(crate) stale: bool,
+}
+
 impl Projection {
     fn load<R: Read + Seek>(
         gguf: &mut Gguf<'_, R>,
         names: &[String],
         with_bias: bool,
         prefill: Prefill,
+        cache: &mut DenseCache,
     ) -> Result<Self> {
-        let dense = prefill != Prefill::Quantized;
         let mut quantized = Vec::with_capacity(names.len());
-        let mut dense_parts = Vec::new();
-        let mut biases = Vec::new();
+        let mut shape = (0, 0);
         for name in names {
             let weight = gguf.tensor(&format!("{name}.weight"))?;
-            if dense {
+            let (out, input) = weight.shape().dims2()?;
+            shape = (shape.0 + out, input);
+            quantized.push(weight);
+        }
+        let cached = if prefill == Prefill::Quantized {
+            None
+        } else {
+            match cache.items.pop_front() {
+                Some(d) if d.form() == prefill && d.shape()? == shape => Some(d),
+                _ => {
+                    cache.stale = true;
+                    None
+                }
+            }
+        };
+        let mut dense_parts = Vec::new();
+        if prefill != Prefill::Quantized && cached.is_none() {
+            for weight in &quantized {
                 dense_parts.push(weight.dequantize(&Device::Cpu)?);
             }
-            quantized.push(QMatMul::from_qtensor(weight)?);
+        }
+        let quantized = quantized
+            .into_iter()
+            .map(QMatMul::from_qtensor)
+            .collect::<Result<Vec<_>>>()?;
+        let mut biases = Vec::new();
+        for name in names {
             if with_bias {
                 biases.push(
                     gguf.tensor(&format!("{name}.bias"))?
@@ -86,6 +137,7 @@ impl Projection {
             }
         }
         let dense = match prefill {
+            _ if cached.is_some() => cached,
             Prefill::Quantized => None,
             // [Σ out, in] → [in, Σ out], contiguous: gemm then streams rows.
             Prefill::F32 => Some(Dense::F32(Tensor::cat(&dense_parts, 0)?.t()?.contiguous()?)),
@@ -197,6 +249,7 @@ impl Transformer {
         arch: &str,
         capacity: usize,
         prefill: Prefill,
+        cache: &mut DenseCache,
     ) -> Result<Self> {
         let neox = match arch {
             "qwen2" => true,
@@ -251,8 +304,9 @@ impl Transformer {
                     &[name("attn_q"), name("attn_k"), name("attn_v")],
                     with_bias,
                     prefill,
+                    cache,
                 )?,
-                out: Projection::load(&mut gguf, &[name("attn_output")], false, prefill)?,
+                out: Projection::load(&mut gguf, &[name("attn_output")], false, prefill, cache)?,
                 ffn_norm: gguf
                     .tensor(&name("ffn_norm.weight"))?
                     .dequantize(&Device::Cpu)?,
@@ -261,12 +315,16 @@ impl Transformer {
                     &[name("ffn_gate"), name("ffn_up")],
                     false,
                     prefill,
+                    cache,
                 )?,
-                down: Projection::load(&mut gguf, &[name("ffn_down")], false, prefill)?,
+                down: Projection::load(&mut gguf, &[name("ffn_down")], false, prefill, cache)?,
                 // Zeroed allocations are only backed by memory once written.
                 k: Tensor::zeros(kv_shape, DType::F32, &Device::Cpu)?,
                 v: Tensor::zeros(kv_shape, DType::F32, &Device::Cpu)?,
             });
+        }
+        if !cache.items.is_empty() {
+            cache.stale = true;
         }
         Ok(Transformer {
             embeddings,
@@ -283,6 +341,16 @@ impl Transformer {
             capacity,
             cached: Vec::new(),
         })
+    }
+
+    /// The dense prompt weights in the order [`Transformer::load`] takes
+    /// them back from a [`DenseCache`].
+    pub(crate) fn dense(&self) -> Vec<&Dense> {
+        self.layers
+            .iter()
+            .flat_map(|l| [&l.qkv, &l.out, &l.gate_up, &l.down])
+            .filter_map(|p| p.dense.as_ref())
+            .collect()
     }
 
     /// How many leading tokens of `prompt` the cache already holds, keeping
@@ -541,7 +609,15 @@ mod tests {
             // products (2⁻⁸ relative): its logits may drift a little further
             // from the quantized reference; the greedy tokens must not.
             let tolerance = if dense == Prefill::Bf16 { 0.08 } else { 0.05 };
-            let mut ours = Transformer::load(&content, &mut file, &arch, 512, dense).unwrap();
+            let mut ours = Transformer::load(
+                &content,
+                &mut file,
+                &arch,
+                512,
+                dense,
+                &mut DenseCache::default(),
+            )
+            .unwrap();
             for pieces in [vec![&prompt[..]], vec![&prompt[..15], &prompt[15..]]] {
                 ours.reset();
                 let mut logits = None;

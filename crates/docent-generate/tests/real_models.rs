@@ -121,3 +121,84 @@ fn greedy_generation_is_deterministic_and_cancellable() {
         "cancelled generation kept the model busy"
     );
 }
+
+/// A second load reads what the first computed (the re-quantized model, the
+/// dense prompt weights) from the weights cache beside the model and
+/// answers exactly as before; a damaged cache file is rebuilt.
+#[test]
+fn the_weights_cache_is_written_once_then_read_and_gives_the_same_answers() {
+    let source = docent_models::testing::require("smollm2-135m-instruct").join("model.gguf");
+    let dir = std::env::temp_dir().join(format!("docent-weights-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("model.gguf");
+    if std::fs::hard_link(&source, &path).is_err() {
+        std::fs::copy(&source, &path).unwrap();
+    }
+    let load = |cache: bool| {
+        let mut options = GgufOptions::new(&path, "smollm2-135m-instruct");
+        options.weights_cache = cache;
+        GgufGenerator::load(options).unwrap()
+    };
+    let question = "What is the capital of France?";
+
+    let first = load(true);
+    let report = first.weights_cache();
+    assert!(
+        report.starts_with("wrote") && report.contains("dense prompt weights"),
+        "{report}"
+    );
+    let (answer, _) = run(&first, question, 24);
+    drop(first);
+
+    let second = load(true);
+    let report = second.weights_cache();
+    assert!(
+        report.starts_with("read") && !report.contains("wrote"),
+        "{report}"
+    );
+    assert_eq!(run(&second, question, 24).0, answer);
+    drop(second);
+
+    // Cut the dense file short: it is refused, rebuilt, and the answer holds.
+    let cached: Vec<std::path::PathBuf> = walk(&dir.join(".docent-cache"))
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("prefill-")
+        })
+        .collect();
+    assert_eq!(cached.len(), 1, "{cached:?}");
+    let bytes = std::fs::read(&cached[0]).unwrap();
+    std::fs::write(&cached[0], &bytes[..bytes.len() / 2]).unwrap();
+    let third = load(true);
+    assert!(
+        third.weights_cache().contains("wrote dense prompt weights"),
+        "{}",
+        third.weights_cache()
+    );
+    assert_eq!(run(&third, question, 24).0, answer);
+    assert_eq!(std::fs::read(&cached[0]).unwrap().len(), bytes.len());
+    drop(third);
+
+    let off = load(false);
+    assert_eq!(off.weights_cache(), "off");
+    assert_eq!(run(&off, question, 24).0, answer);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}

@@ -103,6 +103,23 @@ impl Bf16Matrix {
         }
     }
 
+    /// A matrix packed earlier ([`Bf16Matrix::packed`]), e.g. read back from
+    /// a cache file; `None` if `packed` does not have the packed length.
+    pub fn from_packed(out: usize, input: usize, packed: Vec<u32>) -> Option<Bf16Matrix> {
+        let pairs = input.div_ceil(2);
+        (packed.len() == out.div_ceil(PANEL) * pairs * PANEL).then_some(Bf16Matrix {
+            out,
+            input,
+            pairs,
+            packed,
+        })
+    }
+
+    /// The packed words, in the layout [`Bf16Matrix::from_packed`] takes.
+    pub fn packed(&self) -> &[u32] {
+        &self.packed
+    }
+
     /// Output size (rows of the packed weight).
     pub fn out(&self) -> usize {
         self.out
