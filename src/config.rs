@@ -390,6 +390,10 @@ impl Config {
     }
 }
 
+fn yes() -> bool {
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -475,8 +479,4 @@ mod tests {
         let err = format!("{:#}", Config::load(Some(&bad)).unwrap_err());
         assert!(err.contains("top_kk"), "{err}");
     }
-}
-
-fn yes() -> bool {
-    true
 }
