@@ -155,14 +155,16 @@ pub(crate) fn load(args: &DatasetArgs) -> Result<(String, Dataset, PathBuf)> {
 }
 
 /// The eval collection for a dataset: under `<data>/eval/`, named after the
-/// dataset and the hash of its documents, so another dataset never mixes in.
+/// dataset and the hash of its documents, so another dataset never mixes in,
+/// and after the embedder's precision when it is not f32, so that vectors
+/// of two precisions never share a collection.
 pub(crate) struct EvalCollection {
     data_dir: PathBuf,
     name: String,
 }
 
 impl EvalCollection {
-    pub(crate) fn new(ws: &dyn Workspace, name: &str, dataset: &Dataset) -> Self {
+    pub(crate) fn new(ws: &dyn Workspace, name: &str, dataset: &Dataset, precision: &str) -> Self {
         let mut bytes = Vec::new();
         for (id, text) in &dataset.documents {
             bytes.extend_from_slice(id.as_bytes());
@@ -172,7 +174,10 @@ impl EvalCollection {
         let hash = docent_core::content_hash(&bytes);
         EvalCollection {
             data_dir: ws.data_dir().join("eval"),
-            name: format!("{name}-{}", &hash[..8]),
+            name: match precision {
+                "f32" => format!("{name}-{}", &hash[..8]),
+                other => format!("{name}-{}-{other}", &hash[..8]),
+            },
         }
     }
 
@@ -255,8 +260,8 @@ fn retrieval(ws: &dyn Workspace, args: RetrievalArgs) -> Result<()> {
         .iter()
         .filter(|q| args.include_unanswerable || !q.unanswerable)
         .collect();
-    let eval = EvalCollection::new(ws, &name, &dataset);
     let parts = ws.embedding(None)?;
+    let eval = EvalCollection::new(ws, &name, &dataset, parts.embedder.precision());
     let collection = ingest(ws, &eval, &parts, &dataset)?;
     let asker_settings = ws.settings().retrieval;
     let retriever = docent_query::Retriever::new(
@@ -372,6 +377,8 @@ fn retrieval(ws: &dyn Workspace, args: RetrievalArgs) -> Result<()> {
         "documents": dataset.documents.len(),
         "queries": queries.len(),
         "collection": eval.location(),
+        "embed_precision": parts.embedder.precision(),
+        "cpu": crate::bench::cpu_name(),
         "retrieval": asker_settings,
         "reranker": reranker.as_ref().map(|(m, c)| json!({"model": m.model_id(), "candidates": c})),
         "question_embedding_secs": embed_secs,
@@ -413,8 +420,8 @@ fn answers(ws: &dyn Workspace, args: AnswerArgs) -> Result<()> {
     if args.dataset.beir.is_some() {
         bail!("answer evaluation needs gold answers: use --squad");
     }
-    let eval = EvalCollection::new(ws, &name, &dataset);
     let parts = ws.embedding(None)?;
+    let eval = EvalCollection::new(ws, &name, &dataset, parts.embedder.precision());
     let collection = ingest(ws, &eval, &parts, &dataset)?;
     let generator = ws.generator(args.model.as_deref())?;
     let settings = ws.settings();
@@ -517,6 +524,9 @@ fn answers(ws: &dyn Workspace, args: AnswerArgs) -> Result<()> {
     let mut report = json!({
         "dataset": path.display().to_string(),
         "model": generator.model_id(),
+        "embed_precision": parts.embedder.precision(),
+        "prefill_precision": generator.prefill_precision(),
+        "cpu": crate::bench::cpu_name(),
         "questions": picked.len(),
         "seed": args.seed,
         "abstain_threshold": threshold,

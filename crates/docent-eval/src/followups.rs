@@ -318,8 +318,8 @@ pub(crate) fn run(ws: &dyn Workspace, args: FollowupArgs) -> Result<()> {
     let mut picked: Vec<&Followup> = all.iter().collect();
     picked.shuffle(&mut rand::rngs::StdRng::seed_from_u64(args.seed));
     picked.truncate(args.limit);
-    let eval = EvalCollection::new(ws, &name, &dataset);
     let parts = ws.embedding(None)?;
+    let eval = EvalCollection::new(ws, &name, &dataset, parts.embedder.precision());
     let collection = ingest(ws, &eval, &parts, &dataset)?;
     let generator = ws.generator(None)?;
     let settings = ws.settings();
