@@ -15,15 +15,21 @@
 //! crash leaves no half-written cache; a file that does not fit (wrong
 //! length, shape or form) is ignored and written again. A cache that cannot
 //! be written (a read-only models directory) is only a warning.
+//!
+//! The bf16 prompt weights are mapped, not read: they stay in the page
+//! cache, cost no fresh memory (on these virtual machines first-touching
+//! fresh memory was two thirds of a load's time) and are shared by every
+//! process that loads the model.
 
 use crate::transformer::{Dense, DenseCache, Prefill};
 use candle_core::quantized::gguf_file::Content;
 use candle_core::{Device, Tensor};
-use docent_ops::bf16::{Bf16Matrix, PANEL};
+use docent_ops::bf16::{Bf16Matrix, PANEL, SharedBytes};
 use sha2::{Digest, Sha256};
 use std::fs::{self, File};
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Bumped whenever a cached file's layout changes.
 const LAYOUT: &str = "v1";
@@ -144,20 +150,23 @@ fn invalid(message: impl Into<String>) -> io::Error {
 }
 
 fn read_dense_file(path: &Path, prefill: Prefill) -> io::Result<Vec<Dense>> {
-    let file = File::open(path)?;
-    let len = file.metadata()?.len();
-    let mut r = BufReader::new(file);
-    let mut magic = [0u8; 8];
-    r.read_exact(&mut magic)?;
+    let bytes: SharedBytes = map_file(&File::open(path)?)?;
+    let mut at = 0usize;
+    let mut take = |n: usize| -> io::Result<&[u8]> {
+        let piece = bytes
+            .get(at..at + n)
+            .ok_or_else(|| invalid("the file ends inside its header"))?;
+        at += n;
+        Ok(piece)
+    };
+    let magic = take(8)?.to_vec();
     let mut u32s = [0u32; 4];
     for v in &mut u32s {
-        let mut b = [0u8; 4];
-        r.read_exact(&mut b)?;
-        *v = u32::from_le_bytes(b);
+        *v = u32::from_le_bytes(take(4)?.try_into().expect("4 bytes"));
     }
     let [version, form, panel, count] = u32s;
     let want_form = if prefill == Prefill::Bf16 { 2 } else { 1 };
-    if &magic != MAGIC || version != VERSION || form != want_form || panel as usize != PANEL {
+    if magic != MAGIC || version != VERSION || form != want_form || panel as usize != PANEL {
         return Err(invalid("not a dense-weights file of this layout"));
     }
     let mut shapes = Vec::new();
@@ -165,39 +174,53 @@ fn read_dense_file(path: &Path, prefill: Prefill) -> io::Result<Vec<Dense>> {
     for _ in 0..count {
         let mut v = [0u64; 3];
         for x in &mut v {
-            let mut b = [0u8; 8];
-            r.read_exact(&mut b)?;
-            *x = u64::from_le_bytes(b);
+            *x = u64::from_le_bytes(take(8)?.try_into().expect("8 bytes"));
         }
         total = total.saturating_add(v[2].saturating_mul(4));
         shapes.push(v);
     }
-    if total != len {
-        return Err(invalid(format!(
-            "{len} bytes where the header says {total}"
-        )));
+    if total != bytes.len() as u64 {
+        return Err(invalid(format!("{} bytes where the header says {total}", bytes.len())));
     }
     let mut items = Vec::with_capacity(shapes.len());
+    let mut offset = at;
     for [out, input, words] in shapes {
         let (out, input, words) = (out as usize, input as usize, words as usize);
-        let mut data = vec![0u32; words];
-        r.read_exact(bytemuck::cast_slice_mut(&mut data))?;
         items.push(if prefill == Prefill::Bf16 {
+            // Mapped, not copied: the packed words stay in the page cache,
+            // shared with every process that loads the model.
+            if words != Bf16Matrix::packed_len(out, input) {
+                return Err(invalid("a packed matrix of the wrong length"));
+            }
             Dense::Bf16(
-                Bf16Matrix::from_packed(out, input, data)
-                    .ok_or_else(|| invalid("a packed matrix of the wrong length"))?,
+                Bf16Matrix::from_shared(out, input, bytes.clone(), offset)
+                    .ok_or_else(|| invalid("a packed matrix out of place"))?,
             )
         } else {
             if words != out * input {
                 return Err(invalid("an f32 matrix of the wrong length"));
             }
-            let values: Vec<f32> = data.into_iter().map(f32::from_bits).collect();
-            Dense::F32(
-                Tensor::from_vec(values, (input, out), &Device::Cpu).map_err(io::Error::other)?,
-            )
+            let values: Vec<f32> = bytes[offset..offset + words * 4]
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
+                .collect();
+            Dense::F32(Tensor::from_vec(values, (input, out), &Device::Cpu).map_err(io::Error::other)?)
         });
+        offset += words * 4;
     }
     Ok(items)
+}
+
+/// Maps `file` read-only and faults its pages in at once.
+#[allow(unsafe_code)]
+fn map_file(file: &File) -> io::Result<SharedBytes> {
+    // SAFETY: the mapping is read-only and docent never writes a cache file
+    // in place: it writes a new file and renames it over the old one, which
+    // leaves an existing mapping on the old, unchanged inode. Only another
+    // program truncating the file in place while docent runs could make a
+    // read of the mapping fault; such a program is outside our contract.
+    let map = unsafe { memmap2::MmapOptions::new().populate().map(file)? };
+    Ok(Arc::new(map))
 }
 
 /// Writes `path` through a temporary file in the same folder, renamed into

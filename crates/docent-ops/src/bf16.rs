@@ -72,7 +72,32 @@ pub struct Bf16Matrix {
     /// Panel `j`, pair `p`, column `c` at `(j · pairs + p) · PANEL + c`: the
     /// bf16 of input `2p` in the low half, of `2p + 1` in the high half.
     /// Columns past `out` and the odd input's partner are zero.
-    packed: Vec<u32>,
+    packed: Words,
+}
+
+/// Bytes shared with other owners, such as a mapped cache file.
+pub type SharedBytes = std::sync::Arc<dyn std::ops::Deref<Target = [u8]> + Send + Sync>;
+
+/// The packed words: owned, or a stretch of shared bytes.
+enum Words {
+    Owned(Vec<u32>),
+    Shared {
+        bytes: SharedBytes,
+        offset: usize,
+        len: usize,
+    },
+}
+
+impl Words {
+    fn get(&self) -> &[u32] {
+        match self {
+            Words::Owned(v) => v,
+            // Alignment and length were checked when the stretch was taken.
+            Words::Shared { bytes, offset, len } => {
+                bytemuck::cast_slice(&bytes[*offset..*offset + *len * 4])
+            }
+        }
+    }
 }
 
 impl Bf16Matrix {
@@ -99,7 +124,7 @@ impl Bf16Matrix {
             out,
             input,
             pairs,
-            packed,
+            packed: Words::Owned(packed),
         }
     }
 
@@ -107,17 +132,37 @@ impl Bf16Matrix {
     /// a cache file; `None` if `packed` does not have the packed length.
     pub fn from_packed(out: usize, input: usize, packed: Vec<u32>) -> Option<Bf16Matrix> {
         let pairs = input.div_ceil(2);
-        (packed.len() == out.div_ceil(PANEL) * pairs * PANEL).then_some(Bf16Matrix {
+        (packed.len() == Self::packed_len(out, input)).then_some(Bf16Matrix {
             out,
             input,
             pairs,
-            packed,
+            packed: Words::Owned(packed),
         })
+    }
+
+    /// Like [`Bf16Matrix::from_packed`], over the packed words stored at
+    /// `offset` in `bytes` (a mapped cache file: nothing is copied).
+    /// `None` if they do not fit there or are not 4-byte aligned.
+    pub fn from_shared(out: usize, input: usize, bytes: SharedBytes, offset: usize) -> Option<Bf16Matrix> {
+        let len = Self::packed_len(out, input);
+        let stretch = bytes.get(offset..offset.checked_add(len.checked_mul(4)?)?)?;
+        bytemuck::try_cast_slice::<u8, u32>(stretch).ok()?;
+        Some(Bf16Matrix {
+            out,
+            input,
+            pairs: input.div_ceil(2),
+            packed: Words::Shared { bytes, offset, len },
+        })
+    }
+
+    /// Words a packed (out, in) matrix takes.
+    pub fn packed_len(out: usize, input: usize) -> usize {
+        out.div_ceil(PANEL) * input.div_ceil(2) * PANEL
     }
 
     /// The packed words, in the layout [`Bf16Matrix::from_packed`] takes.
     pub fn packed(&self) -> &[u32] {
-        &self.packed
+        self.packed.get()
     }
 
     /// Output size (rows of the packed weight).
@@ -132,7 +177,7 @@ impl Bf16Matrix {
 
     /// Bytes held by the packed weights.
     pub fn bytes(&self) -> usize {
-        self.packed.len() * 4
+        self.packed().len() * 4
     }
 
     /// `x · Wᵀ` for `x` of `rows` rows of `input` values: `rows × out`
@@ -217,10 +262,11 @@ impl Bf16Matrix {
         {
             kernel::round_row(src, pairs);
         }
+        let packed = self.packed();
         for block in (0..rows).step_by(BLOCK_ROWS) {
             let block_rows = BLOCK_ROWS.min(rows - block);
             for j in panels.clone() {
-                let panel = &self.packed[j * self.pairs * PANEL..][..self.pairs * PANEL];
+                let panel = &packed[j * self.pairs * PANEL..][..self.pairs * PANEL];
                 let column = (j - panels.start) * PANEL;
                 let columns = PANEL.min(self.out - j * PANEL);
                 let mut r = block;
