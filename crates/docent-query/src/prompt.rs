@@ -208,6 +208,26 @@ impl PromptBuilder {
         generator: &dyn Generator,
         budget: usize,
     ) -> Result<(Vec<ChatMessage>, Vec<ScoredChunk>)> {
+        self.build_within(question, history, passages, generator, budget, budget)
+    }
+
+    /// Like [`PromptBuilder::build_with_history`], except that the best
+    /// passage that fits within `limit` tokens (the model's room) goes in
+    /// even when it alone passes `budget`; further passages only while the
+    /// prompt stays within `budget`. A small budget then means "the best
+    /// passage, and others only if short", never "a worse passage because
+    /// the best one is long": with a 500-token budget, the example
+    /// handbook's vacation section (about 600 tokens) was skipped and the
+    /// shorter sick-leave section answered the vacation question.
+    pub fn build_within(
+        &self,
+        question: &str,
+        history: &[ChatMessage],
+        passages: &[ScoredChunk],
+        generator: &dyn Generator,
+        budget: usize,
+        limit: usize,
+    ) -> Result<(Vec<ChatMessage>, Vec<ScoredChunk>)> {
         let question = question.trim();
         let empty = self.messages(question, "", history);
         let mut used_tokens = generator.template_overhead(&empty)?
@@ -220,7 +240,8 @@ impl PromptBuilder {
         for passage in passages {
             let block = self.render_passage(used.len() + 1, passage);
             let cost = generator.count_tokens(&block)?;
-            if used_tokens + cost > budget {
+            let cap = if used.is_empty() { limit.max(budget) } else { budget };
+            if used_tokens + cost > cap {
                 continue;
             }
             used_tokens += cost;
@@ -392,5 +413,39 @@ mod tests {
                 .content
                 .contains("<passage id=\"2\" source=\"c.md\">")
         );
+    }
+
+    #[test]
+    fn the_best_passage_goes_in_past_the_budget_when_the_model_has_room() {
+        let builder = PromptBuilder::new(PromptTemplates::default());
+        let long = "word ".repeat(200);
+        let passages = vec![
+            passage("best.md", &long, 0.9),
+            passage("b.md", "short one", 0.8),
+            passage("c.md", &long, 0.7),
+        ];
+        let sources = |used: &[ScoredChunk]| -> Vec<String> {
+            used.iter().map(|p| p.chunk.source.clone()).collect()
+        };
+        // Within the budget alone, the long best passage is skipped.
+        let (_, used) = builder.build("q", &passages, &WordCounter, 150).unwrap();
+        assert_eq!(sources(&used), ["b.md"]);
+        // With room for it, it goes first, and the budget is then spent:
+        // nothing else goes in.
+        let (_, used) = builder
+            .build_within("q", &[], &passages, &WordCounter, 150, 1_000)
+            .unwrap();
+        assert_eq!(sources(&used), ["best.md"]);
+        // A budget with space left after it takes the short one too, never
+        // the second long one.
+        let (_, used) = builder
+            .build_within("q", &[], &passages, &WordCounter, 400, 1_000)
+            .unwrap();
+        assert_eq!(sources(&used), ["best.md", "b.md"]);
+        // Without room even for it, the old rule holds.
+        let (_, used) = builder
+            .build_within("q", &[], &passages, &WordCounter, 150, 150)
+            .unwrap();
+        assert_eq!(sources(&used), ["b.md"]);
     }
 }

@@ -298,12 +298,13 @@ impl Asker {
             self.generator.as_ref(),
             self.settings.history_tokens.min(budget / 2),
         )?;
-        let (messages, passages) = prompts.build_with_history(
+        let (messages, passages) = prompts.build_within(
             question,
             &history,
             &retrieval.passages,
             self.generator.as_ref(),
             budget,
+            room,
         )?;
         Ok(Prepared {
             question: question.to_string(),
