@@ -180,7 +180,10 @@ fn read_dense_file(path: &Path, prefill: Prefill) -> io::Result<Vec<Dense>> {
         shapes.push(v);
     }
     if total != bytes.len() as u64 {
-        return Err(invalid(format!("{} bytes where the header says {total}", bytes.len())));
+        return Err(invalid(format!(
+            "{} bytes where the header says {total}",
+            bytes.len()
+        )));
     }
     let mut items = Vec::with_capacity(shapes.len());
     let mut offset = at;
@@ -204,7 +207,9 @@ fn read_dense_file(path: &Path, prefill: Prefill) -> io::Result<Vec<Dense>> {
                 .chunks_exact(4)
                 .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
                 .collect();
-            Dense::F32(Tensor::from_vec(values, (input, out), &Device::Cpu).map_err(io::Error::other)?)
+            Dense::F32(
+                Tensor::from_vec(values, (input, out), &Device::Cpu).map_err(io::Error::other)?,
+            )
         });
         offset += words * 4;
     }

@@ -143,7 +143,12 @@ impl Bf16Matrix {
     /// Like [`Bf16Matrix::from_packed`], over the packed words stored at
     /// `offset` in `bytes` (a mapped cache file: nothing is copied).
     /// `None` if they do not fit there or are not 4-byte aligned.
-    pub fn from_shared(out: usize, input: usize, bytes: SharedBytes, offset: usize) -> Option<Bf16Matrix> {
+    pub fn from_shared(
+        out: usize,
+        input: usize,
+        bytes: SharedBytes,
+        offset: usize,
+    ) -> Option<Bf16Matrix> {
         let len = Self::packed_len(out, input);
         let stretch = bytes.get(offset..offset.checked_add(len.checked_mul(4)?)?)?;
         bytemuck::try_cast_slice::<u8, u32>(stretch).ok()?;

@@ -240,7 +240,11 @@ impl PromptBuilder {
         for passage in passages {
             let block = self.render_passage(used.len() + 1, passage);
             let cost = generator.count_tokens(&block)?;
-            let cap = if used.is_empty() { limit.max(budget) } else { budget };
+            let cap = if used.is_empty() {
+                limit.max(budget)
+            } else {
+                budget
+            };
             if used_tokens + cost > cap {
                 continue;
             }
