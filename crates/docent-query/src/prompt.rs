@@ -194,32 +194,20 @@ impl PromptBuilder {
         generator: &dyn Generator,
         budget: usize,
     ) -> Result<(Vec<ChatMessage>, Vec<ScoredChunk>)> {
-        self.build_with_history(question, &[], passages, generator, budget)
+        self.build_with_history(question, &[], passages, generator, budget, budget)
     }
 
     /// Like [`PromptBuilder::build`], with earlier turns of the conversation
     /// between the passages and the question (already trimmed to their own
-    /// budget; they count against `budget` before any passage).
-    pub fn build_with_history(
-        &self,
-        question: &str,
-        history: &[ChatMessage],
-        passages: &[ScoredChunk],
-        generator: &dyn Generator,
-        budget: usize,
-    ) -> Result<(Vec<ChatMessage>, Vec<ScoredChunk>)> {
-        self.build_within(question, history, passages, generator, budget, budget)
-    }
-
-    /// Like [`PromptBuilder::build_with_history`], except that the best
-    /// passage that fits within `limit` tokens (the model's room) goes in
-    /// even when it alone passes `budget`; further passages only while the
-    /// prompt stays within `budget`. A small budget then means "the best
-    /// passage, and others only if short", never "a worse passage because
-    /// the best one is long": with a 500-token budget, the example
+    /// budget; they count against `budget` before any passage), and with
+    /// `limit`, the model's room: the best passage that fits within `limit`
+    /// goes in even when it alone passes `budget`; further passages only
+    /// while the prompt stays within `budget`. A small budget then means
+    /// "the best passage, and others only if short", never "a worse passage
+    /// because the best one is long": with a 500-token budget, the example
     /// handbook's vacation section (about 600 tokens) was skipped and the
     /// shorter sick-leave section answered the vacation question.
-    pub fn build_within(
+    pub fn build_with_history(
         &self,
         question: &str,
         history: &[ChatMessage],
@@ -347,6 +335,7 @@ mod tests {
                 &passages,
                 &WordCounter,
                 10_000,
+                10_000,
             )
             .unwrap();
         // The rules and passages first (the cached prefix), then the earlier
@@ -437,18 +426,18 @@ mod tests {
         // With room for it, it goes first, and the budget is then spent:
         // nothing else goes in.
         let (_, used) = builder
-            .build_within("q", &[], &passages, &WordCounter, 150, 1_000)
+            .build_with_history("q", &[], &passages, &WordCounter, 150, 1_000)
             .unwrap();
         assert_eq!(sources(&used), ["best.md"]);
         // A budget with space left after it takes the short one too, never
         // the second long one.
         let (_, used) = builder
-            .build_within("q", &[], &passages, &WordCounter, 400, 1_000)
+            .build_with_history("q", &[], &passages, &WordCounter, 400, 1_000)
             .unwrap();
         assert_eq!(sources(&used), ["best.md", "b.md"]);
         // Without room even for it, the old rule holds.
         let (_, used) = builder
-            .build_within("q", &[], &passages, &WordCounter, 150, 150)
+            .build_with_history("q", &[], &passages, &WordCounter, 150, 150)
             .unwrap();
         assert_eq!(sources(&used), ["b.md"]);
     }

@@ -298,7 +298,7 @@ impl Asker {
             self.generator.as_ref(),
             self.settings.history_tokens.min(budget / 2),
         )?;
-        let (messages, passages) = prompts.build_within(
+        let (messages, passages) = prompts.build_with_history(
             question,
             &history,
             &retrieval.passages,
