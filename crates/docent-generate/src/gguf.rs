@@ -267,15 +267,6 @@ impl GgufGenerator {
         })
     }
 
-    /// What prompt evaluation multiplies by: `f32`, `bf16` or `quantized`.
-    pub fn prefill_precision(&self) -> &'static str {
-        match self.prefill {
-            Prefill::Quantized => "quantized",
-            Prefill::F32 => "f32",
-            Prefill::Bf16 => "bf16",
-        }
-    }
-
     /// The tokenizer, for callers that need exact counts or ids.
     pub fn tokenizer(&self) -> &GgufTokenizer {
         &self.chat.tokenizer
@@ -405,7 +396,7 @@ impl Generator for GgufGenerator {
     }
 
     fn prefill_precision(&self) -> &'static str {
-        GgufGenerator::prefill_precision(self)
+        self.prefill.name()
     }
 
     fn weights_cache(&self) -> String {

@@ -61,6 +61,17 @@ pub(crate) enum Prefill {
     Bf16,
 }
 
+impl Prefill {
+    /// `quantized`, `f32` or `bf16`, for reports and file names.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Prefill::Quantized => "quantized",
+            Prefill::F32 => "f32",
+            Prefill::Bf16 => "bf16",
+        }
+    }
+}
+
 impl Dense {
     /// (Σ out, in).
     pub(crate) fn shape(&self) -> Result<(usize, usize)> {

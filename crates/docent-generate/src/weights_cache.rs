@@ -58,11 +58,7 @@ impl WeightsCache {
     }
 
     fn dense_path(&self, prefill: Prefill) -> PathBuf {
-        let form = match prefill {
-            Prefill::Bf16 => "bf16",
-            _ => "f32",
-        };
-        self.dir.join(format!("prefill-{form}.bin"))
+        self.dir.join(format!("prefill-{}.bin", prefill.name()))
     }
 
     /// The cached re-quantized model, if there is a whole one: its
@@ -109,39 +105,51 @@ impl WeightsCache {
     }
 
     /// Writes the dense prompt weights of form `prefill`.
+    /// The header lists every matrix's shape first; then the bodies follow,
+    /// one matrix at a time (never a second copy of all the weights).
     pub(crate) fn write_dense(&self, prefill: Prefill, dense: &[&Dense]) -> io::Result<()> {
-        let form: u32 = match prefill {
-            Prefill::Bf16 => 2,
-            _ => 1,
-        };
         write_atomically(&self.dense_path(prefill), |w| {
             w.write_all(MAGIC)?;
-            for v in [VERSION, form, PANEL as u32, dense.len() as u32] {
+            for v in [
+                VERSION,
+                form_code(prefill),
+                PANEL as u32,
+                dense.len() as u32,
+            ] {
                 w.write_all(&v.to_le_bytes())?;
             }
-            let mut bodies = Vec::with_capacity(dense.len());
             for d in dense {
                 let (out, input) = d.shape().map_err(io::Error::other)?;
-                let words: Vec<u32> = match d {
-                    Dense::Bf16(m) => m.packed().to_vec(),
-                    Dense::F32(t) => t
-                        .flatten_all()
-                        .and_then(|t| t.to_vec1::<f32>())
-                        .map_err(io::Error::other)?
-                        .into_iter()
-                        .map(f32::to_bits)
-                        .collect(),
+                let words = match d {
+                    Dense::Bf16(m) => m.packed().len(),
+                    Dense::F32(_) => out * input,
                 };
-                for v in [out as u64, input as u64, words.len() as u64] {
+                for v in [out as u64, input as u64, words as u64] {
                     w.write_all(&v.to_le_bytes())?;
                 }
-                bodies.push(words);
             }
-            for words in bodies {
-                w.write_all(bytemuck::cast_slice(&words))?;
+            for d in dense {
+                match d {
+                    Dense::Bf16(m) => w.write_all(bytemuck::cast_slice(m.packed()))?,
+                    Dense::F32(t) => {
+                        let values = t
+                            .flatten_all()
+                            .and_then(|t| t.to_vec1::<f32>())
+                            .map_err(io::Error::other)?;
+                        w.write_all(bytemuck::cast_slice(&values))?
+                    }
+                }
             }
             Ok(())
         })
+    }
+}
+
+/// The form a dense-weights file holds, as its header records it.
+fn form_code(prefill: Prefill) -> u32 {
+    match prefill {
+        Prefill::Bf16 => 2,
+        _ => 1,
     }
 }
 
@@ -165,8 +173,8 @@ fn read_dense_file(path: &Path, prefill: Prefill) -> io::Result<Vec<Dense>> {
         *v = u32::from_le_bytes(take(4)?.try_into().expect("4 bytes"));
     }
     let [version, form, panel, count] = u32s;
-    let want_form = if prefill == Prefill::Bf16 { 2 } else { 1 };
-    if magic != MAGIC || version != VERSION || form != want_form || panel as usize != PANEL {
+    if magic != MAGIC || version != VERSION || form != form_code(prefill) || panel as usize != PANEL
+    {
         return Err(invalid("not a dense-weights file of this layout"));
     }
     let mut shapes = Vec::new();
@@ -203,10 +211,11 @@ fn read_dense_file(path: &Path, prefill: Prefill) -> io::Result<Vec<Dense>> {
             if words != out * input {
                 return Err(invalid("an f32 matrix of the wrong length"));
             }
-            let values: Vec<f32> = bytes[offset..offset + words * 4]
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
-                .collect();
+            // Written in native order by `write_dense`, like the bf16 words;
+            // the mapping is page-aligned and offsets are multiples of 4.
+            let values: Vec<f32> = bytemuck::try_cast_slice(&bytes[offset..offset + words * 4])
+                .map_err(|_| invalid("an f32 matrix out of place"))?
+                .to_vec();
             Dense::F32(
                 Tensor::from_vec(values, (input, out), &Device::Cpu).map_err(io::Error::other)?,
             )
