@@ -293,11 +293,6 @@ fn rerank(
     }))
 }
 
-/// The CPU's model name, to print next to every figure.
-pub(crate) fn cpu_name() -> String {
-    docent_ops::cpu_name()
-}
-
 /// The next value of a xorshift64 generator (the benchmarks' deterministic
 /// pseudo-random source; `state` must not be 0).
 pub(crate) fn xorshift(state: &mut u64) -> u64 {
@@ -618,7 +613,7 @@ fn embed(
         "bench": "embed",
         "model": parts.embedder.model_id(),
         "precision": parts.embedder.precision(),
-        "cpu": cpu_name(),
+        "cpu": docent_ops::cpu_name(),
         "cpu_features": docent_ops::cpu_features(),
         "sentences": sentences,
         "words_per_sentence": words,
@@ -828,7 +823,7 @@ fn generate(
         }));
     }
     Ok(
-        json!({ "bench": "generate", "cpu": cpu_name(), "cpu_features": docent_ops::cpu_features(), "threads": threads(), "models": results, "peak_rss_mib": peak_rss_mib() }),
+        json!({ "bench": "generate", "cpu": docent_ops::cpu_name(), "cpu_features": docent_ops::cpu_features(), "threads": threads(), "models": results, "peak_rss_mib": peak_rss_mib() }),
     )
 }
 

@@ -13,8 +13,9 @@
 //! 10% of its post-warm-up level; no descriptor growth; no chunk lost or
 //! duplicated.
 
-use crate::bench::{cpu_name, xorshift};
+use crate::bench::xorshift;
 use anyhow::{Context, Result, bail};
+use docent_ops::cpu_name;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};

@@ -6,17 +6,6 @@ use candle_core::{Device, Tensor};
 use docent_ops::bf16::{self, Bf16Matrix};
 use std::time::Instant;
 
-fn cpu_name() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into())
-}
-
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -25,7 +14,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn main() -> candle_core::Result<()> {
     println!(
         "CPU: {} · {} threads · bf16 kernel: {}",
-        cpu_name(),
+        docent_ops::cpu_name(),
         rayon::current_num_threads(),
         bf16::available()
     );
