@@ -153,9 +153,12 @@ impl Projection {
             // [Σ out, in] → [in, Σ out], contiguous: gemm then streams rows.
             Prefill::F32 => Some(Dense::F32(Tensor::cat(&dense_parts, 0)?.t()?.contiguous()?)),
             Prefill::Bf16 => {
-                let weight = Tensor::cat(&dense_parts, 0)?;
-                let (out, input) = weight.dims2()?;
-                let values = weight.flatten_all()?.to_vec1::<f32>()?;
+                // The parts' rows one after another are the fused [Σ out, in].
+                let (out, input) = shape;
+                let mut values = Vec::with_capacity(out * input);
+                for part in &dense_parts {
+                    values.extend(part.flatten_all()?.to_vec1::<f32>()?);
+                }
                 Some(Dense::Bf16(Bf16Matrix::pack(&values, out, input)))
             }
         };

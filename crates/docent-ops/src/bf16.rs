@@ -57,6 +57,14 @@ pub fn to_bf16(x: f32) -> u16 {
     (rounded >> 16) as u16
 }
 
+/// One or two values as a bf16 pair: the first in the low half, the second
+/// (or zero) in the high half, as `vdpbf16ps` multiplies them.
+fn pair(two: &[f32]) -> u32 {
+    let low = to_bf16(two[0]) as u32;
+    let high = two.get(1).map_or(0, |&x| to_bf16(x) as u32);
+    low | (high << 16)
+}
+
 /// The f32 value of a bf16.
 pub fn from_bf16(x: u16) -> f32 {
     f32::from_bits((x as u32) << 16)
@@ -114,9 +122,7 @@ impl Bf16Matrix {
                 for c in 0..PANEL.min(out - j * PANEL) {
                     let row = &weight[(j * PANEL + c) * input..][..input];
                     for (p, two) in row.chunks(2).enumerate() {
-                        let low = to_bf16(two[0]) as u32;
-                        let high = two.get(1).map_or(0, |&x| to_bf16(x) as u32);
-                        panel[p * PANEL + c] = low | (high << 16);
+                        panel[p * PANEL + c] = pair(two);
                     }
                 }
             });
@@ -372,7 +378,7 @@ impl std::fmt::Display for Precision {
 
 #[allow(unsafe_code)]
 mod kernel {
-    use super::{PANEL, TILE_ROWS, to_bf16};
+    use super::{PANEL, TILE_ROWS};
     use std::mem::MaybeUninit;
 
     /// Sets the length of `v` to `len` after its spare capacity was filled.
@@ -407,9 +413,7 @@ mod kernel {
             }
         }
         for (p, two) in src[whole * 32..].chunks(2).enumerate() {
-            let low = to_bf16(two[0]) as u32;
-            let high = two.get(1).map_or(0, |&x| to_bf16(x) as u32);
-            dst[whole * 16 + p] = low | (high << 16);
+            dst[whole * 16 + p] = super::pair(two);
         }
     }
 
