@@ -103,6 +103,54 @@ pub fn load_squad(path: &Path) -> Result<Dataset> {
     Ok(dataset)
 }
 
+/// The article a SQuAD document id (`<title>/<n>.txt`) belongs to.
+pub fn article(document: &str) -> &str {
+    document.split_once('/').map_or(document, |(a, _)| a)
+}
+
+/// An out-of-corpus split of a SQuAD dataset: the articles are ordered by
+/// `seed` and the first half of them (at least one) held out. Returns the
+/// dataset of the other articles (documents and questions) and the held-out
+/// articles' questions, which nothing in that dataset answers.
+pub fn hold_out_articles(dataset: &Dataset, seed: u64) -> (Dataset, Vec<Query>) {
+    use rand::SeedableRng;
+    use rand::seq::SliceRandom;
+    let mut articles: Vec<&str> = dataset
+        .documents
+        .iter()
+        .map(|(id, _)| article(id))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    articles.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
+    let held: HashSet<&str> = articles[..(articles.len() / 2).max(1)]
+        .iter()
+        .copied()
+        .collect();
+    let is_held = |doc: &str| held.contains(article(doc));
+    let kept = Dataset {
+        documents: dataset
+            .documents
+            .iter()
+            .filter(|(id, _)| !is_held(id))
+            .cloned()
+            .collect(),
+        queries: dataset
+            .queries
+            .iter()
+            .filter(|q| !q.relevant.keys().any(|d| is_held(d)))
+            .cloned()
+            .collect(),
+    };
+    let out = dataset
+        .queries
+        .iter()
+        .filter(|q| q.relevant.keys().any(|d| is_held(d)))
+        .cloned()
+        .collect();
+    (kept, out)
+}
+
 #[derive(Deserialize)]
 struct BeirDoc {
     #[serde(rename = "_id")]
@@ -353,6 +401,37 @@ mod tests {
         let f1 = token_f1("in the 10th century", &gold);
         assert!((f1 - 0.8).abs() < 1e-9, "{f1}");
         assert_eq!(token_f1("nothing here", &gold), 0.0);
+    }
+
+    #[test]
+    fn held_out_articles_take_their_documents_and_questions_with_them() {
+        let doc = |a: &str, n: usize| (format!("{a}/{n:03}.txt"), format!("{a} text {n}"));
+        let query = |a: &str, n: usize| Query {
+            id: format!("{a}{n}"),
+            text: format!("about {a}?"),
+            relevant: HashMap::from([(format!("{a}/{n:03}.txt"), 1.0)]),
+            answers: vec![],
+            unanswerable: false,
+        };
+        let articles = ["Alpha", "Beta", "Gamma", "Delta"];
+        let dataset = Dataset {
+            documents: articles.iter().flat_map(|a| [doc(a, 0), doc(a, 1)]).collect(),
+            queries: articles.iter().map(|a| query(a, 1)).collect(),
+        };
+        let (kept, out) = hold_out_articles(&dataset, 7);
+        assert_eq!(kept.documents.len(), 4);
+        assert_eq!(kept.queries.len(), 2);
+        assert_eq!(out.len(), 2);
+        let kept_articles: HashSet<&str> = kept.documents.iter().map(|(d, _)| article(d)).collect();
+        for q in &out {
+            let d = q.relevant.keys().next().unwrap();
+            assert!(!kept_articles.contains(article(d)), "{d} was kept");
+        }
+        for q in &kept.queries {
+            assert!(kept_articles.contains(article(q.relevant.keys().next().unwrap())));
+        }
+        // The same seed holds out the same articles.
+        assert_eq!(hold_out_articles(&dataset, 7).0.documents, kept.documents);
     }
 
     #[test]

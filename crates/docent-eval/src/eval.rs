@@ -4,6 +4,7 @@
 //! The eval collection is kept, so later runs skip the embedding work.
 
 use crate::Workspace;
+use crate::abstention::{self, Kind, Outcome, Policy, Signal};
 use crate::dataset::{
     Dataset, Query, RetrievalMetrics, exact_match, load_beir, load_squad, median, token_f1,
 };
@@ -76,6 +77,11 @@ pub struct AnswerArgs {
     /// Answer style instead of the configured one: concise or detailed
     #[arg(long, value_parser = parse_style)]
     style: Option<docent_query::AnswerStyle>,
+    /// Out-of-corpus questions asked besides [default: half of --limit]:
+    /// half the articles (chosen by --seed) are left out of a second
+    /// collection, which is asked about them
+    #[arg(long)]
+    out_of_corpus: Option<usize>,
     /// Write one JSON line per question here
     #[arg(long)]
     out: Option<PathBuf>,
@@ -92,13 +98,14 @@ pub(crate) fn eval_asker(
     collection: &Collection,
     generator: std::sync::Arc<dyn docent_core::Generator>,
     query: docent_query::QuerySettings,
+    retrieval: docent_query::RetrievalSettings,
 ) -> Result<Asker> {
     let asker = Asker::new(
         parts.embedder.clone(),
         collection.store.clone(),
         generator,
         query,
-        ws.settings().retrieval,
+        retrieval,
     );
     Ok(match ws.reranker()? {
         Some((model, candidates)) => asker.with_reranker(model, candidates),
@@ -425,29 +432,76 @@ fn answers(ws: &dyn Workspace, args: AnswerArgs) -> Result<()> {
     let collection = ingest(ws, &eval, &parts, &dataset)?;
     let generator = ws.generator(args.model.as_deref())?;
     let settings = ws.settings();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
     let mut picked: Vec<&Query> = dataset.queries.iter().collect();
-    picked.shuffle(&mut rand::rngs::StdRng::seed_from_u64(args.seed));
+    picked.shuffle(&mut rng);
     picked.truncate(args.limit);
+    // Out-of-corpus questions: a second collection without half of the
+    // articles, asked about those articles.
+    let out_of_corpus_n = args.out_of_corpus.unwrap_or(args.limit / 2);
+    let (partial, held_out) = crate::dataset::hold_out_articles(&dataset, args.seed);
+    let mut out_of_corpus: Vec<&Query> = held_out.iter().collect();
+    out_of_corpus.shuffle(&mut rng);
+    out_of_corpus.truncate(out_of_corpus_n);
+    let partial_collection = if out_of_corpus.is_empty() {
+        None
+    } else {
+        let eval = EvalCollection::new(ws, &name, &partial, parts.embedder.precision());
+        Some(ingest(ws, &eval, &parts, &partial)?)
+    };
     let mut out = match &args.out {
         Some(p) => Some(std::io::BufWriter::new(
             std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
         )),
         None => None,
     };
-    // The abstention probability is measured for every question and the
-    // threshold applied afterwards, so one run scores every threshold (an
-    // abstaining answer is the fixed sentence either way).
-    let threshold = settings.query.abstain_threshold;
+    // Every gate measures and none decides, so one run scores every policy
+    // (an abstaining answer is the fixed sentence whichever gate decided).
+    let configured = Policy {
+        similarity: Some(settings.retrieval.score_floor),
+        rerank: settings.query.min_rerank_score,
+        probe: Some(settings.query.abstain_threshold).filter(|t| *t > 0.0 && *t <= 1.0),
+    };
     let mut measuring = settings.query.clone();
-    if threshold > 0.0 {
-        measuring.abstain_threshold = 2.0;
-    }
-    let asker = eval_asker(ws, &parts, &collection, generator.clone(), measuring)?;
-    let mut outcomes = Vec::with_capacity(picked.len());
+    measuring.abstain_threshold = 2.0;
+    measuring.min_rerank_score = None;
+    let mut retrieval = settings.retrieval.clone();
+    retrieval.score_floor = f32::NEG_INFINITY;
+    let asker = eval_asker(
+        ws,
+        &parts,
+        &collection,
+        generator.clone(),
+        measuring.clone(),
+        retrieval.clone(),
+    )?;
+    let partial_asker = match &partial_collection {
+        Some(c) => Some(eval_asker(
+            ws,
+            &parts,
+            c,
+            generator.clone(),
+            measuring,
+            retrieval,
+        )?),
+        None => None,
+    };
+    let mut outcomes = Vec::with_capacity(picked.len() + out_of_corpus.len());
     let (mut ttft, mut totals) = (Vec::new(), Vec::new());
     let (mut prompt_tokens, mut cached_tokens) = (Vec::<f64>::new(), Vec::<f64>::new());
-    let bar = bar(picked.len(), "asking");
-    for q in &picked {
+    let bar = bar(picked.len() + out_of_corpus.len(), "asking");
+    let in_corpus = picked.iter().map(|q| {
+        let kind = if q.unanswerable {
+            Kind::Adversarial
+        } else {
+            Kind::Answerable
+        };
+        (*q, kind, &asker)
+    });
+    let others = out_of_corpus
+        .iter()
+        .filter_map(|q| Some((*q, Kind::OutOfCorpus, partial_asker.as_ref()?)));
+    for (q, kind, asker) in in_corpus.chain(others) {
         let t0 = Instant::now();
         let mut first: Option<f64> = None;
         let request = greedy_request(&settings, q.text.clone(), Vec::new(), args.max_tokens);
@@ -476,8 +530,10 @@ fn answers(ws: &dyn Workspace, args: AnswerArgs) -> Result<()> {
             .collect();
         let plain = strip_markers(&response.answer);
         let outcome = Outcome {
-            unanswerable: q.unanswerable,
+            kind,
             answered: response.answerable,
+            best_similarity: response.best_similarity,
+            best_rerank_score: response.best_rerank_score,
             abstain_probability: response.abstain_probability,
             em: exact_match(&plain, &q.answers),
             f1: token_f1(&plain, &q.answers),
@@ -491,22 +547,24 @@ fn answers(ws: &dyn Workspace, args: AnswerArgs) -> Result<()> {
                 == Some(gold_doc.as_str()),
         };
         if let Some(out) = out.as_mut() {
-            let (q_em, q_f1) = if q.unanswerable {
-                (None, None)
-            } else {
+            let (q_em, q_f1) = if kind == Kind::Answerable {
                 (Some(outcome.em), Some(outcome.f1))
+            } else {
+                (None, None)
             };
             writeln!(
                 out,
                 "{}",
                 json!({
-                    "id": q.id, "question": q.text, "unanswerable": q.unanswerable,
+                    "id": q.id, "question": q.text, "kind": format!("{kind:?}"),
+                    "unanswerable": kind != Kind::Answerable,
                     "gold": q.answers, "gold_document": gold_doc,
                     "answer": response.answer, "answerable": response.answerable,
                     "abstain_probability": response.abstain_probability,
+                    "best_similarity": response.best_similarity,
+                    "best_rerank_score": response.best_rerank_score,
+                    "abstained_as_configured": !response.answerable || configured.gates(&outcome),
                     "cited": cited, "top_document": response.citations.first().map(|c| &c.document_id),
-                    "top_similarity": response.citations.first().map(|c| c.similarity),
-                    "top_rerank_score": response.citations.iter().filter_map(|c| c.rerank_score).reduce(f32::max),
                     "em": q_em, "f1": q_f1, "ttft_ms": first, "total_ms": total_ms,
                     "prompt_tokens": response.usage.prompt_tokens,
                     "cached_prompt_tokens": response.usage.cached_prompt_tokens,
@@ -521,179 +579,170 @@ fn answers(ws: &dyn Workspace, args: AnswerArgs) -> Result<()> {
         bar.inc(1);
     }
     bar.finish_and_clear();
+    let all: Vec<&Outcome> = outcomes.iter().collect();
+    let (calibration, reported) = abstention::halves(&outcomes);
+    let figures_json = |f: &abstention::Figures| {
+        json!({
+            "false_abstention_rate": f.false_abstention,
+            "f1": f.f1,
+            "adversarial_abstention": f.adversarial_abstention,
+            "out_of_corpus_abstention": f.out_of_corpus_abstention,
+        })
+    };
+    let signals: Vec<serde_json::Value> = Signal::ALL
+        .iter()
+        .map(|&s| {
+            json!({
+                "signal": s.name(),
+                "auc_adversarial": abstention::auc(&all, s, Kind::Adversarial),
+                "auc_out_of_corpus": abstention::auc(&all, s, Kind::OutOfCorpus),
+                "roc": abstention::roc(&all, s).iter().map(|(t, f)| {
+                    let mut row = figures_json(f);
+                    row["threshold"] = json!(t);
+                    row
+                }).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let calibrated: Vec<serde_json::Value> = abstention::TARGETS
+        .iter()
+        .map(|target| {
+            let policy = abstention::calibrate(&calibration, target);
+            json!({
+                "target": target.name,
+                "policy": policy.map(|p| p.to_json()),
+                "calibration_half": policy.map(|p| figures_json(&abstention::figures(&calibration, &p))),
+                "report_half": policy.map(|p| figures_json(&abstention::figures(&reported, &p))),
+            })
+        })
+        .collect();
     let mut report = json!({
         "dataset": path.display().to_string(),
         "model": generator.model_id(),
         "embed_precision": parts.embedder.precision(),
         "prefill_precision": generator.prefill_precision(),
         "cpu": docent_ops::cpu_name(),
-        "questions": picked.len(),
+        "questions": outcomes.len(),
         "seed": args.seed,
-        "abstain_threshold": threshold,
+        "out_of_corpus_collection": format!("{} of {} documents: half the articles held out", partial.documents.len(), dataset.documents.len()),
+        "configured": configured.to_json(),
         "ttft_ms_p50": median(&mut ttft),
         "total_ms_p50": median(&mut totals),
-        // Prompts of questions that reached the model (not those the
-        // retrieval gate answered without it).
+        // Prompts of questions that reached the model.
         "prompt_tokens_p50": median(&mut prompt_tokens.iter().copied().filter(|&t| t > 0.0).collect::<Vec<_>>()),
         "cached_prompt_tokens_p50": median(&mut cached_tokens),
         "total_secs": started.elapsed().as_secs_f64(),
+        "signals": signals,
+        "calibrated": calibrated,
+        "configured_on_report_half": figures_json(&abstention::figures(&reported, &configured)),
     });
-    let headline = score_answers(&outcomes, threshold);
-    report["answerable"] = headline["answerable"].clone();
-    report["unanswerable"] = headline["unanswerable"].clone();
-    let (answerable_n, unanswerable_n) = (
-        report["answerable"]["count"].as_u64().unwrap_or(0),
-        report["unanswerable"]["count"].as_u64().unwrap_or(0),
-    );
-    if threshold > 0.0 {
-        report["threshold_sweep"] = ABSTAIN_SWEEP
-            .iter()
-            .map(|&t| score_answers(&outcomes, t))
-            .collect();
+    let headline = abstention::score(&all, &configured);
+    for key in ["answerable", "adversarial", "out_of_corpus"] {
+        report[key] = headline[key].clone();
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        let a = &report["answerable"];
+        return Ok(());
+    }
+    let a = &report["answerable"];
+    let count = |key: &str| report[key]["count"].as_u64().unwrap_or(0);
+    let num = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
+    println!(
+        "{} questions on {} ({}): {} answerable, {} adversarial unanswerable, {} out-of-corpus",
+        outcomes.len(),
+        generator.model_id(),
+        path.display(),
+        count("answerable"),
+        count("adversarial"),
+        count("out_of_corpus"),
+    );
+    println!("abstention as configured: {}", configured.describe());
+    println!(
+        "answerable:   EM {:.3}  F1 {:.3}  false abstention {:.3}  citation→gold {:.3}  no valid citation {:.3}",
+        num(&a["exact_match"]),
+        num(&a["f1"]),
+        num(&a["false_abstention_rate"]),
+        num(&a["citation_hits_gold"]),
+        num(&a["answered_without_valid_citation"]),
+    );
+    println!(
+        "first sentence: EM {:.3}  F1 {:.3}",
+        num(&a["first_sentence_exact_match"]),
+        num(&a["first_sentence_f1"]),
+    );
+    println!(
+        "adversarial unanswerable: abstention accuracy {:.3}",
+        num(&report["adversarial"]["abstention_accuracy"])
+    );
+    println!(
+        "out-of-corpus: abstention accuracy {:.3}  ({})",
+        num(&report["out_of_corpus"]["abstention_accuracy"]),
+        report["out_of_corpus_collection"].as_str().unwrap_or("")
+    );
+    println!("\nsignal (AUC: answerable vs)    adversarial  out-of-corpus");
+    for s in &report["signals"].as_array().cloned().unwrap_or_default() {
         println!(
-            "{} questions on {} ({}): {} answerable, {} unanswerable",
-            picked.len(),
-            generator.model_id(),
-            path.display(),
-            answerable_n,
-            unanswerable_n
+            "{:<30} {:>11.3}  {:>13.3}",
+            s["signal"].as_str().unwrap_or(""),
+            num(&s["auc_adversarial"]),
+            num(&s["auc_out_of_corpus"]),
         );
+    }
+    for s in &report["signals"].as_array().cloned().unwrap_or_default() {
         println!(
-            "answerable:   EM {:.3}  F1 {:.3}  false abstention {:.3}  citation→gold {:.3}  no valid citation {:.3}",
-            a["exact_match"].as_f64().unwrap_or(0.0),
-            a["f1"].as_f64().unwrap_or(0.0),
-            a["false_abstention_rate"].as_f64().unwrap_or(0.0),
-            a["citation_hits_gold"].as_f64().unwrap_or(0.0),
-            a["answered_without_valid_citation"].as_f64().unwrap_or(0.0),
+            "\ngate on {} alone (all questions):",
+            s["signal"].as_str().unwrap_or("")
         );
-        println!(
-            "first sentence: EM {:.3}  F1 {:.3}",
-            a["first_sentence_exact_match"].as_f64().unwrap_or(0.0),
-            a["first_sentence_f1"].as_f64().unwrap_or(0.0),
-        );
-        println!(
-            "unanswerable: abstention accuracy {:.3}",
-            report["unanswerable"]["abstention_accuracy"]
-                .as_f64()
-                .unwrap_or(0.0)
-        );
-        if let Some(sweep) = report["threshold_sweep"].as_array() {
+        println!("threshold  false abstention  adversarial  out-of-corpus  F1");
+        for row in s["roc"].as_array().into_iter().flatten() {
             println!(
-                "abstain_threshold  false abstention  abstention accuracy  F1    citation→gold"
+                "{:>9.2}  {:>16.3}  {:>11.3}  {:>13.3}  {:.3}",
+                num(&row["threshold"]),
+                num(&row["false_abstention_rate"]),
+                num(&row["adversarial_abstention"]),
+                num(&row["out_of_corpus_abstention"]),
+                num(&row["f1"]),
             );
-            for row in sweep {
-                println!(
-                    "{:>17.2}  {:>16.3}  {:>19.3}  {:.3}  {:.3}",
-                    row["abstain_threshold"].as_f64().unwrap_or(0.0),
-                    row["answerable"]["false_abstention_rate"]
-                        .as_f64()
-                        .unwrap_or(0.0),
-                    row["unanswerable"]["abstention_accuracy"]
-                        .as_f64()
-                        .unwrap_or(0.0),
-                    row["answerable"]["f1"].as_f64().unwrap_or(0.0),
-                    row["answerable"]["citation_hits_gold"]
-                        .as_f64()
-                        .unwrap_or(0.0),
-                );
-            }
         }
+    }
+    println!(
+        "\ncalibrated on half the questions, reported on the other half (false abstention / adversarial / out-of-corpus / F1):"
+    );
+    let row = |f: &serde_json::Value| {
+        format!(
+            "{:.3} / {:.3} / {:.3} / {:.3}",
+            num(&f["false_abstention_rate"]),
+            num(&f["adversarial_abstention"]),
+            num(&f["out_of_corpus_abstention"]),
+            num(&f["f1"])
+        )
+    };
+    for c in report["calibrated"].as_array().into_iter().flatten() {
+        let policy = &c["policy"];
+        let text = |k: &str| match policy[k].as_f64() {
+            Some(v) => format!("{v}"),
+            None => "off".into(),
+        };
         println!(
-            "time: median TTFT {:.0} ms, median total {:.0} ms",
-            report["ttft_ms_p50"].as_f64().unwrap_or(0.0),
-            report["total_ms_p50"].as_f64().unwrap_or(0.0)
+            "{}: cosine {}, rerank {}, p(idk) {}\n  calibration {}\n  report      {}",
+            c["target"].as_str().unwrap_or(""),
+            text("score_floor"),
+            text("min_rerank_score"),
+            text("abstain_threshold"),
+            row(&c["calibration_half"]),
+            row(&c["report_half"]),
         );
     }
+    println!(
+        "configured, report half: {}",
+        row(&report["configured_on_report_half"])
+    );
+    println!(
+        "time: median TTFT {:.0} ms, median total {:.0} ms (every gate measuring: no question skips the model)",
+        num(&report["ttft_ms_p50"]),
+        num(&report["total_ms_p50"])
+    );
     Ok(())
-}
-
-/// Thresholds `docent eval answers` scores besides the configured one.
-const ABSTAIN_SWEEP: [f32; 10] = [0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8];
-
-/// One asked question, as needed to score it at any abstention threshold.
-struct Outcome {
-    unanswerable: bool,
-    /// The model answered (did not say it doesn't know).
-    answered: bool,
-    abstain_probability: Option<f32>,
-    em: f64,
-    f1: f64,
-    /// EM and F1 of the answer's first sentence alone: whether it leads
-    /// with the answer, apart from how much support follows.
-    first_em: f64,
-    first_f1: f64,
-    /// EM and F1 of the abstention sentence against the gold answers.
-    abstained_em: f64,
-    abstained_f1: f64,
-    cites_gold: bool,
-    cites_nothing: bool,
-    top_is_gold: bool,
-}
-
-/// SQuAD answer figures when answers whose abstention probability reaches
-/// `threshold` (if above 0) are replaced by the abstention sentence.
-fn score_answers(outcomes: &[Outcome], threshold: f32) -> serde_json::Value {
-    let ratio = |a: f64, b: usize| if b == 0 { 0.0 } else { a / b as f64 };
-    let (mut em, mut f1, mut answerable_n, mut false_abstain) = (0.0, 0.0, 0usize, 0usize);
-    let (mut first_em, mut first_f1) = (0.0, 0.0);
-    let (mut unanswerable_n, mut abstained) = (0usize, 0usize);
-    let (mut answered_n, mut cite_hit, mut top_hit, mut no_valid_citation) = (0usize, 0, 0, 0);
-    for o in outcomes {
-        let probe_abstains =
-            threshold > 0.0 && o.abstain_probability.is_some_and(|p| p >= threshold);
-        let answered = o.answered && !probe_abstains;
-        if o.unanswerable {
-            unanswerable_n += 1;
-            abstained += usize::from(!answered);
-            continue;
-        }
-        answerable_n += 1;
-        if !answered {
-            false_abstain += 1;
-            let (e, f) = if probe_abstains {
-                (o.abstained_em, o.abstained_f1)
-            } else {
-                (o.em, o.f1)
-            };
-            em += e;
-            f1 += f;
-            // An abstention is one sentence: its first sentence is all of it.
-            first_em += if probe_abstains { e } else { o.first_em };
-            first_f1 += if probe_abstains { f } else { o.first_f1 };
-            continue;
-        }
-        em += o.em;
-        f1 += o.f1;
-        first_em += o.first_em;
-        first_f1 += o.first_f1;
-        answered_n += 1;
-        cite_hit += usize::from(o.cites_gold);
-        no_valid_citation += usize::from(o.cites_nothing);
-        top_hit += usize::from(o.top_is_gold);
-    }
-    json!({
-        "abstain_threshold": threshold,
-        "answerable": {
-            "count": answerable_n,
-            "exact_match": ratio(em, answerable_n),
-            "f1": ratio(f1, answerable_n),
-            "first_sentence_exact_match": ratio(first_em, answerable_n),
-            "first_sentence_f1": ratio(first_f1, answerable_n),
-            "false_abstention_rate": ratio(false_abstain as f64, answerable_n),
-            "citation_hits_gold": ratio(cite_hit as f64, answered_n),
-            "top_passage_is_gold": ratio(top_hit as f64, answered_n),
-            "answered_without_valid_citation": ratio(no_valid_citation as f64, answered_n),
-        },
-        "unanswerable": {
-            "count": unanswerable_n,
-            "abstention_accuracy": ratio(abstained as f64, unanswerable_n),
-        },
-    })
 }
 
 /// The first sentence of an answer: up to the first `.`, `!` or `?` that

@@ -329,6 +329,7 @@ pub(crate) fn run(ws: &dyn Workspace, args: FollowupArgs) -> Result<()> {
         &collection,
         generator.clone(),
         settings.query.clone(),
+        settings.retrieval.clone(),
     )?;
     let mut out = match &args.out {
         Some(p) => Some(std::io::BufWriter::new(std::fs::File::create(p)?)),

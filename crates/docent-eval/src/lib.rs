@@ -8,6 +8,7 @@
 //! measures exactly what `docent ingest`, `ask` and `serve` run. Its errors
 //! go straight to the person running it, so it uses `anyhow` like a binary.
 
+mod abstention;
 mod bench;
 mod bench_http;
 mod bench_load;

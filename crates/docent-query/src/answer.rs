@@ -26,6 +26,11 @@ pub struct QuerySettings {
     /// Which probability `abstain_threshold` applies to.
     #[serde(default)]
     pub abstain_check: AbstainCheck,
+    /// When the reranker ran and no passage's cross-encoder score reaches
+    /// this, the answer is "I don't know" without asking the model (a gate
+    /// for questions the documents do not cover). `None`: no such gate.
+    #[serde(default)]
+    pub min_rerank_score: Option<f32>,
     /// How answers are written (changeable per request).
     #[serde(default)]
     pub answer_style: AnswerStyle,
@@ -99,6 +104,7 @@ impl Default for QuerySettings {
             max_prompt_tokens: 2048,
             abstain_threshold: 0.0,
             abstain_check: AbstainCheck::Reply,
+            min_rerank_score: None,
             answer_style: AnswerStyle::Concise,
             followups: Followups::default(),
             history_tokens: history_tokens(),
@@ -207,6 +213,14 @@ pub struct AskResponse {
     /// follow-up was rewritten.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rewritten_query: Option<String>,
+    /// The best cosine similarity of any retrieved passage to the question
+    /// (what `[retrieval] score_floor` gates on), also when it abstained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_similarity: Option<f32>,
+    /// The best cross-encoder score of the reranked passages (what
+    /// `[query] min_rerank_score` gates on), when the reranker ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_rerank_score: Option<f32>,
 }
 
 /// Retrieval done and prompt built, ready to generate.
@@ -218,6 +232,9 @@ pub(crate) struct Prepared {
     pub messages: Vec<ChatMessage>,
     pub passages: Vec<ScoredChunk>,
     pub timings: Timings,
+    /// What the abstention gates measured (see [`AskResponse`]).
+    pub best_similarity: Option<f32>,
+    pub best_rerank_score: Option<f32>,
 }
 
 /// Turns streamed generator text into a checked, cited answer.
@@ -233,6 +250,8 @@ pub(crate) struct AnswerAssembler {
     abstain_probability: Option<f32>,
     prompt_tokens: usize,
     rewritten: Option<String>,
+    best_similarity: Option<f32>,
+    best_rerank_score: Option<f32>,
 }
 
 impl AnswerAssembler {
@@ -271,6 +290,8 @@ impl AnswerAssembler {
             abstain_probability: None,
             prompt_tokens: 0,
             rewritten: prepared.rewritten.clone(),
+            best_similarity: prepared.best_similarity,
+            best_rerank_score: prepared.best_rerank_score,
         }
     }
 
@@ -365,6 +386,8 @@ impl AnswerAssembler {
             finish_reason: Some(finish),
             abstain_probability: self.abstain_probability,
             rewritten_query: self.rewritten,
+            best_similarity: self.best_similarity,
+            best_rerank_score: self.best_rerank_score,
         }
     }
 
@@ -384,6 +407,8 @@ impl AnswerAssembler {
             finish_reason,
             abstain_probability: self.abstain_probability,
             rewritten_query: self.rewritten,
+            best_similarity: self.best_similarity,
+            best_rerank_score: self.best_rerank_score,
         }
     }
 }
@@ -499,6 +524,8 @@ mod tests {
             messages: vec![],
             passages: vec![],
             timings: Timings::default(),
+            best_similarity: None,
+            best_rerank_score: None,
         };
         let settings = |abstain_threshold, abstain_check| QuerySettings {
             abstain_threshold,

@@ -94,6 +94,10 @@ pub struct Retrieval {
     pub search_ms: f64,
     /// Time the cross-encoder took (0 when it did not run).
     pub rerank_ms: f64,
+    /// The best cosine similarity of any fused candidate to the question,
+    /// as the `score_floor` gate saw it (also when the gate emptied
+    /// `passages`); `None` when the search found nothing.
+    pub best_similarity: Option<f32>,
 }
 
 /// Embeds a question, searches the store, reranks and shapes the results.
@@ -207,6 +211,10 @@ impl Retriever {
             filter: lookup.filter.clone(),
         })?;
         let mut passages = collapse_duplicates(hits, s.duplicate_threshold);
+        let best_similarity = passages
+            .iter()
+            .map(|p| p.similarity)
+            .reduce(f32::max);
         // The floor is a gate on the question, not a cut per passage: keyword
         // matches can rank a passage high whose cosine similarity is modest,
         // so passages are kept in fused order as long as one of them shows
@@ -230,6 +238,7 @@ impl Retriever {
             embed_ms: 0.0,
             search_ms,
             rerank_ms,
+            best_similarity,
         })
     }
 

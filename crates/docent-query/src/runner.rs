@@ -283,7 +283,19 @@ impl Asker {
             rerank: request.rerank,
             ..Lookup::new(top_k, Purpose::Answer)
         };
-        let retrieval = self.retriever.retrieve(query, &lookup)?;
+        let mut retrieval = self.retriever.retrieve(query, &lookup)?;
+        let best_rerank_score = retrieval
+            .passages
+            .iter()
+            .filter_map(|p| p.rerank_score)
+            .reduce(f32::max);
+        // The reranker's gate: nothing the cross-encoder judged relevant
+        // enough means the documents do not cover the question.
+        if let (Some(floor), Some(best)) = (self.settings.min_rerank_score, best_rerank_score)
+            && best < floor
+        {
+            retrieval.passages.clear();
+        }
         let room = self
             .generator
             .context_length()
@@ -318,6 +330,8 @@ impl Asker {
                 rewrite: rewrite.as_ref().map_or(0.0, |r| r.ms),
                 ..Default::default()
             },
+            best_similarity: retrieval.best_similarity,
+            best_rerank_score,
         })
     }
 }
