@@ -201,6 +201,55 @@ fn the_abstention_threshold_applies_to_the_models_own_probability() {
 }
 
 #[test]
+fn the_reranker_gate_abstains_without_asking_the_model() {
+    let data = tempfile::tempdir().unwrap();
+    assert_ok(&docent(data.path(), &["ingest", "examples/docs"]));
+    let vacation = "How many days of paid vacation do new employees get?";
+    let off_topic = "What is the melting point of tungsten?";
+    let ask = |question: &str, min_rerank_score: &str| {
+        let out = docent_with(
+            data.path(),
+            &["ask", question, "--json", "--max-tokens", "32", "--top-k", "2"],
+            &[
+                // Only the reranker gate: no cosine floor, no model probe.
+                ("DOCENT__RETRIEVAL__SCORE_FLOOR", "-1"),
+                ("DOCENT__QUERY__ABSTAIN_THRESHOLD", "0"),
+                ("DOCENT__QUERY__MIN_RERANK_SCORE", min_rerank_score),
+            ],
+        );
+        assert_ok(&out);
+        json(&out)
+    };
+    // Far below any score: the gate never decides, both are answered.
+    let on = ask(vacation, "-1000");
+    let off = ask(off_topic, "-1000");
+    let best = |a: &Value| a["best_rerank_score"].as_f64().unwrap();
+    assert!(on["best_similarity"].as_f64().unwrap() > 0.2, "{on}");
+    assert!(
+        best(&on) > best(&off) + 3.0,
+        "the reranker should tell them apart: {} vs {}",
+        best(&on),
+        best(&off)
+    );
+    assert_eq!(on["answerable"], true, "{on}");
+    assert!(off["usage"]["prompt_tokens"].as_u64().unwrap() > 0, "{off}");
+    // Between the two: the off-topic question gets the fixed sentence and
+    // the model is never asked; the on-topic one is answered as before.
+    let floor = format!("{}", (best(&on) + best(&off)) / 2.0);
+    let gated = ask(off_topic, &floor);
+    assert_eq!(gated["answerable"], false, "{gated}");
+    assert_eq!(
+        gated["answer"], "I don't know based on the provided documents.",
+        "{gated}"
+    );
+    assert_eq!(gated["usage"]["prompt_tokens"], 0, "{gated}");
+    assert!((best(&gated) - best(&off)).abs() < 1e-3, "{gated}");
+    let kept = ask(vacation, &floor);
+    assert_eq!(kept["answerable"], true, "{kept}");
+    assert_eq!(kept["answer"], on["answer"], "{kept}");
+}
+
+#[test]
 fn streaming_ask_ends_with_sources() {
     let data = tempfile::tempdir().unwrap();
     assert_ok(&docent(data.path(), &["ingest", "examples/docs/faq.md"]));

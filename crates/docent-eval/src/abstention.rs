@@ -72,10 +72,12 @@ impl Policy {
     }
 
     pub fn to_json(self) -> Value {
+        // As written in the config (0.35, not 0.3499999940395355).
+        let exact = |v: Option<f32>| v.map(|v| (f64::from(v) * 1e4).round() / 1e4);
         json!({
-            "score_floor": self.similarity,
-            "min_rerank_score": self.rerank,
-            "abstain_threshold": self.probe,
+            "score_floor": exact(self.similarity),
+            "min_rerank_score": exact(self.rerank),
+            "abstain_threshold": exact(self.probe),
         })
     }
 
@@ -197,15 +199,21 @@ const RERANK_GRID: [f32; 17] = [
 ];
 const PROBE_GRID: [f32; 10] = [0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8];
 
-/// Every combination of the grids, each gate also off.
-fn policies() -> Vec<Policy> {
+/// Every combination of the reranker and probe grids (each gate also off),
+/// with the cosine floor as configured. The floor is not calibrated: cosine
+/// similarities depend on the embedder and on how documents are written,
+/// so a floor fitted to SQuAD would not carry over to a user's documents,
+/// while the cross-encoder's score and the model's probability mean the
+/// same on any text. It stays a cheap first gate for plainly unrelated
+/// questions.
+fn policies(similarity: Option<f32>) -> Vec<Policy> {
     let with_off = |grid: &[f32]| -> Vec<Option<f32>> {
         std::iter::once(None)
             .chain(grid.iter().copied().map(Some))
             .collect()
     };
     let mut all = Vec::new();
-    for similarity in with_off(&SIMILARITY_GRID) {
+    {
         for rerank in with_off(&RERANK_GRID) {
             for probe in with_off(&PROBE_GRID) {
                 all.push(Policy {
@@ -257,17 +265,22 @@ pub(crate) const TARGETS: [Target; 3] = [
 
 /// The policy that best meets `target` on `outcomes`: the most weighted
 /// abstention within the false-abstention bound; ties go to the higher F1,
-/// then to fewer gates (the grid's order puts gates off first).
-pub(crate) fn calibrate(outcomes: &[&Outcome], target: &Target) -> Option<Policy> {
+/// then to fewer gates (the grid's order puts gates off first). The cosine
+/// floor stays at `similarity` (see [`policies`]).
+pub(crate) fn calibrate(
+    outcomes: &[&Outcome],
+    target: &Target,
+    similarity: Option<f32>,
+) -> Option<Policy> {
     let mut best: Option<(Policy, f64, f64, usize)> = None;
-    for policy in policies() {
+    for policy in policies(similarity) {
         let f = figures(outcomes, &policy);
         if f.false_abstention > target.max_false + 1e-9 {
             continue;
         }
         let gain = target.out_of_corpus * f.out_of_corpus_abstention
             + target.adversarial * f.adversarial_abstention;
-        let gates = [policy.similarity, policy.rerank, policy.probe]
+        let gates = [policy.rerank, policy.probe]
             .iter()
             .filter(|g| g.is_some())
             .count();
@@ -473,14 +486,28 @@ mod tests {
         let mut outcomes = Vec::new();
         for i in 0..20 {
             outcomes.push(outcome(Kind::Answerable, 0.5, i as f32 - 2.0, 0.01, true));
-            outcomes.push(outcome(Kind::OutOfCorpus, 0.3, -8.0 + i as f32 * 0.1, 0.01, true));
+            outcomes.push(outcome(
+                Kind::OutOfCorpus,
+                0.3,
+                -8.0 + i as f32 * 0.1,
+                0.01,
+                true,
+            ));
         }
         let all: Vec<&Outcome> = outcomes.iter().collect();
-        let p = calibrate(&all, &TARGETS[0]).unwrap();
+        let p = calibrate(&all, &TARGETS[0], Some(0.2)).unwrap();
         let f = figures(&all, &p);
         assert!(f.false_abstention <= 0.05, "{f:?}");
         assert_eq!(f.out_of_corpus_abstention, 1.0, "{p:?}");
-        // Cosine alone separates these (0.5 against 0.3), and it is tried first.
+        // The reranker gate sits between the two groups' scores; the cosine
+        // floor is kept as configured.
+        assert_eq!(p.similarity, Some(0.2));
+        assert_eq!(
+            p.rerank,
+            Some(-6.0),
+            "the first gate of the grid that holds all"
+        );
+        // Cosine alone would also separate these (0.5 against 0.3).
         assert!(auc(&all, Signal::Similarity, Kind::OutOfCorpus) == Some(1.0));
         assert!(auc(&all, Signal::Probe, Kind::OutOfCorpus) == Some(0.5));
         let (calibration, report) = halves(&outcomes);

@@ -415,7 +415,10 @@ mod tests {
         };
         let articles = ["Alpha", "Beta", "Gamma", "Delta"];
         let dataset = Dataset {
-            documents: articles.iter().flat_map(|a| [doc(a, 0), doc(a, 1)]).collect(),
+            documents: articles
+                .iter()
+                .flat_map(|a| [doc(a, 0), doc(a, 1)])
+                .collect(),
             queries: articles.iter().map(|a| query(a, 1)).collect(),
         };
         let (kept, out) = hold_out_articles(&dataset, 7);

@@ -607,7 +607,7 @@ fn answers(ws: &dyn Workspace, args: AnswerArgs) -> Result<()> {
     let calibrated: Vec<serde_json::Value> = abstention::TARGETS
         .iter()
         .map(|target| {
-            let policy = abstention::calibrate(&calibration, target);
+            let policy = abstention::calibrate(&calibration, target, configured.similarity);
             json!({
                 "target": target.name,
                 "policy": policy.map(|p| p.to_json()),

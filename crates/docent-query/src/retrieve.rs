@@ -211,10 +211,7 @@ impl Retriever {
             filter: lookup.filter.clone(),
         })?;
         let mut passages = collapse_duplicates(hits, s.duplicate_threshold);
-        let best_similarity = passages
-            .iter()
-            .map(|p| p.similarity)
-            .reduce(f32::max);
+        let best_similarity = passages.iter().map(|p| p.similarity).reduce(f32::max);
         // The floor is a gate on the question, not a cut per passage: keyword
         // matches can rank a passage high whose cosine similarity is modest,
         // so passages are kept in fused order as long as one of them shows
