@@ -184,7 +184,7 @@ pub struct EmbedConfig {
     pub model: String,
     pub max_seq_len: usize,
     pub batch_size: usize,
-    /// Matrix precision of the encoder: `f32`, `bf16` or `auto`.
+    /// Matrix precision of the encoder: `f32`, `bf16`, `int8` or `auto`.
     #[serde(default)]
     pub precision: docent_embed::Precision,
 }

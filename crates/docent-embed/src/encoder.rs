@@ -22,12 +22,14 @@ use candle_core::{
 use candle_nn::{LayerNorm, VarBuilder};
 use candle_transformers::models::bert::{Config, HiddenAct};
 use docent_ops::bf16::{Bf16Matrix, Precision};
+use docent_ops::int8::Int8Matrix;
 
 /// `x · W + b`. In f32, `W` is kept in both layouts: (in, out) for inputs
 /// of many rows, (out, in) for inputs of a few, which are computed as
 /// `(W' · xᵀ)ᵀ` so gemm's 64-row kernel tiles the 384 or 1536 outputs
 /// instead of a 10-row query padded to 64. In bf16 it is packed once for
-/// [`docent_ops::bf16::Bf16Matrix`], which handles both cases itself.
+/// [`docent_ops::bf16::Bf16Matrix`] (in int8, for [`Int8Matrix`]), which
+/// handles both cases itself.
 struct Dense {
     weight: Weight,
     bias: Tensor,
@@ -36,6 +38,7 @@ struct Dense {
 enum Weight {
     F32 { weight: Tensor, weight_t: Tensor },
     Bf16(Bf16Matrix),
+    Int8(Int8Matrix),
 }
 
 /// Inputs with fewer rows than this take the transposed product.
@@ -55,6 +58,11 @@ impl Dense {
                 let (out, input) = weight_t.dims2()?;
                 let values = weight_t.flatten_all()?.to_vec1::<f32>()?;
                 Weight::Bf16(Bf16Matrix::pack(&values, out, input))
+            }
+            Precision::Int8 => {
+                let (out, input) = weight_t.dims2()?;
+                let values = weight_t.flatten_all()?.to_vec1::<f32>()?;
+                Weight::Int8(Int8Matrix::pack(&values, out, input))
             }
             _ => Weight::F32 {
                 weight: weight_t.t()?.contiguous()?,
@@ -83,6 +91,7 @@ impl Dense {
     fn product(&self, x: &Tensor) -> Result<Tensor> {
         match &self.weight {
             Weight::Bf16(packed) => x.contiguous()?.apply_op1_no_bwd(packed),
+            Weight::Int8(packed) => x.contiguous()?.apply_op1_no_bwd(packed),
             Weight::F32 { weight_t, .. } if x.dim(0)? < FEW_ROWS => {
                 weight_t.matmul(&x.t()?)?.t()?.contiguous()
             }
@@ -113,7 +122,7 @@ pub struct Encoder {
 }
 
 impl Encoder {
-    /// Loads the weights for `precision` (already resolved: f32 or bf16).
+    /// Loads the weights for `precision` (already resolved: f32, bf16 or int8).
     pub fn load(vb: VarBuilder, config: &Config, precision: Precision) -> Result<Self> {
         if config.hidden_act != HiddenAct::Gelu {
             candle_core::bail!(

@@ -107,13 +107,14 @@ impl BertEmbedder {
             VarBuilder::from_buffered_safetensors(weights, DType::F32, &device).map_err(|e| {
                 Error::unavailable(format!("invalid weights {}", weights_path.display()), e)
             })?;
-        let precision = options
-            .precision
-            .resolve()
-            .map_err(|message| Error::Unavailable {
-                message: format!("embed.precision: {message}"),
-                source: None,
-            })?;
+        let precision =
+            options
+                .precision
+                .resolve_embedding()
+                .map_err(|message| Error::Unavailable {
+                    message: format!("embed.precision: {message}"),
+                    source: None,
+                })?;
         let model = Encoder::load(vb, &config, precision).map_err(|e| {
             Error::unavailable(format!("cannot build BERT from {}", dir.display()), e)
         })?;

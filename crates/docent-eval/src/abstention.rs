@@ -301,7 +301,7 @@ pub(crate) fn calibrate(
 
 /// The two halves of `outcomes` (alternate questions of a shuffled order):
 /// thresholds are calibrated on the first and reported on the second.
-pub(crate) fn halves<'a>(outcomes: &'a [Outcome]) -> (Vec<&'a Outcome>, Vec<&'a Outcome>) {
+pub(crate) fn halves(outcomes: &[Outcome]) -> (Vec<&Outcome>, Vec<&Outcome>) {
     let mut by_kind: [Vec<&Outcome>; 3] = Default::default();
     for o in outcomes {
         by_kind[o.kind as usize].push(o);

@@ -1,9 +1,12 @@
-//! f32 (candle's gemm) against the bf16 kernel on the encoder's and the
-//! generator's shapes: `cargo bench -p docent-ops --bench matmul`.
-//! Alternates the two on each repetition and prints medians in GFLOP/s.
+//! f32 (candle's gemm) against the bf16 and int8 kernels on the encoder's
+//! and the generator's shapes: `cargo bench -p docent-ops --bench matmul`.
+//! Runs each kernel in turn on every repetition (`REPS`, default 15) and
+//! prints medians in GFLOP/s, and the int8 error relative to f32
+//! (‖y_int8 − y_f32‖ / ‖y_f32‖ over the whole output).
 
 use candle_core::{Device, Tensor};
 use docent_ops::bf16::{self, Bf16Matrix};
+use docent_ops::int8::{Int8Matrix, Variant};
 use std::time::Instant;
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -11,55 +14,102 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+fn relative_error(y: &[f32], reference: &[f32]) -> f64 {
+    let (mut e, mut n) = (0f64, 0f64);
+    for (a, b) in y.iter().zip(reference) {
+        e += (*a as f64 - *b as f64).powi(2);
+        n += (*b as f64).powi(2);
+    }
+    (e / n).sqrt()
+}
+
 fn main() -> candle_core::Result<()> {
+    let int8: Vec<Variant> = [Variant::Vnni, Variant::Avx512Bw, Variant::Portable]
+        .into_iter()
+        .filter(|v| v.supported())
+        .collect();
     println!(
-        "CPU: {} · {} threads · bf16 kernel: {}",
+        "CPU: {} · {} threads · bf16 kernel: {} · int8 variants: {}",
         docent_ops::cpu_name(),
         rayon::current_num_threads(),
-        bf16::available()
+        bf16::available(),
+        int8.iter()
+            .map(|v| v.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     );
-    if !bf16::available() {
-        println!("this CPU lacks AVX-512 BF16: nothing to compare");
-        return Ok(());
+    let reps: usize = std::env::var("REPS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(15);
+    print!("{:>6} {:>6} {:>6} {:>8}", "rows", "in", "out", "f32");
+    if bf16::available() {
+        print!(" {:>8}", "bf16");
     }
-    let reps = 15;
-    println!(
-        "{:>6} {:>6} {:>6} {:>10} {:>10} {:>7}",
-        "rows", "in", "out", "f32 GF/s", "bf16 GF/s", "ratio"
-    );
+    for v in &int8 {
+        print!(
+            " {:>12}",
+            format!("int8 {}", v.as_str().trim_start_matches("avx512-"))
+        );
+    }
+    for v in &int8 {
+        print!(
+            " {:>10}",
+            format!("err {}", v.as_str().trim_start_matches("avx512-"))
+        );
+    }
+    println!("   (GFLOP/s, medians of {reps})");
     for &(rows, input, out) in &[
         (12, 384, 1152),
-        (12, 384, 1536),
-        (1376, 384, 1152),
-        (1376, 384, 384),
-        (1376, 384, 1536),
-        (1376, 1536, 384),
-        (512, 896, 1152),
-        (512, 896, 9728),
+        (2752, 384, 384),
+        (2752, 384, 1536),
+        (2752, 1536, 384),
+        (512, 896, 896),
+        (512, 896, 4864),
         (512, 4864, 896),
     ] {
         let x = Tensor::randn(0f32, 1.0, (rows, input), &Device::Cpu)?;
         let w = Tensor::randn(0f32, 0.05, (out, input), &Device::Cpu)?;
         let wt = w.t()?.contiguous()?;
-        let packed = Bf16Matrix::pack(&w.flatten_all()?.to_vec1::<f32>()?, out, input);
+        let wv = w.flatten_all()?.to_vec1::<f32>()?;
         let xs = x.flatten_all()?.to_vec1::<f32>()?;
+        let bf = bf16::available().then(|| Bf16Matrix::pack(&wv, out, input));
+        let q = Int8Matrix::pack(&wv, out, input);
         let flops = 2.0 * (rows * input * out) as f64;
+        let gflops = |t: Instant| flops / t.elapsed().as_secs_f64() / 1e9;
+        let reference = x.matmul(&wt)?.flatten_all()?.to_vec1::<f32>()?;
+        let errors: Vec<f64> = int8
+            .iter()
+            .map(|&v| relative_error(&q.matmul_with(v, &xs, rows, |_, _, _| {}), &reference))
+            .collect();
         let (mut f, mut b) = (Vec::new(), Vec::new());
+        let mut i8s = vec![Vec::new(); int8.len()];
         for _ in 0..reps {
             let t = Instant::now();
-            let y = x.matmul(&wt)?;
-            std::hint::black_box(&y);
-            f.push(flops / t.elapsed().as_secs_f64() / 1e9);
-            let t = Instant::now();
-            let y = packed.matmul(&xs, rows);
-            std::hint::black_box(&y);
-            b.push(flops / t.elapsed().as_secs_f64() / 1e9);
+            std::hint::black_box(x.matmul(&wt)?);
+            f.push(gflops(t));
+            if let Some(bf) = &bf {
+                let t = Instant::now();
+                std::hint::black_box(bf.matmul(&xs, rows));
+                b.push(gflops(t));
+            }
+            for (&v, times) in int8.iter().zip(&mut i8s) {
+                let t = Instant::now();
+                std::hint::black_box(q.matmul_with(v, &xs, rows, |_, _, _| {}));
+                times.push(gflops(t));
+            }
         }
-        let (f, b) = (median(f), median(b));
-        println!(
-            "{rows:>6} {input:>6} {out:>6} {f:>10.1} {b:>10.1} {:>6.2}×",
-            b / f
-        );
+        print!("{rows:>6} {input:>6} {out:>6} {:>8.1}", median(f));
+        if bf.is_some() {
+            print!(" {:>8.1}", median(b));
+        }
+        for times in i8s {
+            print!(" {:>12.1}", median(times));
+        }
+        for e in errors {
+            print!(" {e:>10.2e}");
+        }
+        println!();
     }
     Ok(())
 }

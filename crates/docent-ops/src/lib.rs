@@ -3,9 +3,11 @@
 //! of bulk embedding and 10% of prompt evaluation), the softmax and SwiGLU
 //! built on it, attention for one decoded token over the KV cache, and
 //! helpers for candle custom ops over contiguous f32 data that split rows
-//! across rayon's pool.
+//! across rayon's pool; and matrix products in bf16 ([`bf16`]) and int8
+//! ([`int8`]).
 
 pub mod bf16;
+pub mod int8;
 
 /// The CPU's model name (`/proc/cpuinfo`), to print next to every figure.
 pub fn cpu_name() -> String {
