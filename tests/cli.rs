@@ -209,7 +209,15 @@ fn the_reranker_gate_abstains_without_asking_the_model() {
     let ask = |question: &str, min_rerank_score: &str| {
         let out = docent_with(
             data.path(),
-            &["ask", question, "--json", "--max-tokens", "32", "--top-k", "2"],
+            &[
+                "ask",
+                question,
+                "--json",
+                "--max-tokens",
+                "32",
+                "--top-k",
+                "2",
+            ],
             &[
                 // Only the reranker gate: no cosine floor, no model probe.
                 ("DOCENT__RETRIEVAL__SCORE_FLOOR", "-1"),
