@@ -255,6 +255,51 @@ fn the_reranker_gate_abstains_without_asking_the_model() {
     let kept = ask(vacation, &floor);
     assert_eq!(kept["answerable"], true, "{kept}");
     assert_eq!(kept["answer"], on["answer"], "{kept}");
+    // The configured gate (-3) spares a request the cross-encoder scores
+    // low when a passage is close by cosine similarity (the configured 0.45).
+    let request = docent_with(
+        data.path(),
+        &[
+            "ask",
+            "Explain the vacation policy.",
+            "--json",
+            "--max-tokens",
+            "16",
+        ],
+        &[("DOCENT__QUERY__ABSTAIN_THRESHOLD", "0")],
+    );
+    assert_ok(&request);
+    let request = json(&request);
+    assert!(best(&request) < -3.0, "{request}");
+    assert!(
+        request["best_similarity"].as_f64().unwrap() >= 0.45,
+        "{request}"
+    );
+    assert!(
+        request["usage"]["prompt_tokens"].as_u64().unwrap() > 0,
+        "the model was asked: {request}"
+    );
+    let unspared = docent_with(
+        data.path(),
+        &[
+            "ask",
+            "Explain the vacation policy.",
+            "--json",
+            "--max-tokens",
+            "16",
+        ],
+        &[
+            ("DOCENT__QUERY__ABSTAIN_THRESHOLD", "0"),
+            ("DOCENT__QUERY__RERANK_GATE_SPARES_SIMILARITY", "0.99"),
+        ],
+    );
+    assert_ok(&unspared);
+    assert_eq!(
+        json(&unspared)["usage"]["prompt_tokens"],
+        0,
+        "{}",
+        stdout(&unspared)
+    );
 }
 
 #[test]

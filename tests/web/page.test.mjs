@@ -441,7 +441,8 @@ await step('a full generation queue (429) shows an error instead of hanging', as
       method: 'POST',
       signal: controller.signal,
       body: JSON.stringify({
-        question: 'Describe every plan, the vacation policy and the incident runbook in detail.',
+        // Answerable, so that no abstention gate keeps it from the model.
+        question: 'How many days of paid vacation do new employees get, and how does vacation carry over? Explain in detail.',
         max_tokens: 1000,
         temperature: 1.5,
         stream: true,

@@ -54,6 +54,9 @@ pub(crate) struct Policy {
     pub similarity: Option<f32>,
     /// `[query] min_rerank_score`.
     pub rerank: Option<f32>,
+    /// `[query] rerank_gate_spares_similarity`: the reranker gate does not
+    /// apply from this cosine similarity up.
+    pub spares: Option<f32>,
     /// `[query] abstain_threshold` (`None`: off).
     pub probe: Option<f32>,
 }
@@ -63,9 +66,12 @@ impl Policy {
     pub fn gates(&self, o: &Outcome) -> bool {
         self.similarity
             .is_some_and(|f| o.best_similarity.is_none_or(|s| s < f))
-            || self
+            || (self
                 .rerank
                 .is_some_and(|f| o.best_rerank_score.is_some_and(|s| s < f))
+                && !self
+                    .spares
+                    .is_some_and(|f| o.best_similarity.is_some_and(|s| s >= f)))
             || self
                 .probe
                 .is_some_and(|t| o.abstain_probability.is_some_and(|p| p >= t))
@@ -77,6 +83,7 @@ impl Policy {
         json!({
             "score_floor": exact(self.similarity),
             "min_rerank_score": exact(self.rerank),
+            "rerank_gate_spares_similarity": exact(self.spares),
             "abstain_threshold": exact(self.probe),
         })
     }
@@ -87,9 +94,10 @@ impl Policy {
             None => format!("{name} off"),
         };
         format!(
-            "{}, {}, {}",
+            "{}, {} (spared from cosine {}), {}",
             part("cosine", self.similarity),
             part("rerank", self.rerank),
+            self.spares.map_or("-".into(), |s| s.to_string()),
             part("p(idk)", self.probe)
         )
     }
@@ -200,13 +208,14 @@ const RERANK_GRID: [f32; 17] = [
 const PROBE_GRID: [f32; 10] = [0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8];
 
 /// Every combination of the reranker and probe grids (each gate also off),
-/// with the cosine floor as configured. The floor is not calibrated: cosine
+/// with the cosine floor (and the similarity the reranker gate spares) as
+/// configured. The floor is not calibrated: cosine
 /// similarities depend on the embedder and on how documents are written,
 /// so a floor fitted to SQuAD would not carry over to a user's documents,
 /// while the cross-encoder's score and the model's probability mean the
 /// same on any text. It stays a cheap first gate for plainly unrelated
 /// questions.
-fn policies(similarity: Option<f32>) -> Vec<Policy> {
+fn policies(fixed: Policy) -> Vec<Policy> {
     let with_off = |grid: &[f32]| -> Vec<Option<f32>> {
         std::iter::once(None)
             .chain(grid.iter().copied().map(Some))
@@ -217,9 +226,9 @@ fn policies(similarity: Option<f32>) -> Vec<Policy> {
         for rerank in with_off(&RERANK_GRID) {
             for probe in with_off(&PROBE_GRID) {
                 all.push(Policy {
-                    similarity,
                     rerank,
                     probe,
+                    ..fixed
                 });
             }
         }
@@ -266,14 +275,11 @@ pub(crate) const TARGETS: [Target; 3] = [
 /// The policy that best meets `target` on `outcomes`: the most weighted
 /// abstention within the false-abstention bound; ties go to the higher F1,
 /// then to fewer gates (the grid's order puts gates off first). The cosine
-/// floor stays at `similarity` (see [`policies`]).
-pub(crate) fn calibrate(
-    outcomes: &[&Outcome],
-    target: &Target,
-    similarity: Option<f32>,
-) -> Option<Policy> {
+/// floor and the reranker gate's spared similarity stay as in `fixed` (see
+/// [`policies`]).
+pub(crate) fn calibrate(outcomes: &[&Outcome], target: &Target, fixed: Policy) -> Option<Policy> {
     let mut best: Option<(Policy, f64, f64, usize)> = None;
-    for policy in policies(similarity) {
+    for policy in policies(fixed) {
         let f = figures(outcomes, &policy);
         if f.false_abstention > target.max_false + 1e-9 {
             continue;
@@ -353,6 +359,7 @@ impl Signal {
         let mut p = Policy {
             similarity: None,
             rerank: None,
+            spares: None,
             probe: None,
         };
         match self {
@@ -450,6 +457,7 @@ mod tests {
         let none = Policy {
             similarity: None,
             rerank: None,
+            spares: None,
             probe: None,
         };
         let f = figures(&all, &none);
@@ -468,6 +476,17 @@ mod tests {
         };
         assert_eq!(figures(&all, &rerank).adversarial_abstention, 1.0);
         assert_eq!(figures(&all, &rerank).false_abstention, 0.5);
+        // A close enough passage spares a question the reranker scores low.
+        let spared = Policy {
+            spares: Some(0.5),
+            ..rerank
+        };
+        assert_eq!(figures(&all, &spared).adversarial_abstention, 0.0);
+        let not_spared = Policy {
+            spares: Some(0.55),
+            ..rerank
+        };
+        assert_eq!(figures(&all, &not_spared).adversarial_abstention, 1.0);
         let probe = Policy {
             probe: Some(0.01),
             ..none
@@ -495,7 +514,13 @@ mod tests {
             ));
         }
         let all: Vec<&Outcome> = outcomes.iter().collect();
-        let p = calibrate(&all, &TARGETS[0], Some(0.2)).unwrap();
+        let fixed = Policy {
+            similarity: Some(0.2),
+            rerank: None,
+            spares: None,
+            probe: None,
+        };
+        let p = calibrate(&all, &TARGETS[0], fixed).unwrap();
         let f = figures(&all, &p);
         assert!(f.false_abstention <= 0.05, "{f:?}");
         assert_eq!(f.out_of_corpus_abstention, 1.0, "{p:?}");

@@ -118,6 +118,10 @@ pub enum BenchCommand {
         /// Seconds of load before memory and descriptors are taken as the baseline
         #[arg(long, default_value_t = 10)]
         warmup: u64,
+        /// Most growth of resident memory from the end of the warm-up to
+        /// the end, in percent, before the check fails
+        #[arg(long, default_value_t = 10.0)]
+        rss_tolerance: f64,
         /// The bearer key: it needs the read and ingest scopes (admin if
         /// /metrics is closed)
         #[arg(long, env = "DOCENT_BENCH_API_KEY", hide_env_values = true)]
@@ -197,6 +201,7 @@ pub(crate) fn run(ws: &dyn Workspace, command: BenchCommand) -> Result<serde_jso
             clients,
             seconds,
             warmup,
+            rss_tolerance,
             api_key,
             seed,
         } => crate::bench_load::run(&crate::bench_load::LoadOptions {
@@ -204,6 +209,7 @@ pub(crate) fn run(ws: &dyn Workspace, command: BenchCommand) -> Result<serde_jso
             clients,
             seconds,
             warmup_seconds: warmup,
+            rss_tolerance_percent: rss_tolerance,
             api_key,
             seed,
         })?,

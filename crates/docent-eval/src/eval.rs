@@ -460,6 +460,7 @@ fn answers(ws: &dyn Workspace, args: AnswerArgs) -> Result<()> {
     let configured = Policy {
         similarity: Some(settings.retrieval.score_floor),
         rerank: settings.query.min_rerank_score,
+        spares: settings.query.rerank_gate_spares_similarity,
         probe: Some(settings.query.abstain_threshold).filter(|t| *t > 0.0 && *t <= 1.0),
     };
     let mut measuring = settings.query.clone();
@@ -607,7 +608,7 @@ fn answers(ws: &dyn Workspace, args: AnswerArgs) -> Result<()> {
     let calibrated: Vec<serde_json::Value> = abstention::TARGETS
         .iter()
         .map(|target| {
-            let policy = abstention::calibrate(&calibration, target, configured.similarity);
+            let policy = abstention::calibrate(&calibration, target, configured);
             json!({
                 "target": target.name,
                 "policy": policy.map(|p| p.to_json()),

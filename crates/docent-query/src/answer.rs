@@ -31,6 +31,13 @@ pub struct QuerySettings {
     /// for questions the documents do not cover). `None`: no such gate.
     #[serde(default)]
     pub min_rerank_score: Option<f32>,
+    /// The reranker gate spares questions whose best passage reaches this
+    /// cosine similarity: the cross-encoder, trained on web search
+    /// queries, scores requests such as "Describe the vacation policy in
+    /// detail." low even against the passage that answers them. `None`:
+    /// the gate spares none.
+    #[serde(default)]
+    pub rerank_gate_spares_similarity: Option<f32>,
     /// How answers are written (changeable per request).
     #[serde(default)]
     pub answer_style: AnswerStyle,
@@ -105,6 +112,7 @@ impl Default for QuerySettings {
             abstain_threshold: 0.0,
             abstain_check: AbstainCheck::Reply,
             min_rerank_score: None,
+            rerank_gate_spares_similarity: None,
             answer_style: AnswerStyle::Concise,
             followups: Followups::default(),
             history_tokens: history_tokens(),

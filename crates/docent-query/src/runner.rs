@@ -291,8 +291,13 @@ impl Asker {
             .reduce(f32::max);
         // The reranker's gate: nothing the cross-encoder judged relevant
         // enough means the documents do not cover the question.
+        let spared = self
+            .settings
+            .rerank_gate_spares_similarity
+            .is_some_and(|s| retrieval.best_similarity.is_some_and(|b| b >= s));
         if let (Some(floor), Some(best)) = (self.settings.min_rerank_score, best_rerank_score)
             && best < floor
+            && !spared
         {
             retrieval.passages.clear();
         }
