@@ -742,6 +742,8 @@ fn ingest_in(
     Ok(json!({
         "bench": "ingest",
         "model": parts.embedder.model_id(),
+        "precision": parts.embedder.precision(),
+        "cpu": docent_ops::cpu_name(),
         "batch_tokens": ws.settings().batch_tokens,
         "extract_threads": ws.settings().extract_threads,
         "threads": threads(),
