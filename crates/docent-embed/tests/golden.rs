@@ -104,6 +104,34 @@ fn concurrent_requests_batched_together_get_their_own_vectors() {
     }
 }
 
+/// SQuAD paragraphs with their first question, whole articles, until at
+/// least 200 texts: inputs of every length up to the 254-token limit.
+fn squad_texts() -> Vec<String> {
+    let squad: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            docent_models::testing::shared_dir().join("data/squad/squad2-dev.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let mut texts = Vec::new();
+    for article in squad["data"].as_array().unwrap() {
+        for paragraph in article["paragraphs"].as_array().unwrap() {
+            texts.push(paragraph["context"].as_str().unwrap().to_string());
+            texts.push(
+                paragraph["qas"][0]["question"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            );
+        }
+        if texts.len() >= 200 {
+            break;
+        }
+    }
+    texts
+}
+
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
     let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
     let norm = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
@@ -149,28 +177,7 @@ fn bf16_embeddings_stay_within_cosine_0_9999_of_f32() {
         );
     }
 
-    let squad: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(
-            docent_models::testing::shared_dir().join("data/squad/squad2-dev.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    let mut texts = Vec::new();
-    for article in squad["data"].as_array().unwrap() {
-        for paragraph in article["paragraphs"].as_array().unwrap() {
-            texts.push(paragraph["context"].as_str().unwrap().to_string());
-            texts.push(
-                paragraph["qas"][0]["question"]
-                    .as_str()
-                    .unwrap()
-                    .to_string(),
-            );
-        }
-        if texts.len() >= 200 {
-            break;
-        }
-    }
+    let texts = squad_texts();
     let (low, reference) = (bf16.embed(&texts).unwrap(), f32.embed(&texts).unwrap());
     let mut worst = 1.0f64;
     for (text, (a, b)) in texts.iter().zip(low.iter().zip(&reference)) {
@@ -222,27 +229,7 @@ fn int8_embeddings_stay_within_cosine_0_99_of_f32() {
     let golden: Golden =
         serde_json::from_str(&std::fs::read_to_string(&golden_path).unwrap()).unwrap();
     let mut texts: Vec<String> = golden.items.iter().map(|i| i.text.clone()).collect();
-    let squad: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(
-            docent_models::testing::shared_dir().join("data/squad/squad2-dev.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    for article in squad["data"].as_array().unwrap() {
-        for paragraph in article["paragraphs"].as_array().unwrap() {
-            texts.push(paragraph["context"].as_str().unwrap().to_string());
-            texts.push(
-                paragraph["qas"][0]["question"]
-                    .as_str()
-                    .unwrap()
-                    .to_string(),
-            );
-        }
-        if texts.len() >= 200 {
-            break;
-        }
-    }
+    texts.extend(squad_texts());
     let (low, reference) = (int8.embed(&texts).unwrap(), f32.embed(&texts).unwrap());
     let mut cosines: Vec<f64> = low
         .iter()

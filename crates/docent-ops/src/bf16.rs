@@ -310,25 +310,16 @@ impl candle_core::CustomOp1 for Bf16Matrix {
         storage: &candle_core::CpuStorage,
         layout: &candle_core::Layout,
     ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        let x = crate::contiguous_f32(storage, layout, "bf16 matmul")?;
-        let dims = layout.shape().dims();
-        if dims.last() != Some(&self.input) {
-            candle_core::bail!(
-                "bf16 matmul: input {:?} does not end in {}",
-                dims,
-                self.input
-            );
-        }
         if !available() {
             candle_core::bail!("bf16 matmul: this CPU lacks AVX-512 BF16; use f32 precision");
         }
-        let rows = x.len() / self.input.max(1);
-        let mut out_dims = dims.to_vec();
-        *out_dims.last_mut().expect("checked above") = self.out;
-        Ok((
-            candle_core::CpuStorage::F32(self.matmul(x, rows)),
-            candle_core::Shape::from(out_dims),
-        ))
+        crate::weight_op(
+            storage,
+            layout,
+            "bf16 matmul",
+            (self.input, self.out),
+            |x, rows| self.matmul(x, rows),
+        )
     }
 }
 

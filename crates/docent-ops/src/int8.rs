@@ -564,22 +564,13 @@ impl candle_core::CustomOp1 for Int8Matrix {
         storage: &candle_core::CpuStorage,
         layout: &candle_core::Layout,
     ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        let x = crate::contiguous_f32(storage, layout, "int8 matmul")?;
-        let dims = layout.shape().dims();
-        if dims.last() != Some(&self.input) {
-            candle_core::bail!(
-                "int8 matmul: input {:?} does not end in {}",
-                dims,
-                self.input
-            );
-        }
-        let rows = x.len() / self.input;
-        let mut out_dims = dims.to_vec();
-        *out_dims.last_mut().expect("checked above") = self.out;
-        Ok((
-            candle_core::CpuStorage::F32(self.matmul(x, rows)),
-            candle_core::Shape::from(out_dims),
-        ))
+        crate::weight_op(
+            storage,
+            layout,
+            "int8 matmul",
+            (self.input, self.out),
+            |x, rows| self.matmul(x, rows),
+        )
     }
 }
 

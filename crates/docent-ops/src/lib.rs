@@ -145,6 +145,26 @@ pub fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) ->
     Ok(&data[start..end])
 }
 
+/// A packed weight's product as a candle op: `x` of shape (…, `input`),
+/// contiguous f32, to (…, `out`) through `matmul(x, rows)`.
+pub(crate) fn weight_op(
+    storage: &CpuStorage,
+    layout: &Layout,
+    op: &str,
+    (input, out): (usize, usize),
+    matmul: impl FnOnce(&[f32], usize) -> Vec<f32>,
+) -> Result<(CpuStorage, Shape)> {
+    let x = contiguous_f32(storage, layout, op)?;
+    let dims = layout.shape().dims();
+    if dims.last() != Some(&input) {
+        candle_core::bail!("{op}: input {dims:?} does not end in {input}");
+    }
+    let rows = x.len() / input.max(1);
+    let mut out_dims = dims.to_vec();
+    *out_dims.last_mut().expect("checked above") = out;
+    Ok((CpuStorage::F32(matmul(x, rows)), Shape::from(out_dims)))
+}
+
 fn last_dim(layout: &Layout) -> usize {
     layout.shape().dims().last().copied().unwrap_or(1).max(1)
 }
