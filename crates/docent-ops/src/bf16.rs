@@ -202,54 +202,17 @@ impl Bf16Matrix {
             "input is not {rows} × {}",
             self.input
         );
-        // The output is not zeroed first (zeroing and the page faults of
-        // fresh memory were 8% of bulk embedding): every value is written
-        // by exactly one tile, and only then is the length set.
-        let len = rows * self.out;
-        let mut out: Vec<f32> = Vec::with_capacity(len);
-        if len == 0 {
-            return out;
-        }
-        let threads = rayon::current_num_threads().max(1);
-        let panels = self.out.div_ceil(PANEL);
-        let dst = &mut out.spare_capacity_mut()[..len];
-        if rows >= 2 * TILE_ROWS * threads || panels < 2 * threads {
-            // Many rows: each thread takes whole rows.
-            let per = rows.div_ceil(threads).next_multiple_of(TILE_ROWS);
-            dst.par_chunks_mut(per * self.out)
-                .zip(x.par_chunks(per * self.input))
-                .for_each(|(dst, src)| {
-                    self.rows_into(src, dst.len() / self.out, 0..panels, dst, self.out)
-                });
-        } else {
-            // Few rows (a query, a short prompt piece): split the panels,
-            // each thread into its own buffer, then copy the columns out.
-            let per = panels.div_ceil(threads);
-            let pieces: Vec<(usize, Vec<f32>)> = (0..panels)
-                .step_by(per)
-                .collect::<Vec<_>>()
-                .into_par_iter()
-                .map(|first| {
-                    let last = (first + per).min(panels);
-                    let width = (last * PANEL).min(self.out) - first * PANEL;
-                    let mut buf = Vec::with_capacity(rows * width);
-                    let spare = &mut buf.spare_capacity_mut()[..rows * width];
-                    self.rows_into(x, rows, first..last, spare, width);
-                    kernel::written(&mut buf, rows * width);
-                    (first * PANEL, buf)
-                })
-                .collect();
-            for (column, buf) in pieces {
-                let width = buf.len() / rows;
-                for (dst, src) in dst.chunks_exact_mut(self.out).zip(buf.chunks_exact(width)) {
-                    for (d, s) in dst[column..column + width].iter_mut().zip(src) {
-                        d.write(*s);
-                    }
-                }
-            }
-        }
-        kernel::written(&mut out, len);
-        out
+        crate::panels::product(
+            x,
+            crate::panels::Shape {
+                rows,
+                input: self.input,
+                out: self.out,
+                panel: PANEL,
+                tile_rows: TILE_ROWS,
+            },
+            |x, rows, panels, dst, stride| self.rows_into(x, rows.len(), panels, dst, stride),
+        )
     }
 
     /// Computes panels `panels` of `rows` rows of `x` into `dst`, whose rows
@@ -408,16 +371,6 @@ mod kernel {
     use super::{PANEL, TILE_ROWS};
     use std::mem::MaybeUninit;
 
-    /// Sets the length of `v` to `len` after its spare capacity was filled.
-    /// Callers pass only buffers that [`super::Bf16Matrix::rows_into`] (or
-    /// the copy of such buffers) wrote in full: every row of the range and
-    /// every column of its panels.
-    pub fn written(v: &mut Vec<f32>, len: usize) {
-        assert!(len <= v.capacity());
-        // SAFETY: the first `len` values were initialised, as stated above,
-        // and `len` is within the capacity.
-        unsafe { v.set_len(len) }
-    }
     #[cfg(target_arch = "x86_64")]
     use std::arch::x86_64::*;
 

@@ -1,0 +1,101 @@
+//! How the packed-weight products ([`crate::bf16`], [`crate::int8`]) share
+//! out their work: an output of `rows × out` values whose columns come in
+//! panels, split across rayon's threads by rows when there are many, and by
+//! panels when there are few (a query, a short prompt piece). The output is
+//! not zeroed first (zeroing and the page faults of fresh memory were 8% of
+//! bulk embedding): every value is written once, by the caller's tiles, and
+//! only then is the length set.
+
+use rayon::prelude::*;
+use std::mem::MaybeUninit;
+use std::ops::Range;
+
+/// The shape of one product.
+pub(crate) struct Shape {
+    pub rows: usize,
+    pub input: usize,
+    pub out: usize,
+    /// Output columns per panel.
+    pub panel: usize,
+    /// Rows of one tile: each thread's share of rows is a multiple of it.
+    pub tile_rows: usize,
+}
+
+/// The `rows × out` product of `x` (`rows × input`), row-major.
+/// `compute(x, rows, panels, dst, stride)` must write every column of the
+/// panels `panels` in every one of the rows `rows` (whose activations are
+/// `x`) into `dst`, whose rows are `stride` values apart and whose first
+/// column is the first panel's first column.
+pub(crate) fn product<F>(x: &[f32], shape: Shape, compute: F) -> Vec<f32>
+where
+    F: Fn(&[f32], Range<usize>, Range<usize>, &mut [MaybeUninit<f32>], usize) + Sync,
+{
+    let Shape {
+        rows,
+        input,
+        out,
+        panel,
+        tile_rows,
+    } = shape;
+    let len = rows * out;
+    let mut result: Vec<f32> = Vec::with_capacity(len);
+    if len == 0 {
+        return result;
+    }
+    let threads = rayon::current_num_threads().max(1);
+    let panels = out.div_ceil(panel);
+    let dst = &mut result.spare_capacity_mut()[..len];
+    if rows >= 2 * tile_rows * threads || panels < 2 * threads {
+        // Many rows: each thread takes whole rows.
+        let per = rows.div_ceil(threads).next_multiple_of(tile_rows);
+        dst.par_chunks_mut(per * out)
+            .zip(x.par_chunks(per * input))
+            .enumerate()
+            .for_each(|(i, (dst, src))| {
+                let n = dst.len() / out;
+                compute(src, i * per..i * per + n, 0..panels, dst, out)
+            });
+    } else {
+        // Few rows: split the panels, each thread into its own buffer, then
+        // copy the columns out.
+        let per = panels.div_ceil(threads);
+        let pieces: Vec<(usize, Vec<f32>)> = (0..panels)
+            .step_by(per)
+            .collect::<Vec<_>>()
+            .into_par_iter()
+            .map(|first| {
+                let last = (first + per).min(panels);
+                let width = (last * panel).min(out) - first * panel;
+                let mut buf = Vec::with_capacity(rows * width);
+                let spare = &mut buf.spare_capacity_mut()[..rows * width];
+                compute(x, 0..rows, first..last, spare, width);
+                uninit::written(&mut buf, rows * width);
+                (first * panel, buf)
+            })
+            .collect();
+        for (column, buf) in pieces {
+            let width = buf.len() / rows;
+            for (dst, src) in dst.chunks_exact_mut(out).zip(buf.chunks_exact(width)) {
+                for (d, s) in dst[column..column + width].iter_mut().zip(src) {
+                    d.write(*s);
+                }
+            }
+        }
+    }
+    uninit::written(&mut result, len);
+    result
+}
+
+#[allow(unsafe_code)]
+mod uninit {
+    /// Sets the length of `v` to `len` after its spare capacity was filled.
+    /// [`super::product`] calls it only on buffers its `compute` wrote in
+    /// full (every row of the range and every column of its panels), or on
+    /// the copy of such buffers.
+    pub fn written(v: &mut Vec<f32>, len: usize) {
+        assert!(len <= v.capacity());
+        // SAFETY: the first `len` values were initialised, as stated above,
+        // and `len` is within the capacity.
+        unsafe { v.set_len(len) }
+    }
+}
