@@ -52,6 +52,23 @@ fn json(o: &Output) -> Value {
     })
 }
 
+/// `docent ask QUESTION --json --max-tokens N [--top-k K]` with `env`, as JSON.
+fn ask_json(
+    data_dir: &Path,
+    question: &str,
+    max_tokens: &str,
+    top_k: Option<&str>,
+    env: &[(&str, &str)],
+) -> Value {
+    let mut args = vec!["ask", question, "--json", "--max-tokens", max_tokens];
+    if let Some(k) = top_k {
+        args.extend(["--top-k", k]);
+    }
+    let out = docent_with(data_dir, &args, env);
+    assert_ok(&out);
+    json(&out)
+}
+
 fn assert_ok(o: &Output) {
     assert!(
         o.status.success(),
@@ -140,25 +157,17 @@ fn the_abstention_threshold_applies_to_the_models_own_probability() {
     assert_ok(&docent(data.path(), &["ingest", "examples/docs"]));
     let question = "How many days of paid vacation do new employees get?";
     let ask = |threshold: &str, check: &str| {
-        let out = docent_with(
+        // Two passages, as in the test above, so SmolLM2 answers right.
+        ask_json(
             data.path(),
-            // Two passages, as in the test above, so SmolLM2 answers right.
-            &[
-                "ask",
-                question,
-                "--json",
-                "--max-tokens",
-                "32",
-                "--top-k",
-                "2",
-            ],
+            question,
+            "32",
+            Some("2"),
             &[
                 ("DOCENT__QUERY__ABSTAIN_THRESHOLD", threshold),
                 ("DOCENT__QUERY__ABSTAIN_CHECK", check),
             ],
-        );
-        assert_ok(&out);
-        json(&out)
+        )
     };
     for check in ["reply", "support"] {
         // Above 1: measured and reported, never deciding.
@@ -207,26 +216,18 @@ fn the_reranker_gate_abstains_without_asking_the_model() {
     let vacation = "How many days of paid vacation do new employees get?";
     let off_topic = "What is the melting point of tungsten?";
     let ask = |question: &str, min_rerank_score: &str| {
-        let out = docent_with(
+        ask_json(
             data.path(),
-            &[
-                "ask",
-                question,
-                "--json",
-                "--max-tokens",
-                "32",
-                "--top-k",
-                "2",
-            ],
+            question,
+            "32",
+            Some("2"),
             &[
                 // Only the reranker gate: no cosine floor, no model probe.
                 ("DOCENT__RETRIEVAL__SCORE_FLOOR", "-1"),
                 ("DOCENT__QUERY__ABSTAIN_THRESHOLD", "0"),
                 ("DOCENT__QUERY__MIN_RERANK_SCORE", min_rerank_score),
             ],
-        );
-        assert_ok(&out);
-        json(&out)
+        )
     };
     // Far below any score: the gate never decides, both are answered.
     let on = ask(vacation, "-1000");
@@ -257,19 +258,14 @@ fn the_reranker_gate_abstains_without_asking_the_model() {
     assert_eq!(kept["answer"], on["answer"], "{kept}");
     // The configured gate (-3) spares a request the cross-encoder scores
     // low when a passage is close by cosine similarity (the configured 0.45).
-    let request = docent_with(
+    let policy = "Explain the vacation policy.";
+    let request = ask_json(
         data.path(),
-        &[
-            "ask",
-            "Explain the vacation policy.",
-            "--json",
-            "--max-tokens",
-            "16",
-        ],
+        policy,
+        "16",
+        None,
         &[("DOCENT__QUERY__ABSTAIN_THRESHOLD", "0")],
     );
-    assert_ok(&request);
-    let request = json(&request);
     assert!(best(&request) < -3.0, "{request}");
     assert!(
         request["best_similarity"].as_f64().unwrap() >= 0.45,
@@ -279,27 +275,17 @@ fn the_reranker_gate_abstains_without_asking_the_model() {
         request["usage"]["prompt_tokens"].as_u64().unwrap() > 0,
         "the model was asked: {request}"
     );
-    let unspared = docent_with(
+    let unspared = ask_json(
         data.path(),
-        &[
-            "ask",
-            "Explain the vacation policy.",
-            "--json",
-            "--max-tokens",
-            "16",
-        ],
+        policy,
+        "16",
+        None,
         &[
             ("DOCENT__QUERY__ABSTAIN_THRESHOLD", "0"),
             ("DOCENT__QUERY__RERANK_GATE_SPARES_SIMILARITY", "0.99"),
         ],
     );
-    assert_ok(&unspared);
-    assert_eq!(
-        json(&unspared)["usage"]["prompt_tokens"],
-        0,
-        "{}",
-        stdout(&unspared)
-    );
+    assert_eq!(unspared["usage"]["prompt_tokens"], 0, "{unspared}");
 }
 
 #[test]

@@ -54,15 +54,14 @@ impl Dense {
     /// From the weight as stored, (out, in).
     fn new(weight_t: Tensor, bias: Tensor, precision: Precision) -> Result<Self> {
         let weight = match precision {
-            Precision::Bf16 => {
+            Precision::Bf16 | Precision::Int8 => {
                 let (out, input) = weight_t.dims2()?;
                 let values = weight_t.flatten_all()?.to_vec1::<f32>()?;
-                Weight::Bf16(Bf16Matrix::pack(&values, out, input))
-            }
-            Precision::Int8 => {
-                let (out, input) = weight_t.dims2()?;
-                let values = weight_t.flatten_all()?.to_vec1::<f32>()?;
-                Weight::Int8(Int8Matrix::pack(&values, out, input))
+                if precision == Precision::Int8 {
+                    Weight::Int8(Int8Matrix::pack(&values, out, input))
+                } else {
+                    Weight::Bf16(Bf16Matrix::pack(&values, out, input))
+                }
             }
             _ => Weight::F32 {
                 weight: weight_t.t()?.contiguous()?,

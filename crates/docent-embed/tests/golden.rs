@@ -104,6 +104,14 @@ fn concurrent_requests_batched_together_get_their_own_vectors() {
     }
 }
 
+/// The pulled all-MiniLM-L6-v2 at `precision`.
+fn minilm(precision: Precision) -> docent_core::Result<BertEmbedder> {
+    let model_dir = docent_models::testing::require("all-MiniLM-L6-v2");
+    let mut options = BertEmbedderOptions::new(&model_dir, "all-MiniLM-L6-v2");
+    options.precision = precision;
+    BertEmbedder::load(options)
+}
+
 /// SQuAD paragraphs with their first question, whole articles, until at
 /// least 200 texts: inputs of every length up to the 254-token limit.
 fn squad_texts() -> Vec<String> {
@@ -144,24 +152,21 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
 /// limit.
 #[test]
 fn bf16_embeddings_stay_within_cosine_0_9999_of_f32() {
-    let model_dir = docent_models::testing::require("all-MiniLM-L6-v2");
-    let load = |precision: Precision| {
-        let mut options = BertEmbedderOptions::new(&model_dir, "all-MiniLM-L6-v2");
-        options.precision = precision;
-        BertEmbedder::load(options)
-    };
     if !docent_ops::bf16::available() {
-        let refused = load(Precision::Bf16)
+        let refused = minilm(Precision::Bf16)
             .err()
             .expect("bf16 without AVX-512 BF16 must be refused");
         assert!(refused.to_string().contains("auto"), "{refused}");
-        assert_ne!(load(Precision::Auto).unwrap().precision(), Precision::Bf16);
+        assert_ne!(
+            minilm(Precision::Auto).unwrap().precision(),
+            Precision::Bf16
+        );
         eprintln!("skipped the comparison: this CPU lacks AVX-512 BF16");
         return;
     }
-    let bf16 = load(Precision::Bf16).unwrap();
+    let bf16 = minilm(Precision::Bf16).unwrap();
     assert_eq!(bf16.precision(), Precision::Bf16);
-    let f32 = load(Precision::F32).unwrap();
+    let f32 = minilm(Precision::F32).unwrap();
 
     let golden_path =
         docent_models::testing::shared_dir().join("data/golden/minilm-embeddings.json");
@@ -202,28 +207,22 @@ fn bf16_embeddings_stay_within_cosine_0_9999_of_f32() {
 /// development set measured unchanged (docs/benchmarks.md, session 15).
 #[test]
 fn int8_embeddings_stay_within_cosine_0_99_of_f32() {
-    let model_dir = docent_models::testing::require("all-MiniLM-L6-v2");
-    let load = |precision: Precision| {
-        let mut options = BertEmbedderOptions::new(&model_dir, "all-MiniLM-L6-v2");
-        options.precision = precision;
-        BertEmbedder::load(options)
-    };
     if !docent_ops::int8::available() {
-        let refused = load(Precision::Int8)
+        let refused = minilm(Precision::Int8)
             .err()
             .expect("int8 without AVX-512 must be refused");
         assert!(refused.to_string().contains("auto"), "{refused}");
         eprintln!("skipped the comparison: this CPU lacks AVX-512 VNNI and BW");
         return;
     }
-    let int8 = load(Precision::Int8).unwrap();
+    let int8 = minilm(Precision::Int8).unwrap();
     assert_eq!(int8.precision(), Precision::Int8);
     let vnni = docent_ops::int8::Variant::detect() == docent_ops::int8::Variant::Vnni;
     assert_eq!(
-        load(Precision::Auto).unwrap().precision() == Precision::Int8,
+        minilm(Precision::Auto).unwrap().precision() == Precision::Int8,
         vnni
     );
-    let f32 = load(Precision::F32).unwrap();
+    let f32 = minilm(Precision::F32).unwrap();
     let golden_path =
         docent_models::testing::shared_dir().join("data/golden/minilm-embeddings.json");
     let golden: Golden =

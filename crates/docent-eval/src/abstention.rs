@@ -62,16 +62,24 @@ pub(crate) struct Policy {
 }
 
 impl Policy {
+    /// No gate: only the model's own text abstains.
+    pub const OFF: Policy = Policy {
+        similarity: None,
+        rerank: None,
+        spares: None,
+        probe: None,
+    };
+
     /// Whether a gate (not the model's own text) abstains on `o`.
     pub fn gates(&self, o: &Outcome) -> bool {
         self.similarity
             .is_some_and(|f| o.best_similarity.is_none_or(|s| s < f))
-            || (self
-                .rerank
-                .is_some_and(|f| o.best_rerank_score.is_some_and(|s| s < f))
-                && !self
-                    .spares
-                    .is_some_and(|f| o.best_similarity.is_some_and(|s| s >= f)))
+            || docent_query::reranker_refuses(
+                self.rerank,
+                self.spares,
+                o.best_rerank_score,
+                o.best_similarity,
+            )
             || self
                 .probe
                 .is_some_and(|t| o.abstain_probability.is_some_and(|p| p >= t))
@@ -356,12 +364,7 @@ impl Signal {
     }
 
     fn gate(self, threshold: f32) -> Policy {
-        let mut p = Policy {
-            similarity: None,
-            rerank: None,
-            spares: None,
-            probe: None,
-        };
+        let mut p = Policy::OFF;
         match self {
             Signal::Similarity => p.similarity = Some(threshold),
             Signal::Rerank => p.rerank = Some(threshold),
@@ -454,12 +457,7 @@ mod tests {
             outcome(Kind::Adversarial, 0.5, 2.0, 0.3, true),
         ];
         let all: Vec<&Outcome> = outcomes.iter().collect();
-        let none = Policy {
-            similarity: None,
-            rerank: None,
-            spares: None,
-            probe: None,
-        };
+        let none = Policy::OFF;
         let f = figures(&all, &none);
         assert_eq!(f.false_abstention, 0.5);
         assert_eq!(f.f1, 1.0);
@@ -516,9 +514,7 @@ mod tests {
         let all: Vec<&Outcome> = outcomes.iter().collect();
         let fixed = Policy {
             similarity: Some(0.2),
-            rerank: None,
-            spares: None,
-            probe: None,
+            ..Policy::OFF
         };
         let p = calibrate(&all, &TARGETS[0], fixed).unwrap();
         let f = figures(&all, &p);

@@ -128,6 +128,11 @@ pub fn hold_out_articles(dataset: &Dataset, seed: u64) -> (Dataset, Vec<Query>) 
         .copied()
         .collect();
     let is_held = |doc: &str| held.contains(article(doc));
+    let (out, queries) = dataset
+        .queries
+        .iter()
+        .cloned()
+        .partition(|q| q.relevant.keys().any(|d| is_held(d)));
     let kept = Dataset {
         documents: dataset
             .documents
@@ -135,19 +140,8 @@ pub fn hold_out_articles(dataset: &Dataset, seed: u64) -> (Dataset, Vec<Query>) 
             .filter(|(id, _)| !is_held(id))
             .cloned()
             .collect(),
-        queries: dataset
-            .queries
-            .iter()
-            .filter(|q| !q.relevant.keys().any(|d| is_held(d)))
-            .cloned()
-            .collect(),
+        queries,
     };
-    let out = dataset
-        .queries
-        .iter()
-        .filter(|q| q.relevant.keys().any(|d| is_held(d)))
-        .cloned()
-        .collect();
     (kept, out)
 }
 

@@ -476,17 +476,10 @@ fn answers(ws: &dyn Workspace, args: AnswerArgs) -> Result<()> {
         measuring.clone(),
         retrieval.clone(),
     )?;
-    let partial_asker = match &partial_collection {
-        Some(c) => Some(eval_asker(
-            ws,
-            &parts,
-            c,
-            generator.clone(),
-            measuring,
-            retrieval,
-        )?),
-        None => None,
-    };
+    let partial_asker = partial_collection
+        .as_ref()
+        .map(|c| eval_asker(ws, &parts, c, generator.clone(), measuring, retrieval))
+        .transpose()?;
     let mut outcomes = Vec::with_capacity(picked.len() + out_of_corpus.len());
     let (mut ttft, mut totals) = (Vec::new(), Vec::new());
     let (mut prompt_tokens, mut cached_tokens) = (Vec::<f64>::new(), Vec::<f64>::new());

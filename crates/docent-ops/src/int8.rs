@@ -543,7 +543,6 @@ mod kernel {
     #[cfg(target_arch = "x86_64")]
     use std::arch::x86_64::*;
 
-
     /// An AVX-512 variant this CPU runs: made only by [`Simd::new`], which
     /// checks the features, so holding one proves them (AVX-512 F, and BW
     /// or VNNI as the variant says).

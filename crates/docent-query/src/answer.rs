@@ -54,6 +54,22 @@ fn history_tokens() -> usize {
     256
 }
 
+/// The reranker gate (`min_rerank_score`, spared from
+/// `rerank_gate_spares_similarity`): true when the reranker ran, its best
+/// score is below the floor, and no passage is close enough by cosine
+/// similarity to spare the question. The runner and `docent eval answers`
+/// decide by it.
+pub fn reranker_refuses(
+    min_rerank_score: Option<f32>,
+    spares_similarity: Option<f32>,
+    best_rerank_score: Option<f32>,
+    best_similarity: Option<f32>,
+) -> bool {
+    let below = min_rerank_score.is_some_and(|f| best_rerank_score.is_some_and(|b| b < f));
+    let spared = spares_similarity.is_some_and(|s| best_similarity.is_some_and(|b| b >= s));
+    below && !spared
+}
+
 /// How an answer is written.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

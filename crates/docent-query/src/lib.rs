@@ -16,7 +16,7 @@ mod runner;
 
 pub use answer::{
     AbstainCheck, AnswerStyle, AskRequest, AskResponse, Citation, QuerySettings, Timings, Usage,
-    is_abstention,
+    is_abstention, reranker_refuses,
 };
 pub use citations::CitationFilter;
 pub use prompt::{PromptBuilder, PromptTemplates};

@@ -98,6 +98,8 @@ pub struct Retrieval {
     /// as the `score_floor` gate saw it (also when the gate emptied
     /// `passages`); `None` when the search found nothing.
     pub best_similarity: Option<f32>,
+    /// The best cross-encoder score, when the reranker ran on any passage.
+    pub best_rerank_score: Option<f32>,
 }
 
 /// Embeds a question, searches the store, reranks and shapes the results.
@@ -225,6 +227,8 @@ impl Retriever {
             passages = rerank_passages(r, question, passages)?;
         }
         let rerank_ms = if rerank.is_some() { ms(t2) } else { 0.0 };
+        // Reranked passages are sorted by that score.
+        let best_rerank_score = passages.first().and_then(|p| p.rerank_score);
         if widen {
             passages = self.expand(passages, top_k)?;
         } else {
@@ -236,6 +240,7 @@ impl Retriever {
             search_ms,
             rerank_ms,
             best_similarity,
+            best_rerank_score,
         })
     }
 

@@ -284,21 +284,14 @@ impl Asker {
             ..Lookup::new(top_k, Purpose::Answer)
         };
         let mut retrieval = self.retriever.retrieve(query, &lookup)?;
-        let best_rerank_score = retrieval
-            .passages
-            .iter()
-            .filter_map(|p| p.rerank_score)
-            .reduce(f32::max);
         // The reranker's gate: nothing the cross-encoder judged relevant
         // enough means the documents do not cover the question.
-        let spared = self
-            .settings
-            .rerank_gate_spares_similarity
-            .is_some_and(|s| retrieval.best_similarity.is_some_and(|b| b >= s));
-        if let (Some(floor), Some(best)) = (self.settings.min_rerank_score, best_rerank_score)
-            && best < floor
-            && !spared
-        {
+        if crate::answer::reranker_refuses(
+            self.settings.min_rerank_score,
+            self.settings.rerank_gate_spares_similarity,
+            retrieval.best_rerank_score,
+            retrieval.best_similarity,
+        ) {
             retrieval.passages.clear();
         }
         let room = self
@@ -336,7 +329,7 @@ impl Asker {
                 ..Default::default()
             },
             best_similarity: retrieval.best_similarity,
-            best_rerank_score,
+            best_rerank_score: retrieval.best_rerank_score,
         })
     }
 }
