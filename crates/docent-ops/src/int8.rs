@@ -166,13 +166,22 @@ fn range(x: &[f32]) -> (f32, f32, bool) {
 /// (see the module documentation): writes `q` (`x` followed by zeros up to
 /// `q.len()`) and returns the step `s` and the zero point `z`, so that
 /// `x ≈ s · (q − z)`. A non-finite row gets a NaN step. With `simd`, the
-/// loops run on AVX-512, with the same results.
-fn quantize_row(x: &[f32], levels: u8, q: &mut [u8], simd: Option<kernel::Simd>) -> (f32, i32) {
+/// loops run on AVX-512, with the same results. With `fixed`, the range
+/// (and finiteness) is that of a larger tensor the row belongs to
+/// ([`Activations::PerTensor`]) instead of the row's own.
+fn quantize_row(
+    x: &[f32],
+    levels: u8,
+    q: &mut [u8],
+    simd: Option<kernel::Simd>,
+    fixed: Option<(f32, f32, bool)>,
+) -> (f32, i32) {
     let (head, tail) = q.split_at_mut(x.len());
     tail.fill(0);
-    let (lo, hi, finite) = match simd {
-        Some(simd) => kernel::range(simd, x),
-        None => range(x),
+    let (lo, hi, finite) = match (fixed, simd) {
+        (Some(range), _) => range,
+        (None, Some(simd)) => kernel::range(simd, x),
+        (None, None) => range(x),
     };
     let span = hi - lo;
     let top = levels as f32;
@@ -284,12 +293,59 @@ pub struct Int8Matrix {
     scales: Vec<f32>,
     /// Per column (padded with 0): the sum of the quantized weights.
     sums: Vec<i32>,
+    /// How activations are quantized.
+    activations: Activations,
+}
+
+/// How a product quantizes its activations.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Activations {
+    /// Each row on its own range: the most accurate.
+    #[default]
+    PerRow,
+    /// Every row of one call on the range of the whole input, as ONNX's
+    /// `DynamicQuantizeLinear` does. Models quantized dynamically by ONNX
+    /// Runtime were calibrated this way, and computing them this way gives
+    /// ONNX Runtime's integers exactly.
+    PerTensor,
 }
 
 impl Int8Matrix {
     /// Quantizes and packs `weight`, row-major (out, in). Panics if the
     /// input is empty or longer than [`MAX_INPUT`].
     pub fn pack(weight: &[f32], out: usize, input: usize) -> Int8Matrix {
+        Self::pack_columns(weight, out, input, None)
+    }
+
+    /// Packs a weight that was quantized elsewhere, as `W_jk = sw_j · q_jk`
+    /// with integers `q_jk` in [-127, 127]: `weight` holds those products
+    /// (an int8 ONNX model's weights dequantized, say) and `scales` the
+    /// `sw_j`, one per output column. The integers are recovered exactly
+    /// (`round(W_jk / sw_j)`), so the product uses the model's own int8
+    /// weights. Panics on shapes as [`Int8Matrix::pack`] does, or if
+    /// `scales` does not hold `out` values.
+    pub fn pack_quantized(weight: &[f32], out: usize, input: usize, scales: &[f32]) -> Int8Matrix {
+        assert_eq!(
+            scales.len(),
+            out,
+            "{} scales for {out} columns",
+            scales.len()
+        );
+        Self::pack_columns(weight, out, input, Some(scales))
+    }
+
+    /// Uses `activations` from now on (per row unless set).
+    pub fn with_activations(mut self, activations: Activations) -> Int8Matrix {
+        self.activations = activations;
+        self
+    }
+
+    /// How this matrix quantizes its activations.
+    pub fn activations(&self) -> Activations {
+        self.activations
+    }
+
+    fn pack_columns(weight: &[f32], out: usize, input: usize, given: Option<&[f32]>) -> Int8Matrix {
         assert_eq!(weight.len(), out * input, "weight is not {out} × {input}");
         assert!(
             (1..=MAX_INPUT).contains(&input),
@@ -309,10 +365,12 @@ impl Int8Matrix {
                 for c in 0..PANEL.min(out - j * PANEL) {
                     let row = &weight[(j * PANEL + c) * input..][..input];
                     let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
-                    let scale = if row.iter().all(|v| v.is_finite()) {
-                        max / 127.0
-                    } else {
+                    let scale = if !row.iter().all(|v| v.is_finite()) {
                         f32::NAN
+                    } else if let Some(given) = given {
+                        given[j * PANEL + c]
+                    } else {
+                        max / 127.0
                     };
                     scales[c] = scale;
                     if scale.is_nan() || scale == 0.0 {
@@ -339,6 +397,7 @@ impl Int8Matrix {
             packed,
             scales,
             sums,
+            activations: Activations::PerRow,
         }
     }
 
@@ -357,7 +416,8 @@ impl Int8Matrix {
         (self.packed.len() + self.scales.len() + self.sums.len()) * 4
     }
 
-    /// The scale of each output column's weights (`max |W_j| / 127`).
+    /// The scale of each output column's weights (`max |W_j| / 127`, or
+    /// as given to [`Int8Matrix::pack_quantized`]).
     pub fn scales(&self) -> &[f32] {
         &self.scales[..self.out]
     }
@@ -424,9 +484,18 @@ impl Int8Matrix {
             self.input
         );
         assert!(variant.supported(), "this CPU lacks the {variant} variant");
+        let simd = kernel::Simd::new(variant);
+        let fixed = match self.activations {
+            Activations::PerRow => None,
+            Activations::PerTensor => Some(match simd {
+                Some(simd) => kernel::range(simd, x),
+                None => range(x),
+            }),
+        };
         let job = Job {
-            simd: kernel::Simd::new(variant),
+            simd,
             levels,
+            fixed,
             finish,
         };
         crate::panels::product(
@@ -468,7 +537,7 @@ impl Int8Matrix {
             .zip(&mut zero)
             .zip(&mut scale)
         {
-            (*s, *z) = quantize_row(src, job.levels, q, job.simd);
+            (*s, *z) = quantize_row(src, job.levels, q, job.simd, job.fixed);
         }
         for block in (0..rows).step_by(BLOCK_ROWS) {
             let block_rows = BLOCK_ROWS.min(rows - block);
@@ -507,10 +576,13 @@ impl Int8Matrix {
 }
 
 /// What one product call runs: the AVX-512 variant (`None`: the portable
-/// code), the activation steps and the finishing closure.
+/// code), the activation steps, the range for per-tensor activations and
+/// the finishing closure.
 struct Job<'a, F> {
     simd: Option<kernel::Simd>,
     levels: u8,
+    /// The whole input's range, for [`Activations::PerTensor`].
+    fixed: Option<(f32, f32, bool)>,
     finish: &'a F,
 }
 
@@ -868,7 +940,7 @@ mod tests {
         let mut steps = Vec::with_capacity(rows);
         let mut q = vec![0u8; input.div_ceil(4) * 4];
         for row in x.chunks_exact(input) {
-            let (s, z) = quantize_row(row, levels, &mut q, None);
+            let (s, z) = quantize_row(row, levels, &mut q, None, None);
             values.extend(q[..input].iter().map(|&q| q as i32 - z));
             steps.push(s as f64);
         }
@@ -924,6 +996,94 @@ mod tests {
     }
 
     #[test]
+    fn packing_a_quantized_weight_keeps_its_integers_and_scales() {
+        let (out, input) = (45, 19);
+        let mut seed = 11;
+        let q: Vec<i32> = random(out * input, &mut seed)
+            .iter()
+            .map(|v| (v * 127.0).round() as i32)
+            .collect();
+        let scales: Vec<f32> = (0..out).map(|j| 0.001 + j as f32 * 3.7e-4).collect();
+        let values: Vec<f32> = q
+            .iter()
+            .enumerate()
+            .map(|(i, &q)| q as f32 * scales[i / input])
+            .collect();
+        let m = Int8Matrix::pack_quantized(&values, out, input, &scales);
+        assert_eq!(m.scales(), &scales[..]);
+        for j in 0..out {
+            for k in 0..input {
+                assert_eq!(weight(&m, j, k) as i32, q[j * input + k], "({j}, {k})");
+            }
+        }
+        // Packing the same values on their own would pick other scales.
+        assert_ne!(Int8Matrix::pack(&values, out, input).scales(), &scales[..]);
+    }
+
+    /// ONNX's `DynamicQuantizeLinear` then `MatMulInteger`, in f64: the
+    /// whole input on one range `[min(0, lo), max(0, hi)]` of 255 steps.
+    fn onnx_dynamic(x: &[f32], rows: usize, m: &Int8Matrix) -> Vec<f64> {
+        let lo = x.iter().fold(0f32, |a, &v| a.min(v));
+        let hi = x.iter().fold(0f32, |a, &v| a.max(v));
+        let scale = (hi - lo) / 255.0;
+        let zero = (-lo / scale).round_ties_even().clamp(0.0, 255.0) as i32;
+        let xq: Vec<i32> = x
+            .iter()
+            .map(|&v| ((v / scale).round_ties_even() as i32 + zero).clamp(0, 255))
+            .collect();
+        let input = m.input();
+        let mut y = vec![0f64; rows * m.out()];
+        for r in 0..rows {
+            for j in 0..m.out() {
+                let acc: i64 = (0..input)
+                    .map(|k| (xq[r * input + k] - zero) as i64 * weight(m, j, k) as i64)
+                    .sum();
+                y[r * m.out() + j] = acc as f64 * scale as f64 * m.scales()[j] as f64;
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn per_tensor_activations_give_onnx_runtimes_integers() {
+        let (rows, out, input) = (7, 40, 53);
+        let mut seed = 5;
+        let w = random(out * input, &mut seed);
+        let mut x = random(rows * input, &mut seed);
+        // Rows of very different ranges, so per row and per tensor differ.
+        for v in &mut x[..input] {
+            *v *= 40.0;
+        }
+        let m = Int8Matrix::pack(&w, out, input).with_activations(Activations::PerTensor);
+        assert_eq!(m.activations(), Activations::PerTensor);
+        let expected = onnx_dynamic(&x, rows, &m);
+        let magnitude = expected.iter().fold(0f64, |a, v| a.max(v.abs()));
+        for variant in variants().into_iter().filter(|v| v.levels() == 255) {
+            let got = m.matmul_with(variant, &x, rows, |_, _, _| {});
+            for (i, (&g, &e)) in got.iter().zip(&expected).enumerate() {
+                // Only f32 roundings differ (and, rarely, a value on a
+                // rounding tie): far below one activation step.
+                assert!(
+                    (g as f64 - e).abs() <= 1e-5 * magnitude,
+                    "{variant} at {i}: {g} against {e}"
+                );
+            }
+        }
+        let per_row = Int8Matrix::pack(&w, out, input).matmul(&x, rows);
+        let per_tensor = m.matmul(&x, rows);
+        let moved = per_row
+            .iter()
+            .zip(&per_tensor)
+            .skip(out)
+            .filter(|(a, b)| (*a - *b).abs() > 1e-3 * magnitude as f32)
+            .count();
+        assert!(
+            moved > 0,
+            "the small rows are quantized on the large row's range"
+        );
+    }
+
+    #[test]
     fn quantized_rows_are_within_half_a_step() {
         let mut seed = 3;
         for (n, levels, offset) in [
@@ -934,7 +1094,7 @@ mod tests {
         ] {
             let x: Vec<f32> = random(n, &mut seed).iter().map(|v| v + offset).collect();
             let mut q = vec![9u8; n.div_ceil(4) * 4 + 4];
-            let (s, z) = quantize_row(&x, levels, &mut q, None);
+            let (s, z) = quantize_row(&x, levels, &mut q, None, None);
             assert!(s > 0.0 && (0..=levels as i32).contains(&z));
             assert!(q[n..].iter().all(|&b| b == 0), "padding is zero");
             assert!(q[..n].iter().all(|&b| b <= levels));
@@ -951,23 +1111,26 @@ mod tests {
             assert_eq!(s * (z - z) as f32, 0.0);
         }
         // Non-negative rows use every step for [0, max].
-        let (s, z) = quantize_row(&[0.0, 1.0, 0.5], 255, &mut [0; 4], None);
+        let (s, z) = quantize_row(&[0.0, 1.0, 0.5], 255, &mut [0; 4], None, None);
         assert_eq!((s, z), (1.0 / 255.0, 0));
         // All zeros; too small to quantize; not finite.
-        assert_eq!(quantize_row(&[0.0; 5], 255, &mut [7; 8], None), (0.0, 0));
         assert_eq!(
-            quantize_row(&[1e-40, -1e-40], 255, &mut [7; 4], None).0,
+            quantize_row(&[0.0; 5], 255, &mut [7; 8], None, None),
+            (0.0, 0)
+        );
+        assert_eq!(
+            quantize_row(&[1e-40, -1e-40], 255, &mut [7; 4], None, None).0,
             0.0
         );
         for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
             assert!(
-                quantize_row(&[1.0, bad, 2.0], 255, &mut [0; 4], None)
+                quantize_row(&[1.0, bad, 2.0], 255, &mut [0; 4], None, None)
                     .0
                     .is_nan()
             );
         }
         assert!(
-            quantize_row(&[f32::MAX, -f32::MAX], 255, &mut [0; 4], None)
+            quantize_row(&[f32::MAX, -f32::MAX], 255, &mut [0; 4], None, None)
                 .0
                 .is_nan()
         );
@@ -991,8 +1154,8 @@ mod tests {
                 }
                 let mut a = vec![1u8; n + 3];
                 let mut b = vec![2u8; n + 3];
-                let plain = quantize_row(&x, levels, &mut a, None);
-                let fast = quantize_row(&x, levels, &mut b, Some(simd));
+                let plain = quantize_row(&x, levels, &mut a, None, None);
+                let fast = quantize_row(&x, levels, &mut b, Some(simd), None);
                 assert_eq!(plain, fast, "{n} values");
                 assert_eq!(a, b, "{n} values");
             }
@@ -1005,13 +1168,17 @@ mod tests {
             .collect();
         let (mut a, mut b) = (vec![0u8; 42], vec![0u8; 42]);
         assert_eq!(
-            quantize_row(&x, 255, &mut a, None),
-            quantize_row(&x, 255, &mut b, Some(simd))
+            quantize_row(&x, 255, &mut a, None, None),
+            quantize_row(&x, 255, &mut b, Some(simd), None)
         );
         assert_eq!(a, b);
         for bad in [f32::NAN, f32::INFINITY] {
             let x = [1.0, 2.0, bad];
-            assert!(quantize_row(&x, 255, &mut [0; 3], Some(simd)).0.is_nan());
+            assert!(
+                quantize_row(&x, 255, &mut [0; 3], Some(simd), None)
+                    .0
+                    .is_nan()
+            );
         }
     }
 
