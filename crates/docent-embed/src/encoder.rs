@@ -22,7 +22,7 @@ use candle_core::{
 use candle_nn::{LayerNorm, VarBuilder};
 use candle_transformers::models::bert::{Config, HiddenAct};
 use docent_ops::bf16::{Bf16Matrix, Precision};
-use docent_ops::int8::Int8Matrix;
+use docent_ops::int8::{Activations, Int8Matrix};
 
 /// `x · W + b`. In f32, `W` is kept in both layouts: (in, out) for inputs
 /// of many rows, (out, in) for inputs of a few, which are computed as
@@ -48,19 +48,34 @@ impl Dense {
     fn load(vb: VarBuilder, input: usize, output: usize, precision: Precision) -> Result<Self> {
         let weight_t = vb.get((output, input), "weight")?;
         let bias = vb.get(output, "bias")?;
-        Self::new(weight_t, bias, precision)
+        let scales = match quantized_scale(&vb)? {
+            Some(scale) => Some(vec![scale; output]),
+            None => None,
+        };
+        Self::new(weight_t, bias, precision, scales)
     }
 
-    /// From the weight as stored, (out, in).
-    fn new(weight_t: Tensor, bias: Tensor, precision: Precision) -> Result<Self> {
+    /// From the weight as stored, (out, in). `scales` (one per output) mark
+    /// a weight that was quantized to int8 already ([`quantized_scale`]): in
+    /// int8 it keeps those integers and quantizes its activations per
+    /// tensor, as the model was quantized.
+    fn new(
+        weight_t: Tensor,
+        bias: Tensor,
+        precision: Precision,
+        scales: Option<Vec<f32>>,
+    ) -> Result<Self> {
         let weight = match precision {
             Precision::Bf16 | Precision::Int8 => {
                 let (out, input) = weight_t.dims2()?;
                 let values = weight_t.flatten_all()?.to_vec1::<f32>()?;
-                if precision == Precision::Int8 {
-                    Weight::Int8(Int8Matrix::pack(&values, out, input))
-                } else {
-                    Weight::Bf16(Bf16Matrix::pack(&values, out, input))
+                match (precision, scales) {
+                    (Precision::Int8, Some(scales)) => Weight::Int8(
+                        Int8Matrix::pack_quantized(&values, out, input, &scales)
+                            .with_activations(Activations::PerTensor),
+                    ),
+                    (Precision::Int8, None) => Weight::Int8(Int8Matrix::pack(&values, out, input)),
+                    _ => Weight::Bf16(Bf16Matrix::pack(&values, out, input)),
                 }
             }
             _ => Weight::F32 {
@@ -73,16 +88,29 @@ impl Dense {
 
     /// Q, K and V side by side, with `scale` applied to Q.
     fn fused_qkv(vb: VarBuilder, hidden: usize, scale: f64, precision: Precision) -> Result<Self> {
-        let part = |name: &str| -> Result<(Tensor, Tensor)> {
+        let part = |name: &str| -> Result<(Tensor, Tensor, Option<f32>)> {
             let vb = vb.pp(name);
-            Ok((vb.get((hidden, hidden), "weight")?, vb.get(hidden, "bias")?))
+            Ok((
+                vb.get((hidden, hidden), "weight")?,
+                vb.get(hidden, "bias")?,
+                quantized_scale(&vb)?,
+            ))
         };
-        let (qw, qb) = part("query")?;
-        let (kw, kb) = part("key")?;
-        let (vw, vb_) = part("value")?;
+        let (qw, qb, qs) = part("query")?;
+        let (kw, kb, ks) = part("key")?;
+        let (vw, vb_, vs) = part("value")?;
         let weight_t = Tensor::cat(&[(qw * scale)?, kw, vw], 0)?;
         let bias = Tensor::cat(&[(qb * scale)?, kb, vb_], 0)?;
-        Self::new(weight_t, bias, precision)
+        let scales = match (qs, ks, vs) {
+            (Some(q), Some(k), Some(v)) => Some(
+                [q * scale as f32, k, v]
+                    .iter()
+                    .flat_map(|&s| std::iter::repeat_n(s, hidden))
+                    .collect(),
+            ),
+            _ => None,
+        };
+        Self::new(weight_t, bias, precision, scales)
     }
 
     /// `x · W` without the bias, (rows, out), contiguous; the bias is added
@@ -99,6 +127,24 @@ impl Dense {
     }
 }
 
+/// The per-tensor int8 scale stored beside a weight that was quantized
+/// already (`weight_scale`, as docent writes an int8 ONNX model's weights:
+/// `docent_rerank::onnx`), if any.
+fn quantized_scale(vb: &VarBuilder) -> Result<Option<f32>> {
+    if !vb.contains_tensor("weight_scale") {
+        return Ok(None);
+    }
+    let scale = vb.get(1, "weight_scale")?.to_vec1::<f32>()?[0];
+    Ok(Some(scale))
+}
+
+/// A sequence classifier's head on the `[CLS]` state: BERT's pooler
+/// (dense, tanh), then a linear layer to the labels' logits.
+struct Head {
+    pooler: Dense,
+    classifier: Dense,
+}
+
 struct Layer {
     qkv: Dense,
     attention_out: Dense,
@@ -113,7 +159,11 @@ struct Layer {
 pub struct Encoder {
     words: Tensor,
     positions: Tensor,
+    /// The token type embeddings, (types, hidden).
+    token_types: Tensor,
+    /// Type 0's row, which single segments add everywhere.
     token_type: Tensor,
+    head: Option<Head>,
     embedding_norm: LayerNorm,
     layers: Vec<Layer>,
     heads: usize,
@@ -130,6 +180,7 @@ impl Encoder {
             );
         }
         // Some checkpoints prefix every name with `bert.`.
+        let root = vb.clone();
         let vb = if vb.contains_tensor("embeddings.word_embeddings.weight") {
             vb
         } else {
@@ -145,13 +196,11 @@ impl Encoder {
             (config.max_position_embeddings, hidden),
             "position_embeddings.weight",
         )?;
-        // docent embeds single segments: token type 0 everywhere.
-        let token_type = emb
-            .get(
-                (config.type_vocab_size, hidden),
-                "token_type_embeddings.weight",
-            )?
-            .get(0)?;
+        let token_types = emb.get(
+            (config.type_vocab_size, hidden),
+            "token_type_embeddings.weight",
+        )?;
+        let token_type = token_types.get(0)?;
         let embedding_norm = candle_nn::layer_norm(hidden, eps, emb.pp("LayerNorm"))?;
         let scale = 1.0 / ((hidden / heads) as f64).sqrt();
         let layers = (0..config.num_hidden_layers)
@@ -177,10 +226,22 @@ impl Encoder {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        // A sequence classifier (a cross-encoder) has a pooler and labels.
+        let head = if root.contains_tensor("classifier.weight") {
+            let labels = root.pp("classifier").get_unchecked("weight")?.dim(0)?;
+            Some(Head {
+                pooler: Dense::load(vb.pp("pooler.dense"), hidden, hidden, precision)?,
+                classifier: Dense::load(root.pp("classifier"), hidden, labels, precision)?,
+            })
+        } else {
+            None
+        };
         Ok(Encoder {
             words,
             positions,
+            token_types,
             token_type,
+            head,
             embedding_norm,
             layers,
             heads,
@@ -192,14 +253,34 @@ impl Encoder {
     /// for padding, and `padded` says whether it holds any 0. Returns
     /// (batch × sequence, hidden).
     pub fn forward(&self, ids: &Tensor, mask: &Tensor, padded: bool) -> Result<Tensor> {
+        self.forward_typed(ids, None, mask, padded)
+    }
+
+    /// [`Encoder::forward`] with each token's segment (`types`, like `ids`;
+    /// `None`: all 0).
+    pub fn forward_typed(
+        &self,
+        ids: &Tensor,
+        types: Option<&Tensor>,
+        mask: &Tensor,
+        padded: bool,
+    ) -> Result<Tensor> {
         let (n, s) = ids.dims2()?;
         let (h, heads) = (self.hidden, self.heads);
         let x = self
             .words
             .index_select(&ids.flatten_all()?, 0)?
             .reshape((n, s, h))?
-            .broadcast_add(&self.positions.narrow(0, 0, s)?)?
-            .broadcast_add(&self.token_type)?;
+            .broadcast_add(&self.positions.narrow(0, 0, s)?)?;
+        let x = match types {
+            Some(types) => {
+                (x + self
+                    .token_types
+                    .index_select(&types.flatten_all()?, 0)?
+                    .reshape((n, s, h))?)?
+            }
+            None => x.broadcast_add(&self.token_type)?,
+        };
         let mut x = self.embedding_norm.forward(&x)?.reshape((n * s, h))?;
         // Padding gets a large negative score before the softmax; a batch
         // without padding needs no mask at all.
@@ -240,6 +321,41 @@ impl Encoder {
             x = layer.output_norm.forward(&out)?;
         }
         Ok(x)
+    }
+}
+
+impl Encoder {
+    /// Whether the weights include a sequence classifier's head.
+    pub fn classifies(&self) -> bool {
+        self.head.is_some()
+    }
+
+    /// A sequence classifier's logits, (batch, labels): the encoder, then
+    /// the pooler on each sequence's first (`[CLS]`) state and the
+    /// classifier. Fails if the weights have no such head.
+    pub fn classify(
+        &self,
+        ids: &Tensor,
+        types: &Tensor,
+        mask: &Tensor,
+        padded: bool,
+    ) -> Result<Tensor> {
+        let Some(head) = &self.head else {
+            candle_core::bail!("these weights have no classifier (pooler and classifier)")
+        };
+        let (n, s) = ids.dims2()?;
+        let states = self.forward_typed(ids, Some(types), mask, padded)?;
+        let first: Vec<u32> = (0..n).map(|i| (i * s) as u32).collect();
+        let first = Tensor::from_vec(first, n, states.device())?;
+        let cls = states.index_select(&first, 0)?;
+        let pooled = head
+            .pooler
+            .product(&cls)?
+            .broadcast_add(&head.pooler.bias)?
+            .tanh()?;
+        head.classifier
+            .product(&pooled)?
+            .broadcast_add(&head.classifier.bias)
     }
 }
 

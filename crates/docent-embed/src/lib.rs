@@ -5,11 +5,11 @@
 //! The default is a candle BERT-family sentence encoder (all-MiniLM-L6-v2):
 //! masked mean pooling and L2 normalisation, as sentence-transformers does it.
 //! It is split in two: `encoder` is the model (the forward pass laid out for
-//! CPU inference), and `service` runs it on its own OS thread fed by a
-//! bounded channel, so callers on an async runtime never run inference on
+//! CPU inference; `docent-rerank` runs a cross-encoder on it too), and
+//! `service` runs it on its own OS thread fed by a bounded channel, so callers on an async runtime never run inference on
 //! it; each request answers on its own reply channel.
 
-mod encoder;
+pub mod encoder;
 mod service;
 
 pub use service::{BertEmbedder, BertEmbedderOptions, Precision, load_tokenizer};

@@ -3,14 +3,26 @@
 //! it, which ranks the first passage far better than comparing two separate
 //! embeddings does.
 //!
-//! The backend runs the int8 ONNX export of cross-encoder/ms-marco-MiniLM-L-12-v2
-//! on ONNX Runtime (`ort`, loading the shared library `docent models pull`
-//! fetched from the onnxruntime wheel; nothing is downloaded at build time).
+//! Two backends run the int8 ONNX export of cross-encoder/ms-marco-MiniLM-L-12-v2:
+//! - [`EncoderReranker`]: docent's own BERT encoder, on weights converted
+//!   once from `model.onnx` ([`onnx`]). In int8 it computes the model's own
+//!   integers as ONNX Runtime does (its int8 weights, activations quantized
+//!   per tensor), so its scores are ONNX Runtime's within float rounding.
+//! - [`OnnxReranker`]: ONNX Runtime (`ort`, loading the shared library
+//!   `docent models pull` fetched from the onnxruntime wheel; nothing is
+//!   downloaded at build time).
+//!
 //! Like the embedder, the model lives on its own OS thread fed by a bounded
 //! channel, so callers never run inference on an async runtime and never
-//! share the session across threads.
+//! share the model across threads.
 
+pub mod onnx;
+
+use candle_nn::VarBuilder;
+use candle_transformers::models::bert::Config as BertConfig;
 use docent_core::{Error, Reranker, Result};
+use docent_embed::encoder::Encoder;
+use docent_ops::bf16::Precision;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -58,17 +70,9 @@ impl OnnxRerankerOptions {
     }
 }
 
-/// One rerank request for the model thread.
-struct Job {
-    query: String,
-    passages: Vec<String>,
-    reply: std::sync::mpsc::Sender<Result<Vec<f32>>>,
-}
-
 /// A cross-encoder on ONNX Runtime, on its own thread.
 pub struct OnnxReranker {
-    jobs: SyncSender<Job>,
-    model_id: String,
+    queue: Queue,
 }
 
 /// ONNX Runtime is loaded once per process; later loads must name the same library.
@@ -109,27 +113,13 @@ fn ort_error(what: &str) -> impl FnOnce(ort::Error) -> Error + '_ {
 impl OnnxReranker {
     /// Loads the runtime, the model and the tokenizer, and starts the model thread.
     pub fn load(options: OnnxRerankerOptions) -> Result<Self> {
-        for file in ["model.onnx", "tokenizer.json"] {
-            let path = options.model_dir.join(file);
-            if !path.is_file() {
-                return Err(Error::NotFound(format!(
-                    "{} is missing; run `docent models pull {}`",
-                    path.display(),
-                    options.model_id
-                )));
-            }
-        }
+        require_files(
+            &options.model_dir,
+            &["model.onnx", "tokenizer.json"],
+            &options.model_id,
+        )?;
         let environment = load_runtime(&options.runtime)?;
-        let mut tokenizer = Tokenizer::from_file(options.model_dir.join("tokenizer.json"))
-            .map_err(|e| Error::internal("reranker: cannot read tokenizer.json", e.to_string()))?;
-        tokenizer
-            .with_truncation(Some(TruncationParams {
-                max_length: options.max_tokens,
-                strategy: TruncationStrategy::LongestFirst,
-                ..Default::default()
-            }))
-            .map_err(|e| Error::internal("reranker: truncation", e.to_string()))?;
-        tokenizer.with_padding(None);
+        let tokenizer = pair_tokenizer(&options.model_dir, options.max_tokens)?;
         // ONNX Runtime's workers spin for a while after each run by default;
         // on a 2-core machine that spinning would take the cores from the
         // model that generates the answer right after.
@@ -145,26 +135,91 @@ impl OnnxReranker {
         let session = builder
             .commit_from_file(options.model_dir.join("model.onnx"))
             .map_err(ort_error("cannot load model.onnx"))?;
-        let (jobs, queue) = sync_channel::<Job>(options.queue_depth.max(1));
-        let model = Model {
-            session,
+        let queue = Queue::start(
+            Session(session),
             tokenizer,
-            batch_size: options.batch_size.max(1),
+            options.batch_size,
+            options.queue_depth,
+            options.model_id,
+        )?;
+        Ok(OnnxReranker { queue })
+    }
+}
+
+/// One rerank request for the model thread.
+struct Job {
+    query: String,
+    passages: Vec<String>,
+    reply: std::sync::mpsc::Sender<Result<Vec<f32>>>,
+}
+
+/// A batch of tokenized pairs, padded to one width: row-major (rows, width).
+struct Batch {
+    rows: usize,
+    width: usize,
+    ids: Vec<i64>,
+    mask: Vec<i64>,
+    types: Vec<i64>,
+}
+
+/// What a backend computes on the model thread: one logit per row.
+trait Forward: Send + 'static {
+    fn forward(&mut self, batch: Batch) -> Result<Vec<f32>>;
+}
+
+/// The tokenizer of `dir`, cutting pairs to `max_tokens` and not padding.
+fn pair_tokenizer(dir: &Path, max_tokens: usize) -> Result<Tokenizer> {
+    let mut tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))
+        .map_err(|e| Error::internal("reranker: cannot read tokenizer.json", e.to_string()))?;
+    tokenizer
+        .with_truncation(Some(TruncationParams {
+            max_length: max_tokens,
+            strategy: TruncationStrategy::LongestFirst,
+            ..Default::default()
+        }))
+        .map_err(|e| Error::internal("reranker: truncation", e.to_string()))?;
+    tokenizer.with_padding(None);
+    Ok(tokenizer)
+}
+
+fn require_files(dir: &Path, files: &[&str], model_id: &str) -> Result<()> {
+    for file in files {
+        let path = dir.join(file);
+        if !path.is_file() {
+            return Err(Error::NotFound(format!(
+                "{} is missing; run `docent models pull {model_id}`",
+                path.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The model thread's queue, shared by the backends.
+struct Queue {
+    jobs: SyncSender<Job>,
+    model_id: String,
+}
+
+impl Queue {
+    fn start(
+        forward: impl Forward,
+        tokenizer: Tokenizer,
+        batch_size: usize,
+        queue_depth: usize,
+        model_id: String,
+    ) -> Result<Queue> {
+        let (jobs, queue) = sync_channel::<Job>(queue_depth.max(1));
+        let model = Model {
+            forward,
+            tokenizer,
+            batch_size: batch_size.max(1),
         };
         std::thread::Builder::new()
             .name("docent-rerank".into())
             .spawn(move || model.serve(queue))
             .map_err(|e| Error::internal("reranker: cannot start its thread", e))?;
-        Ok(OnnxReranker {
-            jobs,
-            model_id: options.model_id,
-        })
-    }
-}
-
-impl Reranker for OnnxReranker {
-    fn model_id(&self) -> &str {
-        &self.model_id
+        Ok(Queue { jobs, model_id })
     }
 
     fn rerank(&self, query: &str, passages: &[String]) -> Result<Vec<f32>> {
@@ -194,14 +249,34 @@ impl Reranker for OnnxReranker {
     }
 }
 
+impl Reranker for OnnxReranker {
+    fn model_id(&self) -> &str {
+        &self.queue.model_id
+    }
+
+    fn rerank(&self, query: &str, passages: &[String]) -> Result<Vec<f32>> {
+        self.queue.rerank(query, passages)
+    }
+}
+
+impl Reranker for EncoderReranker {
+    fn model_id(&self) -> &str {
+        &self.queue.model_id
+    }
+
+    fn rerank(&self, query: &str, passages: &[String]) -> Result<Vec<f32>> {
+        self.queue.rerank(query, passages)
+    }
+}
+
 /// What the model thread owns.
-struct Model {
-    session: ort::session::Session,
+struct Model<F> {
+    forward: F,
     tokenizer: Tokenizer,
     batch_size: usize,
 }
 
-impl Model {
+impl<F: Forward> Model<F> {
     fn serve(mut self, queue: Receiver<Job>) {
         while let Ok(job) = queue.recv() {
             let scores = self.score(&job.query, &job.passages);
@@ -247,32 +322,169 @@ impl Model {
                     types[at + k] = i64::from(t);
                 }
             }
-            let shape = [batch.len(), width];
-            let tensor = |data: Vec<i64>| {
-                ort::value::Tensor::from_array((shape, data)).map_err(ort_error("input"))
-            };
-            let inputs = ort::inputs! {
-                "input_ids" => tensor(ids)?,
-                "attention_mask" => tensor(mask)?,
-                "token_type_ids" => tensor(types)?,
-            };
-            let outputs = self
-                .session
-                .run(inputs)
-                .map_err(ort_error("forward pass"))?;
-            let (_, logits) = outputs[0]
-                .try_extract_tensor::<f32>()
-                .map_err(ort_error("output"))?;
+            let logits = self.forward.forward(Batch {
+                rows: batch.len(),
+                width,
+                ids,
+                mask,
+                types,
+            })?;
             if logits.len() != batch.len() {
                 return Err(Error::internal(
                     "reranker",
                     format!("{} logits for {} pairs", logits.len(), batch.len()),
                 ));
             }
-            for (&i, &logit) in batch.iter().zip(logits) {
+            for (&i, logit) in batch.iter().zip(logits) {
                 scores[i] = logit;
             }
         }
         Ok(scores)
+    }
+}
+
+/// ONNX Runtime's session, as a backend.
+struct Session(ort::session::Session);
+
+impl Forward for Session {
+    fn forward(&mut self, batch: Batch) -> Result<Vec<f32>> {
+        let shape = [batch.rows, batch.width];
+        let tensor = |data: Vec<i64>| {
+            ort::value::Tensor::from_array((shape, data)).map_err(ort_error("input"))
+        };
+        let inputs = ort::inputs! {
+            "input_ids" => tensor(batch.ids)?,
+            "attention_mask" => tensor(batch.mask)?,
+            "token_type_ids" => tensor(batch.types)?,
+        };
+        let outputs = self.0.run(inputs).map_err(ort_error("forward pass"))?;
+        let (_, logits) = outputs[0]
+            .try_extract_tensor::<f32>()
+            .map_err(ort_error("output"))?;
+        Ok(logits.to_vec())
+    }
+}
+
+/// How to load [`EncoderReranker`].
+#[derive(Clone, Debug)]
+pub struct EncoderRerankerOptions {
+    /// The model folder: `model.onnx` and `tokenizer.json`; the converted
+    /// weights are written there on first load ([`onnx::convert`]).
+    pub model_dir: PathBuf,
+    /// The name reported with scores.
+    pub model_id: String,
+    /// Longest (query, passage) pair in tokens.
+    pub max_tokens: usize,
+    /// `auto` is int8 on AVX-512 VNNI (ONNX Runtime's integers), else as
+    /// for embeddings ([`Precision::resolve_embedding`]).
+    pub precision: Precision,
+    /// Pairs per forward pass: 1, as for [`OnnxRerankerOptions::batch_size`]
+    /// (activations are quantized per tensor).
+    pub batch_size: usize,
+    /// Rerank requests that may wait for the model before `rerank` refuses.
+    pub queue_depth: usize,
+}
+
+impl EncoderRerankerOptions {
+    pub fn new(model_dir: impl Into<PathBuf>, model_id: impl Into<String>) -> Self {
+        EncoderRerankerOptions {
+            model_dir: model_dir.into(),
+            model_id: model_id.into(),
+            max_tokens: 512,
+            precision: Precision::Auto,
+            batch_size: 1,
+            queue_depth: 64,
+        }
+    }
+}
+
+/// A cross-encoder on docent's BERT encoder, on its own thread.
+pub struct EncoderReranker {
+    queue: Queue,
+    precision: Precision,
+}
+
+/// docent's encoder, as a backend.
+struct Encoded(Encoder);
+
+impl Forward for Encoded {
+    fn forward(&mut self, batch: Batch) -> Result<Vec<f32>> {
+        let run = || -> candle_core::Result<Vec<f32>> {
+            let shape = (batch.rows, batch.width);
+            let tensor = |data: &[i64]| {
+                let data: Vec<u32> = data.iter().map(|&v| v as u32).collect();
+                candle_core::Tensor::from_vec(data, shape, &candle_core::Device::Cpu)
+            };
+            let padded = batch.mask.contains(&0);
+            let logits = self.0.classify(
+                &tensor(&batch.ids)?,
+                &tensor(&batch.types)?,
+                &tensor(&batch.mask)?,
+                padded,
+            )?;
+            logits.flatten_all()?.to_vec1::<f32>()
+        };
+        run().map_err(|e| Error::internal("reranker: forward pass", e.to_string()))
+    }
+}
+
+impl EncoderReranker {
+    /// Converts `model.onnx` if that was not done yet (or it changed),
+    /// loads the converted weights and starts the model thread.
+    pub fn load(options: EncoderRerankerOptions) -> Result<Self> {
+        let dir = &options.model_dir;
+        require_files(dir, &["model.onnx", "tokenizer.json"], &options.model_id)?;
+        if !onnx::is_converted(dir)? {
+            onnx::convert(dir)?;
+        }
+        let precision =
+            options
+                .precision
+                .resolve_embedding()
+                .map_err(|message| Error::Unavailable {
+                    message: format!("rerank.precision: {message}"),
+                    source: None,
+                })?;
+        let unavailable = |e: candle_core::Error| {
+            Error::unavailable(
+                format!("cannot load the converted reranker in {}", dir.display()),
+                e,
+            )
+        };
+        let config_path = dir.join(onnx::CONFIG);
+        let text = std::fs::read_to_string(&config_path)
+            .map_err(|e| Error::unavailable(format!("cannot read {}", config_path.display()), e))?;
+        let config: BertConfig = serde_json::from_str(&text)
+            .map_err(|e| Error::unavailable(format!("invalid {}", config_path.display()), e))?;
+        let weights = std::fs::read(dir.join(onnx::WEIGHTS))
+            .map_err(|e| Error::unavailable(format!("cannot read {}", onnx::WEIGHTS), e))?;
+        let vb = VarBuilder::from_buffered_safetensors(
+            weights,
+            candle_core::DType::F32,
+            &candle_core::Device::Cpu,
+        )
+        .map_err(unavailable)?;
+        let encoder = Encoder::load(vb, &config, precision).map_err(unavailable)?;
+        if !encoder.classifies() {
+            return Err(Error::InvalidInput(format!(
+                "{} is not a cross-encoder (no classifier)",
+                options.model_id
+            )));
+        }
+        let tokenizer =
+            pair_tokenizer(dir, options.max_tokens.min(config.max_position_embeddings))?;
+        let queue = Queue::start(
+            Encoded(encoder),
+            tokenizer,
+            options.batch_size,
+            options.queue_depth,
+            options.model_id,
+        )?;
+        Ok(EncoderReranker { queue, precision })
+    }
+
+    /// The precision the encoder runs at (`auto` resolved for this CPU).
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 }
