@@ -48,10 +48,7 @@ impl Dense {
     fn load(vb: VarBuilder, input: usize, output: usize, precision: Precision) -> Result<Self> {
         let weight_t = vb.get((output, input), "weight")?;
         let bias = vb.get(output, "bias")?;
-        let scales = match quantized_scale(&vb)? {
-            Some(scale) => Some(vec![scale; output]),
-            None => None,
-        };
+        let scales = quantized_scale(&vb)?.map(|scale| vec![scale; output]);
         Self::new(weight_t, bias, precision, scales)
     }
 

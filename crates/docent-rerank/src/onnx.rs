@@ -371,7 +371,7 @@ impl Graph {
             .filter_map(|constant| constant.value.as_ref())
             .filter_map(|t| t.integers().ok())
             .find_map(|v| match v.as_slice() {
-                [h] if *h > 0 && hidden % *h as usize == 0 => Some(*h as usize),
+                [h] if *h > 0 && hidden.is_multiple_of(*h as usize) => Some(*h as usize),
                 _ => None,
             });
         found.ok_or_else(|| malformed("cannot find the attention's head count"))
