@@ -267,33 +267,48 @@ impl Setup {
     /// The configured cross-encoder, loaded once per process (`None` when
     /// `[rerank] model` is empty).
     pub fn reranker(&self) -> Result<Option<Arc<dyn Reranker>>> {
-        static LOADED: std::sync::Mutex<Option<(String, Arc<dyn Reranker>)>> =
-            std::sync::Mutex::new(None);
+        type Loaded = (String, Arc<dyn Reranker>);
+        static LOADED: std::sync::Mutex<Option<Loaded>> = std::sync::Mutex::new(None);
         let c = &self.config.rerank;
         if c.model.is_empty() {
             return Ok(None);
         }
+        let key = format!("{} {:?} {}", c.model, c.runtime, c.precision);
         let mut loaded = LOADED.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((name, reranker)) = loaded.as_ref()
-            && *name == c.model
+            && *name == key
         {
             return Ok(Some(reranker.clone()));
         }
         let dir = self.model_dir(&c.model)?;
-        let runtime_name = docent_models::Manifest::builtin()
-            .get(&c.model)?
-            .runtime
-            .clone()
-            .unwrap_or_else(|| "onnxruntime".into());
-        let runtime = self.model_dir(&runtime_name)?.join("libonnxruntime.so");
-        let mut options = docent_rerank::OnnxRerankerOptions::new(&dir, runtime, c.model.clone());
-        options.max_tokens = c.max_tokens;
-        options.threads = c.threads;
-        let reranker: Arc<dyn Reranker> = Arc::new(
-            docent_rerank::OnnxReranker::load(options)
-                .with_context(|| format!("cannot load reranking model {}", c.model))?,
-        );
-        *loaded = Some((c.model.clone(), reranker.clone()));
+        let reranker: Arc<dyn Reranker> = match c.runtime {
+            crate::config::RerankRuntime::Docent => {
+                let mut options = docent_rerank::EncoderRerankerOptions::new(&dir, c.model.clone());
+                options.max_tokens = c.max_tokens;
+                options.precision = c.precision;
+                Arc::new(
+                    docent_rerank::EncoderReranker::load(options)
+                        .with_context(|| format!("cannot load reranking model {}", c.model))?,
+                )
+            }
+            crate::config::RerankRuntime::Onnxruntime => {
+                let runtime_name = docent_models::Manifest::builtin()
+                    .get(&c.model)?
+                    .runtime
+                    .clone()
+                    .unwrap_or_else(|| "onnxruntime".into());
+                let runtime = self.model_dir(&runtime_name)?.join("libonnxruntime.so");
+                let mut options =
+                    docent_rerank::OnnxRerankerOptions::new(&dir, runtime, c.model.clone());
+                options.max_tokens = c.max_tokens;
+                options.threads = c.threads;
+                Arc::new(
+                    docent_rerank::OnnxReranker::load(options)
+                        .with_context(|| format!("cannot load reranking model {}", c.model))?,
+                )
+            }
+        };
+        *loaded = Some((key, reranker.clone()));
         Ok(Some(reranker))
     }
 

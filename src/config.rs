@@ -196,7 +196,25 @@ pub struct RerankConfig {
     pub model: String,
     pub candidates: usize,
     pub max_tokens: usize,
+    /// ONNX Runtime's threads (runtime "onnxruntime" only).
     pub threads: usize,
+    /// What runs the cross-encoder: docent's encoder or ONNX Runtime.
+    #[serde(default)]
+    pub runtime: RerankRuntime,
+    /// Matrix precision on docent's encoder: `f32`, `bf16`, `int8` or `auto`.
+    #[serde(default)]
+    pub precision: docent_embed::Precision,
+}
+
+/// `[rerank] runtime`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RerankRuntime {
+    /// docent's BERT encoder on weights converted from `model.onnx`.
+    #[default]
+    Docent,
+    /// ONNX Runtime, loaded from the pulled onnxruntime wheel's library.
+    Onnxruntime,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

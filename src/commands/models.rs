@@ -39,6 +39,19 @@ pub fn run(setup: &Setup, command: ModelsCommand) -> Result<ExitCode> {
                 ),
                 Err(message) => println!("embed.precision = \"{asked}\": {message}"),
             }
+            let rerank = &setup.config.rerank;
+            match (rerank.runtime, rerank.precision.resolve_embedding()) {
+                (crate::config::RerankRuntime::Onnxruntime, _) => {
+                    println!("rerank.runtime = \"onnxruntime\": the reranker runs on ONNX Runtime")
+                }
+                (_, Ok(runs)) => println!(
+                    "rerank.precision = \"{}\": the reranker runs on docent's encoder in {runs} on this CPU",
+                    rerank.precision
+                ),
+                (_, Err(message)) => {
+                    println!("rerank.precision = \"{}\": {message}", rerank.precision)
+                }
+            }
             let generate = &setup.config.generate;
             let asked = generate.prefill_precision;
             match (generate.dense_prefill, asked.resolve()) {
@@ -71,6 +84,22 @@ pub fn run(setup: &Setup, command: ModelsCommand) -> Result<ExitCode> {
                         report.assembled.join(", "),
                         report.downloads
                     );
+                }
+                // docent's encoder runs a reranker from weights converted
+                // once from its model.onnx.
+                let kind = manifest.get(&name).map(|m| m.kind);
+                if matches!(kind, Ok(docent_models::ModelKind::Reranking))
+                    && setup.config.rerank.runtime == crate::config::RerankRuntime::Docent
+                {
+                    let dir = docent_models::model_dir(&setup.models_dir, &name);
+                    if !docent_rerank::onnx::is_converted(&dir)? {
+                        let converted = docent_rerank::onnx::convert(&dir)?;
+                        println!(
+                            "{name}: converted model.onnx for docent's encoder ({} int8 weight matrices) into {}",
+                            converted.quantized,
+                            converted.weights.display()
+                        );
+                    }
                 }
             }
             println!("models directory: {}", setup.models_dir.display());

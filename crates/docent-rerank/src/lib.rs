@@ -165,6 +165,11 @@ struct Batch {
 /// What a backend computes on the model thread: one logit per row.
 trait Forward: Send + 'static {
     fn forward(&mut self, batch: Batch) -> Result<Vec<f32>>;
+
+    /// Every batch of one request, in order.
+    fn forward_all(&mut self, batches: Vec<Batch>) -> Result<Vec<Vec<f32>>> {
+        batches.into_iter().map(|b| self.forward(b)).collect()
+    }
 }
 
 /// The tokenizer of `dir`, cutting pairs to `max_tokens` and not padding.
@@ -297,7 +302,7 @@ impl<F: Forward> Model<F> {
             .collect::<Result<Vec<_>>>()?;
         let mut order: Vec<usize> = (0..encodings.len()).collect();
         order.sort_by_key(|&i| encodings[i].get_ids().len());
-        let mut scores = vec![0f32; encodings.len()];
+        let mut batches = Vec::new();
         for batch in order.chunks(self.batch_size) {
             let width = batch
                 .iter()
@@ -322,13 +327,17 @@ impl<F: Forward> Model<F> {
                     types[at + k] = i64::from(t);
                 }
             }
-            let logits = self.forward.forward(Batch {
+            batches.push(Batch {
                 rows: batch.len(),
                 width,
                 ids,
                 mask,
                 types,
-            })?;
+            });
+        }
+        let mut scores = vec![0f32; encodings.len()];
+        let logits = self.forward.forward_all(batches)?;
+        for (batch, logits) in order.chunks(self.batch_size).zip(logits) {
             if logits.len() != batch.len() {
                 return Err(Error::internal(
                     "reranker",
@@ -409,6 +418,22 @@ struct Encoded(Encoder);
 
 impl Forward for Encoded {
     fn forward(&mut self, batch: Batch) -> Result<Vec<f32>> {
+        self.run(batch)
+    }
+
+    /// The batches side by side, one per core: a pair of a question and a
+    /// 128-word passage is too small to share out well inside each matrix
+    /// product, and the threads' hand-offs cost more than the products
+    /// save (measured: docs/benchmarks.md, session 16).
+    fn forward_all(&mut self, batches: Vec<Batch>) -> Result<Vec<Vec<f32>>> {
+        use rayon::prelude::*;
+        let this = &*self;
+        batches.into_par_iter().map(|b| this.run(b)).collect()
+    }
+}
+
+impl Encoded {
+    fn run(&self, batch: Batch) -> Result<Vec<f32>> {
         let run = || -> candle_core::Result<Vec<f32>> {
             let shape = (batch.rows, batch.width);
             let tensor = |data: &[i64]| {
