@@ -54,6 +54,9 @@ pub struct RetrievalArgs {
     /// Also score SQuAD's unanswerable questions (their paragraph is still the relevant document)
     #[arg(long)]
     include_unanswerable: bool,
+    /// Also try weights for the fused rank after reranking (`[rerank] fused_weight`), from one reranked run
+    #[arg(long)]
+    rerank_blend: bool,
     /// Print JSON
     #[arg(long)]
     json: bool,
@@ -345,6 +348,56 @@ fn retrieval(ws: &dyn Workspace, args: RetrievalArgs) -> Result<()> {
             results.insert(
                 format!("{mode:?} + rerank {n}").to_lowercase(),
                 score(&reranking, mode, true)?,
+            );
+        }
+    }
+    // Blends of the cross-encoder's score with the fused rank, all scored
+    // from one reranked run: the candidates keep their fused scores.
+    if let (true, Some((model, candidates))) = (args.rerank_blend, &reranker) {
+        let reranking = docent_query::Retriever::new(
+            parts.embedder.clone(),
+            collection.store.clone(),
+            asker_settings.clone(),
+        )
+        .with_reranker(model.clone(), *candidates);
+        let mode = ws.settings().retrieval.mode;
+        let bar = bar(queries.len(), "reranking for the blend sweep");
+        let mut runs = Vec::with_capacity(queries.len());
+        for (q, v) in queries.iter().zip(&vectors) {
+            let lookup = Lookup {
+                mode: Some(mode),
+                rerank: Some(true),
+                ..Lookup::new(20, docent_query::Purpose::Search)
+            };
+            let mut passages = reranking
+                .retrieve_embedded(&q.text, v.clone(), &lookup)?
+                .passages;
+            // Back to the fused order (a stable sort keeps ties as fused).
+            passages.sort_by(|a, b| b.score.total_cmp(&a.score));
+            let ids: Vec<String> = passages
+                .iter()
+                .map(|p| p.chunk.document_id.0.clone())
+                .collect();
+            let scores: Vec<f32> = passages
+                .iter()
+                .map(|p| p.rerank_score.unwrap_or(f32::MIN))
+                .collect();
+            runs.push((ids, scores, &q.relevant));
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        for weight in [0.0f32, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0] {
+            let mut metrics = RetrievalMetrics::default();
+            for (ids, scores, relevant) in &runs {
+                let ranked: Vec<String> = docent_query::blended_order(scores, weight)
+                    .into_iter()
+                    .map(|i| ids[i].clone())
+                    .collect();
+                metrics.add(&ranked, relevant);
+            }
+            results.insert(
+                format!("{mode:?} + rerank {candidates} fused_weight={weight}").to_lowercase(),
+                json!(metrics.summary()),
             );
         }
     }

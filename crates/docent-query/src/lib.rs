@@ -20,7 +20,9 @@ pub use answer::{
 };
 pub use citations::CitationFilter;
 pub use prompt::{PromptBuilder, PromptTemplates};
-pub use retrieve::{Lookup, Purpose, Retrieval, RetrievalSettings, Retriever, collapse_duplicates};
+pub use retrieve::{
+    Lookup, Purpose, Retrieval, RetrievalSettings, Retriever, blended_order, collapse_duplicates,
+};
 pub use runner::{AnswerEvent, AnswerStream, Asker, Rewrite};
 
 /// The fixed sentence docent answers when the documents do not hold the answer.

@@ -115,6 +115,8 @@ pub struct Retriever {
 struct Reranking {
     model: Arc<dyn Reranker>,
     candidates: usize,
+    /// How much the fused rank still counts ([`blended_order`]).
+    fused_weight: f32,
 }
 
 impl Retriever {
@@ -140,7 +142,17 @@ impl Retriever {
         self.reranker = Some(Reranking {
             model,
             candidates: candidates.max(1),
+            fused_weight: 0.0,
         });
+        self
+    }
+
+    /// Lets the fused rank still count after reranking, with this weight
+    /// ([`blended_order`]; 0, the default, orders by the cross-encoder alone).
+    pub fn with_rerank_fused_weight(mut self, weight: f32) -> Self {
+        if let Some(r) = &mut self.reranker {
+            r.fused_weight = weight.max(0.0);
+        }
         self
     }
 
@@ -228,7 +240,10 @@ impl Retriever {
         }
         let rerank_ms = if rerank.is_some() { ms(t2) } else { 0.0 };
         // Reranked passages are sorted by that score.
-        let best_rerank_score = passages.first().and_then(|p| p.rerank_score);
+        let best_rerank_score = passages
+            .iter()
+            .filter_map(|p| p.rerank_score)
+            .reduce(f32::max);
         if widen {
             passages = self.expand(passages, top_k)?;
         } else {
@@ -279,8 +294,8 @@ impl Retriever {
     }
 }
 
-/// The best `candidates` passages, scored by the cross-encoder and sorted
-/// by its score (ties keep the fused order); the rest are dropped.
+/// The best `candidates` passages, scored by the cross-encoder and put in
+/// [`blended_order`]; the rest are dropped.
 fn rerank_passages(
     reranking: &Reranking,
     question: &str,
@@ -289,15 +304,25 @@ fn rerank_passages(
     passages.truncate(reranking.candidates);
     let texts: Vec<String> = passages.iter().map(|p| p.chunk.text.clone()).collect();
     let scores = reranking.model.rerank(question, &texts)?;
-    for (passage, score) in passages.iter_mut().zip(scores) {
+    for (passage, &score) in passages.iter_mut().zip(&scores) {
         passage.rerank_score = Some(score);
     }
-    passages.sort_by(|a, b| {
-        b.rerank_score
-            .unwrap_or(f32::MIN)
-            .total_cmp(&a.rerank_score.unwrap_or(f32::MIN))
-    });
-    Ok(passages)
+    let order = blended_order(&scores, reranking.fused_weight);
+    let mut slots: Vec<Option<ScoredChunk>> = passages.into_iter().map(Some).collect();
+    Ok(order.into_iter().filter_map(|i| slots[i].take()).collect())
+}
+
+/// The order of reranked candidates, given in fused order with their
+/// cross-encoder scores: by `score − fused_weight · ln(fused rank)`, the
+/// rank counted from 1 (ties keep the fused order). At weight 0 the
+/// cross-encoder alone decides; a weight of 1 lets the fused first place
+/// beat the second by ln 2 ≈ 0.69 logits. The cross-encoder's logits span
+/// about −11 to +11, so a small weight only settles its near-ties.
+pub fn blended_order(scores: &[f32], fused_weight: f32) -> Vec<usize> {
+    let key = |i: usize| scores[i] - fused_weight * ((i + 1) as f32).ln();
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| key(b).total_cmp(&key(a)));
+    order
 }
 
 /// A stretch of one document shown to the model: the best hit in it (its
@@ -466,6 +491,23 @@ pub(crate) fn ms(t: Instant) -> f64 {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_blend_lets_the_fused_rank_settle_near_ties_only() {
+        // Fused order 0, 1, 2; the cross-encoder prefers 1 by 0.5 and 2 by 5.
+        let scores = [1.0, 1.5, 6.0];
+        assert_eq!(blended_order(&scores, 0.0), vec![2, 1, 0]);
+        // ln 2 ≈ 0.69 > 0.5: the fused first place wins the near-tie.
+        assert_eq!(blended_order(&scores, 1.0), vec![2, 0, 1]);
+        // Only a large weight overturns a clear preference (6 − 5·ln 3 < 1).
+        assert_eq!(blended_order(&scores, 5.0), vec![0, 2, 1]);
+        assert_eq!(
+            blended_order(&[2.0, 2.0], 0.0),
+            vec![0, 1],
+            "ties keep the fused order"
+        );
+        assert!(blended_order(&[], 1.0).is_empty());
+    }
     use super::*;
     use docent_core::{Chunk, DocumentId};
 
