@@ -54,7 +54,7 @@ pub struct RetrievalArgs {
     /// Also score SQuAD's unanswerable questions (their paragraph is still the relevant document)
     #[arg(long)]
     include_unanswerable: bool,
-    /// Also try weights for the fused rank after reranking (`[rerank] fused_weight`), from one reranked run
+    /// Also try blending the fused rank into the reranked order (docent_query::blended_order), from one reranked run
     #[arg(long)]
     rerank_blend: bool,
     /// Print JSON

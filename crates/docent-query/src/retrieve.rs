@@ -115,8 +115,6 @@ pub struct Retriever {
 struct Reranking {
     model: Arc<dyn Reranker>,
     candidates: usize,
-    /// How much the fused rank still counts ([`blended_order`]).
-    fused_weight: f32,
 }
 
 impl Retriever {
@@ -142,17 +140,7 @@ impl Retriever {
         self.reranker = Some(Reranking {
             model,
             candidates: candidates.max(1),
-            fused_weight: 0.0,
         });
-        self
-    }
-
-    /// Lets the fused rank still count after reranking, with this weight
-    /// ([`blended_order`]; 0, the default, orders by the cross-encoder alone).
-    pub fn with_rerank_fused_weight(mut self, weight: f32) -> Self {
-        if let Some(r) = &mut self.reranker {
-            r.fused_weight = weight.max(0.0);
-        }
         self
     }
 
@@ -294,8 +282,8 @@ impl Retriever {
     }
 }
 
-/// The best `candidates` passages, scored by the cross-encoder and put in
-/// [`blended_order`]; the rest are dropped.
+/// The best `candidates` passages, scored by the cross-encoder and sorted
+/// by its score (ties keep the fused order); the rest are dropped.
 fn rerank_passages(
     reranking: &Reranking,
     question: &str,
@@ -307,17 +295,18 @@ fn rerank_passages(
     for (passage, &score) in passages.iter_mut().zip(&scores) {
         passage.rerank_score = Some(score);
     }
-    let order = blended_order(&scores, reranking.fused_weight);
+    let order = blended_order(&scores, 0.0);
     let mut slots: Vec<Option<ScoredChunk>> = passages.into_iter().map(Some).collect();
     Ok(order.into_iter().filter_map(|i| slots[i].take()).collect())
 }
 
 /// The order of reranked candidates, given in fused order with their
 /// cross-encoder scores: by `score − fused_weight · ln(fused rank)`, the
-/// rank counted from 1 (ties keep the fused order). At weight 0 the
-/// cross-encoder alone decides; a weight of 1 lets the fused first place
-/// beat the second by ln 2 ≈ 0.69 logits. The cross-encoder's logits span
-/// about −11 to +11, so a small weight only settles its near-ties.
+/// rank counted from 1 (ties keep the fused order). At weight 0, which
+/// retrieval uses, the cross-encoder alone decides; a weight of 1 would let
+/// the fused first place beat the second by ln 2 ≈ 0.69 logits. On the
+/// SQuAD development set no weight ranked better than 0 (`docent eval
+/// retrieval --rerank-blend`, docs/quality.md, session 16).
 pub fn blended_order(scores: &[f32], fused_weight: f32) -> Vec<usize> {
     let key = |i: usize| scores[i] - fused_weight * ((i + 1) as f32).ln();
     let mut order: Vec<usize> = (0..scores.len()).collect();
