@@ -281,8 +281,8 @@ impl Setup {
             return Ok(Some(reranker.clone()));
         }
         let dir = self.model_dir(&c.model)?;
-        let reranker: Arc<dyn Reranker> = match c.runtime {
-            crate::config::RerankRuntime::Docent => {
+        let reranker: Arc<dyn Reranker> = match c.resolved_runtime() {
+            crate::config::RerankRuntime::Docent | crate::config::RerankRuntime::Auto => {
                 let mut options = docent_rerank::EncoderRerankerOptions::new(&dir, c.model.clone());
                 options.max_tokens = c.max_tokens;
                 options.precision = c.precision;

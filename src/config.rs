@@ -210,11 +210,39 @@ pub struct RerankConfig {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RerankRuntime {
-    /// docent's BERT encoder on weights converted from `model.onnx`.
+    /// docent's encoder where it runs the model's int8 integers (AVX-512
+    /// VNNI), else ONNX Runtime: the faster of the two on each CPU.
     #[default]
+    Auto,
+    /// docent's BERT encoder on weights converted from `model.onnx`.
     Docent,
     /// ONNX Runtime, loaded from the pulled onnxruntime wheel's library.
     Onnxruntime,
+}
+
+impl RerankRuntime {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RerankRuntime::Auto => "auto",
+            RerankRuntime::Docent => "docent",
+            RerankRuntime::Onnxruntime => "onnxruntime",
+        }
+    }
+}
+
+impl RerankConfig {
+    /// The runtime that runs: `Auto` resolved for this CPU. On the AMD EPYC
+    /// (docs/benchmarks.md, session 16) docent's encoder scored 50 pairs/s
+    /// in int8 against ONNX Runtime's 42, but 37 in bf16 and 22 in f32.
+    pub fn resolved_runtime(&self) -> RerankRuntime {
+        match self.runtime {
+            RerankRuntime::Auto => match self.precision.resolve_embedding() {
+                Ok(docent_embed::Precision::Int8) => RerankRuntime::Docent,
+                _ => RerankRuntime::Onnxruntime,
+            },
+            explicit => explicit,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -415,6 +443,26 @@ fn yes() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_rerank_runtime_auto_takes_docent_only_where_it_runs_int8() {
+        let mut c = Config::load(None).unwrap().rerank;
+        assert_eq!(c.runtime, RerankRuntime::Auto);
+        for explicit in [RerankRuntime::Docent, RerankRuntime::Onnxruntime] {
+            c.runtime = explicit;
+            assert_eq!(c.resolved_runtime(), explicit);
+        }
+        c.runtime = RerankRuntime::Auto;
+        c.precision = docent_embed::Precision::F32;
+        assert_eq!(c.resolved_runtime(), RerankRuntime::Onnxruntime);
+        c.precision = docent_embed::Precision::Int8;
+        let int8 = docent_ops::int8::available();
+        assert_eq!(
+            c.resolved_runtime() == RerankRuntime::Docent,
+            int8,
+            "int8 on this CPU: {int8}"
+        );
+    }
 
     #[test]
     fn defaults_parse() {

@@ -40,10 +40,14 @@ pub fn run(setup: &Setup, command: ModelsCommand) -> Result<ExitCode> {
                 Err(message) => println!("embed.precision = \"{asked}\": {message}"),
             }
             let rerank = &setup.config.rerank;
-            match (rerank.runtime, rerank.precision.resolve_embedding()) {
-                (crate::config::RerankRuntime::Onnxruntime, _) => {
-                    println!("rerank.runtime = \"onnxruntime\": the reranker runs on ONNX Runtime")
-                }
+            match (
+                rerank.resolved_runtime(),
+                rerank.precision.resolve_embedding(),
+            ) {
+                (crate::config::RerankRuntime::Onnxruntime, _) => println!(
+                    "rerank.runtime = \"{}\": the reranker runs on ONNX Runtime on this CPU",
+                    rerank.runtime.as_str()
+                ),
                 (_, Ok(runs)) => println!(
                     "rerank.precision = \"{}\": the reranker runs on docent's encoder in {runs} on this CPU",
                     rerank.precision
@@ -89,7 +93,8 @@ pub fn run(setup: &Setup, command: ModelsCommand) -> Result<ExitCode> {
                 // once from its model.onnx.
                 let kind = manifest.get(&name).map(|m| m.kind);
                 if matches!(kind, Ok(docent_models::ModelKind::Reranking))
-                    && setup.config.rerank.runtime == crate::config::RerankRuntime::Docent
+                    && setup.config.rerank.resolved_runtime()
+                        == crate::config::RerankRuntime::Docent
                 {
                     let dir = docent_models::model_dir(&setup.models_dir, &name);
                     if !docent_rerank::onnx::is_converted(&dir)? {

@@ -153,8 +153,14 @@ impl Embedder for BertEmbedder {
         &self.model_id
     }
 
+    /// The precision, and for int8 without VNNI the 7-bit BW variant
+    /// (`int8-bw`): its vectors differ from VNNI's.
     fn precision(&self) -> &'static str {
-        self.precision.as_str()
+        use docent_ops::int8::Variant;
+        match (self.precision, Variant::detect()) {
+            (Precision::Int8, Variant::Avx512Bw) => "int8-bw",
+            (p, _) => p.as_str(),
+        }
     }
 
     fn dimension(&self) -> usize {

@@ -200,13 +200,17 @@ fn bf16_embeddings_stay_within_cosine_0_9999_of_f32() {
     );
 }
 
-/// The int8 encoder (AVX-512 VNNI or BW): about 1% of error per product,
-/// so its vectors are checked against f32 on the same texts as bf16's
-/// within cosine 0.99 (0.9935 worst and 0.99896 median were measured on
-/// VNNI), and `auto` picks it only on VNNI, where retrieval on the
-/// development set measured unchanged (docs/benchmarks.md, session 15).
+/// The int8 encoder: about 1% of error per product on VNNI, so its vectors
+/// are checked against f32 on the same texts as bf16's within cosine 0.99
+/// (0.9935 worst and 0.99896 median were measured on VNNI), and `auto`
+/// picks it only on VNNI, where retrieval on the development set measured
+/// unchanged (docs/benchmarks.md, session 15). The AVX-512 BW variant
+/// quantizes activations to 7 bits, twice as coarse: measured on the same
+/// machine with `DOCENT_INT8_VARIANT=avx512-bw`, worst 0.9725 and median
+/// 0.99698 (session 16). That is why `auto` never picks it; an explicit
+/// `int8` on such a CPU is held to 0.96 and 0.995.
 #[test]
-fn int8_embeddings_stay_within_cosine_0_99_of_f32() {
+fn int8_embeddings_stay_close_to_f32() {
     if !docent_ops::int8::available() {
         let refused = minilm(Precision::Int8)
             .err()
@@ -238,9 +242,14 @@ fn int8_embeddings_stay_within_cosine_0_99_of_f32() {
     cosines.sort_by(f64::total_cmp);
     let (worst, median) = (cosines[0], cosines[cosines.len() / 2]);
     eprintln!(
-        "{} texts, int8 vs f32 cosine: worst {worst:.6}, median {median:.6}",
-        texts.len()
+        "{} texts, int8 ({}) vs f32 cosine: worst {worst:.6}, median {median:.6}",
+        texts.len(),
+        docent_ops::int8::Variant::detect()
     );
-    assert!(worst >= 0.99, "worst cosine {worst}");
-    assert!(median >= 0.998, "median cosine {median}");
+    let (worst_bound, median_bound) = match docent_ops::int8::Variant::detect() {
+        docent_ops::int8::Variant::Avx512Bw => (0.96, 0.995),
+        _ => (0.99, 0.998),
+    };
+    assert!(worst >= worst_bound, "worst cosine {worst}");
+    assert!(median >= median_bound, "median cosine {median}");
 }

@@ -77,12 +77,22 @@ pub enum Variant {
 }
 
 impl Variant {
-    /// The fastest variant this CPU runs, detected once.
+    /// The fastest variant this CPU runs, detected once. The environment
+    /// variable `DOCENT_INT8_VARIANT` (`avx512-vnni`, `avx512-bw` or
+    /// `portable`) picks a slower one instead, to measure on one machine
+    /// what a CPU without VNNI runs; a variant this CPU lacks is ignored.
     pub fn detect() -> Variant {
         static DETECTED: OnceLock<Variant> = OnceLock::new();
         *DETECTED.get_or_init(|| {
-            [Variant::Vnni, Variant::Avx512Bw]
+            let asked = std::env::var("DOCENT_INT8_VARIANT").ok();
+            let all = [Variant::Vnni, Variant::Avx512Bw, Variant::Portable];
+            if let Some(v) = all
                 .into_iter()
+                .find(|v| asked.as_deref() == Some(v.as_str()) && v.supported())
+            {
+                return v;
+            }
+            all.into_iter()
                 .find(|v| v.supported())
                 .unwrap_or(Variant::Portable)
         })
