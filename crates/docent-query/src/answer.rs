@@ -38,6 +38,12 @@ pub struct QuerySettings {
     /// the gate spares none.
     #[serde(default)]
     pub rerank_gate_spares_similarity: Option<f32>,
+    /// Passages the reranker scored below this are left out of the prompt
+    /// (the best passage always stays): text the cross-encoder judged
+    /// unrelated to the question only distracts a small model. `None`:
+    /// every passage that fits goes in.
+    #[serde(default)]
+    pub context_min_rerank_score: Option<f32>,
     /// How answers are written (changeable per request).
     #[serde(default)]
     pub answer_style: AnswerStyle,
@@ -52,6 +58,19 @@ pub struct QuerySettings {
 
 fn history_tokens() -> usize {
     256
+}
+
+/// Drops the passages after the first whose cross-encoder score is below
+/// `floor` (`[query] context_min_rerank_score`); passages without a score
+/// (the reranker did not run) stay.
+pub fn drop_unrelated(passages: &mut Vec<ScoredChunk>, floor: Option<f32>) {
+    let Some(floor) = floor else { return };
+    let mut first = true;
+    passages.retain(|p| {
+        let keep = first || p.rerank_score.is_none_or(|s| s >= floor);
+        first = false;
+        keep
+    });
 }
 
 /// The reranker gate (`min_rerank_score`, spared from
@@ -129,6 +148,7 @@ impl Default for QuerySettings {
             abstain_check: AbstainCheck::Reply,
             min_rerank_score: None,
             rerank_gate_spares_similarity: None,
+            context_min_rerank_score: None,
             answer_style: AnswerStyle::Concise,
             followups: Followups::default(),
             history_tokens: history_tokens(),
@@ -518,6 +538,32 @@ fn best_holder(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn unrelated_passages_leave_the_prompt_but_the_best_stays() {
+        let chunk = |rerank: Option<f32>| ScoredChunk {
+            chunk: docent_core::Chunk::default(),
+            score: 1.0,
+            similarity: 0.5,
+            rerank_score: rerank,
+        };
+        let scores = |p: &[ScoredChunk]| p.iter().map(|c| c.rerank_score).collect::<Vec<_>>();
+        let mut passages = vec![chunk(Some(7.0)), chunk(Some(-5.0)), chunk(Some(-11.0))];
+        drop_unrelated(&mut passages, Some(-6.0));
+        assert_eq!(scores(&passages), vec![Some(7.0), Some(-5.0)]);
+        // The best passage stays even below the floor (the gate decides
+        // whether to answer at all).
+        let mut weak = vec![chunk(Some(-9.0)), chunk(Some(-10.0))];
+        drop_unrelated(&mut weak, Some(-6.0));
+        assert_eq!(scores(&weak), vec![Some(-9.0)]);
+        // Without reranking, or without a floor, nothing is dropped.
+        let mut plain = vec![chunk(None), chunk(None)];
+        drop_unrelated(&mut plain, Some(-6.0));
+        assert_eq!(plain.len(), 2);
+        let mut all = vec![chunk(Some(1.0)), chunk(Some(-11.0))];
+        drop_unrelated(&mut all, None);
+        assert_eq!(all.len(), 2);
+    }
     use super::*;
 
     fn passage(n: usize, text: &str) -> Citation {

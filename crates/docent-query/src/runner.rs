@@ -294,6 +294,10 @@ impl Asker {
         ) {
             retrieval.passages.clear();
         }
+        crate::answer::drop_unrelated(
+            &mut retrieval.passages,
+            self.settings.context_min_rerank_score,
+        );
         let room = self
             .generator
             .context_length()
