@@ -300,8 +300,11 @@ fn text(state: &mut u64, tag: &str) -> String {
     words.join(" ") + ".\n"
 }
 
-/// One client's loop: a weighted mix of requests until `stop`. Returns its
-/// samples and the documents it believes exist (its own uploads).
+/// One client's loop: a weighted mix of requests until `stop`, starting
+/// with an upload so that its deletes have a document of its own to delete
+/// (a short run under a busy machine gave each client about five requests,
+/// and a run with no delete at all was then likely). Returns its samples
+/// and the documents it believes exist (its own uploads).
 fn client(
     addr: &str,
     key: Option<&str>,
@@ -317,7 +320,10 @@ fn client(
     let mut uploaded = 0usize;
     let mut local = Vec::new();
     while !stop.load(Ordering::Relaxed) {
-        let roll = xorshift(&mut state) % 100;
+        let roll = match uploaded {
+            0 => 62,
+            _ => xorshift(&mut state) % 100,
+        };
         let question = QUESTIONS[(xorshift(&mut state) % QUESTIONS.len() as u64) as usize];
         let started = Instant::now();
         let (route, reply) = match roll {
