@@ -12,4 +12,6 @@
 pub mod encoder;
 mod service;
 
-pub use service::{BertEmbedder, BertEmbedderOptions, Precision, load_tokenizer};
+pub use service::{
+    BertEmbedder, BertEmbedderOptions, Precision, load_encoder, load_tokenizer, read_config,
+};

@@ -60,6 +60,25 @@ pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
     Ok(tokenizer)
 }
 
+/// A BERT configuration file (`config.json`, or a converted model's).
+pub fn read_config(path: &Path) -> Result<Config> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::unavailable(format!("cannot read {}", path.display()), e))?;
+    serde_json::from_str(&text)
+        .map_err(|e| Error::unavailable(format!("invalid {}", path.display()), e))
+}
+
+/// The encoder of `config` from the f32 safetensors at `weights`, laid out
+/// for `precision` (already resolved).
+pub fn load_encoder(weights: &Path, config: &Config, precision: Precision) -> Result<Encoder> {
+    let bytes = std::fs::read(weights)
+        .map_err(|e| Error::unavailable(format!("cannot read {}", weights.display()), e))?;
+    let vb = VarBuilder::from_buffered_safetensors(bytes, DType::F32, &Device::Cpu)
+        .map_err(|e| Error::unavailable(format!("invalid weights {}", weights.display()), e))?;
+    Encoder::load(vb, config, precision)
+        .map_err(|e| Error::unavailable(format!("cannot build BERT from {}", weights.display()), e))
+}
+
 struct Job {
     texts: Vec<String>,
     reply: SyncSender<Result<Vec<Vec<f32>>>>,
@@ -82,11 +101,7 @@ impl BertEmbedder {
     /// missing or broken file.
     pub fn load(options: BertEmbedderOptions) -> Result<Self> {
         let dir = &options.model_dir;
-        let config_path = dir.join("config.json");
-        let config_text = std::fs::read_to_string(&config_path)
-            .map_err(|e| Error::unavailable(format!("cannot read {}", config_path.display()), e))?;
-        let config: Config = serde_json::from_str(&config_text)
-            .map_err(|e| Error::unavailable(format!("invalid {}", config_path.display()), e))?;
+        let config = read_config(&dir.join("config.json"))?;
         let dimension = config.hidden_size;
         let max_seq_len = options.max_seq_len.min(config.max_position_embeddings);
         let mut tokenizer = load_tokenizer(&dir.join("tokenizer.json"))?;
@@ -98,15 +113,7 @@ impl BertEmbedder {
                 direction: TruncationDirection::Right,
             }))
             .map_err(|e| Error::internal("cannot set truncation", e.to_string()))?;
-        let weights_path = dir.join("model.safetensors");
-        let weights = std::fs::read(&weights_path).map_err(|e| {
-            Error::unavailable(format!("cannot read {}", weights_path.display()), e)
-        })?;
         let device = Device::Cpu;
-        let vb =
-            VarBuilder::from_buffered_safetensors(weights, DType::F32, &device).map_err(|e| {
-                Error::unavailable(format!("invalid weights {}", weights_path.display()), e)
-            })?;
         let precision =
             options
                 .precision
@@ -115,9 +122,7 @@ impl BertEmbedder {
                     message: format!("embed.precision: {message}"),
                     source: None,
                 })?;
-        let model = Encoder::load(vb, &config, precision).map_err(|e| {
-            Error::unavailable(format!("cannot build BERT from {}", dir.display()), e)
-        })?;
+        let model = load_encoder(&dir.join("model.safetensors"), &config, precision)?;
         let (tx, rx) = sync_channel::<Job>(options.queue_depth.max(1));
         let worker = Worker {
             model,

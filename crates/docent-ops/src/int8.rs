@@ -172,6 +172,14 @@ fn range(x: &[f32]) -> (f32, f32, bool) {
     (lo, hi, bad.into_iter().sum::<f32>() == 0.0)
 }
 
+/// [`range`], on AVX-512 when `simd` is given (the same result).
+fn range_on(simd: Option<kernel::Simd>, x: &[f32]) -> (f32, f32, bool) {
+    match simd {
+        Some(simd) => kernel::range(simd, x),
+        None => range(x),
+    }
+}
+
 /// Quantizes one row of activations to `levels` steps with a zero point
 /// (see the module documentation): writes `q` (`x` followed by zeros up to
 /// `q.len()`) and returns the step `s` and the zero point `z`, so that
@@ -188,11 +196,7 @@ fn quantize_row(
 ) -> (f32, i32) {
     let (head, tail) = q.split_at_mut(x.len());
     tail.fill(0);
-    let (lo, hi, finite) = match (fixed, simd) {
-        (Some(range), _) => range,
-        (None, Some(simd)) => kernel::range(simd, x),
-        (None, None) => range(x),
-    };
+    let (lo, hi, finite) = fixed.unwrap_or_else(|| range_on(simd, x));
     let span = hi - lo;
     let top = levels as f32;
     let inv = top / span;
@@ -497,10 +501,7 @@ impl Int8Matrix {
         let simd = kernel::Simd::new(variant);
         let fixed = match self.activations {
             Activations::PerRow => None,
-            Activations::PerTensor => Some(match simd {
-                Some(simd) => kernel::range(simd, x),
-                None => range(x),
-            }),
+            Activations::PerTensor => Some(range_on(simd, x)),
         };
         let job = Job {
             simd,

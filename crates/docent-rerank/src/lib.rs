@@ -18,8 +18,6 @@
 
 pub mod onnx;
 
-use candle_nn::VarBuilder;
-use candle_transformers::models::bert::Config as BertConfig;
 use docent_core::{Error, Reranker, Result};
 use docent_embed::encoder::Encoder;
 use docent_ops::bf16::Precision;
@@ -470,26 +468,8 @@ impl EncoderReranker {
                     message: format!("rerank.precision: {message}"),
                     source: None,
                 })?;
-        let unavailable = |e: candle_core::Error| {
-            Error::unavailable(
-                format!("cannot load the converted reranker in {}", dir.display()),
-                e,
-            )
-        };
-        let config_path = dir.join(onnx::CONFIG);
-        let text = std::fs::read_to_string(&config_path)
-            .map_err(|e| Error::unavailable(format!("cannot read {}", config_path.display()), e))?;
-        let config: BertConfig = serde_json::from_str(&text)
-            .map_err(|e| Error::unavailable(format!("invalid {}", config_path.display()), e))?;
-        let weights = std::fs::read(dir.join(onnx::WEIGHTS))
-            .map_err(|e| Error::unavailable(format!("cannot read {}", onnx::WEIGHTS), e))?;
-        let vb = VarBuilder::from_buffered_safetensors(
-            weights,
-            candle_core::DType::F32,
-            &candle_core::Device::Cpu,
-        )
-        .map_err(unavailable)?;
-        let encoder = Encoder::load(vb, &config, precision).map_err(unavailable)?;
+        let config = docent_embed::read_config(&dir.join(onnx::CONFIG))?;
+        let encoder = docent_embed::load_encoder(&dir.join(onnx::WEIGHTS), &config, precision)?;
         if !encoder.classifies() {
             return Err(Error::InvalidInput(format!(
                 "{} is not a cross-encoder (no classifier)",
