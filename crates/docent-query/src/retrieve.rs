@@ -228,10 +228,7 @@ impl Retriever {
         }
         let rerank_ms = if rerank.is_some() { ms(t2) } else { 0.0 };
         // Reranked passages are sorted by that score.
-        let best_rerank_score = passages
-            .iter()
-            .filter_map(|p| p.rerank_score)
-            .reduce(f32::max);
+        let best_rerank_score = passages.first().and_then(|p| p.rerank_score);
         if widen {
             passages = self.expand(passages, top_k)?;
         } else {
