@@ -126,11 +126,18 @@ pub struct GgufGenerator {
 /// candle's reader bounds every declared count and length by the file's
 /// size, but panics on some malformed headers (a `general.alignment` of 0
 /// divides by zero); such a file is refused as malformed, like any other.
+/// The reads are buffered: the metadata is mostly short strings (a
+/// tokenizer's vocabulary and merges, about 300,000 for qwen2.5), which
+/// candle reads one small `read` at a time. Tensors are later read at
+/// absolute offsets, so the reader's position afterwards does not matter.
 pub fn read_gguf_metadata<R: std::io::Read + std::io::Seek>(
     reader: &mut R,
 ) -> candle_core::Result<Content> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Content::read(reader)))
-        .unwrap_or_else(|_| Err(candle_core::Error::msg("a malformed GGUF header")))
+    let mut buffered = std::io::BufReader::with_capacity(1 << 16, reader);
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        Content::read(&mut buffered)
+    }))
+    .unwrap_or_else(|_| Err(candle_core::Error::msg("a malformed GGUF header")))
 }
 
 fn load_error(path: &std::path::Path, what: &str, e: impl std::fmt::Display) -> Error {

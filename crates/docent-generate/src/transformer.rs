@@ -26,6 +26,7 @@ use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Result, Tensor, bail};
 use docent_ops::bf16::Bf16Matrix;
 use std::io::{Read, Seek};
+use std::sync::Arc;
 
 /// Pieces of at least this many tokens use the dense weights (when loaded).
 const DENSE_MIN_ROWS: usize = 8;
@@ -238,7 +239,12 @@ impl<R: Read + Seek> Gguf<'_, R> {
 }
 
 pub(crate) struct Transformer {
-    embeddings: Tensor,
+    /// The token-embedding table in its quantized form: a prompt's rows are
+    /// dequantized as they are looked up. A dequantized f32 copy of
+    /// qwen2.5-0.5b's table would be 545 MB of fresh memory, which these
+    /// virtual machines hand out at about half a second per GiB, on every
+    /// load. With tied embeddings it is also the output projection.
+    embeddings: Arc<QTensor>,
     layers: Vec<Layer>,
     norm: Tensor,
     output: QMatMul,
@@ -295,11 +301,11 @@ impl Transformer {
         }
         let (cos, sin) = rotary_tables(head_dim, base, capacity)?;
 
-        let embeddings = gguf.tensor("token_embd.weight")?.dequantize(&Device::Cpu)?;
+        let embeddings = Arc::new(gguf.tensor("token_embd.weight")?);
         let output = if gguf.has("output.weight") {
-            gguf.tensor("output.weight")?
+            Arc::new(gguf.tensor("output.weight")?)
         } else {
-            gguf.tensor("token_embd.weight")? // tied embeddings
+            embeddings.clone() // tied embeddings: one table, read once
         };
         let norm = gguf
             .tensor("output_norm.weight")?
@@ -344,7 +350,7 @@ impl Transformer {
             embeddings,
             layers,
             norm,
-            output: QMatMul::from_qtensor(output)?,
+            output: QMatMul::from_arc(output)?,
             eps: eps as f32,
             heads,
             kv_heads,
@@ -425,7 +431,7 @@ impl Transformer {
         let scale = 1.0 / (hd as f64).sqrt();
         let neox = self.neox;
         let ids = Tensor::new(tokens, &Device::Cpu)?;
-        let mut x = self.embeddings.index_select(&ids, 0)?; // [n, dim]
+        let mut x = self.embeddings.embedding(&ids)?; // [n, dim]
         for layer in &mut self.layers {
             let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, self.eps)?;
             let qkv = layer.qkv.forward(&h)?;
