@@ -366,7 +366,7 @@ fn is_slow_format(dtype: GgmlDType) -> bool {
 }
 
 /// Rewrites the model in memory with slow-kernel tensors converted to Q8_0.
-fn requantize(
+pub(crate) fn requantize(
     content: Content,
     file: &mut std::fs::File,
     device: &Device,

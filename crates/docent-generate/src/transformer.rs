@@ -22,9 +22,11 @@
 //! rows by only the keys they may see, then applies the causal mask.
 
 use candle_core::quantized::gguf_file::Content;
-use candle_core::quantized::{QMatMul, QTensor};
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Result, Tensor, bail};
 use docent_ops::bf16::Bf16Matrix;
+use docent_ops::int8::Variant;
+use docent_ops::q8::Q8Matrix;
 use std::io::{Read, Seek};
 use std::sync::Arc;
 
@@ -37,7 +39,12 @@ const PREFILL_BLOCK: usize = 128;
 /// Linear maps sharing one input, as separate quantized matrices and, for
 /// prompt evaluation, one fused dense matrix.
 struct Projection {
+    /// candle's quantized products, unless `decode` replaced them.
     quantized: Vec<QMatMul>,
+    /// All parts' `Q8_0` rows for docent's AVX-512 kernel, where every
+    /// part is `Q8_0`, the CPU runs the kernel, and dense weights take the
+    /// prompts.
+    decode: Option<Q8Matrix>,
     dense: Option<Dense>,
     /// Biases of all parts, concatenated (qwen2's Q, K and V have them).
     bias: Option<Tensor>,
@@ -135,10 +142,19 @@ impl Projection {
                 dense_parts.push(weight.dequantize(&Device::Cpu)?);
             }
         }
-        let quantized = quantized
-            .into_iter()
-            .map(QMatMul::from_qtensor)
-            .collect::<Result<Vec<_>>>()?;
+        let decode = if prefill != Prefill::Quantized {
+            q8_matrix(&quantized)?
+        } else {
+            None
+        };
+        let quantized = if decode.is_some() {
+            Vec::new()
+        } else {
+            quantized
+                .into_iter()
+                .map(QMatMul::from_qtensor)
+                .collect::<Result<Vec<_>>>()?
+        };
         let mut biases = Vec::new();
         for name in names {
             if with_bias {
@@ -170,6 +186,7 @@ impl Projection {
         };
         Ok(Projection {
             quantized,
+            decode,
             dense,
             bias,
         })
@@ -181,6 +198,10 @@ impl Projection {
             Some(Dense::F32(w)) if x.dim(0)? >= DENSE_MIN_ROWS => x.matmul(w)?,
             Some(Dense::Bf16(w)) if x.dim(0)? >= DENSE_MIN_ROWS => {
                 x.contiguous()?.apply_op1_no_bwd(w)?
+            }
+            _ if self.decode.is_some() => {
+                let m = self.decode.as_ref().expect("checked");
+                q8_forward(m, x)?
             }
             _ if self.quantized.len() == 1 => self.quantized[0].forward(x)?,
             _ => {
@@ -195,6 +216,49 @@ impl Projection {
         match &self.bias {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),
+        }
+    }
+}
+
+/// The parts' rows as one [`Q8Matrix`], if they are all `Q8_0` and this
+/// CPU has an AVX-512 variant of its kernel (candle's AVX2 `vec_dot` is the
+/// fallback).
+fn q8_matrix(parts: &[QTensor]) -> Result<Option<Q8Matrix>> {
+    if Variant::detect() == Variant::Portable || parts.iter().any(|p| p.dtype() != GgmlDType::Q8_0)
+    {
+        return Ok(None);
+    }
+    let mut matrices = Vec::with_capacity(parts.len());
+    for p in parts {
+        let (out, input) = p.shape().dims2()?;
+        matrices
+            .push(Q8Matrix::from_ggml(&p.data()?, out, input).map_err(candle_core::Error::msg)?);
+    }
+    Ok(Some(
+        Q8Matrix::concat(matrices).map_err(candle_core::Error::msg)?,
+    ))
+}
+
+/// `x`: `[rows, in]` → `[rows, out]` on docent's `Q8_0` kernel.
+fn q8_forward(m: &Q8Matrix, x: &Tensor) -> Result<Tensor> {
+    let rows = x.dim(0)?;
+    let values = x.flatten_all()?.to_vec1::<f32>()?;
+    Tensor::from_vec(m.matvec(&values, rows), (rows, m.out()), &Device::Cpu)
+}
+
+/// The output projection: docent's `Q8_0` kernel where it runs, else
+/// candle's.
+enum Output {
+    Q8(Q8Matrix),
+    Candle(QMatMul),
+}
+
+impl Output {
+    /// `x`: `[rows, in]` → `[rows, vocabulary]`.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Output::Q8(m) => q8_forward(m, x),
+            Output::Candle(q) => q.forward(x),
         }
     }
 }
@@ -247,7 +311,7 @@ pub(crate) struct Transformer {
     embeddings: Arc<QTensor>,
     layers: Vec<Layer>,
     norm: Tensor,
-    output: QMatMul,
+    output: Output,
     eps: f32,
     heads: usize,
     kv_heads: usize,
@@ -350,7 +414,10 @@ impl Transformer {
             embeddings,
             layers,
             norm,
-            output: QMatMul::from_arc(output)?,
+            output: match q8_matrix(std::slice::from_ref(&*output))? {
+                Some(m) if prefill != Prefill::Quantized => Output::Q8(m),
+                _ => Output::Candle(QMatMul::from_arc(output)?),
+            },
             eps: eps as f32,
             heads,
             kv_heads,
@@ -541,9 +608,18 @@ mod tests {
     use super::*;
     use candle_transformers::models::{quantized_llama, quantized_qwen2};
 
-    fn open(model: &str) -> (Content, std::fs::File, String) {
+    /// The model's GGUF bytes as docent runs them: slow formats re-quantized
+    /// to `Q8_0`, as at load (so docent's `Q8_0` decoding kernel is in play).
+    fn open(model: &str) -> Vec<u8> {
         let path = docent_models::testing::require(model).join("model.gguf");
         let mut file = std::fs::File::open(path).unwrap();
+        let content = Content::read(&mut file).unwrap();
+        let (_, bytes) = crate::gguf::requantize(content, &mut file, &Device::Cpu).unwrap();
+        bytes.into_inner()
+    }
+
+    fn read(bytes: &[u8]) -> (Content, std::io::Cursor<&[u8]>, String) {
+        let mut file = std::io::Cursor::new(bytes);
         let content = Content::read(&mut file).unwrap();
         let arch = content.metadata["general.architecture"]
             .to_string()
@@ -579,7 +655,8 @@ mod tests {
     /// real weights: the prompt (dense and quantized prompt paths, whole and
     /// in two pieces over the cache) and then two decoded tokens.
     fn matches_reference(model: &str) {
-        let (content, mut file, arch) = open(model);
+        let bytes = open(model);
+        let (content, mut file, arch) = read(&bytes);
         let tokenizer = crate::tokenizer::GgufTokenizer::from_gguf(&content).unwrap();
         // Long enough that decoding attends over two pieces of the cache
         // (docent_ops::DecodeAttention cuts it every 128 positions).
@@ -592,7 +669,7 @@ mod tests {
         let next = [prompt[3], prompt[9]];
         let mut reference: Vec<Tensor> = Vec::new();
         {
-            let (content, mut file, _) = open(model);
+            let (content, mut file, _) = read(&bytes);
             let input = Tensor::new(prompt.as_slice(), &Device::Cpu)
                 .unwrap()
                 .unsqueeze(0)
@@ -638,6 +715,11 @@ mod tests {
                 &mut DenseCache::default(),
             )
             .unwrap();
+            // With dense prompt weights, decoding runs on docent's Q8_0
+            // kernel wherever the CPU has one.
+            let kernel = dense != Prefill::Quantized && Variant::detect() != Variant::Portable;
+            assert_eq!(ours.layers[0].qkv.decode.is_some(), kernel, "{dense:?}");
+            assert_eq!(matches!(ours.output, Output::Q8(_)), kernel, "{dense:?}");
             for pieces in [vec![&prompt[..]], vec![&prompt[..15], &prompt[15..]]] {
                 ours.reset();
                 let mut logits = None;

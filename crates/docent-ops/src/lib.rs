@@ -9,6 +9,7 @@
 pub mod bf16;
 pub mod int8;
 mod panels;
+pub mod q8;
 
 /// The CPU's model name (`/proc/cpuinfo`), to print next to every figure.
 pub fn cpu_name() -> String {

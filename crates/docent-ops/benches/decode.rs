@@ -1,0 +1,85 @@
+//! Decoding's matrix–vector products on `Q8_0` weights: candle's quantized
+//! matmul (AVX2 `vec_dot`) against docent's [`Q8Matrix`] variants, on
+//! qwen2.5-0.5b's shapes: `cargo bench -p docent-ops --bench decode`.
+//! Each repetition (`REPS`, default 30) runs every kernel in turn, each
+//! after reading 64 MiB of other memory, so that its weights come from DRAM
+//! as they do in decoding (a token reads the whole model, about 480 MB for
+//! qwen2.5-0.5b); the medians are printed in microseconds and in GB/s of
+//! weights read.
+
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{Device, Module, Tensor};
+use docent_ops::int8::Variant;
+use docent_ops::q8::Q8Matrix;
+use std::time::Instant;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Reads `buffer`, evicting the caches of what was read before.
+fn evict(buffer: &[u64]) {
+    std::hint::black_box(buffer.iter().fold(0u64, |a, &b| a ^ b));
+}
+
+fn main() -> candle_core::Result<()> {
+    let buffer: Vec<u64> = (0..8u64 << 20).collect();
+    let variants: Vec<Variant> = [Variant::Vnni, Variant::Avx512Bw, Variant::Portable]
+        .into_iter()
+        .filter(|v| v.supported())
+        .collect();
+    println!(
+        "CPU: {} · {} threads · Q8_0 matrix-vector products, medians",
+        docent_ops::cpu_name(),
+        rayon::current_num_threads(),
+    );
+    let reps: usize = std::env::var("REPS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(30);
+    print!("{:>6} {:>7} {:>16}", "in", "out", "candle µs (GB/s)");
+    for v in &variants {
+        print!(" {:>22}", format!("{} µs (GB/s)", v.as_str()));
+    }
+    println!(" {:>10}", "max |Δ|/‖y‖∞");
+    // qwen2.5-0.5b: Q|K|V, attention output, gate|up, the output projection.
+    for (input, out) in [(896, 1152), (896, 896), (896, 9728), (896, 151_936)] {
+        let w = Tensor::randn(0f32, 0.05, (out, input), &Device::Cpu)?;
+        let q = QTensor::quantize(&w, GgmlDType::Q8_0)?;
+        let bytes = q.storage_size_in_bytes() as f64;
+        let ours = Q8Matrix::from_ggml(&q.data()?, out, input).map_err(candle_core::Error::msg)?;
+        let candle = QMatMul::from_qtensor(q)?;
+        let x = Tensor::randn(0f32, 1.0, (1, input), &Device::Cpu)?;
+        let xs = x.flatten_all()?.to_vec1::<f32>()?;
+        let reference = candle.forward(&x)?.flatten_all()?.to_vec1::<f32>()?;
+        let mut times = vec![Vec::new(); 1 + variants.len()];
+        let mut worst = 0f32;
+        let top = reference.iter().fold(0f32, |m, v| m.max(v.abs()));
+        for _ in 0..reps {
+            evict(&buffer);
+            let t = Instant::now();
+            std::hint::black_box(candle.forward(&x)?);
+            times[0].push(t.elapsed().as_secs_f64());
+            for (i, &v) in variants.iter().enumerate() {
+                evict(&buffer);
+                let t = Instant::now();
+                let y = std::hint::black_box(ours.matvec_with(v, &xs, 1));
+                times[i + 1].push(t.elapsed().as_secs_f64());
+                for (a, b) in y.iter().zip(&reference) {
+                    worst = worst.max((a - b).abs() / top);
+                }
+            }
+        }
+        print!("{input:>6} {out:>7}");
+        for t in times {
+            let m = median(t);
+            print!(
+                " {:>22}",
+                format!("{:.0} ({:.1})", m * 1e6, bytes / m / 1e9)
+            );
+        }
+        println!(" {worst:>10.2e}");
+    }
+    Ok(())
+}
