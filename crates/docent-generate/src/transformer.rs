@@ -117,13 +117,11 @@ impl Projection {
         prefill: Prefill,
         cache: &mut DenseCache,
     ) -> Result<Self> {
-        let mut quantized = Vec::with_capacity(names.len());
+        let weights: Vec<String> = names.iter().map(|n| format!("{n}.weight")).collect();
         let mut shape = (0, 0);
-        for name in names {
-            let weight = gguf.tensor(&format!("{name}.weight"))?;
-            let (out, input) = weight.shape().dims2()?;
+        for name in &weights {
+            let (out, input) = gguf.info(name)?.shape.dims2()?;
             shape = (shape.0 + out, input);
-            quantized.push(weight);
         }
         let cached = if prefill == Prefill::Quantized {
             None
@@ -136,24 +134,37 @@ impl Projection {
                 }
             }
         };
-        let mut dense_parts = Vec::new();
-        if prefill != Prefill::Quantized && cached.is_none() {
-            for weight in &quantized {
-                dense_parts.push(weight.dequantize(&Device::Cpu)?);
+        // Decoding on docent's Q8_0 kernel, where dense weights take the
+        // prompts. With those from the cache, the Q8_0 bytes go straight
+        // from the file into the kernel's layout.
+        let kernel = prefill != Prefill::Quantized && gguf.q8_kernel(&weights);
+        let (quantized, decode, dense_parts) = if kernel && cached.is_some() {
+            let parts = weights
+                .iter()
+                .map(|name| gguf.q8(name))
+                .collect::<Result<Vec<_>>>()?;
+            let all = Q8Matrix::concat(parts).map_err(candle_core::Error::msg)?;
+            (Vec::new(), Some(all), Vec::new())
+        } else {
+            let quantized = weights
+                .iter()
+                .map(|name| gguf.tensor(name))
+                .collect::<Result<Vec<_>>>()?;
+            let mut dense_parts = Vec::new();
+            if prefill != Prefill::Quantized && cached.is_none() {
+                for weight in &quantized {
+                    dense_parts.push(weight.dequantize(&Device::Cpu)?);
+                }
             }
-        }
-        let decode = if prefill != Prefill::Quantized {
-            q8_matrix(&quantized)?
-        } else {
-            None
-        };
-        let quantized = if decode.is_some() {
-            Vec::new()
-        } else {
-            quantized
-                .into_iter()
-                .map(QMatMul::from_qtensor)
-                .collect::<Result<Vec<_>>>()?
+            if kernel {
+                (Vec::new(), Some(q8_matrix(&quantized)?), dense_parts)
+            } else {
+                let quantized = quantized
+                    .into_iter()
+                    .map(QMatMul::from_qtensor)
+                    .collect::<Result<Vec<_>>>()?;
+                (quantized, None, dense_parts)
+            }
         };
         let mut biases = Vec::new();
         for name in names {
@@ -220,23 +231,15 @@ impl Projection {
     }
 }
 
-/// The parts' rows as one [`Q8Matrix`], if they are all `Q8_0` and this
-/// CPU has an AVX-512 variant of its kernel (candle's AVX2 `vec_dot` is the
-/// fallback).
-fn q8_matrix(parts: &[QTensor]) -> Result<Option<Q8Matrix>> {
-    if Variant::detect() == Variant::Portable || parts.iter().any(|p| p.dtype() != GgmlDType::Q8_0)
-    {
-        return Ok(None);
-    }
+/// The parts' rows (all `Q8_0`) as one [`Q8Matrix`].
+fn q8_matrix(parts: &[QTensor]) -> Result<Q8Matrix> {
     let mut matrices = Vec::with_capacity(parts.len());
     for p in parts {
         let (out, input) = p.shape().dims2()?;
-        matrices
-            .push(Q8Matrix::from_ggml(&p.data()?, out, input).map_err(candle_core::Error::msg)?);
+        let m = Q8Matrix::from_ggml(&p.data()?, out, input).map_err(candle_core::Error::msg)?;
+        matrices.push(m);
     }
-    Ok(Some(
-        Q8Matrix::concat(matrices).map_err(candle_core::Error::msg)?,
-    ))
+    Q8Matrix::concat(matrices).map_err(candle_core::Error::msg)
 }
 
 /// `x`: `[rows, in]` → `[rows, out]` on docent's `Q8_0` kernel.
@@ -284,6 +287,36 @@ struct Gguf<'a, R> {
 impl<R: Read + Seek> Gguf<'_, R> {
     fn tensor(&mut self, name: &str) -> Result<QTensor> {
         self.content.tensor(self.reader, name, &Device::Cpu)
+    }
+
+    fn info(&self, name: &str) -> Result<&candle_core::quantized::gguf_file::TensorInfo> {
+        match self.content.tensor_infos.get(name) {
+            Some(info) => Ok(info),
+            None => bail!("the GGUF has no tensor {name}"),
+        }
+    }
+
+    /// Whether the named matrices all run on docent's `Q8_0` kernel: they
+    /// are `Q8_0`, and this CPU has an AVX-512 variant of the kernel
+    /// (candle's AVX2 `vec_dot` is the fallback).
+    fn q8_kernel(&self, names: &[String]) -> bool {
+        Variant::detect() != Variant::Portable
+            && names.iter().all(|n| {
+                self.content
+                    .tensor_infos
+                    .get(n)
+                    .is_some_and(|i| i.ggml_dtype == GgmlDType::Q8_0 && i.shape.rank() == 2)
+            })
+    }
+
+    /// A `Q8_0` matrix read from the file straight into [`Q8Matrix`]'s
+    /// layout, without a `QTensor` in between.
+    fn q8(&mut self, name: &str) -> Result<Q8Matrix> {
+        let info = self.info(name)?;
+        let (out, input) = info.shape.dims2()?;
+        let at = self.content.tensor_data_offset + info.offset;
+        self.reader.seek(std::io::SeekFrom::Start(at))?;
+        Ok(Q8Matrix::read_ggml(self.reader, out, input)?)
     }
 
     fn has(&self, name: &str) -> bool {
@@ -366,10 +399,23 @@ impl Transformer {
         let (cos, sin) = rotary_tables(head_dim, base, capacity)?;
 
         let embeddings = Arc::new(gguf.tensor("token_embd.weight")?);
-        let output = if gguf.has("output.weight") {
-            Arc::new(gguf.tensor("output.weight")?)
+        let separate = gguf.has("output.weight");
+        let name = if separate {
+            "output.weight"
         } else {
-            embeddings.clone() // tied embeddings: one table, read once
+            "token_embd.weight"
+        };
+        let output = if prefill != Prefill::Quantized && gguf.q8_kernel(&[name.to_string()]) {
+            Output::Q8(if separate {
+                gguf.q8(name)?
+            } else {
+                q8_matrix(std::slice::from_ref(&*embeddings))?
+            })
+        } else if separate {
+            Output::Candle(QMatMul::from_qtensor(gguf.tensor(name)?)?)
+        } else {
+            // Tied embeddings: one table, read once.
+            Output::Candle(QMatMul::from_arc(embeddings.clone())?)
         };
         let norm = gguf
             .tensor("output_norm.weight")?
@@ -414,10 +460,7 @@ impl Transformer {
             embeddings,
             layers,
             norm,
-            output: match q8_matrix(std::slice::from_ref(&*output))? {
-                Some(m) if prefill != Prefill::Quantized => Output::Q8(m),
-                _ => Output::Candle(QMatMul::from_arc(output)?),
-            },
+            output,
             eps: eps as f32,
             heads,
             kv_heads,

@@ -46,6 +46,8 @@ const GROUP: usize = 16;
 const ROWS: usize = 1;
 /// How far ahead of its reads the kernel prefetches weights, in bytes.
 const PREFETCH: usize = 4096;
+/// Bytes [`Q8Matrix::read_ggml`] reads at a time.
+const READ_BYTES: usize = 1 << 19;
 /// Output rows per parallel task.
 const TASK_ROWS: usize = 64;
 
@@ -84,38 +86,64 @@ impl Q8Matrix {
     /// (out, in). Fails if `input` is not whole blocks or `data` is not
     /// `out` rows of them.
     pub fn from_ggml(data: &[u8], out: usize, input: usize) -> Result<Q8Matrix, String> {
-        if input == 0 || !input.is_multiple_of(BLOCK) {
-            return Err(format!(
-                "rows of {input} are not whole Q8_0 blocks of {BLOCK}"
-            ));
-        }
-        let blocks = input / BLOCK;
-        if data.len() != out * blocks * BLOCK_BYTES {
+        let row = Self::row_bytes(input)?;
+        if data.len() != out * row {
             return Err(format!(
                 "{} bytes are not {out} Q8_0 rows of {input}",
                 data.len()
             ));
         }
+        Self::read_ggml(&mut &data[..], out, input).map_err(|e| e.to_string())
+    }
+
+    /// [`Q8Matrix::from_ggml`] on `out` rows read from `reader`, a few
+    /// hundred kilobytes at a time: a model's weights go from the file into
+    /// their final layout without a second copy in memory.
+    pub fn read_ggml(
+        reader: &mut impl std::io::Read,
+        out: usize,
+        input: usize,
+    ) -> std::io::Result<Q8Matrix> {
+        let row = Self::row_bytes(input).map_err(std::io::Error::other)?;
+        let blocks = input / BLOCK;
         let mut quants = vec![0i8; out * input];
         let mut scales = vec![0u16; out * blocks];
-        quants
-            .par_chunks_mut(input)
-            .zip(scales.par_chunks_mut(blocks))
-            .zip(data.par_chunks(blocks * BLOCK_BYTES))
-            .for_each(|((q, s), row)| {
-                for (b, block) in row.chunks_exact(BLOCK_BYTES).enumerate() {
-                    s[b] = u16::from_le_bytes([block[0], block[1]]);
-                    for (k, &w) in block[2..].iter().enumerate() {
-                        q[position(b, k, blocks)] = w as i8;
+        let chunk_rows = (READ_BYTES / row).max(1);
+        let mut buffer = vec![0u8; chunk_rows * row];
+        for (q, s) in quants
+            .chunks_mut(chunk_rows * input)
+            .zip(scales.chunks_mut(chunk_rows * blocks))
+        {
+            let data = &mut buffer[..q.len() / input * row];
+            reader.read_exact(data)?;
+            q.par_chunks_mut(input)
+                .zip(s.par_chunks_mut(blocks))
+                .zip(data.par_chunks(row))
+                .for_each(|((q, s), row)| {
+                    for (b, block) in row.chunks_exact(BLOCK_BYTES).enumerate() {
+                        s[b] = u16::from_le_bytes([block[0], block[1]]);
+                        for (k, &w) in block[2..].iter().enumerate() {
+                            q[position(b, k, blocks)] = w as i8;
+                        }
                     }
-                }
-            });
+                });
+        }
         Ok(Q8Matrix {
             out,
             input,
             quants,
             scales,
         })
+    }
+
+    /// Bytes of one ggml `Q8_0` row of `input` values.
+    fn row_bytes(input: usize) -> Result<usize, String> {
+        if input == 0 || !input.is_multiple_of(BLOCK) {
+            return Err(format!(
+                "rows of {input} are not whole Q8_0 blocks of {BLOCK}"
+            ));
+        }
+        Ok(input / BLOCK * BLOCK_BYTES)
     }
 
     /// The rows of several matrices with the same input, one after another.
@@ -592,6 +620,32 @@ mod tests {
                 "{variant}"
             );
         }
+    }
+
+    #[test]
+    fn reading_in_pieces_gives_the_same_matrix() {
+        let mut seed = 5u64;
+        // More rows than one read holds, and not a whole number of reads.
+        let input = 28 * BLOCK;
+        let out = READ_BYTES / (28 * BLOCK_BYTES) * 2 + 37;
+        let data = ggml(out, input, &mut seed);
+        let whole = Q8Matrix::from_ggml(&data, out, input).unwrap();
+        let read = Q8Matrix::read_ggml(&mut std::io::Cursor::new(&data), out, input).unwrap();
+        assert_eq!(
+            (whole.quants == read.quants, whole.scales == read.scales),
+            (true, true)
+        );
+        let x = activations(input, &mut seed);
+        let want = reference(&data, out, input, &x);
+        for (&got, &(want, magnitude)) in read.matvec(&x, 1).iter().zip(&want) {
+            assert!(
+                (got as f64 - want).abs() <= 1e-6 * magnitude,
+                "{got} against {want}"
+            );
+        }
+        // A short file is an error, not a partial matrix.
+        let short = Q8Matrix::read_ggml(&mut &data[..data.len() - 1], out, input);
+        assert!(short.is_err());
     }
 
     #[test]
