@@ -44,6 +44,10 @@ pub enum BenchCommand {
         /// Pages per PDF
         #[arg(long, default_value_t = 8)]
         pages: usize,
+        /// Repetitions per corpus, each an ingestion into a fresh collection
+        /// followed by embedding its chunks alone (medians are reported)
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
     },
     /// Prompt-eval and decode tokens per second of each pulled generation model
     Generate {
@@ -175,7 +179,8 @@ pub(crate) fn run(ws: &dyn Workspace, command: BenchCommand) -> Result<serde_jso
             paragraphs,
             pdfs,
             pages,
-        } => ingest(ws, &squad, paragraphs, pdfs, pages)?,
+            runs,
+        } => ingest(ws, &squad, paragraphs, pdfs, pages, runs)?,
         BenchCommand::Generate {
             model,
             prompt_tokens,
@@ -639,11 +644,12 @@ fn ingest(
     paragraphs: usize,
     pdfs: usize,
     pages: usize,
+    runs: usize,
 ) -> Result<serde_json::Value> {
     let work = ws
         .data_dir()
         .join(format!("bench-ingest-{}", std::process::id()));
-    let result = ingest_in(ws, &work, squad, paragraphs, pdfs, pages);
+    let result = ingest_in(ws, &work, squad, paragraphs, pdfs, pages, runs.max(1));
     let _ = std::fs::remove_dir_all(&work);
     result
 }
@@ -655,6 +661,7 @@ fn ingest_in(
     paragraphs: usize,
     pdfs: usize,
     pages: usize,
+    runs: usize,
 ) -> Result<serde_json::Value> {
     let text = std::fs::read_to_string(squad)
         .with_context(|| format!("cannot read {}", squad.display()))?;
@@ -693,50 +700,67 @@ fn ingest_in(
         ("squad_paragraphs", &squad_dir),
         ("multi_page_pdfs", &pdf_dir),
     ] {
-        let collection = ws.collection(&work.join(format!("data-{name}")), "bench", &parts)?;
-        let pipeline = ws.pipeline(&parts, &collection);
-        // Warm the model (first-call allocations) so both figures below are
-        // steady state.
-        parts.embedder.embed(&contexts[..4.min(contexts.len())])?;
-        let t = Instant::now();
-        // Up to the search index build, which the figures leave out.
-        let stored = std::cell::Cell::new(None);
-        let summary = pipeline.ingest_path(dir, &|event| {
-            if let docent_ingest::Progress::Indexing = event {
-                stored.set(Some(t.elapsed()));
+        // Each run ingests into a fresh collection, then embeds the same
+        // chunks alone: the two alternate, so a noisy neighbour hits both.
+        let (mut ingest_rates, mut embed_rates, mut ratios, mut seconds) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut files, mut chunks) = (0, 0);
+        for run in 0..runs {
+            let collection =
+                ws.collection(&work.join(format!("data-{name}-{run}")), "bench", &parts)?;
+            let pipeline = ws.pipeline(&parts, &collection);
+            // Warm the model (first-call allocations) so both figures below
+            // are steady state.
+            parts.embedder.embed(&contexts[..4.min(contexts.len())])?;
+            let t = Instant::now();
+            // Up to the search index build, which the figures leave out.
+            let stored = std::cell::Cell::new(None);
+            let summary = pipeline.ingest_path(dir, &|event| {
+                if let docent_ingest::Progress::Indexing = event {
+                    stored.set(Some(t.elapsed()));
+                }
+            })?;
+            let secs = stored.get().unwrap_or_else(|| t.elapsed()).as_secs_f64();
+            anyhow::ensure!(
+                summary.failed.is_empty(),
+                "bench files failed: {:?}",
+                summary.failed
+            );
+            // The same chunks, embedded alone.
+            let mut texts = Vec::new();
+            for record in collection.catalogue.list()? {
+                let ordinals: Vec<usize> = (0..record.chunk_ids.len()).collect();
+                for chunk in collection.store.chunks_by_ordinal(&record.id, &ordinals)? {
+                    texts.push(match &chunk.heading {
+                        Some(h) if !chunk.text.starts_with('#') => format!("{h}\n{}", chunk.text),
+                        _ => chunk.text,
+                    });
+                }
             }
-        })?;
-        let secs = stored.get().unwrap_or_else(|| t.elapsed()).as_secs_f64();
-        anyhow::ensure!(
-            summary.failed.is_empty(),
-            "bench files failed: {:?}",
-            summary.failed
-        );
-        // The same chunks, embedded alone.
-        let mut texts = Vec::new();
-        for record in collection.catalogue.list()? {
-            let ordinals: Vec<usize> = (0..record.chunk_ids.len()).collect();
-            for chunk in collection.store.chunks_by_ordinal(&record.id, &ordinals)? {
-                texts.push(match &chunk.heading {
-                    Some(h) if !chunk.text.starts_with('#') => format!("{h}\n{}", chunk.text),
-                    _ => chunk.text,
-                });
-            }
+            let t = Instant::now();
+            parts.embedder.embed(&texts)?;
+            let embed_secs = t.elapsed().as_secs_f64();
+            let chunks_per_s = summary.chunks_embedded as f64 / secs;
+            let embed_chunks_per_s = texts.len() as f64 / embed_secs;
+            ingest_rates.push(chunks_per_s);
+            embed_rates.push(embed_chunks_per_s);
+            ratios.push(chunks_per_s / embed_chunks_per_s);
+            seconds.push(secs);
+            (files, chunks) = (summary.files_seen, summary.chunks_embedded);
         }
-        let t = Instant::now();
-        parts.embedder.embed(&texts)?;
-        let embed_secs = t.elapsed().as_secs_f64();
-        let chunks_per_s = summary.chunks_embedded as f64 / secs;
-        let embed_chunks_per_s = texts.len() as f64 / embed_secs;
+        let secs = median(seconds.clone());
         corpora.push(json!({
             "corpus": name,
-            "files": summary.files_seen,
-            "chunks": summary.chunks_embedded,
+            "files": files,
+            "chunks": chunks,
             "seconds": secs,
-            "files_per_s": summary.files_seen as f64 / secs,
-            "chunks_per_s": chunks_per_s,
-            "embed_only_chunks_per_s": embed_chunks_per_s,
-            "ingest_to_embed_ratio": chunks_per_s / embed_chunks_per_s,
+            "files_per_s": files as f64 / secs,
+            "chunks_per_s": median(ingest_rates.clone()),
+            "embed_only_chunks_per_s": median(embed_rates.clone()),
+            "ingest_to_embed_ratio": median(ratios.clone()),
+            "runs_chunks_per_s": ingest_rates,
+            "runs_embed_only_chunks_per_s": embed_rates,
+            "runs_ingest_to_embed_ratio": ratios,
         }));
     }
     Ok(json!({
