@@ -808,6 +808,93 @@ mod tests {
         }
     }
 
+    /// docent's Q8_0 decoding kernel against candle's quantized matmul and
+    /// the exact product on every Q8_0 matrix of the re-quantized model, for
+    /// an input with the outliers real hidden states have. Where candle
+    /// quantizes the activations per block of 32, as ggml defines `Q8_0`,
+    /// the two compute the same integer sums and differ only in the order of
+    /// the f32 additions. Where the input is whole 256-value superblocks,
+    /// candle takes its repacked path, which quantizes activations per 256
+    /// (`Q8_K`): one outlier then coarsens 255 neighbours, and docent's
+    /// kernel must be closer to the exact product than candle's.
+    fn q8_kernel_matches_candle_on_every_matrix(model: &str) {
+        if Variant::detect() == Variant::Portable {
+            return;
+        }
+        let bytes = open(model);
+        let (content, mut file, _) = read(&bytes);
+        let (mut same, mut closer) = (0, 0);
+        for (name, info) in &content.tensor_infos {
+            if info.ggml_dtype != GgmlDType::Q8_0 || info.shape.rank() != 2 {
+                continue;
+            }
+            let q = content.tensor(&mut file, name, &Device::Cpu).unwrap();
+            let (out, input) = q.shape().dims2().unwrap();
+            let dense: Vec<f32> = q
+                .dequantize(&Device::Cpu)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let ours = Q8Matrix::from_ggml(&q.data().unwrap(), out, input).unwrap();
+            let mut x: Vec<f32> = (0..input)
+                .map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * 0.5)
+                .collect();
+            x[input / 3] = 40.0;
+            x[input / 2] = -25.0;
+            let xt = Tensor::from_vec(x.clone(), (1, input), &Device::Cpu).unwrap();
+            let theirs: Vec<f32> = QMatMul::from_qtensor(q)
+                .unwrap()
+                .forward(&xt)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let got = ours.matvec(&x, 1);
+            let exact: Vec<f64> = dense
+                .chunks_exact(input)
+                .map(|row| row.iter().zip(&x).map(|(w, v)| *w as f64 * *v as f64).sum())
+                .collect();
+            // Relative RMS error against the exact product.
+            let error = |y: &[f32]| {
+                let e: f64 = y
+                    .iter()
+                    .zip(&exact)
+                    .map(|(a, b)| (*a as f64 - b).powi(2))
+                    .sum();
+                let n: f64 = exact.iter().map(|b| b * b).sum();
+                (e / n).sqrt()
+            };
+            if input % 256 != 0 {
+                let top = theirs.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let diff = got
+                    .iter()
+                    .zip(&theirs)
+                    .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+                assert!(diff <= 1e-5 * top, "{model} {name}: {diff} of {top}");
+                same += 1;
+            } else {
+                let (ours, theirs) = (error(&got), error(&theirs));
+                assert!(
+                    ours < theirs,
+                    "{model} {name}: error {ours} against candle's {theirs}"
+                );
+                closer += 1;
+            }
+        }
+        eprintln!(
+            "{model}: {same} Q8_0 matrices as candle computes them, {closer} closer to the exact product"
+        );
+        assert!(same + closer > 0, "{model} has no Q8_0 matrices");
+    }
+
+    #[test]
+    fn the_q8_kernel_matches_candle_on_smollm2s_matrices() {
+        q8_kernel_matches_candle_on_every_matrix("smollm2-135m-instruct");
+    }
+
     #[test]
     fn smollm2_matches_the_reference_forward_pass() {
         matches_reference("smollm2-135m-instruct");

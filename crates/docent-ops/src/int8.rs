@@ -104,7 +104,9 @@ impl Variant {
         {
             use std::arch::is_x86_feature_detected as has;
             match self {
-                Variant::Vnni => has!("avx512f") && has!("avx512vnni"),
+                // Every CPU with VNNI has BW; requiring it lets the Q8_0
+                // kernel's VNNI variant use BW's byte operations too.
+                Variant::Vnni => has!("avx512f") && has!("avx512bw") && has!("avx512vnni"),
                 Variant::Avx512Bw => has!("avx512f") && has!("avx512bw"),
                 Variant::Portable => true,
             }
@@ -618,6 +620,10 @@ impl candle_core::CustomOp1 for Int8Matrix {
     }
 }
 
+/// The proof of an AVX-512 variant's CPU features, shared with the `Q8_0`
+/// kernel ([`crate::q8`]).
+pub(crate) use kernel::Simd;
+
 #[allow(unsafe_code)]
 mod kernel {
     use super::{PANEL, Panel, Rows, TILE_ROWS, Variant};
@@ -627,8 +633,8 @@ mod kernel {
     use std::arch::x86_64::*;
 
     /// An AVX-512 variant this CPU runs: made only by [`Simd::new`], which
-    /// checks the features, so holding one proves them (AVX-512 F, and BW
-    /// or VNNI as the variant says).
+    /// checks the features, so holding one proves them (AVX-512 F and BW,
+    /// and VNNI for that variant).
     #[derive(Clone, Copy, Debug)]
     pub struct Simd(Variant);
 
@@ -636,6 +642,11 @@ mod kernel {
         /// `None` for the portable variant and for variants this CPU lacks.
         pub fn new(variant: Variant) -> Option<Simd> {
             (variant != Variant::Portable && variant.supported()).then_some(Simd(variant))
+        }
+
+        /// The variant whose features this token proves.
+        pub fn variant(self) -> Variant {
+            self.0
         }
     }
 

@@ -29,7 +29,8 @@
 //! its sign when negated, as it does in ggml's and candle's kernels.
 //!
 //! The `unsafe` code is in the `kernel` module; its safe entry point checks
-//! every bound and takes the variant only once [`Variant::supported`] holds.
+//! every bound and takes the int8 kernel's token (`int8::Simd`), which only
+//! a variant this CPU supports yields.
 
 use crate::int8::Variant;
 use half::f16;
@@ -300,20 +301,10 @@ fn portable_rows(a: &Activations, w: &[i8], s: &[u16], blocks: usize, y: &mut [f
 #[allow(unsafe_code)]
 mod kernel {
     use super::{Activations, BLOCK, GROUP, PREFETCH, ROWS, Variant};
+    pub(crate) use crate::int8::Simd;
 
     #[cfg(target_arch = "x86_64")]
     use std::arch::x86_64::*;
-
-    /// An AVX-512 variant this CPU runs (VNNI, or BW): made only by
-    /// [`Simd::new`], which checks the features, so holding one proves them.
-    #[derive(Clone, Copy, Debug)]
-    pub struct Simd(Variant);
-
-    impl Simd {
-        pub fn new(variant: Variant) -> Option<Simd> {
-            (variant != Variant::Portable && variant.supported()).then_some(Simd(variant))
-        }
-    }
 
     /// `y[r] = Σ_b dw_rb · dx_b · Σ_k w_rbk · xq_bk` for the `y.len()`
     /// (1..=ROWS) rows of `w` (laid out, `blocks · 32` bytes each) with
@@ -355,7 +346,7 @@ mod kernel {
                         }
                     };
                 }
-                match simd.0 {
+                match simd.variant() {
                     Variant::Vnni => by_rows!(vnni),
                     _ => by_rows!(bw),
                 }
@@ -420,10 +411,11 @@ mod kernel {
                         }
                         let xs = _mm512_maskz_loadu_ps(lanes, a.xs.add(g * GROUP));
                         for (r, acc) in acc.iter_mut().enumerate() {
-                            let half = _mm256_maskz_loadu_epi16(
-                                lanes,
+                            let half = _mm512_maskz_loadu_epi16(
+                                lanes as u32,
                                 a.s.add(r * a.blocks + g * GROUP) as *const i16,
                             );
+                            let half = _mm512_castsi512_si256(half);
                             let scale = _mm512_mul_ps(_mm512_cvtph_ps(half), xs);
                             let sum = _mm512_add_epi32(sums[r][0], sums[r][1]);
                             *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), scale, *acc);
@@ -456,8 +448,8 @@ mod kernel {
         _mm512_add_epi32(sum, _mm512_madd_epi16(pairs, _mm512_set1_epi16(1)))
     }
 
-    micro_kernel!(vnni, "avx512f,avx512bw,avx512vl,avx512vnni", dot_vnni);
-    micro_kernel!(bw, "avx512f,avx512bw,avx512vl", dot_bw);
+    micro_kernel!(vnni, "avx512f,avx512bw,avx512vnni", dot_vnni);
+    micro_kernel!(bw, "avx512f,avx512bw", dot_bw);
 }
 
 #[cfg(test)]
