@@ -158,8 +158,8 @@ fn ingest_examples_then_ask_cites_the_right_document() {
 
 /// The runbook says "A Severity 1 incident must be escalated to the on-call
 /// engineer within 15 minutes", and the passage is cited first, yet
-/// qwen2.5-0.5b answers "20 minutes" at the defaults (and with two, three or
-/// five passages; candle's products and docent's give the same answer).
+/// qwen2.5-0.5b answers "20 minutes" at the defaults and with two or three
+/// passages ("25 minutes" with five), with candle's products as with docent's.
 /// The acceptance test for a fix (issue 17).
 #[test]
 #[ignore = "qwen2.5-0.5b answers 20 minutes; the runbook says 15 (issue 17)"]

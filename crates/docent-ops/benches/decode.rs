@@ -25,10 +25,7 @@ fn evict(buffer: &[u64]) {
 
 fn main() -> candle_core::Result<()> {
     let buffer: Vec<u64> = (0..8u64 << 20).collect();
-    let variants: Vec<Variant> = [Variant::Vnni, Variant::Avx512Bw, Variant::Portable]
-        .into_iter()
-        .filter(|v| v.supported())
-        .collect();
+    let variants: Vec<Variant> = Variant::all_supported();
     println!(
         "CPU: {} · {} threads · Q8_0 matrix-vector products, medians",
         docent_ops::cpu_name(),

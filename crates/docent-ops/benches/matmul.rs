@@ -24,10 +24,7 @@ fn relative_error(y: &[f32], reference: &[f32]) -> f64 {
 }
 
 fn main() -> candle_core::Result<()> {
-    let int8: Vec<Variant> = [Variant::Vnni, Variant::Avx512Bw, Variant::Portable]
-        .into_iter()
-        .filter(|v| v.supported())
-        .collect();
+    let int8: Vec<Variant> = Variant::all_supported();
     println!(
         "CPU: {} · {} threads · bf16 kernel: {} · int8 variants: {}",
         docent_ops::cpu_name(),

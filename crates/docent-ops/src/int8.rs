@@ -98,6 +98,14 @@ impl Variant {
         })
     }
 
+    /// Every variant this CPU runs, fastest first (the portable one last).
+    pub fn all_supported() -> Vec<Variant> {
+        [Variant::Vnni, Variant::Avx512Bw, Variant::Portable]
+            .into_iter()
+            .filter(|v| v.supported())
+            .collect()
+    }
+
     /// Whether this CPU has the instructions of the variant.
     pub fn supported(self) -> bool {
         #[cfg(target_arch = "x86_64")]
@@ -943,10 +951,7 @@ mod tests {
 
     /// The variants this CPU runs, the portable one included.
     fn variants() -> Vec<Variant> {
-        [Variant::Vnni, Variant::Avx512Bw, Variant::Portable]
-            .into_iter()
-            .filter(|v| v.supported())
-            .collect()
+        Variant::all_supported()
     }
 
     /// The quantized weight `wq_jk`, read back from the panels.

@@ -518,10 +518,7 @@ mod tests {
     }
 
     fn variants() -> Vec<Variant> {
-        [Variant::Vnni, Variant::Avx512Bw, Variant::Portable]
-            .into_iter()
-            .filter(|v| v.supported())
-            .collect()
+        Variant::all_supported()
     }
 
     #[test]
