@@ -210,19 +210,18 @@ impl Projection {
             Some(Dense::Bf16(w)) if x.dim(0)? >= DENSE_MIN_ROWS => {
                 x.contiguous()?.apply_op1_no_bwd(w)?
             }
-            _ if self.decode.is_some() => {
-                let m = self.decode.as_ref().expect("checked");
-                q8_forward(m, x)?
-            }
-            _ if self.quantized.len() == 1 => self.quantized[0].forward(x)?,
-            _ => {
-                let parts = self
-                    .quantized
-                    .iter()
-                    .map(|q| q.forward(x))
-                    .collect::<Result<Vec<_>>>()?;
-                Tensor::cat(&parts, 1)?
-            }
+            _ => match &self.decode {
+                Some(m) => q8_forward(m, x)?,
+                None if self.quantized.len() == 1 => self.quantized[0].forward(x)?,
+                None => {
+                    let parts = self
+                        .quantized
+                        .iter()
+                        .map(|q| q.forward(x))
+                        .collect::<Result<Vec<_>>>()?;
+                    Tensor::cat(&parts, 1)?
+                }
+            },
         };
         match &self.bias {
             Some(b) => y.broadcast_add(b),

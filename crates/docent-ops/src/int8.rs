@@ -85,15 +85,11 @@ impl Variant {
         static DETECTED: OnceLock<Variant> = OnceLock::new();
         *DETECTED.get_or_init(|| {
             let asked = std::env::var("DOCENT_INT8_VARIANT").ok();
-            let all = [Variant::Vnni, Variant::Avx512Bw, Variant::Portable];
-            if let Some(v) = all
-                .into_iter()
-                .find(|v| asked.as_deref() == Some(v.as_str()) && v.supported())
-            {
-                return v;
-            }
-            all.into_iter()
-                .find(|v| v.supported())
+            let all = Variant::all_supported();
+            all.iter()
+                .find(|v| asked.as_deref() == Some(v.as_str()))
+                .or(all.first())
+                .copied()
                 .unwrap_or(Variant::Portable)
         })
     }

@@ -232,6 +232,7 @@ impl Q8Matrix {
             self.input
         );
         let blocks = self.input / BLOCK;
+        let simd = kernel::Simd::new(variant);
         let mut y = Vec::with_capacity(rows * self.out);
         for x in x.chunks_exact(self.input) {
             let a = self.quantize(x);
@@ -250,7 +251,7 @@ impl Q8Matrix {
                         let w = &self.quants[j * self.input..(j + n) * self.input];
                         let s = &self.scales[j * blocks..(j + n) * blocks];
                         let part = &mut out[done..done + n];
-                        match kernel::Simd::new(variant) {
+                        match simd {
                             Some(simd) => kernel::rows(simd, &a, w, s, blocks, part),
                             None => portable_rows(&a, w, s, blocks, part),
                         }

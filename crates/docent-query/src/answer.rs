@@ -538,6 +538,7 @@ fn best_holder(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     #[test]
     fn unrelated_passages_leave_the_prompt_but_the_best_stays() {
@@ -564,7 +565,6 @@ mod tests {
         drop_unrelated(&mut all, None);
         assert_eq!(all.len(), 2);
     }
-    use super::*;
 
     fn passage(n: usize, text: &str) -> Citation {
         Citation {
