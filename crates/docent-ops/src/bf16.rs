@@ -192,10 +192,18 @@ impl Bf16Matrix {
     }
 
     /// `x · Wᵀ` for `x` of `rows` rows of `input` values: `rows × out`
-    /// values, row-major. Panics if the CPU lacks AVX-512 BF16 (check
-    /// [`available`] first) or if `x` is not `rows × input`.
+    /// values, row-major, on AMX tiles where [`crate::amx::support`] has
+    /// AMX-BF16, else on AVX-512 BF16. Panics if the CPU lacks AVX-512
+    /// BF16 (check [`available`] first) or if `x` is not `rows × input`.
     pub fn matmul(&self, x: &[f32], rows: usize) -> Vec<f32> {
+        self.matmul_on(crate::amx::support().bf16, x, rows)
+    }
+
+    /// [`Bf16Matrix::matmul`] on AMX (`amx`) or on AVX-512 BF16, to
+    /// compare them. Panics if the CPU lacks the one asked for.
+    pub fn matmul_on(&self, amx: bool, x: &[f32], rows: usize) -> Vec<f32> {
         assert!(available(), "the bf16 kernel needs AVX-512 BF16");
+        assert!(!amx || crate::amx::support().bf16, "this CPU lacks AMX-BF16");
         assert_eq!(
             x.len(),
             rows * self.input,
@@ -211,7 +219,9 @@ impl Bf16Matrix {
                 panel: PANEL,
                 tile_rows: TILE_ROWS,
             },
-            |x, rows, panels, dst, stride| self.rows_into(x, rows.len(), panels, dst, stride),
+            |x, rows, panels, dst, stride| {
+                self.rows_into(amx, x, rows.len(), panels, dst, stride)
+            },
         )
     }
 
@@ -221,12 +231,16 @@ impl Bf16Matrix {
     /// one of the rows.
     fn rows_into(
         &self,
+        amx: bool,
         x: &[f32],
         rows: usize,
         panels: std::ops::Range<usize>,
         dst: &mut [MaybeUninit<f32>],
         stride: usize,
     ) {
+        if amx {
+            return self.rows_into_amx(x, rows, panels, dst, stride);
+        }
         let width = (panels.end * PANEL).min(self.out) - panels.start * PANEL;
         assert!(x.len() >= rows * self.input && stride >= width && dst.len() >= rows * stride);
         let mut a = vec![0u32; rows * self.pairs];
@@ -256,6 +270,68 @@ impl Bf16Matrix {
                         columns,
                     );
                     r += tile;
+                }
+            }
+        }
+    }
+}
+
+impl Bf16Matrix {
+    /// [`Bf16Matrix::rows_into`] on AMX tiles: the activations rounded
+    /// into rows of whole tile steps (16 pairs, zero past the input) and
+    /// whole blocks of [`crate::amx::ROWS`] rows (zero rows past the end),
+    /// then each block times each panel. Where the input is not a whole
+    /// number of steps, the last step's weights are copied, zero-padded, so
+    /// no read leaves the panel (a weight past it could be a NaN, and
+    /// 0 · NaN is not 0).
+    fn rows_into_amx(
+        &self,
+        x: &[f32],
+        rows: usize,
+        panels: std::ops::Range<usize>,
+        dst: &mut [MaybeUninit<f32>],
+        stride: usize,
+    ) {
+        const BLOCK: usize = crate::amx::ROWS;
+        let width = (panels.end * PANEL).min(self.out) - panels.start * PANEL;
+        assert!(x.len() >= rows * self.input && stride >= width && dst.len() >= rows * stride);
+        let (full, rest) = (self.pairs / 16, self.pairs % 16);
+        let a_stride = self.pairs.next_multiple_of(16);
+        let padded = rows.next_multiple_of(BLOCK);
+        let mut a = vec![0u32; padded * a_stride];
+        for (src, pairs) in x
+            .chunks_exact(self.input)
+            .take(rows)
+            .zip(a.chunks_exact_mut(a_stride))
+        {
+            kernel::round_row(src, &mut pairs[..self.pairs]);
+        }
+        let packed = self.packed();
+        let panel = |j: usize| &packed[j * self.pairs * PANEL..][..self.pairs * PANEL];
+        let mut tail = vec![0u32; 16 * PANEL];
+        let mut acc = vec![0f32; panels.len() * BLOCK * PANEL];
+        for block in (0..rows).step_by(BLOCK) {
+            let n = BLOCK.min(rows - block);
+            let a = &a[block * a_stride..(block + BLOCK) * a_stride];
+            {
+                let tiles = crate::amx::Tiles::new().expect("AMX-BF16 has tiles");
+                for (j, acc) in panels.clone().zip(acc.chunks_exact_mut(BLOCK * PANEL)) {
+                    let panel = panel(j);
+                    if rest > 0 {
+                        tail[..rest * PANEL].copy_from_slice(&panel[full * 16 * PANEL..]);
+                    }
+                    let tail = (rest > 0).then_some(&tail[..]);
+                    tiles.bf16(a, a_stride, panel, full, tail, n, acc);
+                }
+            }
+            for (j, acc) in panels.clone().zip(acc.chunks_exact(BLOCK * PANEL)) {
+                let column = (j - panels.start) * PANEL;
+                let columns = PANEL.min(self.out - j * PANEL);
+                for (r, sums) in acc.chunks_exact(PANEL).take(n).enumerate() {
+                    let row = &mut dst[(block + r) * stride + column..][..columns];
+                    for (d, s) in row.iter_mut().zip(sums) {
+                        d.write(*s);
+                    }
                 }
             }
         }
@@ -327,7 +403,7 @@ impl Precision {
     /// not measured on retrieval), else as for prompts.
     pub fn resolve_embedding(self) -> Result<Precision, String> {
         match self {
-            Precision::Auto if crate::int8::Variant::detect() == crate::int8::Variant::Vnni => {
+            Precision::Auto if crate::int8::Variant::detect().has_vnni() => {
                 Ok(Precision::Int8)
             }
             _ => self.resolve_common(),
@@ -545,11 +621,31 @@ mod tests {
         assert_eq!(from_bf16(to_bf16(f32::INFINITY)), f32::INFINITY);
     }
 
+    /// The kernels this CPU runs: AVX-512 BF16 (`false`), and AMX (`true`)
+    /// where it has AMX-BF16.
+    fn kernels() -> Vec<bool> {
+        let mut kernels = vec![false];
+        if crate::amx::support().bf16 {
+            kernels.push(true);
+        }
+        kernels
+    }
+
     fn check(rows: usize, out: usize, input: usize, seed: u64) {
+        for amx in kernels() {
+            check_on(amx, rows, out, input, seed);
+        }
+    }
+
+    fn check_on(amx: bool, rows: usize, out: usize, input: usize, seed: u64) {
         let mut seed = seed | 1;
         let x = random(rows * input, &mut seed);
         let w = random(out * input, &mut seed);
-        let got = Bf16Matrix::pack(&w, out, input).matmul(&x, rows);
+        let m = Bf16Matrix::pack(&w, out, input);
+        let got = m.matmul_on(amx, &x, rows);
+        if amx == crate::amx::support().bf16 {
+            assert_eq!(got, m.matmul(&x, rows), "matmul runs the AMX kernel where it can");
+        }
         assert_eq!(got.len(), rows * out);
         let (want, scale) = reference(&x, &w, rows, out, input);
         for i in 0..rows * out {
@@ -557,7 +653,7 @@ mod tests {
             let error = (got[i] as f64 - want[i]).abs();
             assert!(
                 error <= 1e-6 * scale[i] + 1e-30,
-                "{rows}×{input}·{input}×{out} at {i}: {} vs {} (scale {})",
+                "amx {amx}, {rows}×{input}·{input}×{out} at {i}: {} vs {} (scale {})",
                 got[i],
                 want[i],
                 scale[i]
@@ -596,6 +692,9 @@ mod tests {
             (17, 100, 33),
             (70, 40, 31),
             (130, 97, 129),
+            (33, 64, 64),
+            (32, 32, 65),
+            (200, 40, 384),
             (3, 200, 384),
             (0, 5, 5),
         ]

@@ -1,6 +1,7 @@
-//! An int8 matrix product with exact i32 sums: AVX-512 VNNI (`vpdpbusd`,
-//! u8 × s8 → s32) where the CPU has it, AVX-512 BW (`vpmaddubsw` then
-//! `vpmaddwd`) where it does not, and portable integer code elsewhere.
+//! An int8 matrix product with exact i32 sums: AMX-INT8 tiles (`tdpbusd`)
+//! where the CPU has them (Intel Xeon since Sapphire Rapids), AVX-512 VNNI
+//! (`vpdpbusd`, u8 × s8 → s32) where it has that, AVX-512 BW (`vpmaddubsw`
+//! then `vpmaddwd`) where it does not, and portable integer code elsewhere.
 //!
 //! **Weights**, `W` of shape (out, in) as PyTorch and GGUF store them, are
 //! quantized once, at load, symmetrically per output column:
@@ -36,6 +37,13 @@
 //! A row or column with a NaN or an infinity gives NaN outputs; a row too
 //! small to quantize (a range below about 1e-36) counts as zeros.
 //!
+//! **AMX** multiplies a tile of 16 rows × 64 activation bytes by a tile of
+//! 16 groups × 16 columns of weight words, the panel layout above read
+//! with a stride of one group: the packed weights serve both kernels. Its
+//! activation rows are padded with zeros to whole tiles (64 bytes, 32
+//! rows), so its last tile of weights may read past a panel into the next
+//! (or into [`AMX_SLACK`] zero words at the end), where every product is 0.
+//!
 //! The `unsafe` code is in the `kernel` module: the intrinsics and the raw
 //! pointers of the micro-kernels and of the activation quantization. Its
 //! safe entry points check shapes, and take a token that only
@@ -60,12 +68,30 @@ const TILE_ROWS: usize = 12;
 /// over them.
 const BLOCK_ROWS: usize = 72;
 
+/// Rows of one AMX product: two 16-row tiles of activations.
+const AMX_ROWS: usize = crate::amx::ROWS;
+
+/// Input bytes of one AMX tile row (16 groups of four).
+const AMX_DEPTH: usize = crate::amx::DEPTH_BYTES;
+
+/// Words read past the end of the last panel by the AMX kernel, whose last
+/// tile of weights may reach up to 15 groups beyond a panel (they meet
+/// activations that are zero there): the packed weights end with this many
+/// zero words.
+const AMX_SLACK: usize = 15 * PANEL;
+
 /// The largest input size: the i32 sums stay below 32,385 · 65,536 < 2³¹.
 pub const MAX_INPUT: usize = 65_536;
 
 /// Which code computes the integer sums.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Variant {
+    /// AMX-INT8 tiles (`tdpbusd`, a 16 × 64 by 64 × 16 byte product per
+    /// instruction) for the sums, AVX-512 VNNI for the rest: 8-bit
+    /// activations and the same integers, so the same outputs, as
+    /// [`Variant::Vnni`]. Needs the kernel's permission to use the tile
+    /// registers, which [`Variant::supported`] asks for once.
+    Amx,
     /// AVX-512 VNNI: `vpdpbusd`, 8-bit activations.
     Vnni,
     /// AVX-512 BW without VNNI: `vpmaddubsw` + `vpmaddwd` + `vpaddd`,
@@ -78,9 +104,10 @@ pub enum Variant {
 
 impl Variant {
     /// The fastest variant this CPU runs, detected once. The environment
-    /// variable `DOCENT_INT8_VARIANT` (`avx512-vnni`, `avx512-bw` or
-    /// `portable`) picks a slower one instead, to measure on one machine
-    /// what a CPU without VNNI runs; a variant this CPU lacks is ignored.
+    /// variable `DOCENT_INT8_VARIANT` (`amx-int8`, `avx512-vnni`,
+    /// `avx512-bw` or `portable`) picks a slower one instead, to measure on
+    /// one machine what a CPU without AMX or VNNI runs; a variant this CPU
+    /// lacks is ignored.
     pub fn detect() -> Variant {
         static DETECTED: OnceLock<Variant> = OnceLock::new();
         *DETECTED.get_or_init(|| {
@@ -96,7 +123,12 @@ impl Variant {
 
     /// Every variant this CPU runs, fastest first (the portable one last).
     pub fn all_supported() -> Vec<Variant> {
-        [Variant::Vnni, Variant::Avx512Bw, Variant::Portable]
+        [
+            Variant::Amx,
+            Variant::Vnni,
+            Variant::Avx512Bw,
+            Variant::Portable,
+        ]
             .into_iter()
             .filter(|v| v.supported())
             .collect()
@@ -108,6 +140,7 @@ impl Variant {
         {
             use std::arch::is_x86_feature_detected as has;
             match self {
+                Variant::Amx => Variant::Vnni.supported() && crate::amx::support().int8,
                 // Every CPU with VNNI has BW; requiring it lets the Q8_0
                 // kernel's VNNI variant use BW's byte operations too.
                 Variant::Vnni => has!("avx512f") && has!("avx512bw") && has!("avx512vnni"),
@@ -126,12 +159,27 @@ impl Variant {
     pub fn levels(self) -> u8 {
         match self {
             Variant::Avx512Bw => 127,
-            Variant::Vnni | Variant::Portable => 255,
+            Variant::Amx | Variant::Vnni | Variant::Portable => 255,
+        }
+    }
+
+    /// Whether the variant has VNNI's instructions (and 8-bit
+    /// activations): VNNI itself, and AMX, which needs it.
+    pub fn has_vnni(self) -> bool {
+        matches!(self, Variant::Amx | Variant::Vnni)
+    }
+
+    /// Output rows per tile, the granularity of a thread's share.
+    fn tile_rows(self) -> usize {
+        match self {
+            Variant::Amx => AMX_ROWS,
+            _ => TILE_ROWS,
         }
     }
 
     pub fn as_str(self) -> &'static str {
         match self {
+            Variant::Amx => "amx-int8",
             Variant::Vnni => "avx512-vnni",
             Variant::Avx512Bw => "avx512-bw",
             Variant::Portable => "portable",
@@ -373,7 +421,7 @@ impl Int8Matrix {
         );
         let groups = input.div_ceil(4);
         let panels = out.div_ceil(PANEL);
-        let mut packed = vec![0u32; panels * groups * PANEL];
+        let mut packed = vec![0u32; panels * groups * PANEL + AMX_SLACK];
         let mut scales = vec![0f32; panels * PANEL];
         let mut sums = vec![0i32; panels * PANEL];
         packed
@@ -522,7 +570,7 @@ impl Int8Matrix {
                 input: self.input,
                 out: self.out,
                 panel: PANEL,
-                tile_rows: TILE_ROWS,
+                tile_rows: variant.tile_rows(),
             },
             |x, rows, panels, dst, stride| self.rows_into(&job, x, rows, panels, dst, stride),
         )
@@ -541,6 +589,9 @@ impl Int8Matrix {
         dst: &mut [MaybeUninit<f32>],
         stride: usize,
     ) {
+        if let Some(simd) = job.simd.filter(|s| s.variant() == Variant::Amx) {
+            return self.rows_into_amx(job, simd, x, rows, panels, dst, stride);
+        }
         let (first_row, rows) = (rows.start, rows.len());
         let width = (panels.end * PANEL).min(self.out) - panels.start * PANEL;
         assert!(x.len() >= rows * self.input && stride >= width && dst.len() >= rows * stride);
@@ -590,6 +641,79 @@ impl Int8Matrix {
             }
         }
     }
+
+    /// [`Int8Matrix::rows_into`] on AMX tiles: the activations quantized
+    /// into rows of whole tile depths (zero past the input) and whole
+    /// [`AMX_ROWS`] (zero rows past the end), then each block of rows times
+    /// each panel.
+    #[allow(clippy::too_many_arguments)]
+    fn rows_into_amx<F: Fn(usize, usize, &mut [f32]) + Sync>(
+        &self,
+        job: &Job<F>,
+        simd: kernel::Simd,
+        x: &[f32],
+        rows: std::ops::Range<usize>,
+        panels: std::ops::Range<usize>,
+        dst: &mut [MaybeUninit<f32>],
+        stride: usize,
+    ) {
+        let (first_row, rows) = (rows.start, rows.len());
+        let width = (panels.end * PANEL).min(self.out) - panels.start * PANEL;
+        assert!(x.len() >= rows * self.input && stride >= width && dst.len() >= rows * stride);
+        let depths = self.groups.div_ceil(AMX_DEPTH / 4);
+        let row_bytes = depths * AMX_DEPTH;
+        let padded = rows.next_multiple_of(AMX_ROWS);
+        let mut q = vec![0u8; padded * row_bytes];
+        let mut zero = vec![0i32; padded];
+        let mut scale = vec![0f32; padded];
+        for (((src, q), z), s) in x
+            .chunks_exact(self.input)
+            .take(rows)
+            .zip(q.chunks_exact_mut(row_bytes))
+            .zip(&mut zero)
+            .zip(&mut scale)
+        {
+            (*s, *z) = quantize_row(src, job.levels, q, job.simd, job.fixed);
+        }
+        // Per block of rows: the sums of every panel, on the tiles, and then
+        // (with the tiles released, so that `finish` runs no code of ours
+        // while they are configured) the outputs.
+        let mut acc = vec![0i32; panels.len() * AMX_ROWS * PANEL];
+        for block in (0..rows).step_by(AMX_ROWS) {
+            let n = AMX_ROWS.min(rows - block);
+            let a = Rows {
+                q: &q[block * row_bytes..(block + AMX_ROWS) * row_bytes],
+                stride: row_bytes,
+                zero: &zero[block..block + AMX_ROWS],
+                scale: &scale[block..block + AMX_ROWS],
+            };
+            let panel = |j: usize| {
+                // The panel and what follows it: the kernel's last tile of
+                // weights reads up to `AMX_SLACK` words past the panel.
+                let start = j * self.groups * PANEL;
+                Panel {
+                    words: &self.packed[start..start + depths * (AMX_DEPTH / 4) * PANEL],
+                    sums: &self.sums[j * PANEL..][..PANEL],
+                    scales: &self.scales[j * PANEL..][..PANEL],
+                }
+            };
+            {
+                let tiles = crate::amx::Tiles::new().expect("the AMX variant has tiles");
+                for (j, acc) in panels.clone().zip(acc.chunks_exact_mut(AMX_ROWS * PANEL)) {
+                    tiles.int8(a.q, a.stride, panel(j).words, depths, n, acc);
+                }
+            }
+            for (j, acc) in panels.clone().zip(acc.chunks_exact(AMX_ROWS * PANEL)) {
+                let column = (j - panels.start) * PANEL;
+                let columns = PANEL.min(self.out - j * PANEL);
+                let c = &mut dst[block * stride + column..];
+                let finish = |i: usize, values: &mut [f32]| {
+                    (job.finish)(first_row + block + i, j * PANEL, values)
+                };
+                kernel::store_sums(simd, acc, &a, &panel(j), c, stride, n, columns, finish);
+            }
+        }
+    }
 }
 
 /// What one product call runs: the AVX-512 variant (`None`: the portable
@@ -630,7 +754,7 @@ pub(crate) use kernel::Simd;
 
 #[allow(unsafe_code)]
 mod kernel {
-    use super::{PANEL, Panel, Rows, TILE_ROWS, Variant};
+    use super::{AMX_ROWS, PANEL, Panel, Rows, TILE_ROWS, Variant};
     use std::mem::MaybeUninit;
 
     #[cfg(target_arch = "x86_64")]
@@ -762,7 +886,7 @@ mod kernel {
         c_stride: usize,
         rows: usize,
         columns: usize,
-        mut finish: impl FnMut(usize, &mut [f32]),
+        finish: impl FnMut(usize, &mut [f32]),
     ) {
         let groups = p.words.len() / PANEL;
         assert!(p.words.len() == groups * PANEL && p.sums.len() >= PANEL);
@@ -815,18 +939,97 @@ mod kernel {
             // neither written nor faulted on).
             unsafe {
                 match simd.0 {
-                    Variant::Vnni => by_rows!(vnni),
+                    Variant::Amx | Variant::Vnni => by_rows!(vnni),
                     _ => by_rows!(bw),
                 }
             }
         }
+        finish_rows(c, c_stride, rows, columns, finish);
+    }
+
+    /// `finish(r, values)` on the first `columns` values of each of `rows`
+    /// rows of `c`, which a kernel has just stored.
+    fn finish_rows(
+        c: &mut [MaybeUninit<f32>],
+        c_stride: usize,
+        rows: usize,
+        columns: usize,
+        mut finish: impl FnMut(usize, &mut [f32]),
+    ) {
         for r in 0..rows {
             let values = &mut c[r * c_stride..][..columns];
-            // SAFETY: the kernel above stored every one of these values
+            // SAFETY: the callers' kernels stored every one of these values
             // (the first `columns` of row r), so they are initialised, and
             // `MaybeUninit<f32>` has the layout of `f32`.
             let values = unsafe { &mut *(values as *mut [MaybeUninit<f32>] as *mut [f32]) };
             finish(r, values);
+        }
+    }
+
+    /// The outputs of the AMX sums `acc` (row-major, [`PANEL`] columns) of
+    /// `rows` rows of `a` and the panel `p`, as [`tile`] stores its
+    /// registers' sums: into the first `columns` values of each of `rows`
+    /// rows of `c`, `c_stride` apart, each row then through `finish`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn store_sums(
+        simd: Simd,
+        acc: &[i32],
+        a: &Rows,
+        p: &Panel,
+        c: &mut [MaybeUninit<f32>],
+        c_stride: usize,
+        rows: usize,
+        columns: usize,
+        finish: impl FnMut(usize, &mut [f32]),
+    ) {
+        let _ = simd;
+        assert!(acc.len() >= rows * PANEL && p.sums.len() >= PANEL && p.scales.len() >= PANEL);
+        assert!((1..=AMX_ROWS).contains(&rows) && (1..=PANEL).contains(&columns));
+        assert!(a.zero.len() >= rows && a.scale.len() >= rows);
+        assert!(c_stride >= columns && c.len() >= (rows - 1) * c_stride + columns);
+        #[cfg(target_arch = "x86_64")]
+        {
+            let full = if columns == 32 {
+                u32::MAX
+            } else {
+                (1u32 << columns) - 1
+            };
+            let out = Out {
+                zero: a.zero.as_ptr(),
+                scale: a.scale.as_ptr(),
+                sums: p.sums.as_ptr(),
+                wscales: p.scales.as_ptr(),
+                c: c.as_mut_ptr() as *mut f32,
+                c_stride,
+                masks: [full as u16, (full >> 16) as u16],
+            };
+            // SAFETY: `simd` proves AVX-512 F; the asserts bound the reads
+            // of `acc` (rows · PANEL), of the sums and scales (< PANEL), of
+            // the rows' zero points and steps (< rows), and the masked
+            // stores write only columns < `columns` of rows < `rows` of `c`.
+            unsafe { store_memory(acc.as_ptr(), rows, out) }
+        }
+        finish_rows(c, c_stride, rows, columns, finish);
+    }
+
+    /// [`store!`] on sums read from memory, `PANEL` per row.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn store_memory(acc: *const i32, rows: usize, o: Out) {
+        // SAFETY: the caller (`store_sums`) checked the bounds.
+        unsafe {
+            for v in 0..V {
+                let sums = _mm512_loadu_si512(o.sums.add(16 * v) as *const __m512i);
+                let wscales = _mm512_loadu_ps(o.wscales.add(16 * v));
+                for r in 0..rows {
+                    let acc = _mm512_loadu_si512(acc.add(r * PANEL + 16 * v) as *const __m512i);
+                    let zero = _mm512_set1_epi32(o.zero.add(r).read());
+                    let d = _mm512_sub_epi32(acc, _mm512_mullo_epi32(zero, sums));
+                    let y = _mm512_mul_ps(_mm512_cvtepi32_ps(d), wscales);
+                    let y = _mm512_mul_ps(y, _mm512_set1_ps(o.scale.add(r).read()));
+                    _mm512_mask_storeu_ps(o.c.add(r * o.c_stride + 16 * v), o.masks[v], y);
+                }
+            }
         }
     }
 
@@ -1248,6 +1451,8 @@ mod tests {
                 (17, 100, 33),
                 (70, 40, 31),
                 (130, 97, 129),
+                (33, 64, 65),
+                (200, 40, 1000),
                 (3, 200, 384),
                 (2, 3, 1537),
                 (0, 5, 5),

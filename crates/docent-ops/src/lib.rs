@@ -6,6 +6,7 @@
 //! across rayon's pool; and matrix products in bf16 ([`bf16`]) and int8
 //! ([`int8`]).
 
+pub mod amx;
 pub mod bf16;
 pub mod int8;
 mod panels;
@@ -42,6 +43,13 @@ pub fn cpu_features() -> Vec<&'static str> {
                 found.push(name);
             }
         }
+    }
+    let amx = amx::support();
+    if amx.int8 {
+        found.push("amx-int8");
+    }
+    if amx.bf16 {
+        found.push("amx-bf16");
     }
     found
 }

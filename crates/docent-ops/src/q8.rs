@@ -348,7 +348,7 @@ mod kernel {
                     };
                 }
                 match simd.variant() {
-                    Variant::Vnni => by_rows!(vnni),
+                    Variant::Amx | Variant::Vnni => by_rows!(vnni),
                     _ => by_rows!(bw),
                 }
             }
