@@ -25,9 +25,18 @@ fn relative_error(y: &[f32], reference: &[f32]) -> f64 {
 
 fn main() -> candle_core::Result<()> {
     let int8: Vec<Variant> = Variant::all_supported();
+    // The bf16 kernels: AVX-512 BF16, and AMX-BF16 where the CPU has it.
+    let bf16s: Vec<bool> = if bf16::available() {
+        std::iter::once(false)
+            .chain(docent_ops::amx::support().bf16.then_some(true))
+            .collect()
+    } else {
+        Vec::new()
+    };
     println!(
-        "CPU: {} · {} threads · bf16 kernel: {} · int8 variants: {}",
+        "CPU: {} ({}) · {} threads · bf16 kernel: {} · int8 variants: {}",
         docent_ops::cpu_name(),
+        docent_ops::cpu_features().join(", "),
         rayon::current_num_threads(),
         bf16::available(),
         int8.iter()
@@ -40,8 +49,8 @@ fn main() -> candle_core::Result<()> {
         .and_then(|r| r.parse().ok())
         .unwrap_or(15);
     print!("{:>6} {:>6} {:>6} {:>8}", "rows", "in", "out", "f32");
-    if bf16::available() {
-        print!(" {:>8}", "bf16");
+    for &amx in &bf16s {
+        print!(" {:>9}", if amx { "bf16 amx" } else { "bf16" });
     }
     for v in &int8 {
         print!(
@@ -79,16 +88,19 @@ fn main() -> candle_core::Result<()> {
             .iter()
             .map(|&v| relative_error(&q.matmul_with(v, &xs, rows, |_, _, _| {}), &reference))
             .collect();
-        let (mut f, mut b) = (Vec::new(), Vec::new());
+        let mut f = Vec::new();
+        let mut b = vec![Vec::new(); bf16s.len()];
         let mut i8s = vec![Vec::new(); int8.len()];
         for _ in 0..reps {
             let t = Instant::now();
             std::hint::black_box(x.matmul(&wt)?);
             f.push(gflops(t));
             if let Some(bf) = &bf {
-                let t = Instant::now();
-                std::hint::black_box(bf.matmul(&xs, rows));
-                b.push(gflops(t));
+                for (&amx, times) in bf16s.iter().zip(&mut b) {
+                    let t = Instant::now();
+                    std::hint::black_box(bf.matmul_on(amx, &xs, rows));
+                    times.push(gflops(t));
+                }
             }
             for (&v, times) in int8.iter().zip(&mut i8s) {
                 let t = Instant::now();
@@ -97,8 +109,8 @@ fn main() -> candle_core::Result<()> {
             }
         }
         print!("{rows:>6} {input:>6} {out:>6} {:>8.1}", median(f));
-        if bf.is_some() {
-            print!(" {:>8.1}", median(b));
+        for times in b {
+            print!(" {:>9.1}", median(times));
         }
         for times in i8s {
             print!(" {:>12.1}", median(times));

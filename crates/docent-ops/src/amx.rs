@@ -18,8 +18,8 @@
 //! asks once. `DOCENT_AMX=off` makes docent ignore AMX (to compare with
 //! the AVX-512 kernels on one machine).
 //!
-//! All `unsafe` code is in the `kernel` module: the `cpuid` and
-//! `arch_prctl` calls, and the tile instructions, written as inline
+//! All `unsafe` code is in the `kernel` module: the `arch_prctl` call and
+//! the tile instructions, written as inline
 //! assembly because Rust's AMX intrinsics are not stable.
 
 use std::sync::OnceLock;
@@ -71,14 +71,11 @@ mod kernel {
         #[cfg(target_arch = "x86_64")]
         {
             use std::arch::x86_64::{__cpuid, __cpuid_count};
-            // SAFETY: CPUID exists on every x86-64 CPU, and leaf 7 is asked
-            // for only when the highest leaf reaches it.
-            let edx = unsafe {
-                if __cpuid(0).eax < 7 {
-                    return (false, false, false);
-                }
-                __cpuid_count(7, 0).edx
-            };
+            // Leaf 7 is asked for only when the highest leaf reaches it.
+            if __cpuid(0).eax < 7 {
+                return (false, false, false);
+            }
+            let edx = __cpuid_count(7, 0).edx;
             let bit = |b: u32| edx & (1 << b) != 0;
             (bit(24), bit(25), bit(22))
         }

@@ -203,7 +203,10 @@ impl Bf16Matrix {
     /// compare them. Panics if the CPU lacks the one asked for.
     pub fn matmul_on(&self, amx: bool, x: &[f32], rows: usize) -> Vec<f32> {
         assert!(available(), "the bf16 kernel needs AVX-512 BF16");
-        assert!(!amx || crate::amx::support().bf16, "this CPU lacks AMX-BF16");
+        assert!(
+            !amx || crate::amx::support().bf16,
+            "this CPU lacks AMX-BF16"
+        );
         assert_eq!(
             x.len(),
             rows * self.input,
@@ -219,9 +222,7 @@ impl Bf16Matrix {
                 panel: PANEL,
                 tile_rows: TILE_ROWS,
             },
-            |x, rows, panels, dst, stride| {
-                self.rows_into(amx, x, rows.len(), panels, dst, stride)
-            },
+            |x, rows, panels, dst, stride| self.rows_into(amx, x, rows.len(), panels, dst, stride),
         )
     }
 
@@ -298,18 +299,24 @@ impl Bf16Matrix {
         let (full, rest) = (self.pairs / 16, self.pairs % 16);
         let a_stride = self.pairs.next_multiple_of(16);
         let padded = rows.next_multiple_of(BLOCK);
-        let mut a = vec![0u32; padded * a_stride];
+        // The buffers of the last call on this thread (see the int8
+        // kernel's): every value is written, or zeroed as padding.
+        let (mut a, mut acc) = SCRATCH.with(|s| s.take());
+        a.resize(padded * a_stride, 0);
         for (src, pairs) in x
             .chunks_exact(self.input)
             .take(rows)
             .zip(a.chunks_exact_mut(a_stride))
         {
-            kernel::round_row(src, &mut pairs[..self.pairs]);
+            let (row, padding) = pairs.split_at_mut(self.pairs);
+            kernel::round_row(src, row);
+            padding.fill(0);
         }
+        a[rows * a_stride..].fill(0);
+        acc.resize(panels.len() * BLOCK * PANEL, 0.0);
         let packed = self.packed();
         let panel = |j: usize| &packed[j * self.pairs * PANEL..][..self.pairs * PANEL];
         let mut tail = vec![0u32; 16 * PANEL];
-        let mut acc = vec![0f32; panels.len() * BLOCK * PANEL];
         for block in (0..rows).step_by(BLOCK) {
             let n = BLOCK.min(rows - block);
             let a = &a[block * a_stride..(block + BLOCK) * a_stride];
@@ -335,7 +342,16 @@ impl Bf16Matrix {
                 }
             }
         }
+        SCRATCH.with(|s| s.replace((a, acc)));
     }
+}
+
+thread_local! {
+    /// [`Bf16Matrix::rows_into_amx`]'s rounded activations and sums, kept
+    /// for the thread's next call (taken out during a call).
+    static SCRATCH: std::cell::Cell<(Vec<u32>, Vec<f32>)> = const {
+        std::cell::Cell::new((Vec::new(), Vec::new()))
+    };
 }
 
 /// As a candle op: `x` of shape (…, in), contiguous f32, to (…, out).
@@ -403,9 +419,7 @@ impl Precision {
     /// not measured on retrieval), else as for prompts.
     pub fn resolve_embedding(self) -> Result<Precision, String> {
         match self {
-            Precision::Auto if crate::int8::Variant::detect().has_vnni() => {
-                Ok(Precision::Int8)
-            }
+            Precision::Auto if crate::int8::Variant::detect().has_vnni() => Ok(Precision::Int8),
             _ => self.resolve_common(),
         }
     }
@@ -644,7 +658,11 @@ mod tests {
         let m = Bf16Matrix::pack(&w, out, input);
         let got = m.matmul_on(amx, &x, rows);
         if amx == crate::amx::support().bf16 {
-            assert_eq!(got, m.matmul(&x, rows), "matmul runs the AMX kernel where it can");
+            assert_eq!(
+                got,
+                m.matmul(&x, rows),
+                "matmul runs the AMX kernel where it can"
+            );
         }
         assert_eq!(got.len(), rows * out);
         let (want, scale) = reference(&x, &w, rows, out, input);

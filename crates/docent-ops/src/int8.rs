@@ -129,9 +129,9 @@ impl Variant {
             Variant::Avx512Bw,
             Variant::Portable,
         ]
-            .into_iter()
-            .filter(|v| v.supported())
-            .collect()
+        .into_iter()
+        .filter(|v| v.supported())
+        .collect()
     }
 
     /// Whether this CPU has the instructions of the variant.
@@ -663,7 +663,14 @@ impl Int8Matrix {
         let depths = self.groups.div_ceil(AMX_DEPTH / 4);
         let row_bytes = depths * AMX_DEPTH;
         let padded = rows.next_multiple_of(AMX_ROWS);
-        let mut q = vec![0u8; padded * row_bytes];
+        // The buffers of the last call on this thread, so that no call
+        // zeroes or faults in fresh memory (zeroing and page faults were a
+        // fifth of bulk embedding with fresh buffers). Real rows are
+        // written whole by `quantize_row`; the padding rows are zeroed.
+        let (mut q, mut acc) = SCRATCH.with(|s| s.take());
+        q.resize(padded * row_bytes, 0);
+        q[rows * row_bytes..].fill(0);
+        acc.resize(panels.len() * AMX_ROWS * PANEL, 0);
         let mut zero = vec![0i32; padded];
         let mut scale = vec![0f32; padded];
         for (((src, q), z), s) in x
@@ -678,7 +685,6 @@ impl Int8Matrix {
         // Per block of rows: the sums of every panel, on the tiles, and then
         // (with the tiles released, so that `finish` runs no code of ours
         // while they are configured) the outputs.
-        let mut acc = vec![0i32; panels.len() * AMX_ROWS * PANEL];
         for block in (0..rows).step_by(AMX_ROWS) {
             let n = AMX_ROWS.min(rows - block);
             let a = Rows {
@@ -713,7 +719,17 @@ impl Int8Matrix {
                 kernel::store_sums(simd, acc, &a, &panel(j), c, stride, n, columns, finish);
             }
         }
+        SCRATCH.with(|s| s.replace((q, acc)));
     }
+}
+
+thread_local! {
+    /// [`Int8Matrix::rows_into_amx`]'s quantized activations and sums,
+    /// kept for the thread's next call (taken out during a call, so a
+    /// nested call starts empty).
+    static SCRATCH: std::cell::Cell<(Vec<u8>, Vec<i32>)> = const {
+        std::cell::Cell::new((Vec::new(), Vec::new()))
+    };
 }
 
 /// What one product call runs: the AVX-512 variant (`None`: the portable
@@ -1415,7 +1431,7 @@ mod tests {
         let w = random(out * input, &mut seed);
         let m = Int8Matrix::pack(&w, out, input);
         assert_eq!(m.scales().len(), out);
-        assert_eq!(m.bytes(), (2 * 4 * PANEL + 2 * PANEL * 2) * 4);
+        assert_eq!(m.bytes(), (2 * 4 * PANEL + AMX_SLACK + 2 * PANEL * 2) * 4);
         for j in 0..out {
             let row = &w[j * input..(j + 1) * input];
             let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
