@@ -35,7 +35,8 @@ pub fn run(setup: &Setup, command: ModelsCommand) -> Result<ExitCode> {
             let asked = setup.config.embed.precision;
             match asked.resolve_embedding() {
                 Ok(runs) => println!(
-                    "embed.precision = \"{asked}\": the encoder runs in {runs} on this CPU"
+                    "embed.precision = \"{asked}\": the encoder runs in {runs} ({}) on this CPU",
+                    runs.kernel()
                 ),
                 Err(message) => println!("embed.precision = \"{asked}\": {message}"),
             }
@@ -49,8 +50,9 @@ pub fn run(setup: &Setup, command: ModelsCommand) -> Result<ExitCode> {
                     rerank.runtime.as_str()
                 ),
                 (_, Ok(runs)) => println!(
-                    "rerank.precision = \"{}\": the reranker runs on docent's encoder in {runs} on this CPU",
-                    rerank.precision
+                    "rerank.precision = \"{}\": the reranker runs on docent's encoder in {runs} ({}) on this CPU",
+                    rerank.precision,
+                    runs.kernel()
                 ),
                 (_, Err(message)) => {
                     println!("rerank.precision = \"{}\": {message}", rerank.precision)
@@ -63,7 +65,8 @@ pub fn run(setup: &Setup, command: ModelsCommand) -> Result<ExitCode> {
                     println!("generate.dense_prefill = false: prompts use the quantized weights")
                 }
                 (true, Ok(runs)) => println!(
-                    "generate.prefill_precision = \"{asked}\": prompt evaluation runs in {runs} on this CPU"
+                    "generate.prefill_precision = \"{asked}\": prompt evaluation runs in {runs} ({}) on this CPU",
+                    runs.kernel()
                 ),
                 (true, Err(message)) => {
                     println!("generate.prefill_precision = \"{asked}\": {message}")

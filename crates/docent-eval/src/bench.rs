@@ -626,6 +626,7 @@ fn embed(
         "precision": parts.embedder.precision(),
         "cpu": docent_ops::cpu_name(),
         "cpu_features": docent_ops::cpu_features(),
+        "kernels": docent_ops::kernels(),
         "sentences": sentences,
         "words_per_sentence": words,
         "batch": batch,
@@ -855,7 +856,7 @@ fn generate(
         }));
     }
     Ok(
-        json!({ "bench": "generate", "cpu": docent_ops::cpu_name(), "cpu_features": docent_ops::cpu_features(), "threads": threads(), "models": results, "peak_rss_mib": peak_rss_mib() }),
+        json!({ "bench": "generate", "cpu": docent_ops::cpu_name(), "cpu_features": docent_ops::cpu_features(), "kernels": docent_ops::kernels(), "threads": threads(), "models": results, "peak_rss_mib": peak_rss_mib() }),
     )
 }
 

@@ -385,10 +385,11 @@ impl candle_core::CustomOp1 for Bf16Matrix {
 pub enum Precision {
     /// f32 weights and activations (candle's gemm): the reference.
     F32,
-    /// bf16 weights and activations with f32 sums, on AVX-512 BF16.
+    /// bf16 weights and activations with f32 sums, on AVX-512 BF16 (and
+    /// on AMX-BF16 tiles where the CPU has them).
     Bf16,
     /// 8-bit weights (per output column) and activations (per row) with
-    /// integer sums ([`crate::int8`]), on AVX-512 VNNI or BW; for the
+    /// integer sums ([`crate::int8`]), on AMX-INT8, AVX-512 VNNI or BW; for the
     /// encoder only. About 1% of error per product, and embeddings within
     /// cosine 0.993 of f32, but retrieval on the development set is
     /// unchanged (docs/benchmarks.md, session 15).
@@ -437,6 +438,19 @@ impl Precision {
                 "int8 precision needs a CPU with AVX-512 (VNNI or BW), which this one lacks; set the precision to \"auto\" or \"f32\"".into(),
             ),
             p => Ok(p),
+        }
+    }
+
+    /// The kernel a resolved precision runs on this CPU: `amx-int8`,
+    /// `avx512-vnni`, `avx512-bw` or `portable` for int8, `amx-bf16` or
+    /// `avx512-bf16` for bf16, candle's `gemm` for f32 (and for `Auto`,
+    /// which callers resolve first).
+    pub fn kernel(self) -> &'static str {
+        match self {
+            Precision::Int8 => crate::int8::Variant::detect().as_str(),
+            Precision::Bf16 if crate::amx::support().bf16 => "amx-bf16",
+            Precision::Bf16 => "avx512-bf16",
+            Precision::F32 | Precision::Auto => "gemm",
         }
     }
 

@@ -54,6 +54,23 @@ pub fn cpu_features() -> Vec<&'static str> {
     found
 }
 
+/// The matrix kernels this process runs, for benchmark reports: the int8
+/// variant ([`int8::Variant::detect`]) and the bf16 kernel (`amx-bf16`,
+/// `avx512-bf16`, or none).
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct Kernels {
+    pub int8: &'static str,
+    pub bf16: Option<&'static str>,
+}
+
+/// [`Kernels`] on this CPU.
+pub fn kernels() -> Kernels {
+    Kernels {
+        int8: int8::Variant::detect().as_str(),
+        bf16: bf16::available().then(|| bf16::Precision::Bf16.kernel()),
+    }
+}
+
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape};
 use rayon::prelude::*;
 use std::ops::Range;
