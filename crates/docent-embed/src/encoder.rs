@@ -294,11 +294,14 @@ impl Encoder {
                 .product(&x)?
                 .apply_op2_no_bwd(&layer.qkv.bias, &split)?;
             let (q, k, v) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?);
-            let scores = q.matmul(&k.t()?)?;
-            let probs = match &bias {
-                Some(bias) => scores.apply_op2_no_bwd(bias, &MaskedSoftmax)?,
-                None => scores.apply_op1_no_bwd(&docent_ops::Softmax)?,
-            };
+            // The scores become the probabilities in place: a fresh tensor
+            // of batch × heads × seq² values had to be zeroed and faulted
+            // in at every layer.
+            let probs = q.matmul(&k.t()?)?;
+            match &bias {
+                Some(bias) => probs.inplace_op2(bias, &MaskedSoftmax)?,
+                None => probs.inplace_op1(&docent_ops::Softmax)?,
+            }
             let context = probs.matmul(&v)?.transpose(1, 2)?.reshape((n * s, h))?;
             let attended = layer.attention_out.product(&context)?.apply_op3_no_bwd(
                 &layer.attention_out.bias,
@@ -516,24 +519,26 @@ impl CustomOp2 for SplitHeads {
 
 /// Softmax over the last dimension of `(batch, heads, seq, seq)` scores
 /// after adding each input's `(batch, seq)` padding bias: one pass instead
-/// of a broadcast add and a softmax.
+/// of a broadcast add and a softmax, in place (`Tensor::inplace_op2`), so
+/// no tensor of batch × heads × seq² values is allocated, zeroed and
+/// faulted in per layer.
 struct MaskedSoftmax;
 
-impl CustomOp2 for MaskedSoftmax {
+impl candle_core::InplaceOp2 for MaskedSoftmax {
     fn name(&self) -> &'static str {
-        "docent-masked-softmax"
+        "docent-masked-softmax-in-place"
     }
 
     fn cpu_fwd(
         &self,
-        scores: &CpuStorage,
+        scores: &mut CpuStorage,
         scores_layout: &Layout,
         bias: &CpuStorage,
         bias_layout: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let scores = docent_ops::contiguous_f32(scores, scores_layout, "masked softmax")?;
+    ) -> Result<()> {
         let bias = docent_ops::contiguous_f32(bias, bias_layout, "masked softmax")?;
         let seq = scores_layout.dims().last().copied().unwrap_or(0);
+        let scores = docent_ops::contiguous_f32_mut(scores, scores_layout, "masked softmax")?;
         if seq == 0 || bias.is_empty() || bias.len() % seq != 0 || scores.len() % bias.len() != 0 {
             candle_core::bail!(
                 "masked softmax: {} scores in rows of {seq} with a bias of {}",
@@ -541,21 +546,17 @@ impl CustomOp2 for MaskedSoftmax {
                 bias.len()
             );
         }
-        let rows = scores.len() / seq;
-        // Rows of one input: heads × seq.
-        let per_input = rows / (bias.len() / seq);
-        let out = docent_ops::par_fill(rows, seq, docent_ops::min_rows(seq), |rows, dst| {
-            for (r, y) in rows.zip(dst.chunks_exact_mut(seq)) {
+        let per_input = scores.len() / seq / (bias.len() / seq);
+        docent_ops::par_rows_in_place(scores, seq, |rows, piece| {
+            for (r, y) in rows.zip(piece.chunks_exact_mut(seq)) {
                 let b = r / per_input;
-                let mask = &bias[b * seq..(b + 1) * seq];
-                let x = &scores[r * seq..(r + 1) * seq];
-                for ((o, &v), &m) in y.iter_mut().zip(x).zip(mask) {
-                    *o = v + m;
+                for (o, &m) in y.iter_mut().zip(&bias[b * seq..(b + 1) * seq]) {
+                    *o += m;
                 }
                 docent_ops::softmax_in_place(y);
             }
         });
-        Ok((CpuStorage::F32(out), scores_layout.shape().clone()))
+        Ok(())
     }
 }
 
@@ -610,7 +611,7 @@ mod tests {
     }
 
     #[test]
-    fn masked_softmax_op_matches_bias_add_then_softmax_per_input() {
+    fn masked_softmax_in_place_matches_bias_add_then_softmax_per_input() {
         let (batch, heads, seq) = (3usize, 2usize, 5usize);
         let device = &candle_core::Device::Cpu;
         let data: Vec<f32> = (0..batch * heads * seq * seq)
@@ -629,13 +630,9 @@ mod tests {
             .collect();
         let bias =
             ((Tensor::from_vec(keep, (batch, seq), device).unwrap() - 1.0).unwrap() * 1e9).unwrap();
-        let ours: Vec<f32> = scores
-            .apply_op2_no_bwd(&bias, &MaskedSoftmax)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
+        let probs = scores.copy().unwrap();
+        probs.inplace_op2(&bias, &MaskedSoftmax).unwrap();
+        let ours: Vec<f32> = probs.flatten_all().unwrap().to_vec1().unwrap();
         let reference: Vec<f32> = candle_nn::ops::softmax_last_dim(
             &scores
                 .broadcast_add(&bias.reshape((batch, 1, 1, seq)).unwrap())
@@ -648,6 +645,20 @@ mod tests {
         .unwrap();
         for (i, (a, b)) in ours.iter().zip(&reference).enumerate() {
             assert!((a - b).abs() < 1e-6, "{i}: {a} vs {b}");
+        }
+        // Without padding, the plain softmax, in place too.
+        let unmasked = scores.copy().unwrap();
+        unmasked.inplace_op1(&docent_ops::Softmax).unwrap();
+        let reference = candle_nn::ops::softmax_last_dim(&scores).unwrap();
+        for (a, b) in unmasked
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+            .iter()
+            .zip(&reference.flatten_all().unwrap().to_vec1::<f32>().unwrap())
+        {
+            assert!((a - b).abs() < 1e-6, "unmasked: {a} vs {b}");
         }
         // The last input's padded positions get no weight.
         let last_row = &ours[ours.len() - seq..];

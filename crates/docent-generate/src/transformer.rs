@@ -592,9 +592,10 @@ impl Transformer {
                         .reshape((kv_heads, group, rows, seen))?
                         .broadcast_add(mask)?
                         .reshape((kv_heads, group * rows, seen))?;
+                    // In place: the scores are this step's own tensor.
+                    scores.inplace_op1(&docent_ops::Softmax)?;
                     attended.push(
                         scores
-                            .apply_op1_no_bwd(&docent_ops::Softmax)?
                             .matmul(&values)? // [kv, group·rows, hd]
                             .reshape((kv_heads, group, rows, hd))?,
                     );

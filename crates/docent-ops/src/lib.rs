@@ -142,6 +142,49 @@ pub fn min_rows(row: usize) -> usize {
     (16 * 1024 / row.max(1)).max(1)
 }
 
+/// Runs `apply(rows, values)` over pieces of whole rows of `row` values of
+/// `data`, in place, on rayon's threads (pieces as in [`par_fill`]).
+pub fn par_rows_in_place(
+    data: &mut [f32],
+    row: usize,
+    apply: impl Fn(Range<usize>, &mut [f32]) + Sync,
+) {
+    let row = row.max(1);
+    let rows = data.len() / row;
+    if rows == 0 {
+        return;
+    }
+    let threads = rayon::current_num_threads().max(1);
+    let per_piece = rows.div_ceil(threads).max(min_rows(row));
+    if per_piece >= rows {
+        apply(0..rows, &mut data[..rows * row]);
+        return;
+    }
+    data[..rows * row]
+        .par_chunks_mut(per_piece * row)
+        .enumerate()
+        .for_each(|(i, piece)| {
+            let first = i * per_piece;
+            apply(first..first + piece.len() / row, piece)
+        });
+}
+
+/// The f32 values of a contiguous CPU tensor, to change in place, or an
+/// error naming `op`.
+pub fn contiguous_f32_mut<'a>(
+    storage: &'a mut CpuStorage,
+    layout: &Layout,
+    op: &str,
+) -> Result<&'a mut [f32]> {
+    let CpuStorage::F32(data) = storage else {
+        candle_core::bail!("{op}: expected f32 activations");
+    };
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        candle_core::bail!("{op}: expected a contiguous tensor");
+    };
+    Ok(&mut data[start..end])
+}
+
 /// Runs `apply` over `(input, output)` pieces of whole rows of `row` input
 /// values (see [`par_fill`]). Each output row has `out_row` values.
 pub fn par_rows_to(
@@ -214,6 +257,26 @@ impl CustomOp1 for Softmax {
             }
         });
         Ok((CpuStorage::F32(out), layout.shape().clone()))
+    }
+}
+
+/// In place (`Tensor::inplace_op1`): no new tensor, so no fresh memory to
+/// zero and fault in (an attention's probabilities are batch × heads ×
+/// seq² values: 100 MB for 32 chunks of 256 tokens).
+impl candle_core::InplaceOp1 for Softmax {
+    fn name(&self) -> &'static str {
+        "docent-softmax-in-place"
+    }
+
+    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> Result<()> {
+        let row = last_dim(layout);
+        let data = contiguous_f32_mut(storage, layout, "softmax")?;
+        par_rows_in_place(data, row, |_, piece| {
+            for y in piece.chunks_exact_mut(row) {
+                softmax_in_place(y);
+            }
+        });
+        Ok(())
     }
 }
 
