@@ -597,16 +597,8 @@ impl Int8Matrix {
         assert!(x.len() >= rows * self.input && stride >= width && dst.len() >= rows * stride);
         let row_bytes = self.groups * 4;
         let mut q = vec![0u8; rows * row_bytes];
-        let mut zero = vec![0i32; rows];
-        let mut scale = vec![0f32; rows];
-        for (((src, q), z), s) in x
-            .chunks_exact(self.input)
-            .zip(q.chunks_exact_mut(row_bytes))
-            .zip(&mut zero)
-            .zip(&mut scale)
-        {
-            (*s, *z) = quantize_row(src, job.levels, q, job.simd, job.fixed);
-        }
+        let (zero, scale) =
+            self.quantize_rows(job, &x[..rows * self.input], (&mut q, row_bytes), rows);
         for block in (0..rows).step_by(BLOCK_ROWS) {
             let block_rows = BLOCK_ROWS.min(rows - block);
             for j in panels.clone() {
@@ -642,6 +634,30 @@ impl Int8Matrix {
         }
     }
 
+    /// Quantizes the rows of `x` into rows of `row_bytes` bytes of `q`
+    /// (zero past the input), and returns each row's zero point and step,
+    /// for `rows` rows (0 and 0 past those of `x`, whose rows of `q` are
+    /// left as they are).
+    fn quantize_rows<F>(
+        &self,
+        job: &Job<F>,
+        x: &[f32],
+        (q, row_bytes): (&mut [u8], usize),
+        rows: usize,
+    ) -> (Vec<i32>, Vec<f32>) {
+        let mut zero = vec![0i32; rows];
+        let mut scale = vec![0f32; rows];
+        for (((src, q), z), s) in x
+            .chunks_exact(self.input)
+            .zip(q.chunks_exact_mut(row_bytes))
+            .zip(&mut zero)
+            .zip(&mut scale)
+        {
+            (*s, *z) = quantize_row(src, job.levels, q, job.simd, job.fixed);
+        }
+        (zero, scale)
+    }
+
     /// [`Int8Matrix::rows_into`] on AMX tiles: the activations quantized
     /// into rows of whole tile depths (zero past the input) and whole
     /// [`AMX_ROWS`] (zero rows past the end), then each block of rows times
@@ -671,17 +687,8 @@ impl Int8Matrix {
         q.resize(padded * row_bytes, 0);
         q[rows * row_bytes..].fill(0);
         acc.resize(panels.len() * AMX_ROWS * PANEL, 0);
-        let mut zero = vec![0i32; padded];
-        let mut scale = vec![0f32; padded];
-        for (((src, q), z), s) in x
-            .chunks_exact(self.input)
-            .take(rows)
-            .zip(q.chunks_exact_mut(row_bytes))
-            .zip(&mut zero)
-            .zip(&mut scale)
-        {
-            (*s, *z) = quantize_row(src, job.levels, q, job.simd, job.fixed);
-        }
+        let (zero, scale) =
+            self.quantize_rows(job, &x[..rows * self.input], (&mut q, row_bytes), padded);
         // Per block of rows: the sums of every panel, on the tiles, and then
         // (with the tiles released, so that `finish` runs no code of ours
         // while they are configured) the outputs.
@@ -913,20 +920,7 @@ mod kernel {
         assert!(c_stride >= columns && c.len() >= (rows - 1) * c_stride + columns);
         #[cfg(target_arch = "x86_64")]
         {
-            let full = if columns == 32 {
-                u32::MAX
-            } else {
-                (1u32 << columns) - 1
-            };
-            let out = Out {
-                zero: a.zero.as_ptr(),
-                scale: a.scale.as_ptr(),
-                sums: p.sums.as_ptr(),
-                wscales: p.scales.as_ptr(),
-                c: c.as_mut_ptr() as *mut f32,
-                c_stride,
-                masks: [full as u16, (full >> 16) as u16],
-            };
+            let out = Out::new(a, p, c, c_stride, columns);
             let (q, stride, b) = (a.q.as_ptr(), a.stride, p.words.as_ptr());
             macro_rules! by_rows {
                 ($kernel:ident) => {
@@ -1005,20 +999,7 @@ mod kernel {
         assert!(c_stride >= columns && c.len() >= (rows - 1) * c_stride + columns);
         #[cfg(target_arch = "x86_64")]
         {
-            let full = if columns == 32 {
-                u32::MAX
-            } else {
-                (1u32 << columns) - 1
-            };
-            let out = Out {
-                zero: a.zero.as_ptr(),
-                scale: a.scale.as_ptr(),
-                sums: p.sums.as_ptr(),
-                wscales: p.scales.as_ptr(),
-                c: c.as_mut_ptr() as *mut f32,
-                c_stride,
-                masks: [full as u16, (full >> 16) as u16],
-            };
+            let out = Out::new(a, p, c, c_stride, columns);
             // SAFETY: `simd` proves AVX-512 F; the asserts bound the reads
             // of `acc` (rows · PANEL), of the sums and scales (< PANEL), of
             // the rows' zero points and steps (< rows), and the masked
@@ -1026,27 +1007,6 @@ mod kernel {
             unsafe { store_memory(acc.as_ptr(), rows, out) }
         }
         finish_rows(c, c_stride, rows, columns, finish);
-    }
-
-    /// [`store!`] on sums read from memory, `PANEL` per row.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn store_memory(acc: *const i32, rows: usize, o: Out) {
-        // SAFETY: the caller (`store_sums`) checked the bounds.
-        unsafe {
-            for v in 0..V {
-                let sums = _mm512_loadu_si512(o.sums.add(16 * v) as *const __m512i);
-                let wscales = _mm512_loadu_ps(o.wscales.add(16 * v));
-                for r in 0..rows {
-                    let acc = _mm512_loadu_si512(acc.add(r * PANEL + 16 * v) as *const __m512i);
-                    let zero = _mm512_set1_epi32(o.zero.add(r).read());
-                    let d = _mm512_sub_epi32(acc, _mm512_mullo_epi32(zero, sums));
-                    let y = _mm512_mul_ps(_mm512_cvtepi32_ps(d), wscales);
-                    let y = _mm512_mul_ps(y, _mm512_set1_ps(o.scale.add(r).read()));
-                    _mm512_mask_storeu_ps(o.c.add(r * o.c_stride + 16 * v), o.masks[v], y);
-                }
-            }
-        }
     }
 
     /// Where and how a tile's sums become outputs.
@@ -1062,24 +1022,65 @@ mod kernel {
         masks: [u16; V],
     }
 
+    #[cfg(target_arch = "x86_64")]
+    impl Out {
+        /// The outputs of the rows `a` and the panel `p` into the first
+        /// `columns` (≤ PANEL) values of rows of `c`, `c_stride` apart.
+        fn new(
+            a: &Rows,
+            p: &Panel,
+            c: &mut [MaybeUninit<f32>],
+            c_stride: usize,
+            columns: usize,
+        ) -> Out {
+            let full = if columns == 32 {
+                u32::MAX
+            } else {
+                (1u32 << columns) - 1
+            };
+            Out {
+                zero: a.zero.as_ptr(),
+                scale: a.scale.as_ptr(),
+                sums: p.sums.as_ptr(),
+                wscales: p.scales.as_ptr(),
+                c: c.as_mut_ptr() as *mut f32,
+                c_stride,
+                masks: [full as u16, (full >> 16) as u16],
+            }
+        }
+    }
+
     /// Stores the sums `$acc` (rows of `V` registers) as
     /// `(f32(acc − z · sum) · sw) · s`, the operations of
     /// [`super::output`]. A macro, so the accumulators stay in registers.
     #[cfg(target_arch = "x86_64")]
     macro_rules! store {
-        ($acc:ident, $o:ident) => {
-            for v in 0..V {
-                let sums = _mm512_loadu_si512($o.sums.add(16 * v) as *const __m512i);
-                let wscales = _mm512_loadu_ps($o.wscales.add(16 * v));
-                for (r, acc) in $acc.iter().enumerate() {
+        ($o:ident, $rows:expr, |$r:ident, $v:ident| $acc:expr) => {
+            for $v in 0..V {
+                let sums = _mm512_loadu_si512($o.sums.add(16 * $v) as *const __m512i);
+                let wscales = _mm512_loadu_ps($o.wscales.add(16 * $v));
+                for $r in 0..$rows {
+                    let (r, v) = ($r, $v);
                     let zero = _mm512_set1_epi32($o.zero.add(r).read());
-                    let d = _mm512_sub_epi32(acc[v], _mm512_mullo_epi32(zero, sums));
+                    let d = _mm512_sub_epi32($acc, _mm512_mullo_epi32(zero, sums));
                     let y = _mm512_mul_ps(_mm512_cvtepi32_ps(d), wscales);
                     let y = _mm512_mul_ps(y, _mm512_set1_ps($o.scale.add(r).read()));
                     _mm512_mask_storeu_ps($o.c.add(r * $o.c_stride + 16 * v), $o.masks[v], y);
                 }
             }
         };
+    }
+
+    /// [`store!`] on sums read from memory, `PANEL` per row.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn store_memory(acc: *const i32, rows: usize, o: Out) {
+        // SAFETY: the caller (`store_sums`) checked the bounds.
+        unsafe {
+            store!(o, rows, |r, v| _mm512_loadu_si512(
+                acc.add(r * PANEL + 16 * v) as *const __m512i
+            ));
+        }
     }
 
     /// The VNNI micro-kernel: per group of four inputs, one `vpdpbusd` per
@@ -1109,7 +1110,7 @@ mod kernel {
                     }
                 }
             }
-            store!(acc, o);
+            store!(o, R, |r, v| acc[r][v]);
         }
     }
 
@@ -1143,7 +1144,7 @@ mod kernel {
                     }
                 }
             }
-            store!(acc, o);
+            store!(o, R, |r, v| acc[r][v]);
         }
     }
 }
