@@ -1050,7 +1050,7 @@ mod kernel {
         }
     }
 
-    /// Stores the sums `$acc` (rows of `V` registers) as
+    /// Stores the sums `$acc` (the register of row `$r`, half `$v`) as
     /// `(f32(acc − z · sum) · sw) · s`, the operations of
     /// [`super::output`]. A macro, so the accumulators stay in registers.
     #[cfg(target_arch = "x86_64")]
@@ -1060,12 +1060,11 @@ mod kernel {
                 let sums = _mm512_loadu_si512($o.sums.add(16 * $v) as *const __m512i);
                 let wscales = _mm512_loadu_ps($o.wscales.add(16 * $v));
                 for $r in 0..$rows {
-                    let (r, v) = ($r, $v);
-                    let zero = _mm512_set1_epi32($o.zero.add(r).read());
+                    let zero = _mm512_set1_epi32($o.zero.add($r).read());
                     let d = _mm512_sub_epi32($acc, _mm512_mullo_epi32(zero, sums));
                     let y = _mm512_mul_ps(_mm512_cvtepi32_ps(d), wscales);
-                    let y = _mm512_mul_ps(y, _mm512_set1_ps($o.scale.add(r).read()));
-                    _mm512_mask_storeu_ps($o.c.add(r * $o.c_stride + 16 * v), $o.masks[v], y);
+                    let y = _mm512_mul_ps(y, _mm512_set1_ps($o.scale.add($r).read()));
+                    _mm512_mask_storeu_ps($o.c.add($r * $o.c_stride + 16 * $v), $o.masks[$v], y);
                 }
             }
         };

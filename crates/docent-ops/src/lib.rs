@@ -117,23 +117,38 @@ pub fn par_fill(
     apply: impl Fn(Range<usize>, &mut [f32]) + Sync,
 ) -> Vec<f32> {
     let mut out = vec![0f32; rows * out_row];
-    if out.is_empty() {
-        return out;
+    in_pieces(&mut out, out_row, min_rows, apply);
+    out
+}
+
+/// Runs `apply(rows, values)` over pieces of whole rows of `row` values of
+/// `data` (at least `min_rows` rows each, about one piece per thread), on
+/// rayon's threads.
+fn in_pieces(
+    data: &mut [f32],
+    row: usize,
+    min_rows: usize,
+    apply: impl Fn(Range<usize>, &mut [f32]) + Sync,
+) {
+    let row = row.max(1);
+    let rows = data.len() / row;
+    if rows == 0 {
+        return;
     }
     let threads = rayon::current_num_threads().max(1);
     let per_piece = rows.div_ceil(threads).max(min_rows.max(1));
+    let data = &mut data[..rows * row];
     if per_piece >= rows {
         // One piece: handing it to the pool would only add a round trip.
-        apply(0..rows, &mut out);
-        return out;
+        apply(0..rows, data);
+        return;
     }
-    out.par_chunks_mut(per_piece * out_row)
+    data.par_chunks_mut(per_piece * row)
         .enumerate()
-        .for_each(|(i, dst)| {
+        .for_each(|(i, piece)| {
             let first = i * per_piece;
-            apply(first..first + dst.len() / out_row, dst)
+            apply(first..first + piece.len() / row, piece)
         });
-    out
 }
 
 /// Rows of `row` values per piece for [`par_fill`]: at least 16k values, so
@@ -149,24 +164,7 @@ pub fn par_rows_in_place(
     row: usize,
     apply: impl Fn(Range<usize>, &mut [f32]) + Sync,
 ) {
-    let row = row.max(1);
-    let rows = data.len() / row;
-    if rows == 0 {
-        return;
-    }
-    let threads = rayon::current_num_threads().max(1);
-    let per_piece = rows.div_ceil(threads).max(min_rows(row));
-    if per_piece >= rows {
-        apply(0..rows, &mut data[..rows * row]);
-        return;
-    }
-    data[..rows * row]
-        .par_chunks_mut(per_piece * row)
-        .enumerate()
-        .for_each(|(i, piece)| {
-            let first = i * per_piece;
-            apply(first..first + piece.len() / row, piece)
-        });
+    in_pieces(data, row, min_rows(row), apply)
 }
 
 /// The f32 values of a contiguous CPU tensor, to change in place, or an
