@@ -4,7 +4,7 @@
 
 use crate::catalogue::{Catalogue, DocumentRecord, DocumentStatus, now_secs};
 use crate::extract::{ExtractOptions, Extractors};
-use crossbeam_channel::{Receiver, bounded};
+use crossbeam_channel::{Receiver, unbounded};
 use docent_core::{
     Chunk, ChunkId, Chunker, DocumentId, EmbeddedChunk, Embedder, Error, ExtractedDocument, Result,
     VectorStore, content_hash,
@@ -13,8 +13,8 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
 /// Limits and choices of an ingestion run.
 #[derive(Clone, Debug)]
@@ -242,6 +242,78 @@ struct ReadyDocument {
 
 /// A document in the embedding stage: how many chunks are stored, and
 /// whether its pending record is in the catalogue yet.
+/// The nice value of extraction threads (and of the PDF workers they start,
+/// which inherit it). The embedder's threads meet at a barrier after every
+/// operation, so a core is idle for about a third of a batch; extraction at
+/// the lowest priority runs in those gaps instead of delaying the threads
+/// the barrier waits for.
+const EXTRACT_NICE: i32 = 19;
+
+/// Lowers the calling thread's scheduling priority to [`EXTRACT_NICE`]
+/// (Linux gives each thread its own nice value). Best effort: a failure
+/// only costs speed.
+fn yield_to_embedding() {
+    if let Err(e) = rustix::process::setpriority_process(None, EXTRACT_NICE) {
+        tracing::debug!(error = %e, "cannot lower the extraction thread's priority");
+    }
+}
+
+/// Batches of tokens the extractors may prepare ahead of the embedder,
+/// counting the batch it is embedding: with 3, the next batch is extracted
+/// and chunked while the current one is embedded.
+const READ_AHEAD_BATCHES: usize = 3;
+
+/// Bounds the chunk tokens that are extracted but not yet stored, so the
+/// extractors work ahead of the embedder (a document-count bound stalled
+/// them after a few small files) without holding a whole corpus in memory.
+struct ReadAhead {
+    /// Tokens admitted and not yet released; whether the run stopped.
+    state: Mutex<(usize, bool)>,
+    changed: Condvar,
+    batch: usize,
+}
+
+impl ReadAhead {
+    fn new(batch: usize) -> ReadAhead {
+        ReadAhead {
+            state: Mutex::new((0, false)),
+            changed: Condvar::new(),
+            batch,
+        }
+    }
+
+    /// Waits until a document of `tokens` may join the queue; false once
+    /// the run stopped. Below one batch the embedder may be waiting for this
+    /// very document, so it always goes through, however large.
+    fn admit(&self, tokens: usize) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        while !state.1
+            && state.0 >= self.batch
+            && state.0 + tokens > READ_AHEAD_BATCHES * self.batch
+        {
+            state = self
+                .changed
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        state.0 += tokens;
+        !state.1
+    }
+
+    /// `tokens` were stored.
+    fn release(&self, tokens: usize) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.0 = state.0.saturating_sub(tokens);
+        self.changed.notify_all();
+    }
+
+    /// Wakes and turns away every waiting extractor.
+    fn stop(&self) {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner).1 = true;
+        self.changed.notify_all();
+    }
+}
+
 struct InFlight {
     document: ReadyDocument,
     sent: usize,
@@ -451,26 +523,34 @@ impl Pipeline {
         .min(files.len());
         let next = AtomicUsize::new(0);
         let stop = AtomicBool::new(false);
-        let (tx, rx) = bounded::<Prepared>(threads * 2);
+        let ahead = ReadAhead::new(self.options.batch_tokens.max(1));
+        let (tx, rx) = unbounded::<Prepared>();
         std::thread::scope(|scope| {
             for _ in 0..threads {
                 let tx = tx.clone();
-                let (files, next, stop) = (&files, &next, &stop);
+                let (files, next, stop, ahead) = (&files, &next, &stop, &ahead);
                 scope.spawn(move || {
+                    yield_to_embedding();
                     while !stop.load(Ordering::Relaxed) {
                         let Some(job) = files.get(next.fetch_add(1, Ordering::Relaxed)) else {
                             break;
                         };
-                        if tx.send(self.prepare_file(job, root)).is_err() {
+                        let prepared = self.prepare_file(job, root);
+                        let tokens = match &prepared {
+                            Prepared::Ready(doc) => doc.tokens.iter().sum(),
+                            _ => 0,
+                        };
+                        if !ahead.admit(tokens) || tx.send(prepared).is_err() {
                             break;
                         }
                     }
                 });
             }
             drop(tx);
-            let result = self.embed_stage(&rx, root, &mut summary, progress);
+            let result = self.embed_stage(&rx, &ahead, root, &mut summary, progress);
             // On a fatal error the extractors stop at their next file.
             stop.store(true, Ordering::Relaxed);
+            ahead.stop();
             drop(rx);
             result
         })?;
@@ -594,6 +674,7 @@ impl Pipeline {
     fn embed_stage(
         &self,
         rx: &Receiver<Prepared>,
+        ahead: &ReadAhead,
         root: Option<&str>,
         summary: &mut IngestSummary,
         progress: &dyn Fn(Progress),
@@ -636,6 +717,7 @@ impl Pipeline {
             }
             let stored = self.store_batch(&mut queue, budget)?;
             waiting_tokens = waiting_tokens.saturating_sub(stored.1);
+            ahead.release(stored.1);
             progress(Progress::Chunks(stored.0));
             summary.chunks_embedded += stored.0;
             batches += 1;
@@ -1224,5 +1306,44 @@ mod date_tests {
         assert_eq!(parse_date("2024-03-01T10:00:00Z"), Some(1_709_251_200));
         assert_eq!(parse_date("1700000000"), Some(1_700_000_000));
         assert_eq!(parse_date("March 1st"), None);
+    }
+}
+
+#[cfg(test)]
+mod read_ahead_tests {
+    use super::{READ_AHEAD_BATCHES, ReadAhead};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    #[test]
+    fn admission_waits_past_the_bound_until_tokens_are_stored() {
+        let ahead = ReadAhead::new(100);
+        // Below one batch anything goes in, even a document over the bound.
+        assert!(ahead.admit(50));
+        assert!(ahead.admit(READ_AHEAD_BATCHES * 100));
+        let admitted = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                assert!(ahead.admit(10));
+                admitted.store(true, Ordering::SeqCst);
+            });
+            std::thread::sleep(Duration::from_millis(100));
+            assert!(!admitted.load(Ordering::SeqCst), "admitted past the bound");
+            ahead.release(60);
+        });
+        assert!(admitted.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn stopping_turns_waiting_extractors_away() {
+        let ahead = ReadAhead::new(100);
+        assert!(ahead.admit(READ_AHEAD_BATCHES * 100));
+        std::thread::scope(|scope| {
+            let waiting = scope.spawn(|| ahead.admit(1));
+            std::thread::sleep(Duration::from_millis(50));
+            ahead.stop();
+            assert!(!waiting.join().expect("no panic"));
+        });
+        assert!(!ahead.admit(0));
     }
 }
