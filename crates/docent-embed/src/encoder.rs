@@ -279,30 +279,21 @@ impl Encoder {
             None => x.broadcast_add(&self.token_type)?,
         };
         let mut x = self.embedding_norm.forward(&x)?.reshape((n * s, h))?;
-        // Padding gets a large negative score before the softmax; a batch
-        // without padding needs no mask at all.
+        // Padding gets a large negative score before the softmax.
         let bias = if padded {
-            Some(((mask.to_dtype(DType::F32)? - 1.0)? * 1e9)?)
+            ((mask.to_dtype(DType::F32)? - 1.0)? * 1e9)?
         } else {
-            None
+            Tensor::zeros((n, s), DType::F32, x.device())?
         };
         let split = SplitHeads { batch: n, heads };
+        let attention = docent_ops::attention::Attention { batch: n, heads };
         for layer in &self.layers {
             // (3, n, heads, s, head_dim): Q, K and V, each contiguous.
             let qkv = layer
                 .qkv
                 .product(&x)?
                 .apply_op2_no_bwd(&layer.qkv.bias, &split)?;
-            let (q, k, v) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?);
-            // The scores become the probabilities in place: a fresh tensor
-            // of batch × heads × seq² values had to be zeroed and faulted
-            // in at every layer.
-            let probs = q.matmul(&k.t()?)?;
-            match &bias {
-                Some(bias) => probs.inplace_op2(bias, &MaskedSoftmax)?,
-                None => probs.inplace_op1(&docent_ops::Softmax)?,
-            }
-            let context = probs.matmul(&v)?.transpose(1, 2)?.reshape((n * s, h))?;
+            let context = qkv.apply_op2_no_bwd(&bias, &attention)?;
             let attended = layer.attention_out.product(&context)?.apply_op3_no_bwd(
                 &layer.attention_out.bias,
                 &x,
@@ -517,49 +508,6 @@ impl CustomOp2 for SplitHeads {
     }
 }
 
-/// Softmax over the last dimension of `(batch, heads, seq, seq)` scores
-/// after adding each input's `(batch, seq)` padding bias: one pass instead
-/// of a broadcast add and a softmax, in place (`Tensor::inplace_op2`), so
-/// no tensor of batch × heads × seq² values is allocated, zeroed and
-/// faulted in per layer.
-struct MaskedSoftmax;
-
-impl candle_core::InplaceOp2 for MaskedSoftmax {
-    fn name(&self) -> &'static str {
-        "docent-masked-softmax-in-place"
-    }
-
-    fn cpu_fwd(
-        &self,
-        scores: &mut CpuStorage,
-        scores_layout: &Layout,
-        bias: &CpuStorage,
-        bias_layout: &Layout,
-    ) -> Result<()> {
-        let bias = docent_ops::contiguous_f32(bias, bias_layout, "masked softmax")?;
-        let seq = scores_layout.dims().last().copied().unwrap_or(0);
-        let scores = docent_ops::contiguous_f32_mut(scores, scores_layout, "masked softmax")?;
-        if seq == 0 || bias.is_empty() || bias.len() % seq != 0 || scores.len() % bias.len() != 0 {
-            candle_core::bail!(
-                "masked softmax: {} scores in rows of {seq} with a bias of {}",
-                scores.len(),
-                bias.len()
-            );
-        }
-        let per_input = scores.len() / seq / (bias.len() / seq);
-        docent_ops::par_rows_in_place(scores, seq, |rows, piece| {
-            for (r, y) in rows.zip(piece.chunks_exact_mut(seq)) {
-                let b = r / per_input;
-                for (o, &m) in y.iter_mut().zip(&bias[b * seq..(b + 1) * seq]) {
-                    *o += m;
-                }
-                docent_ops::softmax_in_place(y);
-            }
-        });
-        Ok(())
-    }
-}
-
 /// Mean of `hidden` (batch × sequence, hidden) over each row's unmasked
 /// tokens, L2-normalised.
 pub fn mean_pool(hidden: &Tensor, mask: &Tensor) -> Result<Vec<Vec<f32>>> {
@@ -608,60 +556,5 @@ mod tests {
                 assert!((a - b).abs() < 1e-5, "{rows}x{width}: {a} vs {b}");
             }
         }
-    }
-
-    #[test]
-    fn masked_softmax_in_place_matches_bias_add_then_softmax_per_input() {
-        let (batch, heads, seq) = (3usize, 2usize, 5usize);
-        let device = &candle_core::Device::Cpu;
-        let data: Vec<f32> = (0..batch * heads * seq * seq)
-            .map(|i| (i as f32 * 0.77).sin() * 5.0)
-            .collect();
-        let scores = Tensor::from_vec(data, (batch, heads, seq, seq), device).unwrap();
-        // Input 0 has no padding, input 1 two padded positions, input 2 four.
-        let keep: Vec<f32> = (0..batch * seq)
-            .map(|i| {
-                if i % seq < seq - 2 * (i / seq) {
-                    1.0
-                } else {
-                    0.0
-                }
-            })
-            .collect();
-        let bias =
-            ((Tensor::from_vec(keep, (batch, seq), device).unwrap() - 1.0).unwrap() * 1e9).unwrap();
-        let probs = scores.copy().unwrap();
-        probs.inplace_op2(&bias, &MaskedSoftmax).unwrap();
-        let ours: Vec<f32> = probs.flatten_all().unwrap().to_vec1().unwrap();
-        let reference: Vec<f32> = candle_nn::ops::softmax_last_dim(
-            &scores
-                .broadcast_add(&bias.reshape((batch, 1, 1, seq)).unwrap())
-                .unwrap(),
-        )
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
-        for (i, (a, b)) in ours.iter().zip(&reference).enumerate() {
-            assert!((a - b).abs() < 1e-6, "{i}: {a} vs {b}");
-        }
-        // Without padding, the plain softmax, in place too.
-        let unmasked = scores.copy().unwrap();
-        unmasked.inplace_op1(&docent_ops::Softmax).unwrap();
-        let reference = candle_nn::ops::softmax_last_dim(&scores).unwrap();
-        for (a, b) in unmasked
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap()
-            .iter()
-            .zip(&reference.flatten_all().unwrap().to_vec1::<f32>().unwrap())
-        {
-            assert!((a - b).abs() < 1e-6, "unmasked: {a} vs {b}");
-        }
-        // The last input's padded positions get no weight.
-        let last_row = &ours[ours.len() - seq..];
-        assert_eq!(last_row[seq - 4..], [0.0; 4]);
     }
 }

@@ -7,6 +7,7 @@
 //! ([`int8`]).
 
 pub mod amx;
+pub mod attention;
 pub mod bf16;
 pub mod int8;
 mod panels;
@@ -550,6 +551,10 @@ mod tests {
             assert_eq!(a[50], 0.0);
             assert!(a.iter().all(|w| *w == 0.0 || w.is_normal()));
         }
+        // In place, the same values.
+        let in_place = x.copy().unwrap();
+        in_place.inplace_op1(&Softmax).unwrap();
+        assert_eq!(in_place.to_vec2::<f32>().unwrap(), ours);
     }
 
     #[test]
