@@ -18,8 +18,9 @@
 //! Grouped-query attention multiplies each KV head by its whole group of
 //! query heads at once instead of repeating K and V. Decoding (one token)
 //! attends with [`docent_ops::DecodeAttention`], split across threads over
-//! pieces of the cache; prompt evaluation multiplies blocks of 128 query
-//! rows by only the keys they may see, then applies the causal mask.
+//! pieces of the cache; prompt evaluation attends with
+//! [`docent_ops::attention::PrefillAttention`], blocks of query rows per
+//! head against only the keys they may see.
 
 use candle_core::quantized::gguf_file::Content;
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
@@ -32,9 +33,6 @@ use std::sync::Arc;
 
 /// Pieces of at least this many tokens use the dense weights (when loaded).
 const DENSE_MIN_ROWS: usize = 8;
-
-/// Query rows per block of prompt attention.
-const PREFILL_BLOCK: usize = 128;
 
 /// Linear maps sharing one input, as separate quantized matrices and, for
 /// prompt evaluation, one fused dense matrix.
@@ -523,20 +521,6 @@ impl Transformer {
         let total = pos + n;
         let cos = self.cos.narrow(0, pos, n)?;
         let sin = self.sin.narrow(0, pos, n)?;
-        // Prompt attention goes in blocks of query rows, each against only
-        // the keys it may see: (first row, rows, causal mask [rows, seen]).
-        // One token needs no mask.
-        let blocks = if n > 1 {
-            (0..n)
-                .step_by(PREFILL_BLOCK)
-                .map(|start| {
-                    let rows = PREFILL_BLOCK.min(n - start);
-                    Ok((start, rows, causal_mask(rows, pos + start)?))
-                })
-                .collect::<Result<Vec<_>>>()?
-        } else {
-            Vec::new()
-        };
         let scale = 1.0 / (hd as f64).sqrt();
         let neox = self.neox;
         let ids = Tensor::new(tokens, &Device::Cpu)?;
@@ -564,7 +548,7 @@ impl Transformer {
             layer.v.slice_set(&v.squeeze(0)?, 1, pos)?;
             // Each KV head serves `group` consecutive query heads.
             let q = (q.reshape((kv_heads, group * n, hd))? * scale)?;
-            let attended = if blocks.is_empty() {
+            let attended = if n == 1 {
                 // One token: split across threads over the whole cache.
                 q.apply_op3_no_bwd(
                     &layer.k,
@@ -578,32 +562,11 @@ impl Transformer {
                 )?
                 .reshape((1, heads * hd))?
             } else {
-                let q = q.reshape((kv_heads, group, n, hd))?;
-                let mut attended = Vec::with_capacity(blocks.len());
-                for (start, rows, mask) in &blocks {
-                    let (start, rows) = (*start, *rows);
-                    let seen = pos + start + rows;
-                    let keys = layer.k.narrow(1, 0, seen)?; // [kv, seen, hd]
-                    let values = layer.v.narrow(1, 0, seen)?;
-                    let scores = q
-                        .narrow(2, start, rows)?
-                        .reshape((kv_heads, group * rows, hd))?
-                        .matmul(&keys.t()?)? // [kv, group·rows, seen]
-                        .reshape((kv_heads, group, rows, seen))?
-                        .broadcast_add(mask)?
-                        .reshape((kv_heads, group * rows, seen))?;
-                    // In place: the scores are this step's own tensor.
-                    scores.inplace_op1(&docent_ops::Softmax)?;
-                    attended.push(
-                        scores
-                            .matmul(&values)? // [kv, group·rows, hd]
-                            .reshape((kv_heads, group, rows, hd))?,
-                    );
-                }
-                Tensor::cat(&attended, 2)? // [kv, group, n, hd]
-                    .reshape((heads, n, hd))?
-                    .transpose(0, 1)?
-                    .reshape((n, heads * hd))?
+                q.reshape((kv_heads, group, n, hd))?.apply_op3_no_bwd(
+                    &layer.k,
+                    &layer.v,
+                    &docent_ops::attention::PrefillAttention { group, pos },
+                )?
             };
             x = (x + layer.out.forward(&attended)?)?;
             let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, self.eps)?;
@@ -635,15 +598,6 @@ fn rotary_tables(head_dim: usize, base: f32, positions: usize) -> Result<(Tensor
         Tensor::from_vec(cos, (positions, half), &Device::Cpu)?,
         Tensor::from_vec(sin, (positions, half), &Device::Cpu)?,
     ))
-}
-
-/// `[n, pos + n]`: 0 where query `i` may see key `j` (j ≤ pos + i), else −∞.
-fn causal_mask(n: usize, pos: usize) -> Result<Tensor> {
-    let total = pos + n;
-    let mask: Vec<f32> = (0..n)
-        .flat_map(|i| (0..total).map(move |j| if j <= pos + i { 0.0 } else { f32::NEG_INFINITY }))
-        .collect();
-    Tensor::from_vec(mask, (n, total), &Device::Cpu)
 }
 
 #[cfg(test)]
@@ -903,14 +857,6 @@ mod tests {
     #[test]
     fn qwen2_matches_the_reference_forward_pass() {
         matches_reference("qwen2.5-0.5b-instruct");
-    }
-
-    #[test]
-    fn causal_mask_lets_each_query_see_the_prefix_and_itself() {
-        let m: Vec<Vec<f32>> = causal_mask(2, 3).unwrap().to_vec2().unwrap();
-        assert_eq!(m[0][..4], [0.0; 4]);
-        assert_eq!(m[0][4], f32::NEG_INFINITY);
-        assert_eq!(m[1], vec![0.0; 5]);
     }
 
     #[test]

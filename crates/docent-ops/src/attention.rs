@@ -70,7 +70,7 @@ impl CustomOp2 for Attention {
             let span = at..at + seq * head_dim;
             SCORES.with_borrow_mut(|scores| {
                 scores.resize(seq * seq, 0.0);
-                kernel::scores(&q[span.clone()], &k[span.clone()], seq, head_dim, scores);
+                kernel::scores(&q[span.clone()], &k[span.clone()], head_dim, scores);
                 let bias = &bias[b * seq..(b + 1) * seq];
                 for row in scores.chunks_exact_mut(seq) {
                     for (s, &m) in row.iter_mut().zip(bias) {
@@ -82,7 +82,6 @@ impl CustomOp2 for Attention {
                 kernel::context(
                     scores,
                     &v[span],
-                    seq,
                     head_dim,
                     &dst,
                     b * seq * width + h * head_dim,
@@ -91,6 +90,102 @@ impl CustomOp2 for Attention {
             });
         });
         Ok((CpuStorage::F32(out), Shape::from((batch * seq, width))))
+    }
+}
+
+/// A decoder's attention over a prompt: query rows `pos..pos + n` against
+/// the cached keys and values of every position up to each row's own
+/// (the causal mask), for grouped-query heads. Its inputs are Q, scaled by
+/// `1/√head_dim`, as `(kv_heads, group, n, head_dim)`, and the key and
+/// value caches, `(kv_heads, capacity, head_dim)` each, already holding the
+/// `n` new positions. The output is `(n, kv_heads · group · head_dim)`,
+/// query head `kv · group + g` in columns of its own.
+///
+/// The rows go in blocks of [`PREFILL_ROWS`], each against only the keys
+/// it may see, so the scores of one (head, block) task stay in cache.
+pub struct PrefillAttention {
+    pub group: usize,
+    /// Positions cached before these rows.
+    pub pos: usize,
+}
+
+/// Query rows per task of [`PrefillAttention`].
+pub const PREFILL_ROWS: usize = 64;
+
+impl candle_core::CustomOp3 for PrefillAttention {
+    fn name(&self) -> &'static str {
+        "docent-prefill-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        q: &CpuStorage,
+        q_layout: &Layout,
+        k: &CpuStorage,
+        k_layout: &Layout,
+        v: &CpuStorage,
+        v_layout: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let q = crate::contiguous_f32(q, q_layout, "prefill attention")?;
+        let k = crate::contiguous_f32(k, k_layout, "prefill attention")?;
+        let v = crate::contiguous_f32(v, v_layout, "prefill attention")?;
+        let (group, pos) = (self.group, self.pos);
+        let [kv_heads, g, n, head_dim] = *q_layout.dims() else {
+            candle_core::bail!("prefill attention: Q is {:?}", q_layout.dims());
+        };
+        let [kv, capacity, d] = *k_layout.dims() else {
+            candle_core::bail!("prefill attention: K is {:?}", k_layout.dims());
+        };
+        if g != group || kv != kv_heads || d != head_dim || v_layout.dims() != k_layout.dims() {
+            candle_core::bail!(
+                "prefill attention: Q {:?}, K {:?}, V {:?} for groups of {group}",
+                q_layout.dims(),
+                k_layout.dims(),
+                v_layout.dims()
+            );
+        }
+        if pos + n > capacity {
+            candle_core::bail!("prefill attention: {pos} + {n} positions exceed {capacity}");
+        }
+        let width = kv_heads * group * head_dim;
+        let mut out = vec![0f32; n * width];
+        if out.is_empty() {
+            return Ok((CpuStorage::F32(out), Shape::from((n, width))));
+        }
+        let blocks = n.div_ceil(PREFILL_ROWS);
+        let dst = kernel::Rows::new(&mut out);
+        (0..kv_heads * group * blocks)
+            .into_par_iter()
+            .for_each(|task| {
+                let (head, block) = (task / blocks, task % blocks);
+                let kv = head / group;
+                let first = block * PREFILL_ROWS;
+                let rows = PREFILL_ROWS.min(n - first);
+                // Row i (of this block) sees keys 0..=pos + first + i.
+                let seen = pos + first + rows;
+                let q = &q[(head * n + first) * head_dim..][..rows * head_dim];
+                let k = &k[kv * capacity * head_dim..][..seen * head_dim];
+                let v = &v[kv * capacity * head_dim..][..seen * head_dim];
+                SCORES.with_borrow_mut(|scores| {
+                    scores.resize(rows * seen, 0.0);
+                    kernel::scores(q, k, head_dim, scores);
+                    for (i, row) in scores.chunks_exact_mut(seen).enumerate() {
+                        let visible = pos + first + i + 1;
+                        row[visible..].fill(f32::NEG_INFINITY);
+                        crate::softmax_in_place(row);
+                    }
+                    // Rows first.., columns head·head_dim..: this task's alone.
+                    kernel::context(
+                        scores,
+                        v,
+                        head_dim,
+                        &dst,
+                        first * width + head * head_dim,
+                        width,
+                    );
+                });
+            });
+        Ok((CpuStorage::F32(out), Shape::from((n, width))))
     }
 }
 
@@ -121,24 +216,26 @@ mod kernel {
         }
     }
 
-    /// `scores = q · kᵀ` for one head: `q` and `k` are `seq` rows of
-    /// `head_dim`, `scores` is `seq × seq`, row-major.
-    pub fn scores(q: &[f32], k: &[f32], seq: usize, head_dim: usize, scores: &mut [f32]) {
-        assert!(q.len() == seq * head_dim && k.len() == seq * head_dim);
-        assert!(scores.len() == seq * seq);
-        let (s, d) = (seq as isize, head_dim as isize);
-        // SAFETY: the asserts bound every access: dst (i, j) at i·seq + j
-        // < seq²; lhs (i, l) at i·head_dim + l and rhs (l, j) = k[j][l] at
-        // j·head_dim + l, both < seq · head_dim. No output is read
-        // (read_dst false), and one thread runs the product.
+    /// `scores = q · kᵀ` for one head: `q` is `rows` rows of `head_dim`,
+    /// `k` is `keys` rows of `head_dim`, `scores` is `rows × keys`,
+    /// row-major.
+    pub fn scores(q: &[f32], k: &[f32], head_dim: usize, scores: &mut [f32]) {
+        let (rows, keys) = (q.len() / head_dim.max(1), k.len() / head_dim.max(1));
+        assert!(q.len() == rows * head_dim && k.len() == keys * head_dim);
+        assert!(scores.len() == rows * keys);
+        let d = head_dim as isize;
+        // SAFETY: the asserts bound every access: dst (i, j) at i·keys + j
+        // < rows · keys; lhs (i, l) at i·head_dim + l < rows · head_dim;
+        // rhs (l, j) = k[j][l] at j·head_dim + l < keys · head_dim. No
+        // output is read (read_dst false), and one thread runs the product.
         unsafe {
             gemm::gemm(
-                seq,
-                seq,
+                rows,
+                keys,
                 head_dim,
                 scores.as_mut_ptr(),
                 1,
-                s,
+                keys as isize,
                 false,
                 q.as_ptr(),
                 1,
@@ -156,37 +253,39 @@ mod kernel {
         }
     }
 
-    /// `out[start + i·stride + j] = Σₗ probs[i][l] · v[l][j]` for `seq`
-    /// rows `i` and `head_dim` columns `j`.
+    /// `out[start + i·stride + j] = Σₗ probs[i][l] · v[l][j]` for the
+    /// `rows` rows `i` of `probs` (`rows × keys`) and the `head_dim`
+    /// columns `j` of `v` (`keys × head_dim`).
     pub fn context(
         probs: &[f32],
         v: &[f32],
-        seq: usize,
         head_dim: usize,
         out: &Rows,
         start: usize,
         stride: usize,
     ) {
-        assert!(probs.len() == seq * seq && v.len() == seq * head_dim);
-        assert!(seq > 0 && head_dim <= stride);
-        assert!(start + (seq - 1) * stride + head_dim <= out.len);
-        // SAFETY: the asserts bound the block written: row i < seq at
+        let keys = v.len() / head_dim.max(1);
+        let rows = probs.len() / keys.max(1);
+        assert!(v.len() == keys * head_dim && probs.len() == rows * keys);
+        assert!(rows > 0 && keys > 0 && head_dim <= stride);
+        assert!(start + (rows - 1) * stride + head_dim <= out.len);
+        // SAFETY: the asserts bound the block written: row i < rows at
         // start + i · stride, columns < head_dim ≤ stride, the last value
         // within `out`. Callers write disjoint blocks, so no two threads
-        // touch the same value; probs (i, l) at i·seq + l and v (l, j) at
+        // touch the same value; probs (i, l) at i·keys + l and v (l, j) at
         // l·head_dim + j are in bounds.
         unsafe {
             gemm::gemm(
-                seq,
+                rows,
                 head_dim,
-                seq,
+                keys,
                 out.ptr.add(start),
                 1,
                 stride as isize,
                 false,
                 probs.as_ptr(),
                 1,
-                seq as isize,
+                keys as isize,
                 v.as_ptr(),
                 1,
                 head_dim as isize,
@@ -299,6 +398,79 @@ mod tests {
             a.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
             b.flatten_all().unwrap().to_vec1::<f32>().unwrap()
         );
+    }
+
+    /// A decoder's causal attention through candle's ops, head by head.
+    fn causal_reference(q: &Tensor, k: &Tensor, v: &Tensor, pos: usize) -> Tensor {
+        let (kv_heads, group, n, head_dim) = q.dims4().unwrap();
+        let seen = pos + n;
+        let mask: Vec<f32> = (0..n)
+            .flat_map(|i| {
+                (0..seen).map(move |j| if j <= pos + i { 0.0 } else { f32::NEG_INFINITY })
+            })
+            .collect();
+        let mask = Tensor::from_vec(mask, (n, seen), &Device::Cpu).unwrap();
+        let mut heads = Vec::new();
+        for kv in 0..kv_heads {
+            let keys = k.get(kv).unwrap().narrow(0, 0, seen).unwrap();
+            let values = v.get(kv).unwrap().narrow(0, 0, seen).unwrap();
+            for g in 0..group {
+                let q = q.get(kv).unwrap().get(g).unwrap();
+                let scores = q.matmul(&keys.t().unwrap()).unwrap().add(&mask).unwrap();
+                let probs = candle_nn::ops::softmax_last_dim(&scores).unwrap();
+                heads.push(probs.matmul(&values).unwrap());
+            }
+        }
+        Tensor::cat(&heads, 1)
+            .unwrap()
+            .reshape((n, kv_heads * group * head_dim))
+            .unwrap()
+    }
+
+    #[test]
+    fn prefill_matches_causal_attention_per_head() {
+        let dev = Device::Cpu;
+        // One row; a block and a half after a cached prefix; two blocks exactly.
+        for (kv_heads, group, n, head_dim, pos) in [
+            (1, 1, 1, 4, 0),
+            (2, 3, PREFILL_ROWS + 6, 8, 5),
+            (2, 2, 2 * PREFILL_ROWS, 16, 0),
+        ] {
+            let capacity = pos + n + 3;
+            let q = Tensor::randn(0f32, 1.0, (kv_heads, group, n, head_dim), &dev).unwrap();
+            let k = Tensor::randn(0f32, 1.0, (kv_heads, capacity, head_dim), &dev).unwrap();
+            let v = Tensor::randn(0f32, 1.0, (kv_heads, capacity, head_dim), &dev).unwrap();
+            let fused = q
+                .apply_op3_no_bwd(&k, &v, &PrefillAttention { group, pos })
+                .unwrap();
+            let want = causal_reference(&q, &k, &v, pos);
+            assert_eq!(fused.dims(), want.dims());
+            let diff = (fused - want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(
+                diff < 1e-5,
+                "{kv_heads}×{group}×{n}×{head_dim}+{pos}: max diff {diff}"
+            );
+        }
+    }
+
+    #[test]
+    fn prefill_rejects_more_positions_than_the_cache_holds() {
+        let dev = Device::Cpu;
+        let q = Tensor::zeros((1, 2, 4, 8), candle_core::DType::F32, &dev).unwrap();
+        let kv = Tensor::zeros((1, 6, 8), candle_core::DType::F32, &dev).unwrap();
+        let err = q
+            .apply_op3_no_bwd(&kv, &kv, &PrefillAttention { group: 2, pos: 3 })
+            .unwrap_err();
+        assert!(err.to_string().contains("exceed"), "{err}");
     }
 
     #[test]
