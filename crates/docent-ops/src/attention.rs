@@ -78,15 +78,19 @@ impl CustomOp2 for Attention {
                     }
                     crate::softmax_in_place(row);
                 }
-                // Rows b·seq.., columns h·head_dim..: no other pair writes them.
-                kernel::context(
-                    scores,
-                    &v[span],
-                    head_dim,
-                    &dst,
-                    b * seq * width + h * head_dim,
-                    width,
-                );
+                // SAFETY: rows b·seq.., columns h·head_dim..: the block of
+                // this pair alone, so no other task writes it.
+                #[allow(unsafe_code)]
+                unsafe {
+                    kernel::context(
+                        scores,
+                        &v[span],
+                        head_dim,
+                        &dst,
+                        b * seq * width + h * head_dim,
+                        width,
+                    )
+                };
             });
         });
         Ok((CpuStorage::F32(out), Shape::from((batch * seq, width))))
@@ -174,15 +178,19 @@ impl candle_core::CustomOp3 for PrefillAttention {
                         row[visible..].fill(f32::NEG_INFINITY);
                         crate::softmax_in_place(row);
                     }
-                    // Rows first.., columns head·head_dim..: this task's alone.
-                    kernel::context(
-                        scores,
-                        v,
-                        head_dim,
-                        &dst,
-                        first * width + head * head_dim,
-                        width,
-                    );
+                    // SAFETY: rows first.., columns head·head_dim..: the block
+                    // of this (head, block) task alone.
+                    #[allow(unsafe_code)]
+                    unsafe {
+                        kernel::context(
+                            scores,
+                            v,
+                            head_dim,
+                            &dst,
+                            first * width + head * head_dim,
+                            width,
+                        )
+                    };
                 });
             });
         Ok((CpuStorage::F32(out), Shape::from((n, width))))
@@ -202,8 +210,8 @@ mod kernel {
         _out: PhantomData<&'a mut [f32]>,
     }
 
-    // SAFETY: `Rows` is a `&mut [f32]` that `context` writes in disjoint
-    // blocks (its callers own distinct (input, head) pairs); f32 is Send.
+    // SAFETY: `Rows` is a `&mut [f32]` shared by threads that write it only
+    // through `context`, whose callers promise disjoint blocks; f32 is Send.
     unsafe impl Sync for Rows<'_> {}
 
     impl<'a> Rows<'a> {
@@ -256,7 +264,11 @@ mod kernel {
     /// `out[start + i·stride + j] = Σₗ probs[i][l] · v[l][j]` for the
     /// `rows` rows `i` of `probs` (`rows × keys`) and the `head_dim`
     /// columns `j` of `v` (`keys × head_dim`).
-    pub fn context(
+    ///
+    /// # Safety
+    /// No other thread may read or write this block of `out` meanwhile:
+    /// callers running at once must pass disjoint blocks.
+    pub unsafe fn context(
         probs: &[f32],
         v: &[f32],
         head_dim: usize,
@@ -271,8 +283,8 @@ mod kernel {
         assert!(start + (rows - 1) * stride + head_dim <= out.len);
         // SAFETY: the asserts bound the block written: row i < rows at
         // start + i · stride, columns < head_dim ≤ stride, the last value
-        // within `out`. Callers write disjoint blocks, so no two threads
-        // touch the same value; probs (i, l) at i·keys + l and v (l, j) at
+        // within `out`. The caller guarantees that no other thread touches
+        // the block; probs (i, l) at i·keys + l and v (l, j) at
         // l·head_dim + j are in bounds.
         unsafe {
             gemm::gemm(
@@ -304,6 +316,20 @@ mod kernel {
 mod tests {
     use super::*;
     use candle_core::{D, Device, Tensor};
+
+    /// The largest absolute difference between two tensors of one shape.
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
 
     /// The same attention through candle's ops: products, broadcast bias,
     /// softmax, then the context transposed back into rows.
@@ -343,16 +369,7 @@ mod tests {
             .unwrap();
         let want = reference(&qkv, &bias, batch, heads);
         assert_eq!(fused.dims(), want.dims());
-        let diff = (fused - want)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = max_diff(&fused, &want);
         assert!(
             diff < 1e-5,
             "{batch}×{heads}×{seq}×{head_dim}: max diff {diff}"
@@ -445,16 +462,7 @@ mod tests {
                 .unwrap();
             let want = causal_reference(&q, &k, &v, pos);
             assert_eq!(fused.dims(), want.dims());
-            let diff = (fused - want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let diff = max_diff(&fused, &want);
             assert!(
                 diff < 1e-5,
                 "{kv_heads}×{group}×{n}×{head_dim}+{pos}: max diff {diff}"
