@@ -240,8 +240,6 @@ struct ReadyDocument {
     tokens: Vec<usize>,
 }
 
-/// A document in the embedding stage: how many chunks are stored, and
-/// whether its pending record is in the catalogue yet.
 /// The nice value of extraction threads (and of the PDF workers they start,
 /// which inherit it). The embedder's threads meet at a barrier after every
 /// operation, so a core is idle for about a third of a batch; extraction at
@@ -314,6 +312,8 @@ impl ReadAhead {
     }
 }
 
+/// A document in the embedding stage: how many chunks are stored, and
+/// whether its pending record is in the catalogue yet.
 struct InFlight {
     document: ReadyDocument,
     sent: usize,

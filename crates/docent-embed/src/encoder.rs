@@ -247,10 +247,9 @@ impl Encoder {
     }
 
     /// `ids` and `mask` are (batch, sequence); `mask` is 1 for tokens and 0
-    /// for padding, and `padded` says whether it holds any 0. Returns
-    /// (batch × sequence, hidden).
-    pub fn forward(&self, ids: &Tensor, mask: &Tensor, padded: bool) -> Result<Tensor> {
-        self.forward_typed(ids, None, mask, padded)
+    /// for padding. Returns (batch × sequence, hidden).
+    pub fn forward(&self, ids: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        self.forward_typed(ids, None, mask)
     }
 
     /// [`Encoder::forward`] with each token's segment (`types`, like `ids`;
@@ -260,7 +259,6 @@ impl Encoder {
         ids: &Tensor,
         types: Option<&Tensor>,
         mask: &Tensor,
-        padded: bool,
     ) -> Result<Tensor> {
         let (n, s) = ids.dims2()?;
         let (h, heads) = (self.hidden, self.heads);
@@ -279,12 +277,8 @@ impl Encoder {
             None => x.broadcast_add(&self.token_type)?,
         };
         let mut x = self.embedding_norm.forward(&x)?.reshape((n * s, h))?;
-        // Padding gets a large negative score before the softmax.
-        let bias = if padded {
-            ((mask.to_dtype(DType::F32)? - 1.0)? * 1e9)?
-        } else {
-            Tensor::zeros((n, s), DType::F32, x.device())?
-        };
+        // Padding gets a large negative score before the softmax, tokens 0.
+        let bias = ((mask.to_dtype(DType::F32)? - 1.0)? * 1e9)?;
         let split = SplitHeads { batch: n, heads };
         let attention = docent_ops::attention::Attention { batch: n, heads };
         for layer in &self.layers {
@@ -324,18 +318,12 @@ impl Encoder {
     /// A sequence classifier's logits, (batch, labels): the encoder, then
     /// the pooler on each sequence's first (`[CLS]`) state and the
     /// classifier. Fails if the weights have no such head.
-    pub fn classify(
-        &self,
-        ids: &Tensor,
-        types: &Tensor,
-        mask: &Tensor,
-        padded: bool,
-    ) -> Result<Tensor> {
+    pub fn classify(&self, ids: &Tensor, types: &Tensor, mask: &Tensor) -> Result<Tensor> {
         let Some(head) = &self.head else {
             candle_core::bail!("these weights have no classifier (pooler and classifier)")
         };
         let (n, s) = ids.dims2()?;
-        let states = self.forward_typed(ids, Some(types), mask, padded)?;
+        let states = self.forward_typed(ids, Some(types), mask)?;
         let first: Vec<u32> = (0..n).map(|i| (i * s) as u32).collect();
         let first = Tensor::from_vec(first, n, states.device())?;
         let cls = states.index_select(&first, 0)?;

@@ -293,10 +293,9 @@ impl Worker {
             ids[row * seq..row * seq + tokens.len()].copy_from_slice(tokens);
             mask[row * seq..row * seq + tokens.len()].fill(1);
         }
-        let padded = batch.iter().any(|ids| ids.len() < seq);
         let ids = Tensor::from_vec(ids, (n, seq), &self.device)?;
         let mask = Tensor::from_vec(mask, (n, seq), &self.device)?;
-        let hidden = self.model.forward(&ids, &mask, padded)?;
+        let hidden = self.model.forward(&ids, &mask)?;
         mean_pool(&hidden, &mask)
     }
 }

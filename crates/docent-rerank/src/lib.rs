@@ -440,12 +440,10 @@ impl Encoded {
                 let data: Vec<u32> = data.iter().map(|&v| v as u32).collect();
                 candle_core::Tensor::from_vec(data, shape, &candle_core::Device::Cpu)
             };
-            let padded = batch.mask.contains(&0);
             let logits = self.0.classify(
                 &tensor(&batch.ids)?,
                 &tensor(&batch.types)?,
                 &tensor(&batch.mask)?,
-                padded,
             )?;
             logits.flatten_all()?.to_vec1::<f32>()
         };
