@@ -317,9 +317,10 @@ mod tests {
     use super::*;
     use candle_core::{D, Device, Tensor};
 
-    /// The largest absolute difference between two tensors of one shape.
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
+    /// Asserts that `got` has `want`'s shape and values within 1e-5.
+    fn assert_close(got: &Tensor, want: &Tensor, what: &str) {
+        assert_eq!(got.dims(), want.dims(), "{what}");
+        let diff = (got - want)
             .unwrap()
             .abs()
             .unwrap()
@@ -328,7 +329,8 @@ mod tests {
             .max(0)
             .unwrap()
             .to_scalar::<f32>()
-            .unwrap()
+            .unwrap();
+        assert!(diff < 1e-5, "{what}: max diff {diff}");
     }
 
     /// The same attention through candle's ops: products, broadcast bias,
@@ -368,12 +370,7 @@ mod tests {
             .apply_op2_no_bwd(&bias, &Attention { batch, heads })
             .unwrap();
         let want = reference(&qkv, &bias, batch, heads);
-        assert_eq!(fused.dims(), want.dims());
-        let diff = max_diff(&fused, &want);
-        assert!(
-            diff < 1e-5,
-            "{batch}×{heads}×{seq}×{head_dim}: max diff {diff}"
-        );
+        assert_close(&fused, &want, &format!("{batch}×{heads}×{seq}×{head_dim}"));
     }
 
     #[test]
@@ -461,11 +458,10 @@ mod tests {
                 .apply_op3_no_bwd(&k, &v, &PrefillAttention { group, pos })
                 .unwrap();
             let want = causal_reference(&q, &k, &v, pos);
-            assert_eq!(fused.dims(), want.dims());
-            let diff = max_diff(&fused, &want);
-            assert!(
-                diff < 1e-5,
-                "{kv_heads}×{group}×{n}×{head_dim}+{pos}: max diff {diff}"
+            assert_close(
+                &fused,
+                &want,
+                &format!("{kv_heads}×{group}×{n}×{head_dim}+{pos}"),
             );
         }
     }

@@ -118,70 +118,29 @@ pub fn par_fill(
     apply: impl Fn(Range<usize>, &mut [f32]) + Sync,
 ) -> Vec<f32> {
     let mut out = vec![0f32; rows * out_row];
-    in_pieces(&mut out, out_row, min_rows, apply);
-    out
-}
-
-/// Runs `apply(rows, values)` over pieces of whole rows of `row` values of
-/// `data` (at least `min_rows` rows each, about one piece per thread), on
-/// rayon's threads.
-fn in_pieces(
-    data: &mut [f32],
-    row: usize,
-    min_rows: usize,
-    apply: impl Fn(Range<usize>, &mut [f32]) + Sync,
-) {
-    let row = row.max(1);
-    let rows = data.len() / row;
-    if rows == 0 {
-        return;
+    if out.is_empty() {
+        return out;
     }
     let threads = rayon::current_num_threads().max(1);
     let per_piece = rows.div_ceil(threads).max(min_rows.max(1));
-    let data = &mut data[..rows * row];
     if per_piece >= rows {
         // One piece: handing it to the pool would only add a round trip.
-        apply(0..rows, data);
-        return;
+        apply(0..rows, &mut out);
+        return out;
     }
-    data.par_chunks_mut(per_piece * row)
+    out.par_chunks_mut(per_piece * out_row)
         .enumerate()
-        .for_each(|(i, piece)| {
+        .for_each(|(i, dst)| {
             let first = i * per_piece;
-            apply(first..first + piece.len() / row, piece)
+            apply(first..first + dst.len() / out_row, dst)
         });
+    out
 }
 
 /// Rows of `row` values per piece for [`par_fill`]: at least 16k values, so
 /// small inputs stay on one thread.
 pub fn min_rows(row: usize) -> usize {
     (16 * 1024 / row.max(1)).max(1)
-}
-
-/// Runs `apply(rows, values)` over pieces of whole rows of `row` values of
-/// `data`, in place, on rayon's threads (pieces as in [`par_fill`]).
-pub fn par_rows_in_place(
-    data: &mut [f32],
-    row: usize,
-    apply: impl Fn(Range<usize>, &mut [f32]) + Sync,
-) {
-    in_pieces(data, row, min_rows(row), apply)
-}
-
-/// The f32 values of a contiguous CPU tensor, to change in place, or an
-/// error naming `op`.
-pub fn contiguous_f32_mut<'a>(
-    storage: &'a mut CpuStorage,
-    layout: &Layout,
-    op: &str,
-) -> Result<&'a mut [f32]> {
-    let CpuStorage::F32(data) = storage else {
-        candle_core::bail!("{op}: expected f32 activations");
-    };
-    let Some((start, end)) = layout.contiguous_offsets() else {
-        candle_core::bail!("{op}: expected a contiguous tensor");
-    };
-    Ok(&mut data[start..end])
 }
 
 /// Runs `apply` over `(input, output)` pieces of whole rows of `row` input
@@ -236,47 +195,6 @@ pub(crate) fn weight_op(
 
 fn last_dim(layout: &Layout) -> usize {
     layout.shape().dims().last().copied().unwrap_or(1).max(1)
-}
-
-/// Softmax over the last dimension, with the fast `exp`.
-pub struct Softmax;
-
-impl CustomOp1 for Softmax {
-    fn name(&self) -> &'static str {
-        "docent-softmax"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let input = contiguous_f32(storage, layout, "softmax")?;
-        let row = last_dim(layout);
-        let out = par_rows(input, row, |src, dst| {
-            dst.copy_from_slice(src);
-            for y in dst.chunks_exact_mut(row) {
-                softmax_in_place(y);
-            }
-        });
-        Ok((CpuStorage::F32(out), layout.shape().clone()))
-    }
-}
-
-/// In place (`Tensor::inplace_op1`): no new tensor, so no fresh memory to
-/// zero and fault in (an attention's probabilities are batch × heads ×
-/// seq² values: 100 MB for 32 chunks of 256 tokens).
-impl candle_core::InplaceOp1 for Softmax {
-    fn name(&self) -> &'static str {
-        "docent-softmax-in-place"
-    }
-
-    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> Result<()> {
-        let row = last_dim(layout);
-        let data = contiguous_f32_mut(storage, layout, "softmax")?;
-        par_rows_in_place(data, row, |_, piece| {
-            for y in piece.chunks_exact_mut(row) {
-                softmax_in_place(y);
-            }
-        });
-        Ok(())
-    }
 }
 
 /// Softmax of one row, in place. The maximum and the sum run in eight
@@ -519,9 +437,9 @@ mod tests {
     }
 
     #[test]
-    fn softmax_op_matches_candle_softmax_with_masked_scores() {
+    fn softmax_in_place_matches_candle_softmax_with_masked_scores() {
         // Rows of 55 (a batch's sequence length); the last ten are padding,
-        // scored -1e9 as the encoder does. 400 rows use both threads.
+        // scored -1e9 as the encoder does.
         let (rows, width) = (400usize, 55usize);
         let data: Vec<f32> = (0..rows * width)
             .map(|i| {
@@ -532,12 +450,15 @@ mod tests {
                 }
             })
             .collect();
-        let x = Tensor::from_vec(data, (rows, width), &Device::Cpu).unwrap();
-        let ours = x
-            .apply_op1_no_bwd(&Softmax)
-            .unwrap()
-            .to_vec2::<f32>()
-            .unwrap();
+        let x = Tensor::from_vec(data.clone(), (rows, width), &Device::Cpu).unwrap();
+        let ours: Vec<Vec<f32>> = data
+            .chunks_exact(width)
+            .map(|row| {
+                let mut row = row.to_vec();
+                softmax_in_place(&mut row);
+                row
+            })
+            .collect();
         let reference = candle_nn::ops::softmax_last_dim(&x)
             .unwrap()
             .to_vec2::<f32>()
@@ -551,10 +472,6 @@ mod tests {
             assert_eq!(a[50], 0.0);
             assert!(a.iter().all(|w| *w == 0.0 || w.is_normal()));
         }
-        // In place, the same values.
-        let in_place = x.copy().unwrap();
-        in_place.inplace_op1(&Softmax).unwrap();
-        assert_eq!(in_place.to_vec2::<f32>().unwrap(), ours);
     }
 
     #[test]
