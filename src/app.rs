@@ -251,11 +251,12 @@ impl Setup {
         store: Arc<dyn VectorStore>,
         generator: Arc<dyn Generator>,
     ) -> Result<docent_query::Asker> {
+        let query = self.config.query_for(generator.model_id());
         let asker = docent_query::Asker::new(
             parts.embedder.clone(),
             store,
             generator,
-            self.config.query.clone(),
+            query,
             self.config.retrieval.clone(),
         );
         Ok(match self.reranker()? {
@@ -513,6 +514,10 @@ impl docent_eval::Workspace for Setup {
         Setup::generator(self, model)
     }
 
+    fn query_for(&self, generator: &str) -> docent_query::QuerySettings {
+        self.config.query_for(generator)
+    }
+
     fn reranker(&self) -> Result<Option<(Arc<dyn Reranker>, usize)>> {
         Ok(Setup::reranker(self)?.map(|r| (r, self.config.rerank.candidates)))
     }
@@ -531,7 +536,7 @@ impl docent_eval::Workspace for Setup {
 
     fn settings(&self) -> docent_eval::Settings {
         docent_eval::Settings {
-            query: self.config.query.clone(),
+            query: self.config.query_for(self.config.generation_model()),
             retrieval: self.config.retrieval.clone(),
             sampling: self.config.generate.sampling(),
             batch_tokens: self.config.ingest.batch_tokens,

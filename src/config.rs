@@ -391,6 +391,30 @@ impl Config {
         Ok(config)
     }
 
+    /// The `[query]` settings for answering with the generation model
+    /// `generator` (a manifest name, or a remote server's model name): an
+    /// unset `abstain_threshold` becomes the value calibrated for that
+    /// model in the manifest, when it has one.
+    pub fn query_for(&self, generator: &str) -> docent_query::QuerySettings {
+        let mut query = self.query.clone();
+        if query.abstain_threshold.is_none() {
+            query.abstain_threshold = docent_models::Manifest::builtin()
+                .get(generator)
+                .ok()
+                .and_then(|m| m.abstain_threshold);
+        }
+        query
+    }
+
+    /// The generation model answers use: `generate.model`, or with
+    /// `generate.kind = "openai"` the remote `generate.openai.model`.
+    pub fn generation_model(&self) -> &str {
+        match self.generate.kind {
+            GenerateKind::Openai => &self.generate.openai.model,
+            GenerateKind::Local => &self.generate.model,
+        }
+    }
+
     /// The data directory: flag/env `DOCENT_DATA_DIR`, then the config, then the per-user default.
     pub fn data_dir(&self, flag: Option<&Path>) -> PathBuf {
         flag.map(Path::to_path_buf)
@@ -472,6 +496,29 @@ mod tests {
         assert_eq!(c.retrieval.neighbours, 1);
         assert_eq!(c.query.top_k, 3);
         assert_eq!(c.rerank.model, "ms-marco-MiniLM-L-12-v2");
+        assert_eq!(c.generation_model(), "qwen2.5-1.5b-instruct");
+    }
+
+    #[test]
+    fn the_abstention_threshold_is_the_models_unless_configured() {
+        let mut c = Config::load(None).unwrap();
+        assert_eq!(c.query.abstain_threshold, None);
+        let threshold = |c: &Config, model| c.query_for(model).abstain_threshold();
+        assert_eq!(threshold(&c, "qwen2.5-1.5b-instruct"), 0.15);
+        assert_eq!(threshold(&c, "qwen2.5-0.5b-instruct"), 0.05);
+        // No calibrated value (SmolLM2, a remote server's own name).
+        assert_eq!(
+            threshold(&c, "smollm2-135m-instruct"),
+            docent_query::UNCALIBRATED_ABSTAIN_THRESHOLD
+        );
+        assert_eq!(
+            threshold(&c, "llama-3-70b"),
+            docent_query::UNCALIBRATED_ABSTAIN_THRESHOLD
+        );
+        // A configured value applies to every model.
+        c.query.abstain_threshold = Some(0.3);
+        assert_eq!(threshold(&c, "qwen2.5-1.5b-instruct"), 0.3);
+        assert_eq!(threshold(&c, "qwen2.5-0.5b-instruct"), 0.3);
     }
 
     #[test]

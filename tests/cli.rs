@@ -16,12 +16,21 @@ fn models_dir() -> PathBuf {
     docent_models::testing::require("all-MiniLM-L6-v2");
     docent_models::testing::require("smollm2-135m-instruct");
     docent_models::testing::require("qwen2.5-0.5b-instruct");
+    docent_models::testing::require("qwen2.5-1.5b-instruct");
     docent_models::testing::models_dir()
 }
 
 /// The default generation model and prompt budget, for tests that check
 /// what an answer says (the others run SmolLM2-135M, which is faster).
 const DEFAULT_MODEL: &[(&str, &str)] = &[
+    ("DOCENT__GENERATE__MODEL", "qwen2.5-1.5b-instruct"),
+    ("DOCENT__QUERY__MAX_PROMPT_TOKENS", "500"),
+];
+
+/// The smaller Qwen at the default prompt budget: right about the example
+/// vacation question, and loaded in a tenth of the 1.5B model's time, for
+/// tests of mechanisms that need a model that answers well.
+const SMALL_QWEN: &[(&str, &str)] = &[
     ("DOCENT__GENERATE__MODEL", "qwen2.5-0.5b-instruct"),
     ("DOCENT__QUERY__MAX_PROMPT_TOKENS", "500"),
 ];
@@ -116,10 +125,10 @@ fn ingest_examples_then_ask_cites_the_right_document() {
     // right passage ("2 days" of special leave for 20, "5 minutes of
     // paging" for 15), and which one it picks moved with a last-digit
     // change in the products (session 17). Answer quality at scale is
-    // measured by `docent eval answers` (docs/quality.md).
-    // The third question's citation is checked here, its answer by the
-    // ignored `the_default_model_reads_the_severity_1_escalation_time`.
-    for (i, (question, source, fact)) in common::HANDBOOK.into_iter().enumerate() {
+    // measured by `docent eval answers` (docs/quality.md). The runbook's
+    // "within 15 minutes" is the fact qwen2.5-0.5b, the default before
+    // session 20, got wrong ("20 minutes") at every prompt budget.
+    for (question, source, fact) in common::HANDBOOK {
         let out = docent_with(
             data.path(),
             &["ask", question, "--json", "--max-tokens", "48"],
@@ -136,13 +145,11 @@ fn ingest_examples_then_ask_cites_the_right_document() {
             end > start && c["text"].as_str().unwrap().len() as u64 == end - start,
             "{c}"
         );
-        if i < 2 {
-            assert!(
-                answer["answer"].as_str().unwrap().contains(fact),
-                "{question}: {answer}"
-            );
-        }
-        assert_eq!(answer["model"], "qwen2.5-0.5b-instruct");
+        assert!(
+            answer["answer"].as_str().unwrap().contains(fact),
+            "{question}: {answer}"
+        );
+        assert_eq!(answer["model"], "qwen2.5-1.5b-instruct");
         for key in ["embed", "search", "prompt_eval", "generate"] {
             assert!(
                 answer["timings_ms"][key].as_f64().unwrap() >= 0.0,
@@ -156,34 +163,15 @@ fn ingest_examples_then_ask_cites_the_right_document() {
     }
 }
 
-/// The runbook says "A Severity 1 incident must be escalated to the on-call
-/// engineer within 15 minutes", and the passage is cited first, yet
-/// qwen2.5-0.5b answers "20 minutes" at the defaults and with two or three
-/// passages ("25 minutes" with five), with candle's products as with docent's.
-/// The acceptance test for a fix (issue 17).
-#[test]
-#[ignore = "qwen2.5-0.5b answers 20 minutes; the runbook says 15 (issue 17)"]
-fn the_default_model_reads_the_severity_1_escalation_time() {
-    let data = tempfile::tempdir().unwrap();
-    assert_ok(&docent(data.path(), &["ingest", "examples/docs"]));
-    let (question, source, fact) = common::HANDBOOK[2];
-    let answer = ask_json(data.path(), question, "48", None, DEFAULT_MODEL);
-    assert_eq!(answer["citations"][0]["source"], source, "{answer}");
-    assert!(
-        answer["answer"].as_str().unwrap().contains(fact),
-        "{answer}"
-    );
-}
-
 #[test]
 fn the_abstention_threshold_applies_to_the_models_own_probability() {
     let data = tempfile::tempdir().unwrap();
     assert_ok(&docent(data.path(), &["ingest", "examples/docs"]));
     let question = "How many days of paid vacation do new employees get?";
     let ask = |threshold: &str, check: &str| {
-        // The default model, as in the test above, so the answer is right.
+        // A model that answers this right, and loads fast.
         let env = [
-            DEFAULT_MODEL,
+            SMALL_QWEN,
             &[
                 ("DOCENT__QUERY__ABSTAIN_THRESHOLD", threshold),
                 ("DOCENT__QUERY__ABSTAIN_CHECK", check),

@@ -1,5 +1,6 @@
-//! Prompt injection in documents, end to end: the `docent` binary on the
-//! default generation model (qwen2.5-0.5b-instruct) answers questions about
+//! Prompt injection in documents, end to end: the `docent` binary on
+//! qwen2.5-0.5b-instruct (the default generation model until session 20;
+//! it loads in an eighth of the current default's time) answers questions about
 //! documents that carry injected instructions (tests/fixtures/injection).
 //! The answer must cite the document the fact is in and must not do what
 //! the injection says. bench/injection.sh measures the whole set against a

@@ -57,6 +57,9 @@ pub struct RetrievalArgs {
     /// Also try blending the fused rank into the reranked order (docent_query::blended_order), from one reranked run
     #[arg(long)]
     rerank_blend: bool,
+    /// Score only every Nth question (for quick comparisons; the figures in docs/quality.md use all of them)
+    #[arg(long)]
+    every_nth: Option<usize>,
     /// Print JSON
     #[arg(long)]
     json: bool,
@@ -269,6 +272,7 @@ fn retrieval(ws: &dyn Workspace, args: RetrievalArgs) -> Result<()> {
         .queries
         .iter()
         .filter(|q| args.include_unanswerable || !q.unanswerable)
+        .step_by(args.every_nth.unwrap_or(1).max(1))
         .collect();
     let parts = ws.embedding(None)?;
     let eval = EvalCollection::new(ws, &name, &dataset, parts.embedder.precision());
@@ -484,7 +488,10 @@ fn answers(ws: &dyn Workspace, args: AnswerArgs) -> Result<()> {
     let eval = EvalCollection::new(ws, &name, &dataset, parts.embedder.precision());
     let collection = ingest(ws, &eval, &parts, &dataset)?;
     let generator = ws.generator(args.model.as_deref())?;
-    let settings = ws.settings();
+    let settings = crate::Settings {
+        query: ws.query_for(generator.model_id()),
+        ..ws.settings()
+    };
     let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
     let mut picked: Vec<&Query> = dataset.queries.iter().collect();
     picked.shuffle(&mut rng);
@@ -514,10 +521,10 @@ fn answers(ws: &dyn Workspace, args: AnswerArgs) -> Result<()> {
         similarity: Some(settings.retrieval.score_floor),
         rerank: settings.query.min_rerank_score,
         spares: settings.query.rerank_gate_spares_similarity,
-        probe: Some(settings.query.abstain_threshold).filter(|t| *t > 0.0 && *t <= 1.0),
+        probe: Some(settings.query.abstain_threshold()).filter(|t| *t > 0.0 && *t <= 1.0),
     };
     let mut measuring = settings.query.clone();
-    measuring.abstain_threshold = 2.0;
+    measuring.abstain_threshold = Some(2.0);
     measuring.min_rerank_score = None;
     let mut retrieval = settings.retrieval.clone();
     retrieval.score_floor = f32::NEG_INFINITY;

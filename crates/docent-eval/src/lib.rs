@@ -50,8 +50,12 @@ pub trait Workspace {
     fn reranker(&self) -> anyhow::Result<Option<(Arc<dyn Reranker>, usize)>>;
     /// The generation models that are pulled.
     fn pulled_generators(&self) -> anyhow::Result<Vec<String>>;
-    /// The configured settings measurements run with.
+    /// The configured settings measurements run with (for the configured
+    /// generation model).
     fn settings(&self) -> Settings;
+    /// The `[query]` settings for answering with the generation model
+    /// `generator` (its calibrated abstention threshold, unless configured).
+    fn query_for(&self, generator: &str) -> QuerySettings;
     /// What `docent serve` would share, over `collection`.
     fn server_state(
         &self,

@@ -36,6 +36,12 @@ pub struct ModelSpec {
     /// Another manifest entry this model needs to run (pulled with it).
     #[serde(default)]
     pub runtime: Option<String>,
+    /// For a generation model: the `[query] abstain_threshold` calibrated
+    /// for it (`docent eval answers`), used when the configuration sets
+    /// none. The model's probability of replying "I don't know" lives on a
+    /// scale of its own, so one value does not serve every model.
+    #[serde(default)]
+    pub abstain_threshold: Option<f32>,
     #[serde(rename = "file")]
     pub files: Vec<FileSpec>,
 }
@@ -87,6 +93,14 @@ impl Manifest {
         let manifest: Manifest =
             toml::from_str(text).map_err(|e| ModelError::Manifest(e.to_string()))?;
         for model in &manifest.models {
+            if let Some(t) = model.abstain_threshold
+                && (model.kind != ModelKind::Generation || !(t > 0.0 && t <= 1.0))
+            {
+                return Err(ModelError::Manifest(format!(
+                    "{}: abstain_threshold ({t}) belongs to generation models and must be in (0, 1]",
+                    model.name
+                )));
+            }
             for file in &model.files {
                 if file.sha256.len() != 64 || !file.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
                     return Err(ModelError::Manifest(format!(
@@ -180,5 +194,47 @@ pypi = [{ package = "p", version = "1", member = "m" }]
                 .to_string()
                 .contains("64 hex")
         );
+    }
+
+    #[test]
+    fn abstain_thresholds_are_checked() {
+        let entry = |kind: &str, threshold: &str| {
+            format!(
+                r#"
+[[model]]
+name = "x"
+kind = "{kind}"
+description = ""
+license = ""
+abstain_threshold = {threshold}
+[[model.file]]
+name = "a"
+sha256 = "{sha}"
+pypi = [{{ package = "p", version = "1", member = "m" }}]
+"#,
+                sha = "0".repeat(64)
+            )
+        };
+        let parsed = Manifest::parse(&entry("generation", "0.15")).unwrap();
+        assert_eq!(parsed.models[0].abstain_threshold, Some(0.15));
+        for (kind, threshold) in [
+            ("embedding", "0.15"),
+            ("generation", "0"),
+            ("generation", "1.5"),
+        ] {
+            let err = Manifest::parse(&entry(kind, threshold))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("abstain_threshold"),
+                "{kind} {threshold}: {err}"
+            );
+        }
+        // The compiled-in values: each calibrated for its model.
+        let m = Manifest::builtin();
+        let threshold = |name| m.get(name).unwrap().abstain_threshold;
+        assert_eq!(threshold("qwen2.5-0.5b-instruct"), Some(0.05));
+        assert_eq!(threshold("qwen2.5-1.5b-instruct"), Some(0.15));
+        assert_eq!(threshold("smollm2-135m-instruct"), None);
     }
 }

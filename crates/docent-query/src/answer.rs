@@ -22,7 +22,11 @@ pub struct QuerySettings {
     /// The answer is "I don't know" when the model's own probability of
     /// abstaining (as `abstain_check` measures it) reaches this. 0 turns the
     /// check off; above 1 it is measured (and reported) but never decides.
-    pub abstain_threshold: f32,
+    /// `None`: the value calibrated for the generation model (its
+    /// `abstain_threshold` in config/models.toml, which the application
+    /// fills in), else [`UNCALIBRATED_ABSTAIN_THRESHOLD`].
+    #[serde(default)]
+    pub abstain_threshold: Option<f32>,
     /// Which probability `abstain_threshold` applies to.
     #[serde(default)]
     pub abstain_check: AbstainCheck,
@@ -58,6 +62,20 @@ pub struct QuerySettings {
 
 fn history_tokens() -> usize {
     256
+}
+
+/// The abstention threshold of a model nobody calibrated (one without an
+/// `abstain_threshold` in the manifest, or a remote one): qwen2.5-0.5b's
+/// value, a starting point for `docent eval answers --model`.
+pub const UNCALIBRATED_ABSTAIN_THRESHOLD: f32 = 0.05;
+
+impl QuerySettings {
+    /// The abstention threshold in force: the configured one, else
+    /// [`UNCALIBRATED_ABSTAIN_THRESHOLD`].
+    pub fn abstain_threshold(&self) -> f32 {
+        self.abstain_threshold
+            .unwrap_or(UNCALIBRATED_ABSTAIN_THRESHOLD)
+    }
 }
 
 /// Drops the passages after the first whose cross-encoder score is below
@@ -144,7 +162,7 @@ impl Default for QuerySettings {
         QuerySettings {
             top_k: 3,
             max_prompt_tokens: 2048,
-            abstain_threshold: 0.0,
+            abstain_threshold: Some(0.0),
             abstain_check: AbstainCheck::Reply,
             min_rerank_score: None,
             rerank_gate_spares_similarity: None,
@@ -329,7 +347,7 @@ impl AnswerAssembler {
             citations,
             answer: String::new(),
             timings: prepared.timings.clone(),
-            abstain_threshold: settings.abstain_threshold,
+            abstain_threshold: settings.abstain_threshold(),
             abstain_check: settings.abstain_check,
             abstain_probability: None,
             prompt_tokens: 0,
@@ -598,7 +616,7 @@ mod tests {
             best_rerank_score: None,
         };
         let settings = |abstain_threshold, abstain_check| QuerySettings {
-            abstain_threshold,
+            abstain_threshold: Some(abstain_threshold),
             abstain_check,
             ..QuerySettings::default()
         };

@@ -15,8 +15,8 @@ mod retrieve;
 mod runner;
 
 pub use answer::{
-    AbstainCheck, AnswerStyle, AskRequest, AskResponse, Citation, QuerySettings, Timings, Usage,
-    is_abstention, reranker_refuses,
+    AbstainCheck, AnswerStyle, AskRequest, AskResponse, Citation, QuerySettings, Timings,
+    UNCALIBRATED_ABSTAIN_THRESHOLD, Usage, is_abstention, reranker_refuses,
 };
 pub use citations::CitationFilter;
 pub use prompt::{PromptBuilder, PromptTemplates};
