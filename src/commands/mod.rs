@@ -29,6 +29,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             command: ConfigCommand::Show,
         } => {
             let mut shown = setup.config.clone();
+            // The abstention threshold in force: the generation model's own
+            // when none is configured.
+            shown.query = shown.query_for(shown.generation_model());
             for key in &mut shown.server.api_keys {
                 *key = "<redacted>".into();
             }

@@ -343,7 +343,10 @@ impl AnswerAssembler {
         AnswerAssembler {
             model: model.to_string(),
             question: prepared.question.clone(),
-            filter: CitationFilter::new(citations.len()),
+            filter: CitationFilter::new(citations.len()).with_evidence(
+                &prepared.question,
+                citations.iter().map(|c| c.text.as_str()),
+            ),
             citations,
             answer: String::new(),
             timings: prepared.timings.clone(),
@@ -497,9 +500,12 @@ pub fn is_abstention(answer: &str) -> bool {
     .any(|p| head.contains(p))
 }
 
+/// A set of content words.
+pub(crate) type Words = std::collections::HashSet<String>;
+
 /// Content words (lowercase, alphanumeric, stop words and one-letter
 /// tokens dropped).
-fn content_words(text: &str) -> std::collections::HashSet<String> {
+pub(crate) fn content_words(text: &str) -> Words {
     const STOP: &[&str] = &[
         "the", "a", "an", "and", "or", "of", "to", "in", "on", "at", "for", "by", "with", "from",
         "is", "are", "was", "were", "be", "been", "it", "its", "as", "that", "this", "which",
@@ -535,10 +541,7 @@ pub fn attribute(answer: &str, question: &str, citations: &[Citation]) -> Option
 }
 
 /// The passage holding the largest share (at least 60%) of `words`.
-fn best_holder(
-    words: &std::collections::HashSet<String>,
-    passages: &[std::collections::HashSet<String>],
-) -> Option<usize> {
+pub(crate) fn best_holder(words: &Words, passages: &[Words]) -> Option<usize> {
     const MIN_SHARE: f64 = 0.6;
     if words.is_empty() {
         return None;

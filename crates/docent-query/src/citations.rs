@@ -1,14 +1,35 @@
-//! `[n]` markers: keeping the ones that point at a prompt passage, dropping the rest.
+//! `[n]` markers: keeping the ones that point at a prompt passage, dropping
+//! the rest, and re-pointing one whose passage does not hold the words it
+//! cites when another passage does.
+
+use crate::answer::{Words, best_holder, content_words};
 
 /// Cleans streamed answer text: markers `[n]` (also `[n, m]`) whose numbers
 /// are all in `1..=passages` pass through; markers that point at no passage
 /// are removed. Text that might still become a marker is held back until it
 /// is decided, so streaming output never shows a marker that is later removed.
+///
+/// With [`CitationFilter::with_evidence`], a single-number marker is also
+/// checked against the text it follows (since the previous marker): when
+/// passage `n` holds under 60% of that claim's own words (those the question
+/// does not contain) and another passage holds at least 60% of them, the
+/// marker shown and recorded is that passage's. Small models cite the wrong
+/// number ("1712 [2]" for a year that only passage 1 states).
 #[derive(Debug)]
 pub struct CitationFilter {
     passages: usize,
     pending: String,
     cited: Vec<usize>,
+    evidence: Option<Evidence>,
+    /// Plain text shown since the last marker: what the next marker cites.
+    claim: String,
+}
+
+/// The content words of the question and of each passage.
+#[derive(Debug)]
+struct Evidence {
+    question: Words,
+    passages: Vec<Words>,
 }
 
 /// Longest marker held back before it is treated as plain text.
@@ -20,7 +41,40 @@ impl CitationFilter {
             passages,
             pending: String::new(),
             cited: Vec::new(),
+            evidence: None,
+            claim: String::new(),
         }
+    }
+
+    /// Checks markers against the passages' texts (in prompt order, one per
+    /// passage number) and the question (see the type's documentation).
+    pub fn with_evidence<'a>(
+        mut self,
+        question: &str,
+        passages: impl IntoIterator<Item = &'a str>,
+    ) -> Self {
+        let passages: Vec<Words> = passages.into_iter().map(content_words).collect();
+        assert_eq!(passages.len(), self.passages, "one text per passage");
+        self.evidence = Some(Evidence {
+            question: content_words(question),
+            passages,
+        });
+        self
+    }
+
+    /// The passage a single-number marker `[n]` should point at, given the
+    /// claim before it: `n` unless another passage clearly holds the
+    /// claim's own words and `n` does not.
+    fn supported(&self, n: usize) -> usize {
+        let Some(e) = &self.evidence else { return n };
+        let own: Words = content_words(&self.claim)
+            .difference(&e.question)
+            .cloned()
+            .collect();
+        if own.is_empty() || best_holder(&own, &e.passages[n - 1..n]).is_some() {
+            return n;
+        }
+        best_holder(&own, &e.passages).map_or(n, |i| i + 1)
     }
 
     /// Feeds streamed text; returns what may be shown now.
@@ -29,30 +83,49 @@ impl CitationFilter {
         let mut out = String::new();
         loop {
             let Some(open) = self.pending.find('[') else {
+                self.claim.push_str(&self.pending);
                 out.push_str(&self.pending);
                 self.pending.clear();
                 break;
             };
+            self.claim.push_str(&self.pending[..open]);
             out.push_str(&self.pending[..open]);
             self.pending.drain(..open);
             match self.pending.find(']') {
                 Some(close) => {
                     let inner = self.pending[1..close].to_string();
                     match parse_marker(&inner) {
-                        Some(numbers) if numbers.iter().all(|&n| n >= 1 && n <= self.passages) => {
+                        Some(mut numbers)
+                            if numbers.iter().all(|&n| n >= 1 && n <= self.passages) =>
+                        {
+                            if let [n] = numbers[..] {
+                                let m = self.supported(n);
+                                if m != n {
+                                    numbers = vec![m];
+                                    out.push_str(&format!("[{m}]"));
+                                } else {
+                                    out.push_str(&self.pending[..=close]);
+                                }
+                            } else {
+                                out.push_str(&self.pending[..=close]);
+                            }
                             for n in numbers {
                                 if !self.cited.contains(&n) {
                                     self.cited.push(n);
                                 }
                             }
-                            out.push_str(&self.pending[..=close]);
+                            self.claim.clear();
                         }
                         Some(_) => {} // points at no passage: dropped
-                        None => out.push_str(&self.pending[..=close]),
+                        None => {
+                            self.claim.push_str(&self.pending[..=close]);
+                            out.push_str(&self.pending[..=close]);
+                        }
                     }
                     self.pending.drain(..=close);
                 }
                 None if self.pending.len() > MAX_MARKER || !could_be_marker(&self.pending[1..]) => {
+                    self.claim.push('[');
                     out.push('[');
                     self.pending.drain(..1);
                 }
@@ -118,6 +191,42 @@ mod tests {
             ("Yes  ok [2]".into(), vec![2])
         );
         assert_eq!(run(2, &["[0]x"]), ("x".into(), vec![]));
+    }
+
+    #[test]
+    fn a_marker_is_moved_to_the_passage_that_holds_what_it_cites() {
+        let passages = [
+            "Newcomen's engine pumped water from a mine in 1712.",
+            "Watt improved the engine with a separate condenser.",
+            "Savery patented a pump in 1698.",
+        ];
+        let run = |pieces: &[&str]| {
+            let mut f = CitationFilter::new(3)
+                .with_evidence("When did Newcomen's engine pump in a mine?", passages);
+            let mut out: String = pieces.iter().map(|p| f.push(p)).collect();
+            out.push_str(&f.finish());
+            (out, f.cited().to_vec())
+        };
+        // The year is only in passage 1: the marker moves there.
+        assert_eq!(run(&["1712 [", "2]"]), ("1712 [1]".into(), vec![1]));
+        // Right markers stay, each checked against its own claim.
+        assert_eq!(
+            run(&["1712 [1]; Watt added a separate condenser [2]."]),
+            (
+                "1712 [1]; Watt added a separate condenser [2].".into(),
+                vec![1, 2]
+            )
+        );
+        // Words no passage holds, or only the question's words: the model's
+        // marker stands. Markers with several numbers are not checked.
+        assert_eq!(run(&["In 1850 [3]"]), ("In 1850 [3]".into(), vec![3]));
+        assert_eq!(
+            run(&["Newcomen's engine [2]"]),
+            ("Newcomen's engine [2]".into(), vec![2])
+        );
+        assert_eq!(run(&["1712 [2, 3]"]), ("1712 [2, 3]".into(), vec![2, 3]));
+        // Without evidence nothing is checked.
+        assert_eq!(super::tests::run(3, &["1712 [2]"]).1, vec![2]);
     }
 
     #[test]
