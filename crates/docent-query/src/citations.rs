@@ -98,16 +98,16 @@ impl CitationFilter {
                         Some(mut numbers)
                             if numbers.iter().all(|&n| n >= 1 && n <= self.passages) =>
                         {
-                            if let [n] = numbers[..] {
-                                let m = self.supported(n);
-                                if m != n {
+                            let moved = match numbers[..] {
+                                [n] => Some(self.supported(n)).filter(|&m| m != n),
+                                _ => None,
+                            };
+                            match moved {
+                                Some(m) => {
                                     numbers = vec![m];
                                     out.push_str(&format!("[{m}]"));
-                                } else {
-                                    out.push_str(&self.pending[..=close]);
                                 }
-                            } else {
-                                out.push_str(&self.pending[..=close]);
+                                None => out.push_str(&self.pending[..=close]),
                             }
                             for n in numbers {
                                 if !self.cited.contains(&n) {
