@@ -540,16 +540,26 @@ pub fn attribute(answer: &str, question: &str, citations: &[Citation]) -> Option
     best_holder(&own, &passages).or_else(|| best_holder(&words, &passages))
 }
 
-/// The passage holding the largest share (at least 60%) of `words`.
+/// The share of `words` a passage must hold to support them.
+pub(crate) const MIN_SHARE: f64 = 0.6;
+
+/// The share of `words` that `passage` holds (0 for no words).
+pub(crate) fn share(words: &Words, passage: &Words) -> f64 {
+    if words.is_empty() {
+        return 0.0;
+    }
+    words.iter().filter(|w| passage.contains(*w)).count() as f64 / words.len() as f64
+}
+
+/// The passage holding the largest share (at least [`MIN_SHARE`]) of
+/// `words`; ties go to the first.
 pub(crate) fn best_holder(words: &Words, passages: &[Words]) -> Option<usize> {
-    const MIN_SHARE: f64 = 0.6;
     if words.is_empty() {
         return None;
     }
     let mut best: Option<(usize, f64)> = None;
     for (i, passage) in passages.iter().enumerate() {
-        let share =
-            words.iter().filter(|w| passage.contains(*w)).count() as f64 / words.len() as f64;
+        let share = share(words, passage);
         if share >= MIN_SHARE && best.is_none_or(|(_, b)| share > b) {
             best = Some((i, share));
         }

@@ -2,7 +2,7 @@
 //! the rest, and re-pointing one whose passage does not hold the words it
 //! cites when another passage does.
 
-use crate::answer::{Words, best_holder, content_words};
+use crate::answer::{MIN_SHARE, Words, best_holder, content_words, share};
 
 /// Cleans streamed answer text: markers `[n]` (also `[n, m]`) whose numbers
 /// are all in `1..=passages` pass through; markers that point at no passage
@@ -64,17 +64,19 @@ impl CitationFilter {
 
     /// The passage a single-number marker `[n]` should point at, given the
     /// claim before it: `n` unless another passage clearly holds the
-    /// claim's own words and `n` does not.
+    /// claim's own words (at least 60% of them) and `n` does not (under
+    /// 60%, and under half the other's share).
     fn supported(&self, n: usize) -> usize {
         let Some(e) = &self.evidence else { return n };
         let own: Words = content_words(&self.claim)
             .difference(&e.question)
             .cloned()
             .collect();
-        if own.is_empty() || best_holder(&own, &e.passages[n - 1..n]).is_some() {
-            return n;
+        let marked = share(&own, &e.passages[n - 1]);
+        match best_holder(&own, &e.passages) {
+            Some(i) if marked < MIN_SHARE && marked < share(&own, &e.passages[i]) / 2.0 => i + 1,
+            _ => n,
         }
-        best_holder(&own, &e.passages).map_or(n, |i| i + 1)
     }
 
     /// Feeds streamed text; returns what may be shown now.
@@ -217,6 +219,10 @@ mod tests {
                 vec![1, 2]
             )
         );
+        // A claim the marked passage half supports keeps its marker; one it
+        // barely supports moves.
+        assert_eq!(run(&["Watt improved water pumped in 1712 [2]"]).1, vec![2]);
+        assert_eq!(run(&["Watt pumped water in 1712 [2]"]).1, vec![1]);
         // Words no passage holds, or only the question's words: the model's
         // marker stands. Markers with several numbers are not checked.
         assert_eq!(run(&["In 1850 [3]"]), ("In 1850 [3]".into(), vec![3]));
