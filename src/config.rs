@@ -393,15 +393,29 @@ impl Config {
 
     /// The `[query]` settings for answering with the generation model
     /// `generator` (a manifest name, or a remote server's model name): an
-    /// unset `abstain_threshold` becomes the value calibrated for that
-    /// model in the manifest, when it has one.
+    /// unset `abstain_check` becomes the check calibrated for that model in
+    /// the manifest, and an unset `abstain_threshold` the threshold
+    /// calibrated for that model and check, when it has them.
     pub fn query_for(&self, generator: &str) -> docent_query::QuerySettings {
+        use docent_query::AbstainCheck;
         let mut query = self.query.clone();
+        let manifest = docent_models::Manifest::builtin();
+        let Some(calibrated) = manifest
+            .get(generator)
+            .ok()
+            .and_then(|m| m.abstention.as_ref())
+        else {
+            return query;
+        };
+        let check = query
+            .abstain_check
+            .unwrap_or(match calibrated.check.as_str() {
+                "support" => AbstainCheck::Support,
+                _ => AbstainCheck::Reply,
+            });
+        query.abstain_check = Some(check);
         if query.abstain_threshold.is_none() {
-            query.abstain_threshold = docent_models::Manifest::builtin()
-                .get(generator)
-                .ok()
-                .and_then(|m| m.abstain_threshold);
+            query.abstain_threshold = calibrated.threshold(check.as_str());
         }
         query
     }
@@ -500,25 +514,36 @@ mod tests {
     }
 
     #[test]
-    fn the_abstention_threshold_is_the_models_unless_configured() {
+    fn abstention_is_the_models_unless_configured() {
+        use docent_query::AbstainCheck::{Reply, Support};
         let mut c = Config::load(None).unwrap();
-        assert_eq!(c.query.abstain_threshold, None);
-        let threshold = |c: &Config, model| c.query_for(model).abstain_threshold();
-        assert_eq!(threshold(&c, "qwen2.5-1.5b-instruct"), 0.15);
-        assert_eq!(threshold(&c, "qwen2.5-0.5b-instruct"), 0.05);
-        // No calibrated value (SmolLM2, a remote server's own name).
         assert_eq!(
-            threshold(&c, "smollm2-135m-instruct"),
-            docent_query::UNCALIBRATED_ABSTAIN_THRESHOLD
+            (c.query.abstain_check, c.query.abstain_threshold),
+            (None, None)
         );
+        let used = |c: &Config, model| {
+            let q = c.query_for(model);
+            (q.abstain_check(), q.abstain_threshold())
+        };
+        assert_eq!(used(&c, "qwen2.5-1.5b-instruct"), (Support, 0.5));
+        assert_eq!(used(&c, "qwen2.5-0.5b-instruct"), (Reply, 0.05));
+        // No calibration (SmolLM2, a remote server's own name).
+        let uncalibrated = (Reply, docent_query::UNCALIBRATED_ABSTAIN_THRESHOLD);
+        assert_eq!(used(&c, "smollm2-135m-instruct"), uncalibrated);
+        assert_eq!(used(&c, "llama-3-70b"), uncalibrated);
+        // A configured check takes the model's threshold for that check,
+        // or the uncalibrated one.
+        c.query.abstain_check = Some(Reply);
+        assert_eq!(used(&c, "qwen2.5-1.5b-instruct"), (Reply, 0.15));
+        c.query.abstain_check = Some(Support);
         assert_eq!(
-            threshold(&c, "llama-3-70b"),
-            docent_query::UNCALIBRATED_ABSTAIN_THRESHOLD
+            used(&c, "qwen2.5-0.5b-instruct"),
+            (Support, docent_query::UNCALIBRATED_ABSTAIN_THRESHOLD)
         );
-        // A configured value applies to every model.
+        // A configured threshold applies to every model.
         c.query.abstain_threshold = Some(0.3);
-        assert_eq!(threshold(&c, "qwen2.5-1.5b-instruct"), 0.3);
-        assert_eq!(threshold(&c, "qwen2.5-0.5b-instruct"), 0.3);
+        assert_eq!(used(&c, "qwen2.5-1.5b-instruct"), (Support, 0.3));
+        assert_eq!(used(&c, "qwen2.5-0.5b-instruct"), (Support, 0.3));
     }
 
     #[test]

