@@ -45,8 +45,8 @@ fn docent_with(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
         .env("DOCENT_DATA_DIR", data_dir)
         .env("DOCENT_MODELS_DIR", models_dir())
         .env("DOCENT__GENERATE__MODEL", "smollm2-135m-instruct")
-        // The 500-token default prompt budget is tuned for the default
-        // qwen2.5-0.5b; the tests' SmolLM2-135M stand-in answers the
+        // The 500-token default prompt budget is tuned for the Qwen
+        // models; the tests' SmolLM2-135M stand-in answers the
         // example questions from the two passages it always had.
         .env("DOCENT__QUERY__MAX_PROMPT_TOKENS", "2048")
         .envs(env.iter().copied())

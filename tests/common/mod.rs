@@ -26,8 +26,8 @@ pub fn command(data: &Path) -> Command {
     c.env("DOCENT_DATA_DIR", data)
         .env("DOCENT_MODELS_DIR", models_dir())
         .env("DOCENT__GENERATE__MODEL", "smollm2-135m-instruct")
-        // The 500-token default prompt budget is tuned for the default
-        // qwen2.5-0.5b; the tests' SmolLM2-135M stand-in answers the
+        // The 500-token default prompt budget is tuned for the Qwen
+        // models; the tests' SmolLM2-135M stand-in answers the
         // example questions from the two passages it always had.
         .env("DOCENT__QUERY__MAX_PROMPT_TOKENS", "2048")
         .current_dir(env!("CARGO_MANIFEST_DIR"));
