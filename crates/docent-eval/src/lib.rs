@@ -54,7 +54,8 @@ pub trait Workspace {
     /// generation model).
     fn settings(&self) -> Settings;
     /// The `[query]` settings for answering with the generation model
-    /// `generator` (its calibrated abstention threshold, unless configured).
+    /// `generator` (its calibrated abstention check and threshold, where the
+    /// configuration sets none).
     fn query_for(&self, generator: &str) -> QuerySettings;
     /// What `docent serve` would share, over `collection`.
     fn server_state(
