@@ -320,16 +320,7 @@ mod tests {
     /// Asserts that `got` has `want`'s shape and values within 1e-5.
     fn assert_close(got: &Tensor, want: &Tensor, what: &str) {
         assert_eq!(got.dims(), want.dims(), "{what}");
-        let diff = (got - want)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = crate::max_abs_diff(got, want);
         assert!(diff < 1e-5, "{what}: max diff {diff}");
     }
 

@@ -415,6 +415,18 @@ impl CustomOp3 for DecodeAttention {
     }
 }
 
+/// The largest absolute difference between two tensors of one shape, for
+/// the ops' tests against candle's reference ops.
+#[cfg(test)]
+pub(crate) fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
+    (a - b)
+        .and_then(|d| d.abs())
+        .and_then(|d| d.flatten_all())
+        .and_then(|d| d.max(0))
+        .and_then(|d| d.to_scalar::<f32>())
+        .expect("tensors of one shape")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -486,16 +498,7 @@ mod tests {
             let reference = (x.narrow(1, 0, half).unwrap().silu().unwrap()
                 * x.narrow(1, half, half).unwrap())
             .unwrap();
-            let worst = (ours - reference)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let worst = max_abs_diff(&ours, &reference);
             assert!(worst < 1e-4, "{rows}x{half}: max error {worst}");
         }
     }
