@@ -407,12 +407,11 @@ impl Config {
         else {
             return query;
         };
+        // The manifest's check names are validated when it is parsed.
         let check = query
             .abstain_check
-            .unwrap_or(match calibrated.check.as_str() {
-                "support" => AbstainCheck::Support,
-                _ => AbstainCheck::Reply,
-            });
+            .or_else(|| AbstainCheck::parse(&calibrated.check))
+            .unwrap_or_default();
         query.abstain_check = Some(check);
         if query.abstain_threshold.is_none() {
             query.abstain_threshold = calibrated.threshold(check.as_str());

@@ -166,6 +166,14 @@ impl AbstainCheck {
             AbstainCheck::Support => "support",
         }
     }
+
+    /// The check named `reply` or `support` (as [`AbstainCheck::as_str`]
+    /// writes it).
+    pub fn parse(name: &str) -> Option<Self> {
+        [AbstainCheck::Reply, AbstainCheck::Support]
+            .into_iter()
+            .find(|c| c.as_str() == name)
+    }
 }
 
 /// The reply start whose probability decides abstention: [`NO_ANSWER`]'s.
@@ -318,7 +326,6 @@ pub(crate) struct Prepared {
 /// Turns streamed generator text into a checked, cited answer.
 pub(crate) struct AnswerAssembler {
     model: String,
-    question: String,
     citations: Vec<Citation>,
     filter: CitationFilter,
     answer: String,
@@ -358,7 +365,6 @@ impl AnswerAssembler {
             .collect::<Vec<_>>();
         AnswerAssembler {
             model: model.to_string(),
-            question: prepared.question.clone(),
             filter: CitationFilter::new(citations.len()).with_evidence(
                 &prepared.question,
                 citations.iter().map(|c| c.text.as_str()),
@@ -443,7 +449,7 @@ impl AnswerAssembler {
         if answerable && self.filter.cited().is_empty() {
             // Small models often answer without any [n] marker; cite the
             // passage the answer's words come from, if one clearly holds them.
-            if let Some(i) = attribute(&answer, &self.question, &self.citations) {
+            if let Some(i) = self.filter.attribute(&answer) {
                 self.citations[i].cited = true;
             }
         }
@@ -536,24 +542,45 @@ pub(crate) fn content_words(text: &str) -> Words {
         .collect()
 }
 
-/// The passage an answer without markers most likely comes from.
-///
-/// Answers often restate the question ("The steam engine's thermodynamic
-/// basis is the Rankine cycle."), and the restated words are in every
-/// passage on the topic, so the answer's own words are tried first: its
-/// content words that the question does not contain. The passage holding
-/// the largest share of them wins if that share is at least 60%; ties go to
-/// the better-ranked passage. When no passage holds enough of them (the
-/// answer's new words may be paraphrase), all its content words are tried
-/// the same way. `None` when no passage clearly supports the answer.
-pub fn attribute(answer: &str, question: &str, citations: &[Citation]) -> Option<usize> {
-    let words = content_words(answer);
-    let own: std::collections::HashSet<String> = words
-        .difference(&content_words(question))
-        .cloned()
-        .collect();
-    let passages: Vec<_> = citations.iter().map(|c| content_words(&c.text)).collect();
-    best_holder(&own, &passages).or_else(|| best_holder(&words, &passages))
+/// The content words of a question and of the passages shown with it,
+/// computed once: what an answer's words are checked against.
+#[derive(Debug)]
+pub(crate) struct Evidence {
+    question: Words,
+    pub(crate) passages: Vec<Words>,
+}
+
+impl Evidence {
+    pub(crate) fn new<'a>(question: &str, passages: impl IntoIterator<Item = &'a str>) -> Self {
+        Evidence {
+            question: content_words(question),
+            passages: passages.into_iter().map(content_words).collect(),
+        }
+    }
+
+    /// `text`'s content words, and its own: those the question does not
+    /// contain.
+    pub(crate) fn words(&self, text: &str) -> (Words, Words) {
+        let words = content_words(text);
+        let own = words.difference(&self.question).cloned().collect();
+        (words, own)
+    }
+
+    /// The passage (0-based) an answer without markers most likely comes
+    /// from.
+    ///
+    /// Answers often restate the question ("The steam engine's thermodynamic
+    /// basis is the Rankine cycle."), and the restated words are in every
+    /// passage on the topic, so the answer's own words are tried first: its
+    /// content words that the question does not contain. The passage holding
+    /// the largest share of them wins if that share is at least 60%; ties go to
+    /// the better-ranked passage. When no passage holds enough of them (the
+    /// answer's new words may be paraphrase), all its content words are tried
+    /// the same way. `None` when no passage clearly supports the answer.
+    pub(crate) fn attribute(&self, answer: &str) -> Option<usize> {
+        let (words, own) = self.words(answer);
+        best_holder(&own, &self.passages).or_else(|| best_holder(&words, &self.passages))
+    }
 }
 
 /// The share of `words` a passage must hold to support them.
@@ -586,6 +613,10 @@ pub(crate) fn best_holder(words: &Words, passages: &[Words]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn attribute(answer: &str, question: &str, citations: &[Citation]) -> Option<usize> {
+        Evidence::new(question, citations.iter().map(|c| c.text.as_str())).attribute(answer)
+    }
 
     #[test]
     fn unrelated_passages_leave_the_prompt_but_the_best_stays() {

@@ -2,7 +2,7 @@
 //! the rest, and re-pointing one whose passage does not hold the words it
 //! cites when another passage does.
 
-use crate::answer::{MIN_SHARE, Words, best_holder, content_words, share};
+use crate::answer::{Evidence, MIN_SHARE, best_holder, share};
 
 /// Cleans streamed answer text: markers `[n]` (also `[n, m]`) whose numbers
 /// are all in `1..=passages` pass through; markers that point at no passage
@@ -23,13 +23,6 @@ pub struct CitationFilter {
     evidence: Option<Evidence>,
     /// Plain text shown since the last marker: what the next marker cites.
     claim: String,
-}
-
-/// The content words of the question and of each passage.
-#[derive(Debug)]
-struct Evidence {
-    question: Words,
-    passages: Vec<Words>,
 }
 
 /// Longest marker held back before it is treated as plain text.
@@ -53,13 +46,21 @@ impl CitationFilter {
         question: &str,
         passages: impl IntoIterator<Item = &'a str>,
     ) -> Self {
-        let passages: Vec<Words> = passages.into_iter().map(content_words).collect();
-        assert_eq!(passages.len(), self.passages, "one text per passage");
-        self.evidence = Some(Evidence {
-            question: content_words(question),
-            passages,
-        });
+        let evidence = Evidence::new(question, passages);
+        assert_eq!(
+            evidence.passages.len(),
+            self.passages,
+            "one text per passage"
+        );
+        self.evidence = Some(evidence);
         self
+    }
+
+    /// The passage (0-based) an answer without markers most likely comes
+    /// from ([`Evidence::attribute`]), from the evidence already computed;
+    /// `None` without evidence.
+    pub(crate) fn attribute(&self, answer: &str) -> Option<usize> {
+        self.evidence.as_ref()?.attribute(answer)
     }
 
     /// The passage a single-number marker `[n]` should point at, given the
@@ -68,10 +69,7 @@ impl CitationFilter {
     /// 60%, and under half the other's share).
     fn supported(&self, n: usize) -> usize {
         let Some(e) = &self.evidence else { return n };
-        let own: Words = content_words(&self.claim)
-            .difference(&e.question)
-            .cloned()
-            .collect();
+        let (_, own) = e.words(&self.claim);
         let marked = share(&own, &e.passages[n - 1]);
         match best_holder(&own, &e.passages) {
             Some(i) if marked < MIN_SHARE && marked < share(&own, &e.passages[i]) / 2.0 => i + 1,
