@@ -108,6 +108,17 @@ async function ask(question, { followUp = false } = {}) {
   return answerState();
 }
 
+/**
+ * Asks `question` through the API for a long streamed answer (up to 1000
+ * tokens at temperature 1.5), to keep the one model busy; `signal` ends it.
+ */
+const longAnswer = (question, signal) =>
+  api('/v1/ask', {
+    method: 'POST',
+    signal,
+    body: JSON.stringify({ question, max_tokens: 1000, temperature: 1.5, stream: true }),
+  });
+
 async function metric(name) {
   const text = await (await fetch(`${BASE}/metrics`)).text();
   const line = text.split('\n').find((l) => l.startsWith(`${name} `));
@@ -342,11 +353,7 @@ await step('filters narrow the passages, and Stop cancels the generation', async
     'How many days of paid vacation do new employees get, and how does vacation carry over? Explain in detail.',
   ]) {
     const controller = new AbortController();
-    const held = await api('/v1/ask', {
-      method: 'POST',
-      signal: controller.signal,
-      body: JSON.stringify({ question, max_tokens: 1000, temperature: 1.5, stream: true }),
-    });
+    const held = await longAnswer(question, controller.signal);
     if (!held.ok) throw new Error(`the holding answer: ${held.status}`);
     // Its first token means the model is busy with it (not queued).
     const reader = held.body.getReader();
@@ -482,17 +489,11 @@ await step('a full generation queue (429) shows an error instead of hanging', as
   let refused = false;
   for (let i = 0; i < 4 && !refused; i++) {
     const controller = new AbortController();
-    const r = await api('/v1/ask', {
-      method: 'POST',
-      signal: controller.signal,
-      body: JSON.stringify({
-        // Answerable, so that no abstention gate keeps it from the model.
-        question: 'How many days of paid vacation do new employees get, and how does vacation carry over? Explain in detail.',
-        max_tokens: 1000,
-        temperature: 1.5,
-        stream: true,
-      }),
-    });
+    // Answerable, so that no abstention gate keeps it from the model.
+    const r = await longAnswer(
+      'How many days of paid vacation do new employees get, and how does vacation carry over? Explain in detail.',
+      controller.signal,
+    );
     if (r.status === 429) refused = true;
     else held.push(controller);
   }
