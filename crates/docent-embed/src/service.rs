@@ -158,13 +158,12 @@ impl Embedder for BertEmbedder {
         &self.model_id
     }
 
-    /// The precision, and for int8 without VNNI the 7-bit BW variant
-    /// (`int8-bw`): its vectors differ from VNNI's.
+    /// The precision, and for int8 without VNNI the 7-bit variants
+    /// (AVX-512 BW or AVX2, `int8-bw`): their vectors differ from VNNI's.
     fn precision(&self) -> &'static str {
-        use docent_ops::int8::Variant;
-        match (self.precision, Variant::detect()) {
-            (Precision::Int8, Variant::Avx512Bw) => "int8-bw",
-            (p, _) => p.as_str(),
+        match self.precision {
+            Precision::Int8 if docent_ops::int8::Variant::detect().levels() == 127 => "int8-bw",
+            p => p.as_str(),
         }
     }
 

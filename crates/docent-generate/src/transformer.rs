@@ -26,7 +26,6 @@ use candle_core::quantized::gguf_file::Content;
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Result, Tensor, bail};
 use docent_ops::bf16::Bf16Matrix;
-use docent_ops::int8::Variant;
 use docent_ops::q8::Q8Matrix;
 use std::io::{Read, Seek};
 use std::sync::Arc;
@@ -297,7 +296,7 @@ impl<R: Read + Seek> Gguf<'_, R> {
     /// are `Q8_0`, and this CPU has an AVX-512 variant of the kernel
     /// (candle's AVX2 `vec_dot` is the fallback).
     fn q8_kernel(&self, names: &[String]) -> bool {
-        Variant::detect() != Variant::Portable
+        docent_ops::q8::available()
             && names.iter().all(|n| {
                 self.content
                     .tensor_infos
@@ -714,7 +713,7 @@ mod tests {
             .unwrap();
             // With dense prompt weights, decoding runs on docent's Q8_0
             // kernel wherever the CPU has one.
-            let kernel = dense != Prefill::Quantized && Variant::detect() != Variant::Portable;
+            let kernel = dense != Prefill::Quantized && docent_ops::q8::available();
             assert_eq!(ours.layers[0].qkv.decode.is_some(), kernel, "{dense:?}");
             assert_eq!(matches!(ours.output, Output::Q8(_)), kernel, "{dense:?}");
             for pieces in [vec![&prompt[..]], vec![&prompt[..15], &prompt[15..]]] {
@@ -772,7 +771,7 @@ mod tests {
     /// (`Q8_K`): one outlier then coarsens 255 neighbours, and docent's
     /// kernel must be closer to the exact product than candle's.
     fn q8_kernel_matches_candle_on_every_matrix(model: &str) {
-        if Variant::detect() == Variant::Portable {
+        if !docent_ops::q8::available() {
             return;
         }
         let bytes = open(model);

@@ -25,7 +25,7 @@ fn evict(buffer: &[u64]) {
 
 fn main() -> candle_core::Result<()> {
     let buffer: Vec<u64> = (0..8u64 << 20).collect();
-    let variants: Vec<Variant> = Variant::all_supported();
+    let variants: Vec<Variant> = docent_ops::q8::variants();
     println!(
         "CPU: {} · {} threads · Q8_0 matrix-vector products, medians",
         docent_ops::cpu_name(),

@@ -389,14 +389,15 @@ pub enum Precision {
     /// on AMX-BF16 tiles where the CPU has them).
     Bf16,
     /// 8-bit weights (per output column) and activations (per row) with
-    /// integer sums ([`crate::int8`]), on AMX-INT8, AVX-512 VNNI or BW; for the
+    /// integer sums ([`crate::int8`]), on AMX-INT8, AVX-512 VNNI or BW,
+    /// AVX-VNNI or AVX2; for the
     /// encoder only. About 1% of error per product, and embeddings within
     /// cosine 0.993 of f32, but retrieval on the development set is
     /// unchanged (docs/benchmarks.md, session 15).
     Int8,
     /// The fastest precision this CPU has whose measured accuracy holds:
     /// for the encoder ([`Precision::resolve_embedding`]) int8 on AVX-512
-    /// VNNI, bf16 on AVX-512 BF16 without it, f32 elsewhere; for prompt
+    /// VNNI or AVX-VNNI, bf16 on AVX-512 BF16 without it, f32 elsewhere; for prompt
     /// evaluation ([`Precision::resolve`]) bf16 on AVX-512 BF16, else f32.
     #[default]
     Auto,
@@ -416,8 +417,8 @@ impl Precision {
     }
 
     /// The precision the embedding encoder runs: `Auto` is int8 where
-    /// AVX-512 VNNI exists (its 8-bit path; the 7-bit BW path is a choice,
-    /// not measured on retrieval), else as for prompts.
+    /// VNNI exists (AVX-512 or AVX-VNNI: the 8-bit path; the 7-bit paths of
+    /// AVX-512 BW and AVX2 are a choice), else as for prompts.
     pub fn resolve_embedding(self) -> Result<Precision, String> {
         match self {
             Precision::Auto if crate::int8::Variant::detect().has_vnni() => Ok(Precision::Int8),
@@ -435,14 +436,14 @@ impl Precision {
                 "bf16 precision needs a CPU with AVX-512 BF16, which this one lacks; set the precision to \"auto\" or \"f32\"".into(),
             ),
             Precision::Int8 if !crate::int8::available() => Err(
-                "int8 precision needs a CPU with AVX-512 (VNNI or BW), which this one lacks; set the precision to \"auto\" or \"f32\"".into(),
+                "int8 precision needs a CPU with AVX-512 or AVX2, which this one lacks; set the precision to \"auto\" or \"f32\"".into(),
             ),
             p => Ok(p),
         }
     }
 
     /// The kernel a resolved precision runs on this CPU: `amx-int8`,
-    /// `avx512-vnni`, `avx512-bw` or `portable` for int8, `amx-bf16` or
+    /// `avx512-vnni`, `avx512-bw`, `avx-vnni`, `avx2` or `portable` for int8, `amx-bf16` or
     /// `avx512-bf16` for bf16, candle's `gemm` for f32 (and for `Auto`,
     /// which callers resolve first).
     pub fn kernel(self) -> &'static str {

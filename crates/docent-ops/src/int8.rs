@@ -1,7 +1,10 @@
 //! An int8 matrix product with exact i32 sums: AMX-INT8 tiles (`tdpbusd`)
 //! where the CPU has them (Intel Xeon since Sapphire Rapids), AVX-512 VNNI
-//! (`vpdpbusd`, u8 × s8 → s32) where it has that, AVX-512 BW (`vpmaddubsw`
-//! then `vpmaddwd`) where it does not, and portable integer code elsewhere.
+//! (`vpdpbusd`, u8 × s8 → s32) where it has that, AVX-VNNI (the same
+//! instruction on 256-bit registers, Intel client cores since Alder Lake),
+//! AVX-512 BW (`vpmaddubsw` then `vpmaddwd`) where there is no VNNI, AVX2
+//! (the same on 256-bit registers) where there is no AVX-512, and portable
+//! integer code elsewhere.
 //!
 //! **Weights**, `W` of shape (out, in) as PyTorch and GGUF store them, are
 //! quantized once, at load, symmetrically per output column:
@@ -18,16 +21,16 @@
 //! widened to include 0, is cut into `L` steps of `s = (hi − lo) / L`, the
 //! zero point is `z = round(−lo / s)`, and `xq = round(x / s) + z` in
 //! `[0, L]`, so `x ≈ s · (xq − z)` and 0 is exact. `L` is 255 (8 bits) for
-//! VNNI and the portable code, and **127 (7 bits) for the AVX-512 BW
-//! variant**: `vpmaddubsw` adds two u8 × s8 products into an i16 with
-//! saturation, and 2 · 127 · 127 = 32,258 fits where 2 · 255 · 127 = 64,770
-//! would not. That variant's activation step is twice as coarse.
+//! VNNI (and AMX, AVX-VNNI) and the portable code, and **127 (7 bits) for
+//! the AVX-512 BW and AVX2 variants**: `vpmaddubsw` adds two u8 × s8
+//! products into an i16 with saturation, and 2 · 127 · 127 = 32,258 fits
+//! where 2 · 255 · 127 = 64,770 would not. Those variants' activation step is twice as coarse.
 //!
 //! **Output**: with `acc = Σ_k xq_k · wq_jk` (exact in i32),
 //! `y_rj = (f32(acc − z_r · Σ_k wq_jk) · sw_j) · s_r`. The sums cannot
 //! overflow: `|xq − z| ≤ 255` and `|wq| ≤ 127`, so every partial sum is
 //! within 255 · 127 · in = 32,385 · in, below 2³¹ for in ≤ [`MAX_INPUT`]
-//! (65,536). All three variants compute the same integers and the same
+//! (65,536). All the variants compute the same integers and the same
 //! three f32 roundings, so for the same activation bits they agree to the
 //! bit. Against the product of the dequantized operands the only error is
 //! those roundings (under 2⁻²² relative); against the f32 product, the
@@ -63,6 +66,18 @@ pub const PANEL: usize = 32;
 /// GMAC/s against 135–152 for 8 (VNNI), and 91–94 against 72–86 (BW).
 const TILE_ROWS: usize = 12;
 
+/// Rows of the activation tile of the 256-bit variants, which have 16
+/// registers: at most 3 rows × 4 registers = 12 accumulators, and the
+/// three broadcast rows. AVX-VNNI uses 3; AVX2, whose `vpmaddubsw` and
+/// `vpmaddwd` need a temporary and the ones too, 2. Measured on the Xeon
+/// with AMX (`cargo bench -p docent-ops --bench matmul`, 9 repetitions,
+/// the seven shapes): AVX-VNNI 490–625 GFLOP/s with 3 rows, 470–527 with
+/// 2, 260–360 with 4; AVX2 290–336 with 2, 260–298 with 3, 230–258 with 4.
+const YMM_ROWS: usize = 3;
+
+/// Rows per tile of the AVX2 variant (see [`YMM_ROWS`]).
+const AVX2_ROWS: usize = 2;
+
 /// Rows per cache block, a multiple of [`TILE_ROWS`]: a block's quantized
 /// activations (≤ 72 × 4864 bytes) stay in L2 while every panel passes
 /// over them.
@@ -97,6 +112,14 @@ pub enum Variant {
     /// AVX-512 BW without VNNI: `vpmaddubsw` + `vpmaddwd` + `vpaddd`,
     /// 7-bit activations (see the module documentation).
     Avx512Bw,
+    /// AVX-VNNI without AVX-512 (Intel client cores since Alder Lake):
+    /// `vpdpbusd` on 256-bit registers, 8-bit activations, the same
+    /// integers as [`Variant::Vnni`].
+    AvxVnni,
+    /// AVX2 alone (x86-64-v3, docent's baseline): `vpmaddubsw` +
+    /// `vpmaddwd` + `vpaddd` on 256-bit registers, 7-bit activations as
+    /// [`Variant::Avx512Bw`].
+    Avx2,
     /// Plain Rust (vectorised by the compiler for the build's target),
     /// 8-bit activations: the same results as [`Variant::Vnni`], slower.
     Portable,
@@ -105,9 +128,9 @@ pub enum Variant {
 impl Variant {
     /// The fastest variant this CPU runs, detected once. The environment
     /// variable `DOCENT_INT8_VARIANT` (`amx-int8`, `avx512-vnni`,
-    /// `avx512-bw` or `portable`) picks a slower one instead, to measure on
-    /// one machine what a CPU without AMX or VNNI runs; a variant this CPU
-    /// lacks is ignored.
+    /// `avx512-bw`, `avx-vnni`, `avx2` or `portable`) picks a slower one
+    /// instead, to measure on one machine what a CPU without AMX, VNNI or
+    /// AVX-512 runs; a variant this CPU lacks is ignored.
     pub fn detect() -> Variant {
         static DETECTED: OnceLock<Variant> = OnceLock::new();
         *DETECTED.get_or_init(|| {
@@ -126,7 +149,12 @@ impl Variant {
         [
             Variant::Amx,
             Variant::Vnni,
+            // AVX-VNNI before AVX-512 BW: faster on the one CPU that has
+            // both (the Xeon with AMX: 490–645 against 394–447 GFLOP/s in
+            // `cargo bench -p docent-ops --bench matmul`), and 8-bit.
+            Variant::AvxVnni,
             Variant::Avx512Bw,
+            Variant::Avx2,
             Variant::Portable,
         ]
         .into_iter()
@@ -145,6 +173,8 @@ impl Variant {
                 // kernel's VNNI variant use BW's byte operations too.
                 Variant::Vnni => has!("avx512f") && has!("avx512bw") && has!("avx512vnni"),
                 Variant::Avx512Bw => has!("avx512f") && has!("avx512bw"),
+                Variant::AvxVnni => has!("avx2") && has!("avxvnni"),
+                Variant::Avx2 => has!("avx2"),
                 Variant::Portable => true,
             }
         }
@@ -158,21 +188,29 @@ impl Variant {
     /// `vpmaddubsw` would saturate on 8-bit activations.
     pub fn levels(self) -> u8 {
         match self {
-            Variant::Avx512Bw => 127,
-            Variant::Amx | Variant::Vnni | Variant::Portable => 255,
+            Variant::Avx512Bw | Variant::Avx2 => 127,
+            Variant::Amx | Variant::Vnni | Variant::AvxVnni | Variant::Portable => 255,
         }
     }
 
     /// Whether the variant has VNNI's instructions (and 8-bit
-    /// activations): VNNI itself, and AMX, which needs it.
+    /// activations): VNNI itself, AMX, which needs it, and AVX-VNNI.
     pub fn has_vnni(self) -> bool {
-        matches!(self, Variant::Amx | Variant::Vnni)
+        matches!(self, Variant::Amx | Variant::Vnni | Variant::AvxVnni)
+    }
+
+    /// Whether the variant runs on AVX-512 registers (and so has a
+    /// [`Simd`] token, which the `Q8_0` decoding kernel needs too).
+    pub fn is_avx512(self) -> bool {
+        matches!(self, Variant::Amx | Variant::Vnni | Variant::Avx512Bw)
     }
 
     /// Output rows per tile, the granularity of a thread's share.
     fn tile_rows(self) -> usize {
         match self {
             Variant::Amx => AMX_ROWS,
+            Variant::AvxVnni => YMM_ROWS,
+            Variant::Avx2 => AVX2_ROWS,
             _ => TILE_ROWS,
         }
     }
@@ -182,6 +220,8 @@ impl Variant {
             Variant::Amx => "amx-int8",
             Variant::Vnni => "avx512-vnni",
             Variant::Avx512Bw => "avx512-bw",
+            Variant::AvxVnni => "avx-vnni",
+            Variant::Avx2 => "avx2",
             Variant::Portable => "portable",
         }
     }
@@ -193,8 +233,9 @@ impl std::fmt::Display for Variant {
     }
 }
 
-/// Whether this CPU runs an AVX-512 int8 kernel (VNNI or BW), detected once
-/// at run time. Without one, [`Int8Matrix`] still works, on portable code.
+/// Whether this CPU runs a SIMD int8 kernel (AVX-512 or AVX2), detected
+/// once at run time. Without one, [`Int8Matrix`] still works, on portable
+/// code.
 pub fn available() -> bool {
     Variant::detect() != Variant::Portable
 }
@@ -559,6 +600,8 @@ impl Int8Matrix {
         };
         let job = Job {
             simd,
+            ymm: kernel::Ymm::new(variant),
+            tile_rows: variant.tile_rows(),
             levels,
             fixed,
             finish,
@@ -611,7 +654,7 @@ impl Int8Matrix {
                 let columns = PANEL.min(self.out - j * PANEL);
                 let mut r = block;
                 while r < block + block_rows {
-                    let tile = TILE_ROWS.min(block + block_rows - r);
+                    let tile = job.tile_rows.min(block + block_rows - r);
                     let a = Rows {
                         q: &q[r * row_bytes..(r + tile) * row_bytes],
                         stride: row_bytes,
@@ -622,11 +665,16 @@ impl Int8Matrix {
                     let finish = |i: usize, values: &mut [f32]| {
                         (job.finish)(first_row + r + i, j * PANEL, values)
                     };
-                    match job.simd {
-                        Some(simd) => {
+                    match (job.simd, job.ymm) {
+                        (Some(simd), _) => {
                             kernel::tile(simd, &a, &panel, c, stride, tile, columns, finish)
                         }
-                        None => portable_tile(&a, &panel, c, stride, tile, columns, finish),
+                        (None, Some(ymm)) => {
+                            kernel::tile_ymm(ymm, &a, &panel, c, stride, tile, columns, finish)
+                        }
+                        (None, None) => {
+                            portable_tile(&a, &panel, c, stride, tile, columns, finish)
+                        }
                     }
                     r += tile;
                 }
@@ -739,11 +787,16 @@ thread_local! {
     };
 }
 
-/// What one product call runs: the AVX-512 variant (`None`: the portable
-/// code), the activation steps, the range for per-tensor activations and
-/// the finishing closure.
+/// What one product call runs: the AVX-512 variant (`None`: another), the
+/// 256-bit variant (`None`: another; with neither, the portable code), the
+/// rows per tile, the activation steps, the range for per-tensor
+/// activations and the finishing closure. The 256-bit variants quantize
+/// activations with the portable loops (which the x86-64-v3 build
+/// vectorises with AVX2).
 struct Job<'a, F> {
     simd: Option<kernel::Simd>,
+    ymm: Option<kernel::Ymm>,
+    tile_rows: usize,
     levels: u8,
     /// The whole input's range, for [`Activations::PerTensor`].
     fixed: Option<(f32, f32, bool)>,
@@ -777,7 +830,7 @@ pub(crate) use kernel::Simd;
 
 #[allow(unsafe_code)]
 mod kernel {
-    use super::{AMX_ROWS, PANEL, Panel, Rows, TILE_ROWS, Variant};
+    use super::{AMX_ROWS, PANEL, Panel, Rows, TILE_ROWS, Variant, YMM_ROWS};
     use std::mem::MaybeUninit;
 
     #[cfg(target_arch = "x86_64")]
@@ -790,14 +843,29 @@ mod kernel {
     pub struct Simd(Variant);
 
     impl Simd {
-        /// `None` for the portable variant and for variants this CPU lacks.
+        /// `None` for variants without AVX-512 and for variants this CPU
+        /// lacks.
         pub fn new(variant: Variant) -> Option<Simd> {
-            (variant != Variant::Portable && variant.supported()).then_some(Simd(variant))
+            (variant.is_avx512() && variant.supported()).then_some(Simd(variant))
         }
 
         /// The variant whose features this token proves.
         pub fn variant(self) -> Variant {
             self.0
+        }
+    }
+
+    /// A 256-bit variant this CPU runs: made only by [`Ymm::new`], which
+    /// checks the features, so holding one proves them (AVX2, and AVX-VNNI
+    /// for that variant).
+    #[derive(Clone, Copy, Debug)]
+    pub struct Ymm(Variant);
+
+    impl Ymm {
+        /// `None` for the other variants and for variants this CPU lacks.
+        pub fn new(variant: Variant) -> Option<Ymm> {
+            (matches!(variant, Variant::AvxVnni | Variant::Avx2) && variant.supported())
+                .then_some(Ymm(variant))
         }
     }
 
@@ -955,6 +1023,147 @@ mod kernel {
             }
         }
         finish_rows(c, c_stride, rows, columns, finish);
+    }
+
+    /// [`tile`] on a 256-bit variant, for `rows` ≤ [`YMM_ROWS`]: the
+    /// kernel leaves its sums in an array, and the outputs are computed
+    /// from them with [`super::output`], as the portable code does.
+    #[allow(clippy::too_many_arguments)]
+    pub fn tile_ymm(
+        ymm: Ymm,
+        a: &Rows,
+        p: &Panel,
+        c: &mut [MaybeUninit<f32>],
+        c_stride: usize,
+        rows: usize,
+        columns: usize,
+        finish: impl FnMut(usize, &mut [f32]),
+    ) {
+        let groups = p.words.len() / PANEL;
+        assert!(p.words.len() == groups * PANEL && p.sums.len() >= PANEL);
+        assert!(p.scales.len() >= PANEL);
+        assert!((1..=YMM_ROWS).contains(&rows) && (1..=PANEL).contains(&columns));
+        assert!(a.stride >= groups * 4 && a.q.len() >= (rows - 1) * a.stride + groups * 4);
+        assert!(a.zero.len() >= rows && a.scale.len() >= rows);
+        assert!(c_stride >= columns && c.len() >= (rows - 1) * c_stride + columns);
+        let mut acc = [[0i32; PANEL]; YMM_ROWS];
+        #[cfg(target_arch = "x86_64")]
+        {
+            let (q, stride, b) = (a.q.as_ptr(), a.stride, p.words.as_ptr());
+            macro_rules! by_rows {
+                ($kernel:ident) => {
+                    match rows {
+                        3 => $kernel::<3>(q, stride, b, groups, &mut acc),
+                        2 => $kernel::<2>(q, stride, b, groups, &mut acc),
+                        _ => $kernel::<1>(q, stride, b, groups, &mut acc),
+                    }
+                };
+            }
+            // SAFETY: `ymm` proves the variant's CPU features; the asserts
+            // bound every read of `q` (row r < rows, byte 4g + 3 <
+            // groups · 4 ≤ stride) and of the panel (g · 32 + 32 ≤ len).
+            unsafe {
+                match ymm.0 {
+                    Variant::AvxVnni => by_rows!(avx_vnni),
+                    _ => by_rows!(avx2),
+                }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = ymm;
+        for (r, acc) in acc.iter().enumerate().take(rows) {
+            for (col, &sum) in acc.iter().enumerate().take(columns) {
+                c[r * c_stride + col].write(super::output(
+                    sum,
+                    a.zero[r],
+                    p.sums[col],
+                    p.scales[col],
+                    a.scale[r],
+                ));
+            }
+        }
+        finish_rows(c, c_stride, rows, columns, finish);
+    }
+
+    /// Registers of eight i32 lanes per panel row.
+    #[cfg(target_arch = "x86_64")]
+    const Y: usize = PANEL / 8;
+
+    /// The AVX-VNNI micro-kernel: per group of four inputs, one
+    /// `vpdpbusd` (256-bit, VEX) per row and register. Writes the sums of
+    /// the first `R` rows of `out`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,avxvnni")]
+    unsafe fn avx_vnni<const R: usize>(
+        a: *const u8,
+        stride: usize,
+        b: *const u32,
+        groups: usize,
+        out: &mut [[i32; PANEL]; YMM_ROWS],
+    ) {
+        // SAFETY: the caller (`tile_ymm`) checked the bounds described
+        // there; `out` rows hold PANEL values, Y registers of 8.
+        unsafe {
+            let mut acc = [[_mm256_setzero_si256(); Y]; R];
+            for g in 0..groups {
+                let mut x = [_mm256_setzero_si256(); R];
+                for (r, x) in x.iter_mut().enumerate() {
+                    let four = (a.add(r * stride + 4 * g) as *const i32).read_unaligned();
+                    *x = _mm256_set1_epi32(four);
+                }
+                for v in 0..Y {
+                    let w = _mm256_loadu_si256(b.add(g * PANEL + 8 * v) as *const __m256i);
+                    for r in 0..R {
+                        acc[r][v] = _mm256_dpbusd_avx_epi32(acc[r][v], x[r], w);
+                    }
+                }
+            }
+            for r in 0..R {
+                for v in 0..Y {
+                    _mm256_storeu_si256(out[r].as_mut_ptr().add(8 * v) as *mut __m256i, acc[r][v]);
+                }
+            }
+        }
+    }
+
+    /// The AVX2 micro-kernel: `vpmaddubsw` (pairs of u8 × s8 into i16; no
+    /// saturation with 7-bit activations), `vpmaddwd` by ones (pairs of
+    /// i16 into i32), `vpaddd`, on 256-bit registers. Writes the sums of
+    /// the first `R` rows of `out`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn avx2<const R: usize>(
+        a: *const u8,
+        stride: usize,
+        b: *const u32,
+        groups: usize,
+        out: &mut [[i32; PANEL]; YMM_ROWS],
+    ) {
+        // SAFETY: the caller (`tile_ymm`) checked the bounds described
+        // there; `out` rows hold PANEL values, Y registers of 8.
+        unsafe {
+            let ones = _mm256_set1_epi16(1);
+            let mut acc = [[_mm256_setzero_si256(); Y]; R];
+            for g in 0..groups {
+                let mut x = [_mm256_setzero_si256(); R];
+                for (r, x) in x.iter_mut().enumerate() {
+                    let four = (a.add(r * stride + 4 * g) as *const i32).read_unaligned();
+                    *x = _mm256_set1_epi32(four);
+                }
+                for v in 0..Y {
+                    let w = _mm256_loadu_si256(b.add(g * PANEL + 8 * v) as *const __m256i);
+                    for r in 0..R {
+                        let pairs = _mm256_maddubs_epi16(x[r], w);
+                        acc[r][v] = _mm256_add_epi32(acc[r][v], _mm256_madd_epi16(pairs, ones));
+                    }
+                }
+            }
+            for r in 0..R {
+                for v in 0..Y {
+                    _mm256_storeu_si256(out[r].as_mut_ptr().add(8 * v) as *mut __m256i, acc[r][v]);
+                }
+            }
+        }
     }
 
     /// `finish(r, values)` on the first `columns` values of each of `rows`

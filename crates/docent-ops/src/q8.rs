@@ -52,6 +52,23 @@ const READ_BYTES: usize = 1 << 19;
 /// Output rows per parallel task.
 const TASK_ROWS: usize = 64;
 
+/// Whether this CPU runs an AVX-512 variant of the kernel (detected once):
+/// without one, [`Q8Matrix`] runs portable code, slower than candle's AVX2
+/// `vec_dot`, so decoding should stay on candle's.
+pub fn available() -> bool {
+    Variant::detect().is_avx512()
+}
+
+/// The variants the kernel runs on this CPU, fastest first: the AVX-512
+/// ones, then the portable code (the 256-bit int8 variants have no
+/// `Q8_0` kernel, and would run the portable code).
+pub fn variants() -> Vec<Variant> {
+    Variant::all_supported()
+        .into_iter()
+        .filter(|v| v.is_avx512() || *v == Variant::Portable)
+        .collect()
+}
+
 /// A `Q8_0` weight matrix of shape (out, in), rearranged for
 /// [`Q8Matrix::matvec`].
 pub struct Q8Matrix {
@@ -519,7 +536,7 @@ mod tests {
     }
 
     fn variants() -> Vec<Variant> {
-        Variant::all_supported()
+        super::variants()
     }
 
     #[test]
