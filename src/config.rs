@@ -236,7 +236,7 @@ impl RerankConfig {
     /// in int8 against ONNX Runtime's 42, but 37 in bf16 and 22 in f32.
     pub fn resolved_runtime(&self) -> RerankRuntime {
         match self.runtime {
-            RerankRuntime::Auto => match self.precision.resolve_embedding() {
+            RerankRuntime::Auto => match self.precision.resolve_cross_encoder() {
                 Ok(docent_embed::Precision::Int8) => RerankRuntime::Docent,
                 _ => RerankRuntime::Onnxruntime,
             },

@@ -43,7 +43,7 @@ pub fn run(setup: &Setup, command: ModelsCommand) -> Result<ExitCode> {
             let rerank = &setup.config.rerank;
             match (
                 rerank.resolved_runtime(),
-                rerank.precision.resolve_embedding(),
+                rerank.precision.resolve_cross_encoder(),
             ) {
                 (crate::config::RerankRuntime::Onnxruntime, _) => println!(
                     "rerank.runtime = \"{}\": the reranker runs on ONNX Runtime on this CPU",

@@ -30,10 +30,16 @@ const TILE_ROWS: usize = 8;
 const BLOCK_ROWS: usize = 64;
 
 /// Whether this CPU runs the bf16 kernel (AVX-512 F and BF16), detected
-/// once at run time.
+/// once at run time. `DOCENT_BF16=off` makes docent ignore BF16 (and so
+/// AMX-BF16), to run on one machine what a CPU without it runs (with
+/// `DOCENT_INT8_VARIANT` and `DOCENT_AMX=off`, the int8 side).
 pub fn available() -> bool {
     static AVAILABLE: OnceLock<bool> = OnceLock::new();
     *AVAILABLE.get_or_init(|| {
+        if std::env::var("DOCENT_BF16").is_ok_and(|v| matches!(v.as_str(), "off" | "0" | "false"))
+        {
+            return false;
+        }
         #[cfg(target_arch = "x86_64")]
         {
             std::arch::is_x86_feature_detected!("avx512f")
@@ -397,7 +403,8 @@ pub enum Precision {
     Int8,
     /// The fastest precision this CPU has whose measured accuracy holds:
     /// for the encoder ([`Precision::resolve_embedding`]) int8 on AVX-512
-    /// VNNI or AVX-VNNI, bf16 on AVX-512 BF16 without it, f32 elsewhere; for prompt
+    /// VNNI or AVX-VNNI, bf16 on AVX-512 BF16 without it, int8 (7-bit) on
+    /// AVX-512 BW or AVX2 without either, f32 elsewhere; for prompt
     /// evaluation ([`Precision::resolve`]) bf16 on AVX-512 BF16, else f32.
     #[default]
     Auto,
@@ -417,9 +424,24 @@ impl Precision {
     }
 
     /// The precision the embedding encoder runs: `Auto` is int8 where
-    /// VNNI exists (AVX-512 or AVX-VNNI: the 8-bit path; the 7-bit paths of
-    /// AVX-512 BW and AVX2 are a choice), else as for prompts.
+    /// VNNI exists (AVX-512 or AVX-VNNI: the 8-bit path), else bf16 where
+    /// AVX-512 BF16 exists, else int8 on the 7-bit paths of AVX-512 BW or
+    /// AVX2, else f32. The 7-bit paths kept hybrid and dense R@5 and
+    /// nDCG@10 within 0.002 of f32 on the development set, and embedded
+    /// 1.39× faster than f32 (docs/benchmarks.md, session 22).
     pub fn resolve_embedding(self) -> Result<Precision, String> {
+        match self {
+            Precision::Auto if crate::int8::Variant::detect().has_vnni() => Ok(Precision::Int8),
+            Precision::Auto if !available() && crate::int8::available() => Ok(Precision::Int8),
+            _ => self.resolve_common(),
+        }
+    }
+
+    /// The precision a cross-encoder (the reranker) runs: `Auto` is int8
+    /// only where VNNI exists, whose 8-bit activations give ONNX Runtime's
+    /// integers for a model quantized by it; the 7-bit paths were not
+    /// measured on reranking. Else as for prompts.
+    pub fn resolve_cross_encoder(self) -> Result<Precision, String> {
         match self {
             Precision::Auto if crate::int8::Variant::detect().has_vnni() => Ok(Precision::Int8),
             _ => self.resolve_common(),

@@ -35,6 +35,7 @@ pub fn cpu_features() -> Vec<&'static str> {
         for (name, present) in [
             ("avx2", has!("avx2")),
             ("fma", has!("fma")),
+            ("avxvnni", has!("avxvnni")),
             ("avx512f", has!("avx512f")),
             ("avx512bw", has!("avx512bw")),
             ("avx512vnni", has!("avx512vnni")),

@@ -384,8 +384,8 @@ pub struct EncoderRerankerOptions {
     pub model_id: String,
     /// Longest (query, passage) pair in tokens.
     pub max_tokens: usize,
-    /// `auto` is int8 on AVX-512 VNNI (ONNX Runtime's integers), else as
-    /// for embeddings ([`Precision::resolve_embedding`]).
+    /// `auto` is int8 on VNNI (ONNX Runtime's integers), else bf16 or f32
+    /// ([`Precision::resolve_cross_encoder`]).
     pub precision: Precision,
     /// Pairs per forward pass: 1, as for [`OnnxRerankerOptions::batch_size`]
     /// (activations are quantized per tensor).
@@ -463,7 +463,7 @@ impl EncoderReranker {
         let precision =
             options
                 .precision
-                .resolve_embedding()
+                .resolve_cross_encoder()
                 .map_err(|message| Error::Unavailable {
                     message: format!("rerank.precision: {message}"),
                     source: None,
