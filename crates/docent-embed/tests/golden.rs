@@ -224,7 +224,8 @@ fn int8_embeddings_stay_close_to_f32() {
     assert_eq!(int8.precision(), Precision::Int8);
     // `auto` embeds in int8 on VNNI, and on the 7-bit paths where there
     // is no AVX-512 BF16 either.
-    let auto_int8 = docent_ops::int8::Variant::detect().has_vnni() || !docent_ops::bf16::available();
+    let auto_int8 =
+        docent_ops::int8::Variant::detect().has_vnni() || !docent_ops::bf16::available();
     assert_eq!(
         minilm(Precision::Auto).unwrap().precision() == Precision::Int8,
         auto_int8

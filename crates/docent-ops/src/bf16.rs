@@ -36,8 +36,7 @@ const BLOCK_ROWS: usize = 64;
 pub fn available() -> bool {
     static AVAILABLE: OnceLock<bool> = OnceLock::new();
     *AVAILABLE.get_or_init(|| {
-        if std::env::var("DOCENT_BF16").is_ok_and(|v| matches!(v.as_str(), "off" | "0" | "false"))
-        {
+        if std::env::var("DOCENT_BF16").is_ok_and(|v| matches!(v.as_str(), "off" | "0" | "false")) {
             return false;
         }
         #[cfg(target_arch = "x86_64")]

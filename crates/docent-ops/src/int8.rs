@@ -672,9 +672,7 @@ impl Int8Matrix {
                         (None, Some(ymm)) => {
                             kernel::tile_ymm(ymm, &a, &panel, c, stride, tile, columns, finish)
                         }
-                        (None, None) => {
-                            portable_tile(&a, &panel, c, stride, tile, columns, finish)
-                        }
+                        (None, None) => portable_tile(&a, &panel, c, stride, tile, columns, finish),
                     }
                     r += tile;
                 }

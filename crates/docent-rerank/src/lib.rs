@@ -460,14 +460,13 @@ impl EncoderReranker {
         if !onnx::is_converted(dir)? {
             onnx::convert(dir)?;
         }
-        let precision =
-            options
-                .precision
-                .resolve_cross_encoder()
-                .map_err(|message| Error::Unavailable {
-                    message: format!("rerank.precision: {message}"),
-                    source: None,
-                })?;
+        let precision = options
+            .precision
+            .resolve_cross_encoder()
+            .map_err(|message| Error::Unavailable {
+                message: format!("rerank.precision: {message}"),
+                source: None,
+            })?;
         let config = docent_embed::read_config(&dir.join(onnx::CONFIG))?;
         let encoder = docent_embed::load_encoder(&dir.join(onnx::WEIGHTS), &config, precision)?;
         if !encoder.classifies() {
