@@ -1111,14 +1111,14 @@ mod kernel {
                 }
                 for v in 0..Y {
                     let w = _mm256_loadu_si256(b.add(g * PANEL + 8 * v) as *const __m256i);
-                    for r in 0..R {
-                        acc[r][v] = _mm256_dpbusd_avx_epi32(acc[r][v], x[r], w);
+                    for (acc, x) in acc.iter_mut().zip(&x) {
+                        acc[v] = _mm256_dpbusd_avx_epi32(acc[v], *x, w);
                     }
                 }
             }
-            for r in 0..R {
-                for v in 0..Y {
-                    _mm256_storeu_si256(out[r].as_mut_ptr().add(8 * v) as *mut __m256i, acc[r][v]);
+            for (out, acc) in out.iter_mut().zip(&acc) {
+                for (v, acc) in acc.iter().enumerate() {
+                    _mm256_storeu_si256(out.as_mut_ptr().add(8 * v) as *mut __m256i, *acc);
                 }
             }
         }
@@ -1150,15 +1150,15 @@ mod kernel {
                 }
                 for v in 0..Y {
                     let w = _mm256_loadu_si256(b.add(g * PANEL + 8 * v) as *const __m256i);
-                    for r in 0..R {
-                        let pairs = _mm256_maddubs_epi16(x[r], w);
-                        acc[r][v] = _mm256_add_epi32(acc[r][v], _mm256_madd_epi16(pairs, ones));
+                    for (acc, x) in acc.iter_mut().zip(&x) {
+                        let pairs = _mm256_maddubs_epi16(*x, w);
+                        acc[v] = _mm256_add_epi32(acc[v], _mm256_madd_epi16(pairs, ones));
                     }
                 }
             }
-            for r in 0..R {
-                for v in 0..Y {
-                    _mm256_storeu_si256(out[r].as_mut_ptr().add(8 * v) as *mut __m256i, acc[r][v]);
+            for (out, acc) in out.iter_mut().zip(&acc) {
+                for (v, acc) in acc.iter().enumerate() {
+                    _mm256_storeu_si256(out.as_mut_ptr().add(8 * v) as *mut __m256i, *acc);
                 }
             }
         }
