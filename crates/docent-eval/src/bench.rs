@@ -593,6 +593,24 @@ pub(crate) fn peak_rss_mib() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+/// CPU seconds this process and its waited-for children (the PDF
+/// extraction workers) have used, user and system, from `/proc/self/stat`
+/// (in clock ticks of 1/100 s, Linux's `USER_HZ`).
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // After the command name, which may hold spaces, in parentheses: the
+    // state is field 3, so utime, stime, cutime, cstime (14–17) are the
+    // 12th to 15th fields after it.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields
+        .get(11..15)?
+        .iter()
+        .map(|f| f.parse::<f64>().ok())
+        .sum::<Option<f64>>()?;
+    Some(ticks / 100.0)
+}
+
 fn threads() -> String {
     std::env::var("CANDLE_NUM_THREADS")
         .or_else(|_| std::env::var("RAYON_NUM_THREADS"))
@@ -705,6 +723,11 @@ fn ingest_in(
         // chunks alone: the two alternate, so a noisy neighbour hits both.
         let (mut ingest_rates, mut embed_rates, mut ratios, mut seconds) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        // CPU seconds per chunk of the ingest and of embedding alone: their
+        // quotient is the ratio the ingest would reach if it kept the cores
+        // as busy as embedding alone does (extraction, chunking and storing
+        // take CPU from the embedder on a machine with few cores).
+        let (mut ingest_cpu, mut embed_cpu) = (Vec::new(), Vec::new());
         let (mut files, mut chunks) = (0, 0);
         for run in 0..runs {
             let collection =
@@ -716,6 +739,7 @@ fn ingest_in(
             // the kernels' buffers. Warmed with four short texts, the first
             // run's first batch embedded at 84 chunks/s against 102 after.
             parts.embedder.embed(&contexts[..64.min(contexts.len())])?;
+            let cpu = cpu_seconds();
             let t = Instant::now();
             // Up to the search index build, which the figures leave out.
             let stored = std::cell::Cell::new(None);
@@ -725,6 +749,7 @@ fn ingest_in(
                 }
             })?;
             let secs = stored.get().unwrap_or_else(|| t.elapsed()).as_secs_f64();
+            let cpu = cpu.zip(cpu_seconds()).map(|(a, b)| b - a);
             anyhow::ensure!(
                 summary.failed.is_empty(),
                 "bench files failed: {:?}",
@@ -741,9 +766,14 @@ fn ingest_in(
                     });
                 }
             }
+            let embed_start = cpu_seconds();
             let t = Instant::now();
             parts.embedder.embed(&texts)?;
             let embed_secs = t.elapsed().as_secs_f64();
+            if let (Some(ingest), Some(a), Some(b)) = (cpu, embed_start, cpu_seconds()) {
+                ingest_cpu.push(ingest / summary.chunks_embedded.max(1) as f64 * 1e3);
+                embed_cpu.push((b - a) / texts.len().max(1) as f64 * 1e3);
+            }
             let chunks_per_s = summary.chunks_embedded as f64 / secs;
             let embed_chunks_per_s = texts.len() as f64 / embed_secs;
             ingest_rates.push(chunks_per_s);
@@ -765,6 +795,13 @@ fn ingest_in(
             "runs_chunks_per_s": ingest_rates,
             "runs_embed_only_chunks_per_s": embed_rates,
             "runs_ingest_to_embed_ratio": ratios,
+            "ingest_cpu_ms_per_chunk": (!ingest_cpu.is_empty()).then(|| median(ingest_cpu.clone())),
+            "embed_only_cpu_ms_per_chunk": (!embed_cpu.is_empty()).then(|| median(embed_cpu.clone())),
+            "runs_cpu_ratio": ingest_cpu
+                .iter()
+                .zip(&embed_cpu)
+                .map(|(i, e)| e / i)
+                .collect::<Vec<f64>>(),
         }));
     }
     Ok(json!({
