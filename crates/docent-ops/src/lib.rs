@@ -74,7 +74,6 @@ pub fn kernels() -> Kernels {
 }
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape};
-use rayon::prelude::*;
 use std::ops::Range;
 use std::sync::OnceLock;
 
@@ -118,24 +117,23 @@ pub fn par_fill(
     min_rows: usize,
     apply: impl Fn(Range<usize>, &mut [f32]) + Sync,
 ) -> Vec<f32> {
-    let mut out = vec![0f32; rows * out_row];
-    if out.is_empty() {
-        return out;
-    }
     let threads = rayon::current_num_threads().max(1);
     let per_piece = rows.div_ceil(threads).max(min_rows.max(1));
-    if per_piece >= rows {
+    if rows * out_row == 0 || per_piece >= rows {
         // One piece: handing it to the pool would only add a round trip.
-        apply(0..rows, &mut out);
+        let mut out = vec![0f32; rows * out_row];
+        if !out.is_empty() {
+            apply(0..rows, &mut out);
+        }
         return out;
     }
-    out.par_chunks_mut(per_piece * out_row)
-        .enumerate()
-        .for_each(|(i, dst)| {
-            let first = i * per_piece;
-            apply(first..first + dst.len() / out_row, dst)
-        });
-    out
+    // Each piece is zeroed by the thread that fills it, while it is in
+    // cache, rather than the whole output by the calling thread first: that
+    // serial `memset` was 10% of the CPU of `docent bench ingest`.
+    panels::fill_pieces(rows * out_row, per_piece * out_row, |i, dst| {
+        let first = i * per_piece;
+        apply(first..first + dst.len() / out_row, dst)
+    })
 }
 
 /// Rows of `row` values per piece for [`par_fill`]: at least 16k values, so
@@ -432,6 +430,45 @@ pub(crate) fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> 
 mod tests {
     use super::*;
     use candle_core::{Device, Tensor};
+
+    /// Every row reaches `apply` once, zeroed, in one piece or many (the
+    /// pieces split across threads, each zeroed by its own), and the
+    /// output holds exactly what `apply` wrote.
+    #[test]
+    fn par_fill_hands_out_every_row_once_and_zeroed() {
+        for (rows, out_row, min_rows) in [
+            (0, 5, 1),
+            (1, 7, 1),
+            (3, 4, 100),
+            (1000, 33, 7),
+            (4097, 1, 64),
+        ] {
+            let calls = std::sync::atomic::AtomicUsize::new(0);
+            let out = par_fill(rows, out_row, min_rows, |range, dst| {
+                calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                assert_eq!(dst.len(), range.len() * out_row);
+                assert!(dst.iter().all(|&v| v == 0.0), "a piece was not zeroed");
+                for (r, row) in range.zip(dst.chunks_exact_mut(out_row)) {
+                    for (c, v) in row.iter_mut().enumerate() {
+                        // Accumulates, so a value left from elsewhere shows.
+                        *v += (r * out_row + c) as f32;
+                    }
+                }
+            });
+            assert_eq!(out.len(), rows * out_row);
+            assert!(
+                out.iter().enumerate().all(|(i, &v)| v == i as f32),
+                "{rows} × {out_row}"
+            );
+            let threads = rayon::current_num_threads().max(1);
+            let expected_pieces = if rows == 0 {
+                0
+            } else {
+                rows.div_ceil(rows.div_ceil(threads).max(min_rows))
+            };
+            assert_eq!(calls.into_inner(), expected_pieces, "{rows} × {out_row}");
+        }
+    }
 
     #[test]
     fn fast_exp_matches_libm() {

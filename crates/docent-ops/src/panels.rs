@@ -4,7 +4,8 @@
 //! panels when there are few (a query, a short prompt piece). The output is
 //! not zeroed first (zeroing and the page faults of fresh memory were 8% of
 //! bulk embedding): every value is written once, by the caller's tiles, and
-//! only then is the length set.
+//! only then is the length set. The row-wise ops ([`crate::par_fill`])
+//! take their output the same way, each piece zeroed by its own thread.
 
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
@@ -86,12 +87,42 @@ where
     result
 }
 
+/// A vector of `len` values in pieces of `piece` values (the last may be
+/// shorter), each zeroed and then handed to `fill(index, values)` on
+/// rayon's threads.
+pub(crate) fn fill_pieces(
+    len: usize,
+    piece: usize,
+    fill: impl Fn(usize, &mut [f32]) + Sync,
+) -> Vec<f32> {
+    let mut result: Vec<f32> = Vec::with_capacity(len);
+    result.spare_capacity_mut()[..len]
+        .par_chunks_mut(piece.max(1))
+        .enumerate()
+        .for_each(|(i, dst)| fill(i, uninit::zeroed(dst)));
+    uninit::written(&mut result, len);
+    result
+}
+
 #[allow(unsafe_code)]
 mod uninit {
+    use std::mem::MaybeUninit;
+
+    /// Writes 0 to every value of `v`, and returns them as initialised.
+    pub fn zeroed(v: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+        for x in v.iter_mut() {
+            x.write(0.0);
+        }
+        // SAFETY: every value of `v` was just written, and
+        // `MaybeUninit<f32>` has the layout of `f32`.
+        unsafe { &mut *(v as *mut [MaybeUninit<f32>] as *mut [f32]) }
+    }
+
     /// Sets the length of `v` to `len` after its spare capacity was filled.
     /// [`super::product`] calls it only on buffers its `compute` wrote in
     /// full (every row of the range and every column of its panels), or on
-    /// the copy of such buffers.
+    /// the copy of such buffers; [`super::fill_pieces`] after every piece
+    /// of the first `len` values was zeroed.
     pub fn written(v: &mut Vec<f32>, len: usize) {
         assert!(len <= v.capacity());
         // SAFETY: the first `len` values were initialised, as stated above,
