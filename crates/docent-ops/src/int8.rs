@@ -958,6 +958,30 @@ mod kernel {
         }
     }
 
+    /// The bounds the micro-kernels rely on, for `rows` (≤ `max_rows`)
+    /// rows of `a` times the panel `p` into `columns` (≤ PANEL) values of
+    /// rows of `c`, `c_stride` apart: whole groups of weights, sums and
+    /// scales for a panel, activation rows of every group, a zero point
+    /// and step per row, and room in `c`. Returns the groups.
+    fn check_tile(
+        a: &Rows,
+        p: &Panel,
+        c: &[MaybeUninit<f32>],
+        c_stride: usize,
+        rows: usize,
+        max_rows: usize,
+        columns: usize,
+    ) -> usize {
+        let groups = p.words.len() / PANEL;
+        assert!(p.words.len() == groups * PANEL && p.sums.len() >= PANEL);
+        assert!(p.scales.len() >= PANEL);
+        assert!((1..=max_rows).contains(&rows) && (1..=PANEL).contains(&columns));
+        assert!(a.stride >= groups * 4 && a.q.len() >= (rows - 1) * a.stride + groups * 4);
+        assert!(a.zero.len() >= rows && a.scale.len() >= rows);
+        assert!(c_stride >= columns && c.len() >= (rows - 1) * c_stride + columns);
+        groups
+    }
+
     /// Registers per panel row.
     #[cfg(target_arch = "x86_64")]
     const V: usize = PANEL / 16;
@@ -977,13 +1001,7 @@ mod kernel {
         columns: usize,
         finish: impl FnMut(usize, &mut [f32]),
     ) {
-        let groups = p.words.len() / PANEL;
-        assert!(p.words.len() == groups * PANEL && p.sums.len() >= PANEL);
-        assert!(p.scales.len() >= PANEL);
-        assert!((1..=TILE_ROWS).contains(&rows) && (1..=PANEL).contains(&columns));
-        assert!(a.stride >= groups * 4 && a.q.len() >= (rows - 1) * a.stride + groups * 4);
-        assert!(a.zero.len() >= rows && a.scale.len() >= rows);
-        assert!(c_stride >= columns && c.len() >= (rows - 1) * c_stride + columns);
+        let groups = check_tile(a, p, c, c_stride, rows, TILE_ROWS, columns);
         #[cfg(target_arch = "x86_64")]
         {
             let out = Out::new(a, p, c, c_stride, columns);
@@ -1037,13 +1055,7 @@ mod kernel {
         columns: usize,
         finish: impl FnMut(usize, &mut [f32]),
     ) {
-        let groups = p.words.len() / PANEL;
-        assert!(p.words.len() == groups * PANEL && p.sums.len() >= PANEL);
-        assert!(p.scales.len() >= PANEL);
-        assert!((1..=YMM_ROWS).contains(&rows) && (1..=PANEL).contains(&columns));
-        assert!(a.stride >= groups * 4 && a.q.len() >= (rows - 1) * a.stride + groups * 4);
-        assert!(a.zero.len() >= rows && a.scale.len() >= rows);
-        assert!(c_stride >= columns && c.len() >= (rows - 1) * c_stride + columns);
+        let groups = check_tile(a, p, c, c_stride, rows, YMM_ROWS, columns);
         let mut acc = [[0i32; PANEL]; YMM_ROWS];
         #[cfg(target_arch = "x86_64")]
         {
@@ -1087,82 +1099,71 @@ mod kernel {
     #[cfg(target_arch = "x86_64")]
     const Y: usize = PANEL / 8;
 
-    /// The AVX-VNNI micro-kernel: per group of four inputs, one
-    /// `vpdpbusd` (256-bit, VEX) per row and register. Writes the sums of
-    /// the first `R` rows of `out`.
+    /// A 256-bit micro-kernel: per group of four inputs and register of
+    /// eight columns, `$step(acc, x, w)` adds the products of the broadcast
+    /// activations `x` of a row and the weights `w` into that row's
+    /// accumulator. Writes the sums of the first `R` rows of `out`.
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,avxvnni")]
-    unsafe fn avx_vnni<const R: usize>(
-        a: *const u8,
-        stride: usize,
-        b: *const u32,
-        groups: usize,
-        out: &mut [[i32; PANEL]; YMM_ROWS],
-    ) {
-        // SAFETY: the caller (`tile_ymm`) checked the bounds described
-        // there; `out` rows hold PANEL values, Y registers of 8.
-        unsafe {
-            let mut acc = [[_mm256_setzero_si256(); Y]; R];
-            for g in 0..groups {
-                let mut x = [_mm256_setzero_si256(); R];
-                for (r, x) in x.iter_mut().enumerate() {
-                    let four = (a.add(r * stride + 4 * g) as *const i32).read_unaligned();
-                    *x = _mm256_set1_epi32(four);
-                }
-                for v in 0..Y {
-                    let w = _mm256_loadu_si256(b.add(g * PANEL + 8 * v) as *const __m256i);
-                    for (acc, x) in acc.iter_mut().zip(&x) {
-                        acc[v] = _mm256_dpbusd_avx_epi32(acc[v], *x, w);
+    macro_rules! ymm_kernel {
+        ($(#[$doc:meta])* $name:ident, $features:literal, |$acc:ident, $x:ident, $w:ident| $step:expr) => {
+            $(#[$doc])*
+            #[target_feature(enable = $features)]
+            unsafe fn $name<const R: usize>(
+                a: *const u8,
+                stride: usize,
+                b: *const u32,
+                groups: usize,
+                out: &mut [[i32; PANEL]; YMM_ROWS],
+            ) {
+                // SAFETY: the caller (`tile_ymm`) checked the bounds
+                // described there; `out` rows hold PANEL values, Y
+                // registers of 8.
+                unsafe {
+                    let mut acc = [[_mm256_setzero_si256(); Y]; R];
+                    for g in 0..groups {
+                        let mut x = [_mm256_setzero_si256(); R];
+                        for (r, x) in x.iter_mut().enumerate() {
+                            let four = (a.add(r * stride + 4 * g) as *const i32).read_unaligned();
+                            *x = _mm256_set1_epi32(four);
+                        }
+                        for v in 0..Y {
+                            let $w = _mm256_loadu_si256(b.add(g * PANEL + 8 * v) as *const __m256i);
+                            for (acc, $x) in acc.iter_mut().zip(&x) {
+                                let $acc = acc[v];
+                                acc[v] = $step;
+                            }
+                        }
+                    }
+                    for (out, acc) in out.iter_mut().zip(&acc) {
+                        for (v, acc) in acc.iter().enumerate() {
+                            _mm256_storeu_si256(out.as_mut_ptr().add(8 * v) as *mut __m256i, *acc);
+                        }
                     }
                 }
             }
-            for (out, acc) in out.iter_mut().zip(&acc) {
-                for (v, acc) in acc.iter().enumerate() {
-                    _mm256_storeu_si256(out.as_mut_ptr().add(8 * v) as *mut __m256i, *acc);
-                }
-            }
-        }
+        };
     }
 
-    /// The AVX2 micro-kernel: `vpmaddubsw` (pairs of u8 × s8 into i16; no
-    /// saturation with 7-bit activations), `vpmaddwd` by ones (pairs of
-    /// i16 into i32), `vpaddd`, on 256-bit registers. Writes the sums of
-    /// the first `R` rows of `out`.
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    unsafe fn avx2<const R: usize>(
-        a: *const u8,
-        stride: usize,
-        b: *const u32,
-        groups: usize,
-        out: &mut [[i32; PANEL]; YMM_ROWS],
-    ) {
-        // SAFETY: the caller (`tile_ymm`) checked the bounds described
-        // there; `out` rows hold PANEL values, Y registers of 8.
-        unsafe {
-            let ones = _mm256_set1_epi16(1);
-            let mut acc = [[_mm256_setzero_si256(); Y]; R];
-            for g in 0..groups {
-                let mut x = [_mm256_setzero_si256(); R];
-                for (r, x) in x.iter_mut().enumerate() {
-                    let four = (a.add(r * stride + 4 * g) as *const i32).read_unaligned();
-                    *x = _mm256_set1_epi32(four);
-                }
-                for v in 0..Y {
-                    let w = _mm256_loadu_si256(b.add(g * PANEL + 8 * v) as *const __m256i);
-                    for (acc, x) in acc.iter_mut().zip(&x) {
-                        let pairs = _mm256_maddubs_epi16(*x, w);
-                        acc[v] = _mm256_add_epi32(acc[v], _mm256_madd_epi16(pairs, ones));
-                    }
-                }
-            }
-            for (out, acc) in out.iter_mut().zip(&acc) {
-                for (v, acc) in acc.iter().enumerate() {
-                    _mm256_storeu_si256(out.as_mut_ptr().add(8 * v) as *mut __m256i, *acc);
-                }
-            }
-        }
-    }
+    ymm_kernel!(
+        /// AVX-VNNI: one `vpdpbusd` (256-bit, VEX) per row and register.
+        avx_vnni,
+        "avx2,avxvnni",
+        |acc, x, w| _mm256_dpbusd_avx_epi32(acc, *x, w)
+    );
+
+    #[cfg(target_arch = "x86_64")]
+    ymm_kernel!(
+        /// AVX2: `vpmaddubsw` (pairs of u8 × s8 into i16; no saturation
+        /// with 7-bit activations), `vpmaddwd` by ones (pairs of i16 into
+        /// i32), `vpaddd`.
+        avx2,
+        "avx2",
+        |acc, x, w| _mm256_add_epi32(
+            acc,
+            _mm256_madd_epi16(_mm256_maddubs_epi16(*x, w), _mm256_set1_epi16(1))
+        )
+    );
 
     /// `finish(r, values)` on the first `columns` values of each of `rows`
     /// rows of `c`, which a kernel has just stored.
