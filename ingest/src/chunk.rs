@@ -20,19 +20,98 @@ const SEGMENT_BYTES: usize = 16 * 1024;
 /// budgeting) tokenizes again. Ordinary text has 4–6 bytes a token.
 const MAX_BYTES_PER_TOKEN: usize = 16;
 
-/// The embedder's token count, but at least one token per
-/// [`MAX_BYTES_PER_TOKEN`] bytes that are not whitespace.
-struct BoundedSizer(Tokenizer);
+/// Sizes the candidate chunks of one segment: the embedder's token count,
+/// but at least one token per [`MAX_BYTES_PER_TOKEN`] bytes that are not
+/// whitespace.
+///
+/// text-splitter sizes many overlapping candidates per chunk, and
+/// tokenizing each of them was the largest cost of ingestion after
+/// embedding (docs/benchmarks.md, session 22). For a WordPiece tokenizer
+/// behind BERT's normalizer and pre-tokenizer, which tokenize each
+/// whitespace-separated word on its own, a candidate that begins and ends
+/// next to whitespace (or at the segment's edges) holds exactly the tokens
+/// of the whole segment's tokenization that lie inside it: those are
+/// counted from one tokenization of the segment. Other candidates, and
+/// other tokenizers, are tokenized on their own.
+struct SegmentSizer<'a> {
+    tokenizer: &'a Tokenizer,
+    segment: &'a str,
+    /// The byte offsets where the segment's tokens start and end, in
+    /// order; `None` where candidates are tokenized on their own.
+    tokens: Option<(Vec<usize>, Vec<usize>)>,
+}
 
-impl ChunkSizer for BoundedSizer {
-    fn size(&self, chunk: &str) -> usize {
-        let tokens = self
-            .0
+impl<'a> SegmentSizer<'a> {
+    fn new(tokenizer: &'a Tokenizer, segment: &'a str, by_words: bool) -> Self {
+        let tokens = by_words
+            .then(|| tokenizer.encode(segment, false).ok())
+            .flatten()
+            .map(|e| e.get_offsets().iter().copied().unzip())
+            .filter(|(starts, ends): &(Vec<usize>, Vec<usize>)| {
+                starts.is_sorted() && ends.is_sorted()
+            });
+        SegmentSizer {
+            tokenizer,
+            segment,
+            tokens,
+        }
+    }
+
+    /// The tokens of `chunk` counted from the segment's tokenization, if
+    /// `chunk` lies in the segment and begins and ends next to whitespace.
+    fn counted(&self, chunk: &str) -> Option<usize> {
+        let (starts, ends) = self.tokens.as_ref()?;
+        let start = (chunk.as_ptr() as usize).checked_sub(self.segment.as_ptr() as usize)?;
+        let end = start + chunk.len();
+        let bytes = self.segment.as_bytes();
+        if end > bytes.len() {
+            return None;
+        }
+        let cut = |i: usize| {
+            i == 0
+                || i == bytes.len()
+                || bytes[i - 1].is_ascii_whitespace()
+                || bytes[i].is_ascii_whitespace()
+        };
+        if !(cut(start) && cut(end)) {
+            return None;
+        }
+        let first = starts.partition_point(|&t| t < start);
+        let last = ends.partition_point(|&t| t <= end);
+        Some(last.saturating_sub(first))
+    }
+
+    /// `chunk` tokenized on its own.
+    fn tokenized(&self, chunk: &str) -> usize {
+        self.tokenizer
             .encode_fast(chunk, false)
-            .map_or(chunk.len() / 4 + 1, |e| e.get_ids().len());
+            .map_or(chunk.len() / 4 + 1, |e| e.get_ids().len())
+    }
+}
+
+impl ChunkSizer for SegmentSizer<'_> {
+    fn size(&self, chunk: &str) -> usize {
+        let tokens = self.counted(chunk).unwrap_or_else(|| self.tokenized(chunk));
         let bytes = chunk.bytes().filter(|b| !b.is_ascii_whitespace()).count();
         tokens.max(bytes / MAX_BYTES_PER_TOKEN)
     }
+}
+
+/// Whether `tokenizer` tokenizes whitespace-separated words independently:
+/// WordPiece behind BERT's pre-tokenizer, with BERT's normalizer or none.
+fn tokenizes_by_words(tokenizer: &Tokenizer) -> bool {
+    use tokenizers::models::ModelWrapper;
+    use tokenizers::normalizers::NormalizerWrapper;
+    use tokenizers::pre_tokenizers::PreTokenizerWrapper;
+    matches!(tokenizer.get_model(), ModelWrapper::WordPiece(_))
+        && matches!(
+            tokenizer.get_pre_tokenizer(),
+            Some(PreTokenizerWrapper::BertPreTokenizer(_))
+        )
+        && matches!(
+            tokenizer.get_normalizer(),
+            None | Some(NormalizerWrapper::BertNormalizer(_))
+        )
 }
 
 /// Splits documents into chunks of at most `max_tokens` embedder tokens, with
@@ -40,11 +119,12 @@ impl ChunkSizer for BoundedSizer {
 /// chunks follow headings, lists and code blocks; every chunk records its byte
 /// range and, for Markdown, the heading path above it.
 pub struct TokenChunker {
-    text: TextSplitter<BoundedSizer>,
-    markdown: MarkdownSplitter<BoundedSizer>,
     tokenizer: Tokenizer,
     max_tokens: usize,
     overlap_tokens: usize,
+    /// Whether candidates are counted from one tokenization per segment
+    /// where that is exact ([`SegmentSizer`]).
+    by_words: bool,
 }
 
 /// A chunker setting that text-splitter refuses (e.g. overlap ≥ size).
@@ -58,19 +138,36 @@ impl TokenChunker {
         max_tokens: usize,
         overlap_tokens: usize,
     ) -> Result<Self, ChunkerConfigError> {
-        let config = || {
-            ChunkConfig::new(max_tokens)
-                .with_sizer(BoundedSizer(tokenizer.clone()))
-                .with_overlap(overlap_tokens)
-                .map_err(|e| ChunkerConfigError(e.to_string()))
-        };
+        ChunkConfig::new(max_tokens)
+            .with_overlap(overlap_tokens)
+            .map_err(|e| ChunkerConfigError(e.to_string()))?;
         Ok(TokenChunker {
-            text: TextSplitter::new(config()?),
-            markdown: MarkdownSplitter::new(config()?),
-            tokenizer: tokenizer.clone(),
+            by_words: tokenizes_by_words(&tokenizer),
+            tokenizer,
             max_tokens,
             overlap_tokens,
         })
+    }
+
+    /// Sizes every candidate chunk by tokenizing it on its own: the
+    /// reference the counted sizes are checked against (the chunks are the
+    /// same, only slower to find).
+    pub fn with_every_candidate_tokenized(mut self) -> Self {
+        self.by_words = false;
+        self
+    }
+
+    /// The chunks of one segment, as (offset in `part`, chunk).
+    fn chunk_segment<'t>(&self, part: &'t str, kind: TextKind) -> Vec<(usize, &'t str)> {
+        let sizer = SegmentSizer::new(&self.tokenizer, part, self.by_words);
+        let config = ChunkConfig::new(self.max_tokens)
+            .with_sizer(sizer)
+            .with_overlap(self.overlap_tokens)
+            .expect("the overlap was checked when the chunker was made");
+        match kind {
+            TextKind::Markdown => MarkdownSplitter::new(config).chunk_indices(part).collect(),
+            TextKind::Plain => TextSplitter::new(config).chunk_indices(part).collect(),
+        }
     }
 }
 
@@ -79,11 +176,7 @@ impl Chunker for TokenChunker {
         let text = document.text.as_str();
         let mut spans: Vec<(usize, &str)> = Vec::new();
         for segment in segments(text, SEGMENT_BYTES) {
-            let part = &text[segment.clone()];
-            let found: Vec<(usize, &str)> = match document.kind {
-                TextKind::Markdown => self.markdown.chunk_indices(part).collect(),
-                TextKind::Plain => self.text.chunk_indices(part).collect(),
-            };
+            let found = self.chunk_segment(&text[segment.clone()], document.kind);
             spans.extend(found.into_iter().map(|(i, c)| (segment.start + i, c)));
         }
         let headings = match document.kind {

@@ -82,6 +82,102 @@ proptest! {
     }
 }
 
+fn tricky_words() -> impl Strategy<Value = String> {
+    let word = prop::sample::select(vec![
+        "refund",
+        "the",
+        "über",
+        "naïve",
+        "e\u{301}",
+        "東京",
+        "don't",
+        "e-mail",
+        "(parens)",
+        "3.5%",
+        "🙂",
+        "\u{a0}",
+        "\t",
+        "\n",
+        "\n\n",
+        "a\u{0}b",
+        "x.y",
+        "#",
+        "- item",
+        "supercalifragilisticexpialidocious",
+        "— dash",
+        "«quote»",
+        "ﬁne",
+    ]);
+    prop::collection::vec((word, prop::sample::select(vec![" ", "", "\n"])), 0..400).prop_map(|w| {
+        w.into_iter()
+            .map(|(w, sep)| format!("{w}{sep}"))
+            .collect::<String>()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Counting candidates from one tokenization per segment finds exactly
+    /// the chunks that tokenizing every candidate finds.
+    #[test]
+    fn counted_sizes_give_the_chunks_of_tokenized_ones(
+        text in tricky_words(),
+        markdown in any::<bool>(),
+        (size, overlap) in prop::sample::select(vec![(16usize, 0usize), (64, 8), (128, 16)]),
+    ) {
+        let counted = TokenChunker::new(tokenizer().clone(), size, overlap).unwrap();
+        let tokenized = TokenChunker::new(tokenizer().clone(), size, overlap)
+            .unwrap()
+            .with_every_candidate_tokenized();
+        let doc = ExtractedDocument {
+            text,
+            kind: if markdown { TextKind::Markdown } else { TextKind::Plain },
+            ..Default::default()
+        };
+        prop_assert_eq!(counted.chunk(&doc), tokenized.chunk(&doc));
+    }
+}
+
+/// The same on real text: SQuAD's paragraphs, ten to a document, at the
+/// default chunk size and at the largest the embedder takes.
+#[test]
+fn counted_sizes_give_the_chunks_of_tokenized_ones_on_squad() {
+    let path = docent_models::testing::shared_dir().join("data/squad/squad2-dev.json");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let contexts: Vec<&str> = json["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|a| a["paragraphs"].as_array().unwrap())
+        .filter_map(|p| p["context"].as_str())
+        .take(300)
+        .collect();
+    let mut chunks = 0;
+    for (size, overlap) in [(128, 16), (254, 32)] {
+        let counted = TokenChunker::new(tokenizer().clone(), size, overlap).unwrap();
+        let tokenized = TokenChunker::new(tokenizer().clone(), size, overlap)
+            .unwrap()
+            .with_every_candidate_tokenized();
+        for (i, group) in contexts.chunks(10).enumerate() {
+            let doc = ExtractedDocument {
+                text: group.join(if i % 2 == 0 { "\n\n" } else { " " }),
+                kind: TextKind::Plain,
+                ..Default::default()
+            };
+            let spans = counted.chunk(&doc);
+            assert_eq!(
+                spans,
+                tokenized.chunk(&doc),
+                "document {i} at {size} tokens"
+            );
+            chunks += spans.len();
+        }
+    }
+    assert!(chunks > 300, "{chunks} chunks");
+}
+
 #[test]
 fn markdown_chunks_carry_their_heading_path() {
     let chunker = TokenChunker::new(tokenizer().clone(), 40, 0).unwrap();
