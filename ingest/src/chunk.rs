@@ -80,18 +80,21 @@ impl<'a> SegmentSizer<'a> {
         let last = ends.partition_point(|&t| t <= end);
         Some(last.saturating_sub(first))
     }
+}
 
-    /// `chunk` tokenized on its own.
-    fn tokenized(&self, chunk: &str) -> usize {
-        self.tokenizer
-            .encode_fast(chunk, false)
-            .map_or(chunk.len() / 4 + 1, |e| e.get_ids().len())
-    }
+/// `text`'s tokens, tokenized on its own (a quarter of its bytes if the
+/// tokenizer fails).
+fn token_count(tokenizer: &Tokenizer, text: &str) -> usize {
+    tokenizer
+        .encode_fast(text, false)
+        .map_or(text.len() / 4 + 1, |e| e.get_ids().len())
 }
 
 impl ChunkSizer for SegmentSizer<'_> {
     fn size(&self, chunk: &str) -> usize {
-        let tokens = self.counted(chunk).unwrap_or_else(|| self.tokenized(chunk));
+        let tokens = self
+            .counted(chunk)
+            .unwrap_or_else(|| token_count(self.tokenizer, chunk));
         let bytes = chunk.bytes().filter(|b| !b.is_ascii_whitespace()).count();
         tokens.max(bytes / MAX_BYTES_PER_TOKEN)
     }
@@ -205,9 +208,7 @@ impl Chunker for TokenChunker {
     }
 
     fn count_tokens(&self, text: &str) -> usize {
-        self.tokenizer
-            .encode(text, false)
-            .map_or(text.len() / 4 + 1, |e| e.get_ids().len())
+        token_count(&self.tokenizer, text)
     }
 }
 

@@ -48,7 +48,7 @@ pub struct Support {
 pub fn support() -> Support {
     static SUPPORT: OnceLock<Support> = OnceLock::new();
     *SUPPORT.get_or_init(|| {
-        if std::env::var("DOCENT_AMX").is_ok_and(|v| matches!(v.as_str(), "off" | "0" | "false")) {
+        if crate::switched_off("DOCENT_AMX") {
             return Support::default();
         }
         let (tile, int8, bf16) = kernel::cpu_bits();

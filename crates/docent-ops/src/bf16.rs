@@ -36,7 +36,7 @@ const BLOCK_ROWS: usize = 64;
 pub fn available() -> bool {
     static AVAILABLE: OnceLock<bool> = OnceLock::new();
     *AVAILABLE.get_or_init(|| {
-        if std::env::var("DOCENT_BF16").is_ok_and(|v| matches!(v.as_str(), "off" | "0" | "false")) {
+        if crate::switched_off("DOCENT_BF16") {
             return false;
         }
         #[cfg(target_arch = "x86_64")]
@@ -395,8 +395,8 @@ pub enum Precision {
     Bf16,
     /// 8-bit weights (per output column) and activations (per row) with
     /// integer sums ([`crate::int8`]), on AMX-INT8, AVX-512 VNNI or BW,
-    /// AVX-VNNI or AVX2; for the
-    /// encoder only. About 1% of error per product, and embeddings within
+    /// AVX-VNNI or AVX2; for the encoder only. About 1% of error per
+    /// product, and embeddings within
     /// cosine 0.993 of f32, but retrieval on the development set is
     /// unchanged (docs/benchmarks.md, session 15).
     Int8,
@@ -430,9 +430,8 @@ impl Precision {
     /// 1.39× faster than f32 (docs/benchmarks.md, session 22).
     pub fn resolve_embedding(self) -> Result<Precision, String> {
         match self {
-            Precision::Auto if crate::int8::Variant::detect().has_vnni() => Ok(Precision::Int8),
             Precision::Auto if !available() && crate::int8::available() => Ok(Precision::Int8),
-            _ => self.resolve_common(),
+            _ => self.resolve_cross_encoder(),
         }
     }
 
@@ -464,8 +463,8 @@ impl Precision {
     }
 
     /// The kernel a resolved precision runs on this CPU: `amx-int8`,
-    /// `avx512-vnni`, `avx512-bw`, `avx-vnni`, `avx2` or `portable` for int8, `amx-bf16` or
-    /// `avx512-bf16` for bf16, candle's `gemm` for f32 (and for `Auto`,
+    /// `avx512-vnni`, `avx-vnni`, `avx512-bw`, `avx2` or `portable` for
+    /// int8, `amx-bf16` or `avx512-bf16` for bf16, candle's `gemm` for f32 (and for `Auto`,
     /// which callers resolve first).
     pub fn kernel(self) -> &'static str {
         match self {

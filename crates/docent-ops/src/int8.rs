@@ -24,7 +24,8 @@
 //! VNNI (and AMX, AVX-VNNI) and the portable code, and **127 (7 bits) for
 //! the AVX-512 BW and AVX2 variants**: `vpmaddubsw` adds two u8 × s8
 //! products into an i16 with saturation, and 2 · 127 · 127 = 32,258 fits
-//! where 2 · 255 · 127 = 64,770 would not. Those variants' activation step is twice as coarse.
+//! where 2 · 255 · 127 = 64,770 would not. Those variants' activation
+//! step is twice as coarse.
 //!
 //! **Output**: with `acc = Σ_k xq_k · wq_jk` (exact in i32),
 //! `y_rj = (f32(acc − z_r · Σ_k wq_jk) · sw_j) · s_r`. The sums cannot
@@ -352,7 +353,7 @@ fn portable_tile(
     c_stride: usize,
     rows: usize,
     columns: usize,
-    mut finish: impl FnMut(usize, &mut [f32]),
+    finish: impl FnMut(usize, &mut [f32]),
 ) {
     let mut acc = [[0i32; PANEL]; TILE_ROWS];
     for (g, words) in p.words.chunks_exact(PANEL).enumerate() {
@@ -374,7 +375,23 @@ fn portable_tile(
             }
         }
     }
-    for (r, acc) in acc.iter().enumerate().take(rows) {
+    store_array(&acc[..rows], a, p, c, c_stride, columns, finish);
+}
+
+/// The outputs of the sums `acc` (one row of [`PANEL`] per activation row
+/// of `a`) with the panel `p`, through [`output`]: the first `columns`
+/// values of each row, then `finish(r, values)`, into rows of `c`,
+/// `c_stride` apart. The portable and the 256-bit kernels end here.
+fn store_array(
+    acc: &[[i32; PANEL]],
+    a: &Rows,
+    p: &Panel,
+    c: &mut [MaybeUninit<f32>],
+    c_stride: usize,
+    columns: usize,
+    mut finish: impl FnMut(usize, &mut [f32]),
+) {
+    for (r, acc) in acc.iter().enumerate() {
         let mut y = [0f32; PANEL];
         for col in 0..columns {
             y[col] = output(acc[col], a.zero[r], p.sums[col], p.scales[col], a.scale[r]);
@@ -593,15 +610,15 @@ impl Int8Matrix {
             self.input
         );
         assert!(variant.supported(), "this CPU lacks the {variant} variant");
-        let simd = kernel::Simd::new(variant);
+        let kernel = kernel::Kernel::new(variant);
+        let simd = kernel.simd();
         let fixed = match self.activations {
             Activations::PerRow => None,
             Activations::PerTensor => Some(range_on(simd, x)),
         };
         let job = Job {
+            kernel,
             simd,
-            ymm: kernel::Ymm::new(variant),
-            tile_rows: variant.tile_rows(),
             levels,
             fixed,
             finish,
@@ -638,6 +655,7 @@ impl Int8Matrix {
         let (first_row, rows) = (rows.start, rows.len());
         let width = (panels.end * PANEL).min(self.out) - panels.start * PANEL;
         assert!(x.len() >= rows * self.input && stride >= width && dst.len() >= rows * stride);
+        let variant_rows = job.kernel.variant().tile_rows();
         let row_bytes = self.groups * 4;
         let mut q = vec![0u8; rows * row_bytes];
         let (zero, scale) =
@@ -654,7 +672,7 @@ impl Int8Matrix {
                 let columns = PANEL.min(self.out - j * PANEL);
                 let mut r = block;
                 while r < block + block_rows {
-                    let tile = job.tile_rows.min(block + block_rows - r);
+                    let tile = variant_rows.min(block + block_rows - r);
                     let a = Rows {
                         q: &q[r * row_bytes..(r + tile) * row_bytes],
                         stride: row_bytes,
@@ -665,14 +683,11 @@ impl Int8Matrix {
                     let finish = |i: usize, values: &mut [f32]| {
                         (job.finish)(first_row + r + i, j * PANEL, values)
                     };
-                    match (job.simd, job.ymm) {
-                        (Some(simd), _) => {
-                            kernel::tile(simd, &a, &panel, c, stride, tile, columns, finish)
+                    match job.kernel {
+                        kernel::Kernel::Portable => {
+                            portable_tile(&a, &panel, c, stride, tile, columns, finish)
                         }
-                        (None, Some(ymm)) => {
-                            kernel::tile_ymm(ymm, &a, &panel, c, stride, tile, columns, finish)
-                        }
-                        (None, None) => portable_tile(&a, &panel, c, stride, tile, columns, finish),
+                        k => kernel::tile(k, &a, &panel, c, stride, tile, columns, finish),
                     }
                     r += tile;
                 }
@@ -785,16 +800,13 @@ thread_local! {
     };
 }
 
-/// What one product call runs: the AVX-512 variant (`None`: another), the
-/// 256-bit variant (`None`: another; with neither, the portable code), the
-/// rows per tile, the activation steps, the range for per-tensor
-/// activations and the finishing closure. The 256-bit variants quantize
-/// activations with the portable loops (which the x86-64-v3 build
-/// vectorises with AVX2).
+/// What one product call runs: the kernel, its AVX-512 token for the
+/// activation quantization (`None`: the portable loops, which the
+/// x86-64-v3 build vectorises with AVX2), the activation steps, the range
+/// for per-tensor activations and the finishing closure.
 struct Job<'a, F> {
+    kernel: kernel::Kernel,
     simd: Option<kernel::Simd>,
-    ymm: Option<kernel::Ymm>,
-    tile_rows: usize,
     levels: u8,
     /// The whole input's range, for [`Activations::PerTensor`].
     fixed: Option<(f32, f32, bool)>,
@@ -853,17 +865,49 @@ mod kernel {
         }
     }
 
-    /// A 256-bit variant this CPU runs: made only by [`Ymm::new`], which
-    /// checks the features, so holding one proves them (AVX2, and AVX-VNNI
-    /// for that variant).
+    /// A 256-bit variant this CPU runs: made only by [`Kernel::new`],
+    /// which checks the features, so holding one proves them (AVX2, and
+    /// AVX-VNNI for that variant).
     #[derive(Clone, Copy, Debug)]
     pub struct Ymm(Variant);
 
-    impl Ymm {
-        /// `None` for the other variants and for variants this CPU lacks.
-        pub fn new(variant: Variant) -> Option<Ymm> {
-            (matches!(variant, Variant::AvxVnni | Variant::Avx2) && variant.supported())
-                .then_some(Ymm(variant))
+    /// The code that computes a product's sums: an AVX-512 or a 256-bit
+    /// variant with the proof of its features, or the portable code.
+    #[derive(Clone, Copy, Debug)]
+    pub enum Kernel {
+        Avx512(Simd),
+        Ymm(Ymm),
+        Portable,
+    }
+
+    impl Kernel {
+        /// The kernel of `variant`: the portable code for the portable
+        /// variant and for variants this CPU lacks.
+        pub fn new(variant: Variant) -> Kernel {
+            match Simd::new(variant) {
+                Some(simd) => Kernel::Avx512(simd),
+                None if matches!(variant, Variant::AvxVnni | Variant::Avx2)
+                    && variant.supported() =>
+                {
+                    Kernel::Ymm(Ymm(variant))
+                }
+                None => Kernel::Portable,
+            }
+        }
+
+        /// The AVX-512 token, which the activation quantization also uses.
+        pub fn simd(self) -> Option<Simd> {
+            match self {
+                Kernel::Avx512(simd) => Some(simd),
+                _ => None,
+            }
+        }
+
+        pub fn variant(self) -> Variant {
+            match self {
+                Kernel::Avx512(Simd(v)) | Kernel::Ymm(Ymm(v)) => v,
+                Kernel::Portable => Variant::Portable,
+            }
         }
     }
 
@@ -986,13 +1030,16 @@ mod kernel {
     #[cfg(target_arch = "x86_64")]
     const V: usize = PANEL / 16;
 
-    /// `rows` (≤ TILE_ROWS) rows of quantized activations times one packed
-    /// panel on the AVX-512 variant `simd`, into the first `columns`
-    /// (≤ PANEL) values of each of `rows` rows of `c`, `c_stride` apart;
-    /// then `finish(r, values)` on each row's values, in place.
+    /// `rows` (≤ TILE_ROWS, or YMM_ROWS) rows of quantized activations
+    /// times one packed panel on `kernel` (an AVX-512 or a 256-bit
+    /// variant), into the first `columns` (≤ PANEL) values of each of
+    /// `rows` rows of `c`, `c_stride` apart; then `finish(r, values)` on
+    /// each row's values, in place. The 256-bit kernels leave their sums in
+    /// an array, and the outputs are computed from them with
+    /// [`super::output`], as the portable code does.
     #[allow(clippy::too_many_arguments)]
     pub fn tile(
-        simd: Simd,
+        kernel: Kernel,
         a: &Rows,
         p: &Panel,
         c: &mut [MaybeUninit<f32>],
@@ -1001,7 +1048,19 @@ mod kernel {
         columns: usize,
         finish: impl FnMut(usize, &mut [f32]),
     ) {
-        let groups = check_tile(a, p, c, c_stride, rows, TILE_ROWS, columns);
+        // The rows the micro-kernels hold in registers.
+        let most = match kernel {
+            Kernel::Ymm(_) => YMM_ROWS,
+            _ => TILE_ROWS,
+        };
+        let groups = check_tile(a, p, c, c_stride, rows, most, columns);
+        let simd = match kernel {
+            Kernel::Avx512(simd) => simd,
+            Kernel::Ymm(ymm) => {
+                return tile_ymm(ymm, a, p, c, c_stride, rows, columns, groups, finish);
+            }
+            Kernel::Portable => unreachable!("the portable code has its own tile"),
+        };
         #[cfg(target_arch = "x86_64")]
         {
             let out = Out::new(a, p, c, c_stride, columns);
@@ -1041,11 +1100,9 @@ mod kernel {
         finish_rows(c, c_stride, rows, columns, finish);
     }
 
-    /// [`tile`] on a 256-bit variant, for `rows` ≤ [`YMM_ROWS`]: the
-    /// kernel leaves its sums in an array, and the outputs are computed
-    /// from them with [`super::output`], as the portable code does.
+    /// [`tile`] on a 256-bit variant, after its bounds checks.
     #[allow(clippy::too_many_arguments)]
-    pub fn tile_ymm(
+    fn tile_ymm(
         ymm: Ymm,
         a: &Rows,
         p: &Panel,
@@ -1053,9 +1110,9 @@ mod kernel {
         c_stride: usize,
         rows: usize,
         columns: usize,
+        groups: usize,
         finish: impl FnMut(usize, &mut [f32]),
     ) {
-        let groups = check_tile(a, p, c, c_stride, rows, YMM_ROWS, columns);
         let mut acc = [[0i32; PANEL]; YMM_ROWS];
         #[cfg(target_arch = "x86_64")]
         {
@@ -1081,18 +1138,7 @@ mod kernel {
         }
         #[cfg(not(target_arch = "x86_64"))]
         let _ = ymm;
-        for (r, acc) in acc.iter().enumerate().take(rows) {
-            for (col, &sum) in acc.iter().enumerate().take(columns) {
-                c[r * c_stride + col].write(super::output(
-                    sum,
-                    a.zero[r],
-                    p.sums[col],
-                    p.scales[col],
-                    a.scale[r],
-                ));
-            }
-        }
-        finish_rows(c, c_stride, rows, columns, finish);
+        super::store_array(&acc[..rows], a, p, c, c_stride, columns, finish);
     }
 
     /// Registers of eight i32 lanes per panel row.

@@ -103,6 +103,13 @@ pub fn exp(x: f32) -> f32 {
     if tiny { 0.0 } else { y }
 }
 
+/// Whether the environment variable `name` turns a CPU feature off for
+/// docent (`off`, `0` or `false`), to run on one machine what a CPU
+/// without it runs.
+pub(crate) fn switched_off(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| matches!(v.as_str(), "off" | "0" | "false"))
+}
+
 /// Builds an output of `rows` rows of `out_row` values, split by rows across
 /// rayon's threads once there is enough work (at least `min_rows` rows per
 /// piece): `apply(rows, dst)` fills the rows `rows` into `dst`.
@@ -119,7 +126,7 @@ pub fn par_fill(
 ) -> Vec<f32> {
     let threads = rayon::current_num_threads().max(1);
     let per_piece = rows.div_ceil(threads).max(min_rows.max(1));
-    if rows * out_row == 0 || per_piece >= rows {
+    if per_piece >= rows {
         // One piece: handing it to the pool would only add a round trip.
         let mut out = vec![0f32; rows * out_row];
         if !out.is_empty() {
