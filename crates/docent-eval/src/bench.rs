@@ -739,17 +739,19 @@ fn ingest_in(
             // the kernels' buffers. Warmed with four short texts, the first
             // run's first batch embedded at 84 chunks/s against 102 after.
             parts.embedder.embed(&contexts[..64.min(contexts.len())])?;
-            let cpu = cpu_seconds();
+            let cpu_start = cpu_seconds();
             let t = Instant::now();
-            // Up to the search index build, which the figures leave out.
+            // Up to the search index build, which the figures (wall and
+            // CPU) leave out.
             let stored = std::cell::Cell::new(None);
             let summary = pipeline.ingest_path(dir, &|event| {
                 if let docent_ingest::Progress::Indexing = event {
-                    stored.set(Some(t.elapsed()));
+                    stored.set(Some((t.elapsed(), cpu_seconds())));
                 }
             })?;
-            let secs = stored.get().unwrap_or_else(|| t.elapsed()).as_secs_f64();
-            let cpu = cpu.zip(cpu_seconds()).map(|(a, b)| b - a);
+            let (elapsed, cpu_end) = stored.get().unwrap_or_else(|| (t.elapsed(), cpu_seconds()));
+            let secs = elapsed.as_secs_f64();
+            let ingest_cpu_s = cpu_start.zip(cpu_end).map(|(a, b)| b - a);
             anyhow::ensure!(
                 summary.failed.is_empty(),
                 "bench files failed: {:?}",
@@ -766,13 +768,14 @@ fn ingest_in(
                     });
                 }
             }
-            let embed_start = cpu_seconds();
+            let cpu_start = cpu_seconds();
             let t = Instant::now();
             parts.embedder.embed(&texts)?;
             let embed_secs = t.elapsed().as_secs_f64();
-            if let (Some(ingest), Some(a), Some(b)) = (cpu, embed_start, cpu_seconds()) {
+            let embed_cpu_s = cpu_start.zip(cpu_seconds()).map(|(a, b)| b - a);
+            if let (Some(ingest), Some(embed)) = (ingest_cpu_s, embed_cpu_s) {
                 ingest_cpu.push(ingest / summary.chunks_embedded.max(1) as f64 * 1e3);
-                embed_cpu.push((b - a) / texts.len().max(1) as f64 * 1e3);
+                embed_cpu.push(embed / texts.len().max(1) as f64 * 1e3);
             }
             let chunks_per_s = summary.chunks_embedded as f64 / secs;
             let embed_chunks_per_s = texts.len() as f64 / embed_secs;
