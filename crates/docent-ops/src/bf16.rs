@@ -427,7 +427,7 @@ impl Precision {
     /// AVX-512 BF16 exists, else int8 on the 7-bit paths of AVX-512 BW or
     /// AVX2, else f32. The 7-bit paths kept hybrid and dense R@5 and
     /// nDCG@10 within 0.002 of f32 on the development set, and embedded
-    /// 1.39× faster than f32 (docs/benchmarks.md, session 22).
+    /// 1.35× faster than f32 (docs/benchmarks.md, session 22).
     pub fn resolve_embedding(self) -> Result<Precision, String> {
         match self {
             Precision::Auto if !available() && crate::int8::available() => Ok(Precision::Int8),
