@@ -57,13 +57,16 @@ impl CustomOp2 for Attention {
             );
         }
         let width = heads * head_dim;
-        let mut out = vec![0f32; batch * seq * width];
-        if out.is_empty() {
+        // Not zeroed first (a serial pass before the parallel one): the
+        // pairs' blocks cover every value.
+        let len = batch * seq * width;
+        let mut out: Vec<f32> = Vec::with_capacity(len);
+        if len == 0 {
             return Ok((CpuStorage::F32(out), Shape::from((batch * seq, width))));
         }
         let part = batch * heads * seq * head_dim;
         let (q, k, v) = (&qkv[..part], &qkv[part..2 * part], &qkv[2 * part..]);
-        let dst = kernel::Rows::new(&mut out);
+        let dst = kernel::Rows::new(&mut out.spare_capacity_mut()[..len]);
         (0..batch * heads).into_par_iter().for_each(|pair| {
             let (b, h) = (pair / heads, pair % heads);
             let at = pair * seq * head_dim;
@@ -93,6 +96,13 @@ impl CustomOp2 for Attention {
                 };
             });
         });
+        // SAFETY: pair (b, h) wrote rows b·seq..(b + 1)·seq, columns
+        // h·head_dim..(h + 1)·head_dim, for every b < batch and h < heads:
+        // all `len` values.
+        #[allow(unsafe_code)]
+        unsafe {
+            kernel::written(&mut out, len)
+        };
         Ok((CpuStorage::F32(out), Shape::from((batch * seq, width))))
     }
 }
@@ -152,12 +162,14 @@ impl candle_core::CustomOp3 for PrefillAttention {
             candle_core::bail!("prefill attention: {pos} + {n} positions exceed {capacity}");
         }
         let width = kv_heads * group * head_dim;
-        let mut out = vec![0f32; n * width];
-        if out.is_empty() {
+        // Not zeroed first: the tasks' blocks cover every value.
+        let len = n * width;
+        let mut out: Vec<f32> = Vec::with_capacity(len);
+        if len == 0 {
             return Ok((CpuStorage::F32(out), Shape::from((n, width))));
         }
         let blocks = n.div_ceil(PREFILL_ROWS);
-        let dst = kernel::Rows::new(&mut out);
+        let dst = kernel::Rows::new(&mut out.spare_capacity_mut()[..len]);
         (0..kv_heads * group * blocks)
             .into_par_iter()
             .for_each(|task| {
@@ -193,6 +205,13 @@ impl candle_core::CustomOp3 for PrefillAttention {
                     };
                 });
             });
+        // SAFETY: task (head, block) wrote rows of the block (the blocks
+        // cover 0..n), columns head·head_dim..(head + 1)·head_dim, for
+        // every head < kv_heads · group: all `len` values.
+        #[allow(unsafe_code)]
+        unsafe {
+            kernel::written(&mut out, len)
+        };
         Ok((CpuStorage::F32(out), Shape::from((n, width))))
     }
 }
@@ -201,27 +220,41 @@ impl candle_core::CustomOp3 for PrefillAttention {
 mod kernel {
     use gemm::Parallelism;
     use std::marker::PhantomData;
+    use std::mem::MaybeUninit;
 
     /// The output of [`super::Attention`], shared by the threads that each
     /// write their own block of it (rows of one input, columns of one head).
     pub struct Rows<'a> {
         ptr: *mut f32,
         len: usize,
-        _out: PhantomData<&'a mut [f32]>,
+        _out: PhantomData<&'a mut [MaybeUninit<f32>]>,
     }
 
-    // SAFETY: `Rows` is a `&mut [f32]` shared by threads that write it only
+    // SAFETY: `Rows` is a `&mut [MaybeUninit<f32>]` shared by threads that write it only
     // through `context`, whose callers promise disjoint blocks; f32 is Send.
     unsafe impl Sync for Rows<'_> {}
 
     impl<'a> Rows<'a> {
-        pub fn new(out: &'a mut [f32]) -> Rows<'a> {
+        /// Values not written yet: [`context`] writes without reading.
+        pub fn new(out: &'a mut [MaybeUninit<f32>]) -> Rows<'a> {
             Rows {
-                ptr: out.as_mut_ptr(),
+                ptr: out.as_mut_ptr().cast::<f32>(),
                 len: out.len(),
                 _out: PhantomData,
             }
         }
+    }
+
+    /// Sets the length of `out` to `len` once its spare capacity was
+    /// written through [`Rows`].
+    ///
+    /// # Safety
+    /// The first `len` values of `out`'s spare capacity were written, and
+    /// `len` is within its capacity.
+    pub unsafe fn written(out: &mut Vec<f32>, len: usize) {
+        debug_assert!(len <= out.capacity());
+        // SAFETY: as the caller promises.
+        unsafe { out.set_len(len) }
     }
 
     /// `scores = q · kᵀ` for one head: `q` is `rows` rows of `head_dim`,
@@ -285,7 +318,8 @@ mod kernel {
         // start + i · stride, columns < head_dim ≤ stride, the last value
         // within `out`. The caller guarantees that no other thread touches
         // the block; probs (i, l) at i·keys + l and v (l, j) at
-        // l·head_dim + j are in bounds.
+        // l·head_dim + j are in bounds. The block is written, never read
+        // (read_dst false), so it may hold values not yet initialised.
         unsafe {
             gemm::gemm(
                 rows,

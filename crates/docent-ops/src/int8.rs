@@ -657,7 +657,10 @@ impl Int8Matrix {
         assert!(x.len() >= rows * self.input && stride >= width && dst.len() >= rows * stride);
         let variant_rows = job.kernel.variant().tile_rows();
         let row_bytes = self.groups * 4;
-        let mut q = vec![0u8; rows * row_bytes];
+        // The last call's buffer on this thread (a zeroed one per call was
+        // 2% of bulk embedding): `quantize_rows` writes every byte of it.
+        let (mut q, acc) = SCRATCH.with(|s| s.take());
+        q.resize(rows * row_bytes, 0);
         let (zero, scale) =
             self.quantize_rows(job, &x[..rows * self.input], (&mut q, row_bytes), rows);
         for block in (0..rows).step_by(BLOCK_ROWS) {
@@ -693,6 +696,7 @@ impl Int8Matrix {
                 }
             }
         }
+        SCRATCH.with(|s| s.replace((q, acc)));
     }
 
     /// Quantizes the rows of `x` into rows of `row_bytes` bytes of `q`
@@ -792,9 +796,9 @@ impl Int8Matrix {
 }
 
 thread_local! {
-    /// [`Int8Matrix::rows_into_amx`]'s quantized activations and sums,
-    /// kept for the thread's next call (taken out during a call, so a
-    /// nested call starts empty).
+    /// [`Int8Matrix::rows_into`]'s quantized activations (and, on AMX,
+    /// sums), kept for the thread's next call (taken out during a call,
+    /// so a nested call starts empty).
     static SCRATCH: std::cell::Cell<(Vec<u8>, Vec<i32>)> = const {
         std::cell::Cell::new((Vec::new(), Vec::new()))
     };
