@@ -10,9 +10,10 @@
 //! 5e-7) instead of libm's, which took a fifth of bulk embedding time.
 //! GELU and the attention softmax share a polynomial `exp` that the compiler
 //! vectorises; libm's scalar `expf` was 13% of bulk embedding time.
-//! Each bias is added by the op that consumes the product (the split into
-//! heads, GELU, the residual before each layer norm) and the padding mask by
-//! the softmax: one pass each instead of candle's elementwise ops, which run
+//! Each bias is added by the op that consumes the product (GELU, the
+//! residual before each layer norm; Q|K|V's in a pass of its own, after
+//! which the attention reads each head's columns in place), and the padding
+//! mask by the softmax: one pass each instead of candle's elementwise ops, which run
 //! on candle's own pool and left its worker spinning against the next
 //! matmul (together 14% of bulk embedding). On int8 weights the bias, GELU
 //! and residual are applied by the product itself, to each piece of its
@@ -198,6 +199,8 @@ impl CustomOp3 for Norm {
 /// What follows a product, applied with its bias by
 /// [`Dense::product_then`].
 enum Then<'a> {
+    /// `x · W + b`.
+    Bias,
     /// `gelu(x · W + b)`.
     Gelu,
     /// `x · W + b + residual`, the residual shaped like the output.
@@ -208,18 +211,24 @@ impl Dense {
     /// The product, its bias and what follows it. On int8 weights the
     /// bias and the rest are applied by the product itself, to each piece
     /// of output while it is in cache ([`Int8Matrix::matmul_then`]);
-    /// otherwise by a second pass over the output ([`BiasGelu`],
+    /// otherwise by a second pass over the output ([`BiasAct`],
     /// [`BiasResidual`]). Both compute the same floats in the same order.
     fn product_then(&self, x: &Tensor, then: Then) -> Result<Tensor> {
+        let act = match then {
+            Then::Gelu => Act::Gelu,
+            _ => Act::Identity,
+        };
         match (&self.weight, then) {
-            (Weight::Int8(packed), Then::Gelu) => x
+            (Weight::Int8(packed), Then::Bias | Then::Gelu) => x
                 .contiguous()?
-                .apply_op2_no_bwd(&self.bias, &Int8Then(packed)),
+                .apply_op2_no_bwd(&self.bias, &Int8Then(packed, act)),
             (Weight::Int8(packed), Then::Residual(residual)) => {
                 x.contiguous()?
-                    .apply_op3_no_bwd(&self.bias, residual, &Int8Then(packed))
+                    .apply_op3_no_bwd(&self.bias, residual, &Int8Then(packed, act))
             }
-            (_, Then::Gelu) => self.product(x)?.apply_op2_no_bwd(&self.bias, &BiasGelu),
+            (_, Then::Bias | Then::Gelu) => {
+                self.product(x)?.apply_op2_no_bwd(&self.bias, &BiasAct(act))
+            }
             (_, Then::Residual(residual)) => {
                 self.product(x)?
                     .apply_op3_no_bwd(&self.bias, residual, &BiasResidual)
@@ -379,14 +388,11 @@ impl Encoder {
         let mut x = self.embedding_norm.forward(&x)?.reshape((n * s, h))?;
         // Padding gets a large negative score before the softmax, tokens 0.
         let bias = ((mask.to_dtype(DType::F32)? - 1.0)? * 1e9)?;
-        let split = SplitHeads { batch: n, heads };
         let attention = docent_ops::attention::Attention { batch: n, heads };
         for layer in &self.layers {
-            // (3, n, heads, s, head_dim): Q, K and V, each contiguous.
-            let qkv = layer
-                .qkv
-                .product(&x)?
-                .apply_op2_no_bwd(&layer.qkv.bias, &split)?;
+            // (n · s, 3 · h): each token's Q, K and V, read in place by
+            // the attention.
+            let qkv = layer.qkv.product_then(&x, Then::Bias)?;
             let context = qkv.apply_op2_no_bwd(&bias, &attention)?;
             let attended = layer
                 .attention_out
@@ -463,12 +469,31 @@ fn rows_and_bias<'a>(
     Ok((x_data, b, width))
 }
 
-/// `gelu(x + bias)`, one pass over the up-projection's product.
-struct BiasGelu;
+/// What follows a bias: nothing, or GELU.
+#[derive(Clone, Copy)]
+enum Act {
+    Identity,
+    Gelu,
+}
 
-impl CustomOp2 for BiasGelu {
+/// `act(v + bias)` for each value of `values`, whose first column is
+/// `bias[0]`'s.
+#[inline]
+fn bias_act(values: &mut [f32], src: &[f32], bias: &[f32], act: Act) {
+    let pairs = values.iter_mut().zip(src.iter().zip(bias));
+    match act {
+        Act::Identity => pairs.for_each(|(o, (&v, &b))| *o = v + b),
+        Act::Gelu => pairs.for_each(|(o, (&v, &b))| *o = gelu(v + b)),
+    }
+}
+
+/// `act(x + bias)`, one pass over a product: the Q|K|V projection's, the
+/// up-projection's (GELU).
+struct BiasAct(Act);
+
+impl CustomOp2 for BiasAct {
     fn name(&self) -> &'static str {
-        "docent-bias-gelu"
+        "docent-bias-act"
     }
 
     fn cpu_fwd(
@@ -478,12 +503,10 @@ impl CustomOp2 for BiasGelu {
         bias: &CpuStorage,
         bias_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (x, bias, width) = rows_and_bias((x, x_layout), (bias, bias_layout), "bias-gelu")?;
+        let (x, bias, width) = rows_and_bias((x, x_layout), (bias, bias_layout), "bias-act")?;
         let out = docent_ops::par_rows(x, width, |src, dst| {
             for (src, dst) in src.chunks_exact(width).zip(dst.chunks_exact_mut(width)) {
-                for ((o, &v), &b) in dst.iter_mut().zip(src).zip(bias) {
-                    *o = gelu(v + b);
-                }
+                bias_act(dst, src, bias, self.0);
             }
         });
         Ok((CpuStorage::F32(out), x_layout.shape().clone()))
@@ -534,13 +557,13 @@ impl CustomOp3 for BiasResidual {
 }
 
 /// An int8 product followed, in the product's own pass, by its bias and
-/// GELU (as a [`CustomOp2`] of the input and the bias) or its bias and a
+/// [`Act`] (as a [`CustomOp2`] of the input and the bias) or its bias and a
 /// residual (as a [`CustomOp3`] of the input, the bias and the residual):
-/// the arithmetic of [`BiasGelu`] and [`BiasResidual`] on each piece of
+/// the arithmetic of [`BiasAct`] and [`BiasResidual`] on each piece of
 /// output while it is in cache, instead of a pass over the whole output,
 /// which had left cache by then (that pass and its zeroing were a fifth of
 /// bulk embedding on the 7-bit kernel).
-struct Int8Then<'a>(&'a Int8Matrix);
+struct Int8Then<'a>(&'a Int8Matrix, Act);
 
 impl Int8Then<'_> {
     /// `(x, bias, rows, out)` after checking `x` and `bias` against the
@@ -569,7 +592,7 @@ impl Int8Then<'_> {
 
 impl CustomOp2 for Int8Then<'_> {
     fn name(&self) -> &'static str {
-        "docent-int8-bias-gelu"
+        "docent-int8-bias-act"
     }
 
     fn cpu_fwd(
@@ -580,10 +603,13 @@ impl CustomOp2 for Int8Then<'_> {
         bias_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (x, bias, rows, shape) =
-            self.inputs((x, x_layout), (bias, bias_layout), "int8 bias-gelu")?;
+            self.inputs((x, x_layout), (bias, bias_layout), "int8 bias-act")?;
         let out = self.0.matmul_then(x, rows, |_, column, values| {
-            for (o, &b) in values.iter_mut().zip(&bias[column..]) {
-                *o = gelu(*o + b);
+            let act = self.1;
+            let pairs = values.iter_mut().zip(&bias[column..]);
+            match act {
+                Act::Identity => pairs.for_each(|(o, &b)| *o += b),
+                Act::Gelu => pairs.for_each(|(o, &b)| *o = gelu(*o + b)),
             }
         });
         Ok((CpuStorage::F32(out), shape))
@@ -622,60 +648,6 @@ impl CustomOp3 for Int8Then<'_> {
             }
         });
         Ok((CpuStorage::F32(out), shape))
-    }
-}
-
-/// The fused Q|K|V product `(batch · seq, 3 · hidden)` plus its bias, laid
-/// out as `(3, batch, heads, seq, head_dim)`: one pass instead of a bias
-/// add and three strided copies.
-struct SplitHeads {
-    batch: usize,
-    heads: usize,
-}
-
-impl CustomOp2 for SplitHeads {
-    fn name(&self) -> &'static str {
-        "docent-split-heads"
-    }
-
-    fn cpu_fwd(
-        &self,
-        qkv: &CpuStorage,
-        qkv_layout: &Layout,
-        bias: &CpuStorage,
-        bias_layout: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (qkv, bias, width) =
-            rows_and_bias((qkv, qkv_layout), (bias, bias_layout), "split-heads")?;
-        let (batch, heads) = (self.batch, self.heads);
-        let hidden = width / 3;
-        if batch == 0 || width % (3 * heads) != 0 || qkv.len() % (batch * width) != 0 {
-            candle_core::bail!(
-                "split-heads: {} values of width {width} for {batch} inputs of {heads} heads",
-                qkv.len()
-            );
-        }
-        let head_dim = hidden / heads;
-        let seq = qkv.len() / (batch * width);
-        // Output rows, in order: part (Q, K, V), input, head, position.
-        let rows = 3 * batch * heads * seq;
-        let min_rows = docent_ops::min_rows(head_dim);
-        let out = docent_ops::par_fill(rows, head_dim, min_rows, |rows, dst| {
-            for (r, dst) in rows.zip(dst.chunks_exact_mut(head_dim)) {
-                let (t, rest) = (r % seq, r / seq);
-                let (head, rest) = (rest % heads, rest / heads);
-                let (b, part) = (rest % batch, rest / batch);
-                let col = part * hidden + head * head_dim;
-                let src = &qkv[(b * seq + t) * width + col..][..head_dim];
-                for ((o, &v), &c) in dst.iter_mut().zip(src).zip(&bias[col..col + head_dim]) {
-                    *o = v + c;
-                }
-            }
-        });
-        Ok((
-            CpuStorage::F32(out),
-            Shape::from((3, batch, heads, seq, head_dim)),
-        ))
     }
 }
 
@@ -731,7 +703,15 @@ mod tests {
             let cases = [
                 (
                     dense.product_then(&x, Then::Gelu).unwrap(),
-                    product.apply_op2_no_bwd(&dense.bias, &BiasGelu).unwrap(),
+                    product
+                        .apply_op2_no_bwd(&dense.bias, &BiasAct(Act::Gelu))
+                        .unwrap(),
+                ),
+                (
+                    dense.product_then(&x, Then::Bias).unwrap(),
+                    product
+                        .apply_op2_no_bwd(&dense.bias, &BiasAct(Act::Identity))
+                        .unwrap(),
                 ),
                 (
                     dense.product_then(&x, Then::Residual(&residual)).unwrap(),
@@ -804,7 +784,7 @@ mod tests {
             let device = &candle_core::Device::Cpu;
             let x = Tensor::from_vec(wave(rows * width, 0.37), (rows, width), device).unwrap();
             let bias = Tensor::from_vec(wave(width, 1.3), width, device).unwrap();
-            let ours = x.apply_op2_no_bwd(&bias, &BiasGelu).unwrap();
+            let ours = x.apply_op2_no_bwd(&bias, &BiasAct(Act::Gelu)).unwrap();
             let reference = x.broadcast_add(&bias).unwrap().gelu_erf().unwrap();
             let (ours, reference): (Vec<Vec<f32>>, Vec<Vec<f32>>) =
                 (ours.to_vec2().unwrap(), reference.to_vec2().unwrap());

@@ -14,11 +14,14 @@ use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape};
 use rayon::prelude::*;
 use std::cell::RefCell;
 
-/// The attention of a layer. Its first input is Q, K and V as one
-/// contiguous `(3, batch, heads, seq, head_dim)` tensor (Q already scaled
-/// by `1/√head_dim`), its second the `(batch, seq)` bias added to every
-/// score row of an input (0 for tokens, a large negative value for
-/// padding). The output is the context, `(batch · seq, heads · head_dim)`.
+/// The attention of a layer. Its first input is the fused Q|K|V
+/// projection with its bias, `(batch · seq, 3 · hidden)`, contiguous: a row
+/// per token holding Q (already scaled by `1/√head_dim`), K and V, each
+/// `heads · head_dim` wide, head by head. Each head reads its columns in
+/// place (strided), so no op splits the heads first. Its second input is
+/// the `(batch, seq)` bias added to every score row of an input (0 for
+/// tokens, a large negative value for padding). The output is the context,
+/// `(batch · seq, hidden)`.
 pub struct Attention {
     pub batch: usize,
     pub heads: usize,
@@ -45,18 +48,22 @@ impl CustomOp2 for Attention {
         let bias = crate::contiguous_f32(bias, bias_layout, "attention")?;
         let (batch, heads) = (self.batch, self.heads);
         let dims = qkv_layout.dims();
-        let [3, b, h, seq, head_dim] = *dims else {
-            candle_core::bail!(
-                "attention: expected (3, batch, heads, seq, head_dim), got {dims:?}"
-            );
+        let [rows, fused] = *dims else {
+            candle_core::bail!("attention: expected (batch · seq, 3 · hidden), got {dims:?}");
         };
-        if b != batch || h != heads || bias.len() != batch * seq {
+        if batch == 0
+            || heads == 0
+            || !rows.is_multiple_of(batch)
+            || !fused.is_multiple_of(3 * heads)
+            || bias.len() != rows
+        {
             candle_core::bail!(
                 "attention: {dims:?} for {batch} inputs of {heads} heads with a bias of {}",
                 bias.len()
             );
         }
-        let width = heads * head_dim;
+        let (seq, width) = (rows / batch, fused / 3);
+        let head_dim = width / heads;
         // Not zeroed first (a serial pass before the parallel one): the
         // pairs' blocks cover every value.
         let len = batch * seq * width;
@@ -64,16 +71,18 @@ impl CustomOp2 for Attention {
         if len == 0 {
             return Ok((CpuStorage::F32(out), Shape::from((batch * seq, width))));
         }
-        let part = batch * heads * seq * head_dim;
-        let (q, k, v) = (&qkv[..part], &qkv[part..2 * part], &qkv[2 * part..]);
         let dst = kernel::Rows::new(&mut out.spare_capacity_mut()[..len]);
         (0..batch * heads).into_par_iter().for_each(|pair| {
             let (b, h) = (pair / heads, pair % heads);
-            let at = pair * seq * head_dim;
-            let span = at..at + seq * head_dim;
+            // Row t of this input's head h: Q at column h·head_dim, K and V
+            // one and two widths further.
+            let part = |p: usize| {
+                let at = b * seq * fused + p * width + h * head_dim;
+                kernel::Strided::new(&qkv[at..], seq, head_dim, fused)
+            };
             SCORES.with_borrow_mut(|scores| {
                 scores.resize(seq * seq, 0.0);
-                kernel::scores(&q[span.clone()], &k[span.clone()], head_dim, scores);
+                kernel::scores(part(0), part(1), scores);
                 let bias = &bias[b * seq..(b + 1) * seq];
                 for row in scores.chunks_exact_mut(seq) {
                     for (s, &m) in row.iter_mut().zip(bias) {
@@ -85,14 +94,7 @@ impl CustomOp2 for Attention {
                 // this pair alone, so no other task writes it.
                 #[allow(unsafe_code)]
                 unsafe {
-                    kernel::context(
-                        scores,
-                        &v[span],
-                        head_dim,
-                        &dst,
-                        b * seq * width + h * head_dim,
-                        width,
-                    )
+                    kernel::context(scores, part(2), &dst, b * seq * width + h * head_dim, width)
                 };
             });
         });
@@ -182,9 +184,10 @@ impl candle_core::CustomOp3 for PrefillAttention {
                 let q = &q[(head * n + first) * head_dim..][..rows * head_dim];
                 let k = &k[kv * capacity * head_dim..][..seen * head_dim];
                 let v = &v[kv * capacity * head_dim..][..seen * head_dim];
+                let k = kernel::Strided::new(k, seen, head_dim, head_dim);
                 SCORES.with_borrow_mut(|scores| {
                     scores.resize(rows * seen, 0.0);
-                    kernel::scores(q, k, head_dim, scores);
+                    kernel::scores(kernel::Strided::new(q, rows, head_dim, head_dim), k, scores);
                     for (i, row) in scores.chunks_exact_mut(seen).enumerate() {
                         let visible = pos + first + i + 1;
                         row[visible..].fill(f32::NEG_INFINITY);
@@ -196,8 +199,7 @@ impl candle_core::CustomOp3 for PrefillAttention {
                     unsafe {
                         kernel::context(
                             scores,
-                            v,
-                            head_dim,
+                            kernel::Strided::new(v, seen, head_dim, head_dim),
                             &dst,
                             first * width + head * head_dim,
                             width,
@@ -257,18 +259,44 @@ mod kernel {
         unsafe { out.set_len(len) }
     }
 
+    /// `rows` rows of `cols` values, `stride` values apart, in `data`.
+    #[derive(Clone, Copy)]
+    pub struct Strided<'a> {
+        data: &'a [f32],
+        rows: usize,
+        cols: usize,
+        stride: usize,
+    }
+
+    impl<'a> Strided<'a> {
+        /// Panics unless `data` holds the rows and `cols ≤ stride`.
+        pub fn new(data: &'a [f32], rows: usize, cols: usize, stride: usize) -> Strided<'a> {
+            assert!(cols <= stride, "{cols} columns {stride} apart");
+            assert!(
+                rows == 0 || (rows - 1) * stride + cols <= data.len(),
+                "{rows} rows of {cols}, {stride} apart, in {} values",
+                data.len()
+            );
+            Strided {
+                data,
+                rows,
+                cols,
+                stride,
+            }
+        }
+    }
+
     /// `scores = q · kᵀ` for one head: `q` is `rows` rows of `head_dim`,
     /// `k` is `keys` rows of `head_dim`, `scores` is `rows × keys`,
     /// row-major.
-    pub fn scores(q: &[f32], k: &[f32], head_dim: usize, scores: &mut [f32]) {
-        let (rows, keys) = (q.len() / head_dim.max(1), k.len() / head_dim.max(1));
-        assert!(q.len() == rows * head_dim && k.len() == keys * head_dim);
-        assert!(scores.len() == rows * keys);
-        let d = head_dim as isize;
-        // SAFETY: the asserts bound every access: dst (i, j) at i·keys + j
-        // < rows · keys; lhs (i, l) at i·head_dim + l < rows · head_dim;
-        // rhs (l, j) = k[j][l] at j·head_dim + l < keys · head_dim. No
-        // output is read (read_dst false), and one thread runs the product.
+    pub fn scores(q: Strided, k: Strided, scores: &mut [f32]) {
+        let (rows, keys, head_dim) = (q.rows, k.rows, q.cols);
+        assert!(k.cols == head_dim && scores.len() == rows * keys);
+        // SAFETY: `Strided::new` and the assert bound every access: dst
+        // (i, j) at i·keys + j < rows · keys; lhs (i, l) at i·q.stride + l
+        // within q's rows; rhs (l, j) = k[j][l] at j·k.stride + l within
+        // k's rows. No output is read (read_dst false), and one thread runs
+        // the product.
         unsafe {
             gemm::gemm(
                 rows,
@@ -278,11 +306,11 @@ mod kernel {
                 1,
                 keys as isize,
                 false,
-                q.as_ptr(),
+                q.data.as_ptr(),
                 1,
-                d,
-                k.as_ptr(),
-                d,
+                q.stride as isize,
+                k.data.as_ptr(),
+                k.stride as isize,
                 1,
                 0.0,
                 1.0,
@@ -296,30 +324,24 @@ mod kernel {
 
     /// `out[start + i·stride + j] = Σₗ probs[i][l] · v[l][j]` for the
     /// `rows` rows `i` of `probs` (`rows × keys`) and the `head_dim`
-    /// columns `j` of `v` (`keys × head_dim`).
+    /// columns `j` of `v` (`keys` rows of `head_dim`).
     ///
     /// # Safety
     /// No other thread may read or write this block of `out` meanwhile:
     /// callers running at once must pass disjoint blocks.
-    pub unsafe fn context(
-        probs: &[f32],
-        v: &[f32],
-        head_dim: usize,
-        out: &Rows,
-        start: usize,
-        stride: usize,
-    ) {
-        let keys = v.len() / head_dim.max(1);
+    pub unsafe fn context(probs: &[f32], v: Strided, out: &Rows, start: usize, stride: usize) {
+        let (keys, head_dim) = (v.rows, v.cols);
         let rows = probs.len() / keys.max(1);
-        assert!(v.len() == keys * head_dim && probs.len() == rows * keys);
+        assert!(probs.len() == rows * keys);
         assert!(rows > 0 && keys > 0 && head_dim <= stride);
         assert!(start + (rows - 1) * stride + head_dim <= out.len);
         // SAFETY: the asserts bound the block written: row i < rows at
         // start + i · stride, columns < head_dim ≤ stride, the last value
         // within `out`. The caller guarantees that no other thread touches
         // the block; probs (i, l) at i·keys + l and v (l, j) at
-        // l·head_dim + j are in bounds. The block is written, never read
-        // (read_dst false), so it may hold values not yet initialised.
+        // l·v.stride + j (within v's rows, by `Strided::new`) are in
+        // bounds. The block is written, never read (read_dst false), so it
+        // may hold values not yet initialised.
         unsafe {
             gemm::gemm(
                 rows,
@@ -332,9 +354,9 @@ mod kernel {
                 probs.as_ptr(),
                 1,
                 keys as isize,
-                v.as_ptr(),
+                v.data.as_ptr(),
                 1,
-                head_dim as isize,
+                v.stride as isize,
                 0.0,
                 1.0,
                 false,
@@ -380,6 +402,67 @@ mod tests {
             .unwrap()
     }
 
+    /// `(3, batch, heads, seq, head_dim)` as the op takes it: a row per
+    /// token of Q, K and V, head by head.
+    fn to_rows(qkv: &Tensor) -> Tensor {
+        let (_, batch, heads, seq, head_dim) = qkv.dims5().unwrap();
+        qkv.permute((1, 3, 0, 2, 4))
+            .unwrap()
+            .contiguous()
+            .unwrap()
+            .reshape((batch * seq, 3 * heads * head_dim))
+            .unwrap()
+    }
+
+    /// The same arithmetic on each head's Q, K and V copied out
+    /// contiguously (the layout the op took before it read them in place).
+    fn on_copies(qkv: &Tensor, bias: &[f32], batch: usize, heads: usize) -> Vec<f32> {
+        let (_, _, _, seq, head_dim) = qkv.dims5().unwrap();
+        let width = heads * head_dim;
+        let mut out = vec![f32::NAN; batch * seq * width];
+        let mut scores = vec![0f32; seq * seq];
+        for b in 0..batch {
+            for h in 0..heads {
+                let part = |p: usize| -> Vec<f32> {
+                    let t = qkv.get(p).unwrap().get(b).unwrap().get(h).unwrap();
+                    t.flatten_all().unwrap().to_vec1().unwrap()
+                };
+                let (q, k, v) = (part(0), part(1), part(2));
+                fn strided(x: &[f32], cols: usize) -> kernel::Strided<'_> {
+                    kernel::Strided::new(x, x.len() / cols, cols, cols)
+                }
+                kernel::scores(strided(&q, head_dim), strided(&k, head_dim), &mut scores);
+                for row in scores.chunks_exact_mut(seq) {
+                    for (s, &m) in row.iter_mut().zip(&bias[b * seq..]) {
+                        *s += m;
+                    }
+                    crate::softmax_in_place(row);
+                }
+                let mut block = vec![0f32; seq * head_dim];
+                let rows = kernel::Rows::new(uninit(&mut block));
+                // SAFETY: one thread, one block.
+                #[allow(unsafe_code)]
+                unsafe {
+                    kernel::context(&scores, strided(&v, head_dim), &rows, 0, head_dim)
+                };
+                for (t, row) in block.chunks_exact(head_dim).enumerate() {
+                    let at = (b * seq + t) * width + h * head_dim;
+                    out[at..at + head_dim].copy_from_slice(row);
+                }
+            }
+        }
+        out
+    }
+
+    fn uninit(v: &mut [f32]) -> &mut [std::mem::MaybeUninit<f32>] {
+        // SAFETY: initialised f32s viewed as possibly uninitialised ones;
+        // only written through, the layouts are the same.
+        #[allow(unsafe_code)]
+        unsafe {
+            &mut *(v as *mut [f32] as *mut [std::mem::MaybeUninit<f32>])
+        }
+    }
+
     fn check(batch: usize, heads: usize, seq: usize, head_dim: usize, padded: &[usize]) {
         let dev = Device::Cpu;
         let qkv = Tensor::randn(0f32, 1.0, (3, batch, heads, seq, head_dim), &dev).unwrap();
@@ -390,12 +473,22 @@ mod tests {
                 bias[b * seq + t] = -1e9;
             }
         }
+        let copies = on_copies(&qkv, &bias, batch, heads);
         let bias = Tensor::from_vec(bias, (batch, seq), &dev).unwrap();
-        let fused = qkv
+        let fused = to_rows(&qkv)
             .apply_op2_no_bwd(&bias, &Attention { batch, heads })
             .unwrap();
         let want = reference(&qkv, &bias, batch, heads);
-        assert_close(&fused, &want, &format!("{batch}×{heads}×{seq}×{head_dim}"));
+        let what = format!("{batch}×{heads}×{seq}×{head_dim}");
+        assert_close(&fused, &want, &what);
+        // Reading the heads in place gives the floats of reading copies.
+        let fused: Vec<f32> = fused.flatten_all().unwrap().to_vec1().unwrap();
+        let differ = fused
+            .iter()
+            .zip(&copies)
+            .filter(|(a, b)| a.to_bits() != b.to_bits())
+            .count();
+        assert_eq!(differ, 0, "{what}");
     }
 
     #[test]
@@ -431,8 +524,8 @@ mod tests {
         bias[5] = -1e9;
         let bias = Tensor::from_vec(bias, (batch, seq), &dev).unwrap();
         let op = Attention { batch, heads };
-        let a = clean.apply_op2_no_bwd(&bias, &op).unwrap();
-        let b = dirty.apply_op2_no_bwd(&bias, &op).unwrap();
+        let a = to_rows(&clean).apply_op2_no_bwd(&bias, &op).unwrap();
+        let b = to_rows(&dirty).apply_op2_no_bwd(&bias, &op).unwrap();
         assert_eq!(
             a.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
             b.flatten_all().unwrap().to_vec1::<f32>().unwrap()
@@ -505,16 +598,20 @@ mod tests {
     #[test]
     fn wrong_shapes_are_errors() {
         let dev = Device::Cpu;
-        let qkv = Tensor::zeros((3, 2, 2, 4, 8), candle_core::DType::F32, &dev).unwrap();
-        let bias = Tensor::zeros((2, 3), candle_core::DType::F32, &dev).unwrap();
-        let err = qkv
-            .apply_op2_no_bwd(&bias, &Attention { batch: 2, heads: 2 })
-            .unwrap_err();
-        assert!(err.to_string().contains("attention"), "{err}");
-        let bias = Tensor::zeros((2, 4), candle_core::DType::F32, &dev).unwrap();
-        assert!(
-            qkv.apply_op2_no_bwd(&bias, &Attention { batch: 2, heads: 4 })
-                .is_err()
-        );
+        let zeros = |dims: &[usize]| Tensor::zeros(dims, candle_core::DType::F32, &dev).unwrap();
+        // 2 inputs of 4 tokens, 2 heads of 8.
+        let (qkv, bias) = (zeros(&[8, 48]), zeros(&[2, 4]));
+        let op = |batch, heads| Attention { batch, heads };
+        assert!(qkv.apply_op2_no_bwd(&bias, &op(2, 2)).is_ok());
+        for (qkv, bias, op) in [
+            (&qkv, &zeros(&[2, 3]), op(2, 2)),
+            (&qkv, &bias, op(2, 5)),
+            (&qkv, &bias, op(3, 2)),
+            (&qkv, &bias, op(0, 2)),
+            (&zeros(&[3, 2, 2, 4, 8]), &bias, op(2, 2)),
+        ] {
+            let err = qkv.apply_op2_no_bwd(bias, &op).unwrap_err();
+            assert!(err.to_string().contains("attention"), "{err}");
+        }
     }
 }
