@@ -178,19 +178,7 @@ impl CustomOp3 for Norm {
         }
         let eps = self.eps;
         let out = docent_ops::par_rows(x, width, |src, dst| {
-            for (src, dst) in src.chunks_exact(width).zip(dst.chunks_exact_mut(width)) {
-                let (mut sum, mut sum2) = (0f32, 0f32);
-                for &v in src {
-                    sum += v;
-                    sum2 += v * v;
-                }
-                let mean = sum / width as f32;
-                let var = sum2 / width as f32 - mean * mean;
-                let inv_std = (var + eps).sqrt().recip();
-                for ((o, &v), (&g, &b)) in dst.iter_mut().zip(src).zip(weight.iter().zip(bias)) {
-                    *o = (v - mean) * inv_std * g + b;
-                }
-            }
+            docent_ops::layer_norm_rows(dst, src, weight, bias, eps)
         });
         Ok((CpuStorage::F32(out), x_layout.shape().clone()))
     }
@@ -435,25 +423,6 @@ impl Encoder {
     }
 }
 
-/// erf by Abramowitz & Stegun 7.1.26: absolute error below 1.5e-7 (plus
-/// f32 rounding), far inside the 1e-4 the golden vectors allow.
-#[inline]
-fn erf(x: f32) -> f32 {
-    let a = x.abs();
-    let t = 1.0 / (1.0 + 0.327_591_1 * a);
-    let poly = t
-        * (0.254_829_6
-            + t * (-0.284_496_72 + t * (1.421_413_8 + t * (-1.453_152_1 + t * 1.061_405_4))));
-    let y = 1.0 - poly * docent_ops::exp(-a * a);
-    y.copysign(x)
-}
-
-/// BERT's GELU, `x · Φ(x) = x/2 · (1 + erf(x/√2))`.
-#[inline]
-fn gelu(x: f32) -> f32 {
-    0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
-}
-
 /// The rows of a contiguous `(rows, width)` f32 tensor and a `width` bias.
 fn rows_and_bias<'a>(
     x: (&'a CpuStorage, &Layout),
@@ -476,17 +445,6 @@ enum Act {
     Gelu,
 }
 
-/// `act(v + bias)` for each value of `values`, whose first column is
-/// `bias[0]`'s.
-#[inline]
-fn bias_act(values: &mut [f32], src: &[f32], bias: &[f32], act: Act) {
-    let pairs = values.iter_mut().zip(src.iter().zip(bias));
-    match act {
-        Act::Identity => pairs.for_each(|(o, (&v, &b))| *o = v + b),
-        Act::Gelu => pairs.for_each(|(o, (&v, &b))| *o = gelu(v + b)),
-    }
-}
-
 /// `act(x + bias)`, one pass over a product: the Q|K|V projection's, the
 /// up-projection's (GELU).
 struct BiasAct(Act);
@@ -505,9 +463,7 @@ impl CustomOp2 for BiasAct {
     ) -> Result<(CpuStorage, Shape)> {
         let (x, bias, width) = rows_and_bias((x, x_layout), (bias, bias_layout), "bias-act")?;
         let out = docent_ops::par_rows(x, width, |src, dst| {
-            for (src, dst) in src.chunks_exact(width).zip(dst.chunks_exact_mut(width)) {
-                bias_act(dst, src, bias, self.0);
-            }
+            docent_ops::bias_rows(dst, src, bias, matches!(self.0, Act::Gelu))
         });
         Ok((CpuStorage::F32(out), x_layout.shape().clone()))
     }
@@ -605,11 +561,10 @@ impl CustomOp2 for Int8Then<'_> {
         let (x, bias, rows, shape) =
             self.inputs((x, x_layout), (bias, bias_layout), "int8 bias-act")?;
         let out = self.0.matmul_then(x, rows, |_, column, values| {
-            let act = self.1;
-            let pairs = values.iter_mut().zip(&bias[column..]);
-            match act {
-                Act::Identity => pairs.for_each(|(o, &b)| *o += b),
-                Act::Gelu => pairs.for_each(|(o, &b)| *o = gelu(*o + b)),
+            let bias = &bias[column..];
+            match self.1 {
+                Act::Identity => values.iter_mut().zip(bias).for_each(|(o, &b)| *o += b),
+                Act::Gelu => docent_ops::bias_gelu_in_place(values, bias),
             }
         });
         Ok((CpuStorage::F32(out), shape))
@@ -676,7 +631,7 @@ mod tests {
         for i in -80_000..=80_000 {
             let x = i as f32 / 8_000.0;
             let exact = candle_core::cpu::erf::erf_f64(x as f64) as f32;
-            worst = worst.max((erf(x) - exact).abs());
+            worst = worst.max((docent_ops::erf(x) - exact).abs());
         }
         assert!(worst < 5e-7, "max error {worst}");
     }
