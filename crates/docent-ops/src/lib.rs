@@ -56,13 +56,15 @@ pub fn cpu_features() -> Vec<&'static str> {
     found
 }
 
-/// The matrix kernels this process runs, for benchmark reports: the int8
-/// variant ([`int8::Variant::detect`]) and the bf16 kernel (`amx-bf16`,
-/// `avx512-bf16`, or none).
+/// The kernels this process runs, for benchmark reports: the int8 variant
+/// ([`int8::Variant::detect`]), the bf16 kernel (`amx-bf16`, `avx512-bf16`,
+/// or none) and the width of the row-wise loops ([`wide`]: `avx512` or
+/// `baseline`).
 #[derive(Clone, Copy, Debug, serde::Serialize)]
 pub struct Kernels {
     pub int8: &'static str,
     pub bf16: Option<&'static str>,
+    pub rows: &'static str,
 }
 
 /// [`Kernels`] on this CPU.
@@ -70,6 +72,7 @@ pub fn kernels() -> Kernels {
     Kernels {
         int8: int8::Variant::detect().as_str(),
         bf16: bf16::available().then(|| bf16::Precision::Bf16.kernel()),
+        rows: if wide::avx512() { "avx512" } else { "baseline" },
     }
 }
 
