@@ -17,7 +17,7 @@
 //! on candle's own pool and left its worker spinning against the next
 //! matmul (together 14% of bulk embedding). On int8 weights the bias, GELU
 //! and residual are applied by the product itself, to each piece of its
-//! output while in cache ([`Int8Then`]).
+//! output while in cache ([`Int8Then`], [`Int8Residual`]).
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, D, DType, Layout, Result, Shape, Tensor};
 use candle_nn::VarBuilder;
@@ -187,10 +187,8 @@ impl CustomOp3 for Norm {
 /// What follows a product, applied with its bias by
 /// [`Dense::product_then`].
 enum Then<'a> {
-    /// `x · W + b`.
-    Bias,
-    /// `gelu(x · W + b)`.
-    Gelu,
+    /// `act(x · W + b)`.
+    Bias(Act),
     /// `x · W + b + residual`, the residual shaped like the output.
     Residual(&'a Tensor),
 }
@@ -202,21 +200,15 @@ impl Dense {
     /// otherwise by a second pass over the output ([`BiasAct`],
     /// [`BiasResidual`]). Both compute the same floats in the same order.
     fn product_then(&self, x: &Tensor, then: Then) -> Result<Tensor> {
-        let act = match then {
-            Then::Gelu => Act::Gelu,
-            _ => Act::Identity,
-        };
         match (&self.weight, then) {
-            (Weight::Int8(packed), Then::Bias | Then::Gelu) => x
+            (Weight::Int8(packed), Then::Bias(act)) => x
                 .contiguous()?
                 .apply_op2_no_bwd(&self.bias, &Int8Then(packed, act)),
             (Weight::Int8(packed), Then::Residual(residual)) => {
                 x.contiguous()?
-                    .apply_op3_no_bwd(&self.bias, residual, &Int8Then(packed, act))
+                    .apply_op3_no_bwd(&self.bias, residual, &Int8Residual(packed))
             }
-            (_, Then::Bias | Then::Gelu) => {
-                self.product(x)?.apply_op2_no_bwd(&self.bias, &BiasAct(act))
-            }
+            (_, Then::Bias(act)) => self.product(x)?.apply_op2_no_bwd(&self.bias, &BiasAct(act)),
             (_, Then::Residual(residual)) => {
                 self.product(x)?
                     .apply_op3_no_bwd(&self.bias, residual, &BiasResidual)
@@ -380,13 +372,13 @@ impl Encoder {
         for layer in &self.layers {
             // (n · s, 3 · h): each token's Q, K and V, read in place by
             // the attention.
-            let qkv = layer.qkv.product_then(&x, Then::Bias)?;
+            let qkv = layer.qkv.product_then(&x, Then::Bias(Act::Identity))?;
             let context = qkv.apply_op2_no_bwd(&bias, &attention)?;
             let attended = layer
                 .attention_out
                 .product_then(&context, Then::Residual(&x))?;
             let attended = layer.attention_norm.forward(&attended)?;
-            let inner = layer.up.product_then(&attended, Then::Gelu)?;
+            let inner = layer.up.product_then(&attended, Then::Bias(Act::Gelu))?;
             let out = layer.down.product_then(&inner, Then::Residual(&attended))?;
             x = layer.output_norm.forward(&out)?;
         }
@@ -513,37 +505,27 @@ impl CustomOp3 for BiasResidual {
 }
 
 /// An int8 product followed, in the product's own pass, by its bias and
-/// [`Act`] (as a [`CustomOp2`] of the input and the bias) or its bias and a
-/// residual (as a [`CustomOp3`] of the input, the bias and the residual):
-/// the arithmetic of [`BiasAct`] and [`BiasResidual`] on each piece of
-/// output while it is in cache, instead of a pass over the whole output,
-/// which had left cache by then (that pass and its zeroing were a fifth of
-/// bulk embedding on the 7-bit kernel).
+/// [`Act`] (a [`CustomOp2`] of the input and the bias): [`BiasAct`]'s
+/// arithmetic on each piece of output while it is in cache, instead of a
+/// pass over the whole output, which had left cache by then (that pass and
+/// its zeroing were a fifth of bulk embedding on the 7-bit kernel).
 struct Int8Then<'a>(&'a Int8Matrix, Act);
 
-impl Int8Then<'_> {
-    /// `(x, bias, rows, out)` after checking `x` and `bias` against the
-    /// weight.
-    fn inputs<'a>(
-        &self,
-        x: (&'a CpuStorage, &Layout),
-        bias: (&'a CpuStorage, &Layout),
-        op: &str,
-    ) -> Result<(&'a [f32], &'a [f32], usize, Shape)> {
-        let (input, out) = (self.0.input(), self.0.out());
-        let data = docent_ops::contiguous_f32(x.0, x.1, op)?;
-        let b = docent_ops::contiguous_f32(bias.0, bias.1, op)?;
-        let dims = x.1.dims();
-        if dims.last() != Some(&input) || b.len() != out {
-            candle_core::bail!(
-                "{op}: input {dims:?} and a bias of {} for a {input} → {out} weight",
-                b.len()
-            );
-        }
-        let mut out_dims = dims.to_vec();
-        *out_dims.last_mut().expect("checked above") = out;
-        Ok((data, b, data.len() / input.max(1), Shape::from(out_dims)))
+/// [`Int8Then`] with a residual instead of an activation (a [`CustomOp3`]
+/// of the input, the bias and the residual): [`BiasResidual`]'s arithmetic.
+struct Int8Residual<'a>(&'a Int8Matrix);
+
+/// A bias as wide as `matrix`'s output, or an error naming `op`.
+fn int8_bias<'a>(
+    matrix: &Int8Matrix,
+    bias: (&'a CpuStorage, &Layout),
+    op: &str,
+) -> Result<&'a [f32]> {
+    let b = docent_ops::contiguous_f32(bias.0, bias.1, op)?;
+    if b.len() != matrix.out() {
+        candle_core::bail!("{op}: a bias of {} for {} outputs", b.len(), matrix.out());
     }
+    Ok(b)
 }
 
 impl CustomOp2 for Int8Then<'_> {
@@ -558,20 +540,22 @@ impl CustomOp2 for Int8Then<'_> {
         bias: &CpuStorage,
         bias_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (x, bias, rows, shape) =
-            self.inputs((x, x_layout), (bias, bias_layout), "int8 bias-act")?;
-        let out = self.0.matmul_then(x, rows, |_, column, values| {
-            let bias = &bias[column..];
-            match self.1 {
-                Act::Identity => values.iter_mut().zip(bias).for_each(|(o, &b)| *o += b),
-                Act::Gelu => docent_ops::bias_gelu_in_place(values, bias),
-            }
-        });
-        Ok((CpuStorage::F32(out), shape))
+        let (matrix, op) = (self.0, "int8 bias-act");
+        let bias = int8_bias(matrix, (bias, bias_layout), op)?;
+        let shape = (matrix.input(), matrix.out());
+        docent_ops::weight_op(x, x_layout, op, shape, |x, rows| {
+            matrix.matmul_then(x, rows, |_, column, values| {
+                let bias = &bias[column..];
+                match self.1 {
+                    Act::Identity => values.iter_mut().zip(bias).for_each(|(o, &b)| *o += b),
+                    Act::Gelu => docent_ops::bias_gelu_in_place(values, bias),
+                }
+            })
+        })
     }
 }
 
-impl CustomOp3 for Int8Then<'_> {
+impl CustomOp3 for Int8Residual<'_> {
     fn name(&self) -> &'static str {
         "docent-int8-bias-residual"
     }
@@ -585,24 +569,26 @@ impl CustomOp3 for Int8Then<'_> {
         residual: &CpuStorage,
         residual_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let op = "int8 bias-residual";
-        let (x, bias, rows, shape) = self.inputs((x, x_layout), (bias, bias_layout), op)?;
+        let (matrix, op) = (self.0, "int8 bias-residual");
+        let bias = int8_bias(matrix, (bias, bias_layout), op)?;
         let residual = docent_ops::contiguous_f32(residual, residual_layout, op)?;
-        let width = self.0.out();
+        let (input, width) = (matrix.input(), matrix.out());
+        let rows = x_layout.shape().elem_count() / input.max(1);
         if residual.len() != rows * width {
             candle_core::bail!(
                 "{op}: {rows} rows of {width} outputs with a residual of {}",
                 residual.len()
             );
         }
-        let out = self.0.matmul_then(x, rows, |row, column, values| {
-            let at = row * width + column;
-            let res = &residual[at..at + values.len()];
-            for ((o, &b), &r) in values.iter_mut().zip(&bias[column..]).zip(res) {
-                *o = *o + b + r;
-            }
-        });
-        Ok((CpuStorage::F32(out), shape))
+        docent_ops::weight_op(x, x_layout, op, (input, width), |x, rows| {
+            matrix.matmul_then(x, rows, |row, column, values| {
+                let at = row * width + column;
+                let res = &residual[at..at + values.len()];
+                for ((o, &b), &r) in values.iter_mut().zip(&bias[column..]).zip(res) {
+                    *o = *o + b + r;
+                }
+            })
+        })
     }
 }
 
@@ -657,13 +643,13 @@ mod tests {
             let product = dense.product(&x).unwrap();
             let cases = [
                 (
-                    dense.product_then(&x, Then::Gelu).unwrap(),
+                    dense.product_then(&x, Then::Bias(Act::Gelu)).unwrap(),
                     product
                         .apply_op2_no_bwd(&dense.bias, &BiasAct(Act::Gelu))
                         .unwrap(),
                 ),
                 (
-                    dense.product_then(&x, Then::Bias).unwrap(),
+                    dense.product_then(&x, Then::Bias(Act::Identity)).unwrap(),
                     product
                         .apply_op2_no_bwd(&dense.bias, &BiasAct(Act::Identity))
                         .unwrap(),

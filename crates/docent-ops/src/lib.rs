@@ -184,7 +184,7 @@ pub fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) ->
 
 /// A packed weight's product as a candle op: `x` of shape (…, `input`),
 /// contiguous f32, to (…, `out`) through `matmul(x, rows)`.
-pub(crate) fn weight_op(
+pub fn weight_op(
     storage: &CpuStorage,
     layout: &Layout,
     op: &str,
@@ -316,19 +316,27 @@ pub mod wide {
         })
     }
 
+    /// Whether this thread's calls run their AVX-512 builds: [`avx512`],
+    /// except inside [`baseline`] in the crate's tests.
+    #[inline(always)]
+    pub fn on() -> bool {
+        #[cfg(test)]
+        if BASELINE.get() {
+            return false;
+        }
+        avx512()
+    }
+
+    #[cfg(test)]
     thread_local! {
         /// Set by [`baseline`] for the calls it makes.
         static BASELINE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     }
 
-    /// Whether this thread's calls run their AVX-512 builds.
-    #[inline]
-    pub fn on() -> bool {
-        avx512() && !BASELINE.get()
-    }
-
     /// `f()` with this thread's calls on the baseline builds, to compare
-    /// them with the AVX-512 builds.
+    /// them with the AVX-512 builds (tests only: the hook costs a
+    /// thread-local read per call).
+    #[cfg(test)]
     pub fn baseline<T>(f: impl FnOnce() -> T) -> T {
         let before = BASELINE.replace(true);
         let out = f();
