@@ -213,6 +213,50 @@ impl Drop for BertEmbedder {
     }
 }
 
+/// What one more forward pass costs beyond its tokens, in tokens: the
+/// fixed part of a pass (thread hand-offs and small ops of every layer) is
+/// about 1.4 ms here, the time of about 50 tokens of a full batch (`docent
+/// bench embed --batch 8/16/32`: 13.5, 25.4 and 49.6 ms a batch of 55-token
+/// texts), and passes over few rows run the products less efficiently, so
+/// this counts a pass as somewhat more.
+const BATCH_OVERHEAD_TOKENS: usize = 128;
+
+/// Splits texts of `lengths` tokens, sorted longest first, into runs of at
+/// most `max_texts` that a forward pass each pads to their first (longest)
+/// text, choosing the cuts that minimise the padded tokens plus `overhead`
+/// per pass. Cutting every `max_texts` texts padded a short call's ragged
+/// tail: 13.6% of a 96-chunk ingestion batch's tokens were padding
+/// (docs/benchmarks.md, session 24).
+pub fn length_batches(
+    lengths: &[usize],
+    max_texts: usize,
+    overhead: usize,
+) -> Vec<std::ops::Range<usize>> {
+    let n = lengths.len();
+    let max_texts = max_texts.max(1);
+    debug_assert!(lengths.windows(2).all(|w| w[0] >= w[1]), "not sorted");
+    // best[i]: the least cost of the first i texts, and where its last pass starts.
+    let mut best: Vec<(usize, usize)> = vec![(0, 0); n + 1];
+    for end in 1..=n {
+        best[end] = (end.saturating_sub(max_texts)..end)
+            .map(|start| {
+                let cost = best[start].0 + (end - start) * lengths[start] + overhead;
+                (cost, start)
+            })
+            .min()
+            .expect("a pass ends here");
+    }
+    let mut batches = Vec::new();
+    let mut end = n;
+    while end > 0 {
+        let start = best[end].1;
+        batches.push(start..end);
+        end = start;
+    }
+    batches.reverse();
+    batches
+}
+
 struct Worker {
     model: Encoder,
     tokenizer: Tokenizer,
@@ -270,8 +314,20 @@ impl Worker {
             .map_err(|e| Error::InvalidInput(format!("cannot tokenize: {e}")))?;
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(encodings[i].get_ids().len()));
+        let lengths: Vec<usize> = order.iter().map(|&i| encodings[i].get_ids().len()).collect();
+        let batches = length_batches(&lengths, self.batch_size, BATCH_OVERHEAD_TOKENS);
+        tracing::debug!(
+            texts = texts.len(),
+            batches = batches.len(),
+            tokens = lengths.iter().sum::<usize>(),
+            padded = batches
+                .iter()
+                .map(|b| b.len() * lengths[b.start])
+                .sum::<usize>(),
+            "embedding"
+        );
         let mut out = vec![Vec::new(); texts.len()];
-        for batch in order.chunks(self.batch_size) {
+        for batch in batches.into_iter().map(|b| &order[b]) {
             let ids: Vec<&[u32]> = batch.iter().map(|&i| encodings[i].get_ids()).collect();
             let vectors = self
                 .forward(&ids)
@@ -296,5 +352,74 @@ impl Worker {
         let mask = Tensor::from_vec(mask, (n, seq), &self.device)?;
         let hidden = self.model.forward(&ids, &mask)?;
         mean_pool(&hidden, &mask)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cost(lengths: &[usize], batches: &[std::ops::Range<usize>], overhead: usize) -> usize {
+        batches
+            .iter()
+            .map(|b| b.len() * lengths[b.start] + overhead)
+            .sum()
+    }
+
+    #[test]
+    fn equal_lengths_fill_whole_passes() {
+        let lengths = vec![55; 100];
+        let batches = length_batches(&lengths, 32, BATCH_OVERHEAD_TOKENS);
+        // As few passes as 32 a pass allows, and nothing to pad.
+        assert_eq!(batches.len(), 4, "{batches:?}");
+        assert_eq!(cost(&lengths, &batches, 0), 100 * 55);
+        assert!(length_batches(&[], 32, BATCH_OVERHEAD_TOKENS).is_empty());
+    }
+
+    #[test]
+    fn a_long_head_is_cut_off_rather_than_padding_the_rest() {
+        // Two long texts, then thirty short ones: one pass of 32 would pad
+        // thirty texts to 250 tokens.
+        let mut lengths = vec![250, 240];
+        lengths.extend(std::iter::repeat_n(20, 30));
+        let batches = length_batches(&lengths, 32, BATCH_OVERHEAD_TOKENS);
+        assert_eq!(batches, vec![0..2, 2..32]);
+    }
+
+    #[test]
+    fn cuts_cover_every_text_in_order_and_never_cost_more_than_fixed_passes() {
+        // Ragged lengths from a small generator, several sizes and limits.
+        let mut seed = 7u64;
+        for n in [1usize, 5, 31, 32, 33, 96, 341, 1000] {
+            let mut lengths: Vec<usize> = (0..n)
+                .map(|_| {
+                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    3 + (seed >> 33) as usize % 254
+                })
+                .collect();
+            lengths.sort_unstable_by(|a, b| b.cmp(a));
+            for max_texts in [1, 8, 32] {
+                let batches = length_batches(&lengths, max_texts, BATCH_OVERHEAD_TOKENS);
+                let mut next = 0;
+                for b in &batches {
+                    assert_eq!(b.start, next, "gap or overlap");
+                    assert!(!b.is_empty() && b.len() <= max_texts);
+                    next = b.end;
+                }
+                assert_eq!(next, n);
+                let fixed: Vec<_> = (0..n)
+                    .step_by(max_texts)
+                    .map(|s| s..(s + max_texts).min(n))
+                    .collect();
+                let (ours, theirs) = (
+                    cost(&lengths, &batches, BATCH_OVERHEAD_TOKENS),
+                    cost(&lengths, &fixed, BATCH_OVERHEAD_TOKENS),
+                );
+                assert!(ours <= theirs, "{n} texts, {max_texts} a pass: {ours} > {theirs}");
+                if n >= 96 && max_texts == 32 {
+                    assert!(ours < theirs, "{n} ragged texts gained nothing");
+                }
+            }
+        }
     }
 }
