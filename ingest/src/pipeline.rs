@@ -48,7 +48,7 @@ impl Default for IngestOptions {
     fn default() -> Self {
         IngestOptions {
             max_file_bytes: 50 * 1024 * 1024,
-            batch_tokens: 32768,
+            batch_tokens: 65536,
             include_hidden: false,
             include: Vec::new(),
             exclude: Vec::new(),
