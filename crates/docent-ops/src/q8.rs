@@ -253,33 +253,21 @@ impl Q8Matrix {
         let mut y = Vec::with_capacity(rows * self.out);
         for x in x.chunks_exact(self.input) {
             let a = self.quantize(x);
-            // On candle's pool, where the rest of decoding runs: a second
-            // pool's idle workers would spin against it on two cores.
-            let tasks = self.out.div_ceil(TASK_ROWS);
-            let results: Vec<OnceLock<Vec<f32>>> = (0..tasks).map(|_| OnceLock::new()).collect();
-            candle_core::utils::barrier_pool().execute_chunked(tasks, |range| {
-                for t in range {
-                    let first = t * TASK_ROWS;
-                    let mut out = vec![0f32; TASK_ROWS.min(self.out - first)];
-                    let mut done = 0;
-                    while done < out.len() {
-                        let n = ROWS.min(out.len() - done);
-                        let j = first + done;
-                        let w = &self.quants[j * self.input..(j + n) * self.input];
-                        let s = &self.scales[j * blocks..(j + n) * blocks];
-                        let part = &mut out[done..done + n];
-                        match simd {
-                            Some(simd) => kernel::rows(simd, &a, w, s, blocks, part),
-                            None => portable_rows(&a, w, s, blocks, part),
-                        }
-                        done += n;
+            y.extend(par_outputs(self.out, |first, out| {
+                let mut done = 0;
+                while done < out.len() {
+                    let n = ROWS.min(out.len() - done);
+                    let j = first + done;
+                    let w = &self.quants[j * self.input..(j + n) * self.input];
+                    let s = &self.scales[j * blocks..(j + n) * blocks];
+                    let part = &mut out[done..done + n];
+                    match simd {
+                        Some(simd) => kernel::rows(simd, &a, w, s, blocks, part),
+                        None => portable_rows(&a, w, s, blocks, part),
                     }
-                    let _ = results[t].set(out);
+                    done += n;
                 }
-            });
-            for r in &results {
-                y.extend_from_slice(r.get().expect("every task ran"));
-            }
+            }));
         }
         y
     }
@@ -288,6 +276,27 @@ impl Q8Matrix {
     pub fn matvec(&self, x: &[f32], rows: usize) -> Vec<f32> {
         self.matvec_with(Variant::detect(), x, rows)
     }
+}
+
+/// `out` outputs computed in pieces of [`TASK_ROWS`] by `fill(first
+/// output, piece)`, on candle's pool, where the rest of decoding runs: a
+/// second pool's idle workers would spin against it on two cores.
+pub(crate) fn par_outputs(out: usize, fill: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
+    let tasks = out.div_ceil(TASK_ROWS);
+    let results: Vec<OnceLock<Vec<f32>>> = (0..tasks).map(|_| OnceLock::new()).collect();
+    candle_core::utils::barrier_pool().execute_chunked(tasks, |range| {
+        for t in range {
+            let first = t * TASK_ROWS;
+            let mut piece = vec![0f32; TASK_ROWS.min(out - first)];
+            fill(first, &mut piece);
+            let _ = results[t].set(piece);
+        }
+    });
+    let mut y = Vec::with_capacity(out);
+    for r in &results {
+        y.extend_from_slice(r.get().expect("every task ran"));
+    }
+    y
 }
 
 /// The portable form of [`kernel::rows`], block by block.
