@@ -26,6 +26,7 @@ use candle_core::quantized::gguf_file::Content;
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Result, Tensor, bail};
 use docent_ops::bf16::Bf16Matrix;
+use docent_ops::q4k::Q4kMatrix;
 use docent_ops::q8::Q8Matrix;
 use std::io::{Read, Seek};
 use std::sync::Arc;
@@ -38,10 +39,10 @@ const DENSE_MIN_ROWS: usize = 8;
 struct Projection {
     /// candle's quantized products, unless `decode` replaced them.
     quantized: Vec<QMatMul>,
-    /// All parts' `Q8_0` rows for docent's AVX-512 kernel, where every
-    /// part is `Q8_0`, the CPU runs the kernel, and dense weights take the
-    /// prompts.
-    decode: Option<Q8Matrix>,
+    /// All parts' rows for one of docent's AVX-512 kernels, where every
+    /// part is `Q8_0` or every part is `Q4_K`, the CPU runs the kernel, and
+    /// dense weights take the prompts.
+    decode: Option<Kernel>,
     dense: Option<Dense>,
     /// Biases of all parts, concatenated (qwen2's Q, K and V have them).
     bias: Option<Tensor>,
@@ -131,36 +132,38 @@ impl Projection {
                 }
             }
         };
-        // Decoding on docent's Q8_0 kernel, where dense weights take the
-        // prompts. With those from the cache, the Q8_0 bytes go straight
-        // from the file into the kernel's layout.
-        let kernel = prefill != Prefill::Quantized && gguf.q8_kernel(&weights);
-        let (quantized, decode, dense_parts) = if kernel && cached.is_some() {
-            let parts = weights
-                .iter()
-                .map(|name| gguf.q8(name))
-                .collect::<Result<Vec<_>>>()?;
-            let all = Q8Matrix::concat(parts).map_err(candle_core::Error::msg)?;
-            (Vec::new(), Some(all), Vec::new())
-        } else {
-            let quantized = weights
-                .iter()
-                .map(|name| gguf.tensor(name))
-                .collect::<Result<Vec<_>>>()?;
-            let mut dense_parts = Vec::new();
-            if prefill != Prefill::Quantized && cached.is_none() {
-                for weight in &quantized {
-                    dense_parts.push(weight.dequantize(&Device::Cpu)?);
-                }
+        // Decoding on docent's Q8_0 or Q4_K kernel, where dense weights take
+        // the prompts. With those from the cache, the quantized bytes go
+        // straight from the file into the kernel's layout.
+        let kernel = match prefill {
+            Prefill::Quantized => None,
+            _ => gguf.kernel_format(&weights),
+        };
+        let (quantized, decode, dense_parts) = match kernel {
+            Some(format) if cached.is_some() => {
+                (Vec::new(), Some(gguf.kernel(format, &weights)?), Vec::new())
             }
-            if kernel {
-                (Vec::new(), Some(q8_matrix(&quantized)?), dense_parts)
-            } else {
-                let quantized = quantized
-                    .into_iter()
-                    .map(QMatMul::from_qtensor)
+            _ => {
+                let quantized = weights
+                    .iter()
+                    .map(|name| gguf.tensor(name))
                     .collect::<Result<Vec<_>>>()?;
-                (quantized, None, dense_parts)
+                let mut dense_parts = Vec::new();
+                if prefill != Prefill::Quantized && cached.is_none() {
+                    for weight in &quantized {
+                        dense_parts.push(weight.dequantize(&Device::Cpu)?);
+                    }
+                }
+                if let Some(format) = kernel {
+                    let decode = Kernel::from_qtensors(format, &quantized)?;
+                    (Vec::new(), Some(decode), dense_parts)
+                } else {
+                    let quantized = quantized
+                        .into_iter()
+                        .map(QMatMul::from_qtensor)
+                        .collect::<Result<Vec<_>>>()?;
+                    (quantized, None, dense_parts)
+                }
             }
         };
         let mut biases = Vec::new();
@@ -208,7 +211,7 @@ impl Projection {
                 x.contiguous()?.apply_op1_no_bwd(w)?
             }
             _ => match &self.decode {
-                Some(m) => q8_forward(m, x)?,
+                Some(m) => m.forward(x)?,
                 None if self.quantized.len() == 1 => self.quantized[0].forward(x)?,
                 None => {
                     let parts = self
@@ -227,28 +230,54 @@ impl Projection {
     }
 }
 
-/// The parts' rows (all `Q8_0`) as one [`Q8Matrix`].
-fn q8_matrix(parts: &[QTensor]) -> Result<Q8Matrix> {
-    let mut matrices = Vec::with_capacity(parts.len());
-    for p in parts {
-        let (out, input) = p.shape().dims2()?;
-        let m = Q8Matrix::from_ggml(&p.data()?, out, input).map_err(candle_core::Error::msg)?;
-        matrices.push(m);
-    }
-    Q8Matrix::concat(matrices).map_err(candle_core::Error::msg)
-}
-
-/// `x`: `[rows, in]` → `[rows, out]` on docent's `Q8_0` kernel.
-fn q8_forward(m: &Q8Matrix, x: &Tensor) -> Result<Tensor> {
-    let rows = x.dim(0)?;
-    let values = x.flatten_all()?.to_vec1::<f32>()?;
-    Tensor::from_vec(m.matvec(&values, rows), (rows, m.out()), &Device::Cpu)
-}
-
-/// The output projection: docent's `Q8_0` kernel where it runs, else
-/// candle's.
-enum Output {
+/// A matrix on one of docent's decoding kernels.
+enum Kernel {
     Q8(Q8Matrix),
+    Q4k(Q4kMatrix),
+}
+
+impl Kernel {
+    /// The parts' rows (all of `format`, `Q8_0` or `Q4_K`) as one matrix.
+    fn from_qtensors(format: GgmlDType, parts: &[QTensor]) -> Result<Kernel> {
+        let e = candle_core::Error::msg;
+        let (mut q8, mut q4k) = (Vec::new(), Vec::new());
+        for p in parts {
+            let (out, input) = p.shape().dims2()?;
+            let data = p.data()?;
+            match format {
+                GgmlDType::Q8_0 => q8.push(Q8Matrix::from_ggml(&data, out, input).map_err(e)?),
+                GgmlDType::Q4K => q4k.push(Q4kMatrix::from_ggml(&data, out, input).map_err(e)?),
+                other => bail!("docent has no decoding kernel for {other:?}"),
+            }
+        }
+        Kernel::concat(q8, q4k)
+    }
+
+    /// The rows of `q8` or of `q4k` (one of them is empty), concatenated.
+    fn concat(q8: Vec<Q8Matrix>, q4k: Vec<Q4kMatrix>) -> Result<Kernel> {
+        let e = candle_core::Error::msg;
+        Ok(if q4k.is_empty() {
+            Kernel::Q8(Q8Matrix::concat(q8).map_err(e)?)
+        } else {
+            Kernel::Q4k(Q4kMatrix::concat(q4k).map_err(e)?)
+        })
+    }
+
+    /// `x`: `[rows, in]` → `[rows, out]`.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let rows = x.dim(0)?;
+        let values = x.flatten_all()?.to_vec1::<f32>()?;
+        let (y, out) = match self {
+            Kernel::Q8(m) => (m.matvec(&values, rows), m.out()),
+            Kernel::Q4k(m) => (m.matvec(&values, rows), m.out()),
+        };
+        Tensor::from_vec(y, (rows, out), &Device::Cpu)
+    }
+}
+
+/// The output projection: docent's kernel where it runs, else candle's.
+enum Output {
+    Ours(Kernel),
     Candle(QMatMul),
 }
 
@@ -256,7 +285,7 @@ impl Output {
     /// `x`: `[rows, in]` → `[rows, vocabulary]`.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
-            Output::Q8(m) => q8_forward(m, x),
+            Output::Ours(m) => m.forward(x),
             Output::Candle(q) => q.forward(x),
         }
     }
@@ -292,27 +321,41 @@ impl<R: Read + Seek> Gguf<'_, R> {
         }
     }
 
-    /// Whether the named matrices all run on docent's `Q8_0` kernel: they
-    /// are `Q8_0`, and this CPU has an AVX-512 variant of the kernel
-    /// (candle's AVX2 `vec_dot` is the fallback).
-    fn q8_kernel(&self, names: &[String]) -> bool {
-        docent_ops::q8::available()
-            && names.iter().all(|n| {
-                self.content
-                    .tensor_infos
-                    .get(n)
-                    .is_some_and(|i| i.ggml_dtype == GgmlDType::Q8_0 && i.shape.rank() == 2)
-            })
+    /// The format of docent's decoding kernel the named matrices all run
+    /// on, if any: they are all `Q8_0` or all `Q4_K`, and this CPU has an
+    /// AVX-512 variant of that kernel (candle's products are the fallback).
+    fn kernel_format(&self, names: &[String]) -> Option<GgmlDType> {
+        let format = self.content.tensor_infos.get(names.first()?)?.ggml_dtype;
+        let runs = match format {
+            GgmlDType::Q8_0 => docent_ops::q8::available(),
+            GgmlDType::Q4K => docent_ops::q4k::available(),
+            _ => false,
+        };
+        let all = names.iter().all(|n| {
+            self.content
+                .tensor_infos
+                .get(n)
+                .is_some_and(|i| i.ggml_dtype == format && i.shape.rank() == 2)
+        });
+        (runs && all).then_some(format)
     }
 
-    /// A `Q8_0` matrix read from the file straight into [`Q8Matrix`]'s
-    /// layout, without a `QTensor` in between.
-    fn q8(&mut self, name: &str) -> Result<Q8Matrix> {
-        let info = self.info(name)?;
-        let (out, input) = info.shape.dims2()?;
-        let at = self.content.tensor_data_offset + info.offset;
-        self.reader.seek(std::io::SeekFrom::Start(at))?;
-        Ok(Q8Matrix::read_ggml(self.reader, out, input)?)
+    /// The named matrices (all of `format`) read from the file straight
+    /// into the kernel's layout, without a `QTensor` in between.
+    fn kernel(&mut self, format: GgmlDType, names: &[String]) -> Result<Kernel> {
+        let (mut q8, mut q4k) = (Vec::new(), Vec::new());
+        for name in names {
+            let info = self.info(name)?;
+            let (out, input) = info.shape.dims2()?;
+            let at = self.content.tensor_data_offset + info.offset;
+            self.reader.seek(std::io::SeekFrom::Start(at))?;
+            match format {
+                GgmlDType::Q8_0 => q8.push(Q8Matrix::read_ggml(self.reader, out, input)?),
+                GgmlDType::Q4K => q4k.push(Q4kMatrix::read_ggml(self.reader, out, input)?),
+                other => bail!("docent has no decoding kernel for {other:?}"),
+            }
+        }
+        Kernel::concat(q8, q4k)
     }
 
     fn has(&self, name: &str) -> bool {
@@ -401,11 +444,16 @@ impl Transformer {
         } else {
             "token_embd.weight"
         };
-        let output = if prefill != Prefill::Quantized && gguf.q8_kernel(&[name.to_string()]) {
-            Output::Q8(if separate {
-                gguf.q8(name)?
+        let names = [name.to_string()];
+        let kernel = match prefill {
+            Prefill::Quantized => None,
+            _ => gguf.kernel_format(&names),
+        };
+        let output = if let Some(format) = kernel {
+            Output::Ours(if separate {
+                gguf.kernel(format, &names)?
             } else {
-                q8_matrix(std::slice::from_ref(&*embeddings))?
+                Kernel::from_qtensors(format, std::slice::from_ref(&*embeddings))?
             })
         } else if separate {
             Output::Candle(QMatMul::from_qtensor(gguf.tensor(name)?)?)
@@ -715,7 +763,22 @@ mod tests {
             // kernel wherever the CPU has one.
             let kernel = dense != Prefill::Quantized && docent_ops::q8::available();
             assert_eq!(ours.layers[0].qkv.decode.is_some(), kernel, "{dense:?}");
-            assert_eq!(matches!(ours.output, Output::Q8(_)), kernel, "{dense:?}");
+            assert_eq!(
+                matches!(ours.output, Output::Ours(Kernel::Q8(_))),
+                kernel,
+                "{dense:?}"
+            );
+            // qwen2.5-0.5b keeps half its down projections in Q4_K: with
+            // dense prompt weights, those decode on docent's Q4_K kernel.
+            let q4k = ours
+                .layers
+                .iter()
+                .filter(|l| matches!(l.down.decode, Some(Kernel::Q4k(_))))
+                .count();
+            if model == "qwen2.5-0.5b-instruct" {
+                let expected = dense != Prefill::Quantized && docent_ops::q4k::available();
+                assert_eq!(q4k > 0, expected, "{dense:?}: {q4k} Q4_K projections");
+            }
             for pieces in [vec![&prompt[..]], vec![&prompt[..15], &prompt[15..]]] {
                 ours.reset();
                 let mut logits = None;
