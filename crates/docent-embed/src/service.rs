@@ -314,7 +314,10 @@ impl Worker {
             .map_err(|e| Error::InvalidInput(format!("cannot tokenize: {e}")))?;
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(encodings[i].get_ids().len()));
-        let lengths: Vec<usize> = order.iter().map(|&i| encodings[i].get_ids().len()).collect();
+        let lengths: Vec<usize> = order
+            .iter()
+            .map(|&i| encodings[i].get_ids().len())
+            .collect();
         let batches = length_batches(&lengths, self.batch_size, BATCH_OVERHEAD_TOKENS);
         tracing::debug!(
             texts = texts.len(),
@@ -393,7 +396,9 @@ mod tests {
         for n in [1usize, 5, 31, 32, 33, 96, 341, 1000] {
             let mut lengths: Vec<usize> = (0..n)
                 .map(|_| {
-                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    seed = seed
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
                     3 + (seed >> 33) as usize % 254
                 })
                 .collect();
@@ -415,7 +420,10 @@ mod tests {
                     cost(&lengths, &batches, BATCH_OVERHEAD_TOKENS),
                     cost(&lengths, &fixed, BATCH_OVERHEAD_TOKENS),
                 );
-                assert!(ours <= theirs, "{n} texts, {max_texts} a pass: {ours} > {theirs}");
+                assert!(
+                    ours <= theirs,
+                    "{n} texts, {max_texts} a pass: {ours} > {theirs}"
+                );
                 if n >= 96 && max_texts == 32 {
                     assert!(ours < theirs, "{n} ragged texts gained nothing");
                 }
