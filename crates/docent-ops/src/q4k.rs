@@ -621,7 +621,7 @@ mod tests {
         // Every quant 15, every scale and minimum 63, activations of one
         // sign at full scale: the largest integer sums.
         let (out, input) = (3, 4 * SUPER);
-        let mut block = vec![0u8; BLOCK_BYTES];
+        let mut block = [0u8; BLOCK_BYTES];
         block[..2].copy_from_slice(&f16::from_f32(1.0).to_le_bytes());
         block[2..4].copy_from_slice(&f16::from_f32(0.5).to_le_bytes());
         block[4..16].fill(0xFF);
