@@ -72,6 +72,19 @@ pub fn run(setup: &Setup, command: ModelsCommand) -> Result<ExitCode> {
                     println!("generate.prefill_precision = \"{asked}\": {message}")
                 }
             }
+            // The decoding kernels run where dense weights take the prompts.
+            let variant = docent_ops::int8::Variant::detect();
+            match (generate.dense_prefill, docent_ops::q8::available()) {
+                (true, true) => println!(
+                    "decoding multiplies {} weights on docent's kernels ({variant}), other formats on candle's",
+                    if docent_ops::q4k::available() {
+                        "Q8_0 and Q4_K"
+                    } else {
+                        "Q8_0 (Q4_K: DOCENT_Q4K=off)"
+                    }
+                ),
+                _ => println!("decoding multiplies the quantized weights on candle's products"),
+            }
         }
         ModelsCommand::Pull { names } => {
             let names = if names.is_empty() {
