@@ -168,13 +168,7 @@ impl Q4kMatrix {
 
     /// The rows of several matrices with the same input, one after another.
     pub fn concat(parts: Vec<Q4kMatrix>) -> Result<Q4kMatrix, String> {
-        let Some(first) = parts.first() else {
-            return Err("no matrices to concatenate".into());
-        };
-        let input = first.input;
-        if let Some(p) = parts.iter().find(|p| p.input != input) {
-            return Err(format!("inputs of {input} and {} differ", p.input));
-        }
+        let input = crate::q8::shared_input(parts.iter().map(|p| p.input))?;
         let mut all = Q4kMatrix {
             out: 0,
             input,

@@ -166,13 +166,7 @@ impl Q8Matrix {
 
     /// The rows of several matrices with the same input, one after another.
     pub fn concat(parts: Vec<Q8Matrix>) -> Result<Q8Matrix, String> {
-        let Some(first) = parts.first() else {
-            return Err("no matrices to concatenate".into());
-        };
-        let input = first.input;
-        if let Some(p) = parts.iter().find(|p| p.input != input) {
-            return Err(format!("inputs of {input} and {} differ", p.input));
-        }
+        let input = shared_input(parts.iter().map(|p| p.input))?;
         let mut all = Q8Matrix {
             out: 0,
             input,
@@ -275,6 +269,15 @@ impl Q8Matrix {
     /// [`Q8Matrix::matvec_with`] on the fastest variant this CPU has.
     pub fn matvec(&self, x: &[f32], rows: usize) -> Vec<f32> {
         self.matvec_with(Variant::detect(), x, rows)
+    }
+}
+
+/// The input width of every matrix to concatenate, or why they cannot be.
+pub(crate) fn shared_input(mut inputs: impl Iterator<Item = usize>) -> Result<usize, String> {
+    let input = inputs.next().ok_or("no matrices to concatenate")?;
+    match inputs.find(|&i| i != input) {
+        Some(other) => Err(format!("inputs of {input} and {other} differ")),
+        None => Ok(input),
     }
 }
 
