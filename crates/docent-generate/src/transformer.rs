@@ -237,30 +237,43 @@ enum Kernel {
 }
 
 impl Kernel {
-    /// The parts' rows (all of `format`, `Q8_0` or `Q4_K`) as one matrix.
-    fn from_qtensors(format: GgmlDType, parts: &[QTensor]) -> Result<Kernel> {
-        let e = candle_core::Error::msg;
-        let (mut q8, mut q4k) = (Vec::new(), Vec::new());
-        for p in parts {
-            let (out, input) = p.shape().dims2()?;
-            let data = p.data()?;
-            match format {
-                GgmlDType::Q8_0 => q8.push(Q8Matrix::from_ggml(&data, out, input).map_err(e)?),
-                GgmlDType::Q4K => q4k.push(Q4kMatrix::from_ggml(&data, out, input).map_err(e)?),
-                other => bail!("docent has no decoding kernel for {other:?}"),
-            }
-        }
-        Kernel::concat(q8, q4k)
+    /// One matrix of `format` (`Q8_0` or `Q4_K`): ggml's bytes of `out`
+    /// rows of `input`, read from `reader` into the kernel's layout.
+    fn read(format: GgmlDType, reader: &mut impl Read, out: usize, input: usize) -> Result<Kernel> {
+        Ok(match format {
+            GgmlDType::Q8_0 => Kernel::Q8(Q8Matrix::read_ggml(reader, out, input)?),
+            GgmlDType::Q4K => Kernel::Q4k(Q4kMatrix::read_ggml(reader, out, input)?),
+            other => bail!("docent has no decoding kernel for {other:?}"),
+        })
     }
 
-    /// The rows of `q8` or of `q4k` (one of them is empty), concatenated.
-    fn concat(q8: Vec<Q8Matrix>, q4k: Vec<Q4kMatrix>) -> Result<Kernel> {
+    /// The parts' rows (all of `format`) as one matrix.
+    fn from_qtensors(format: GgmlDType, parts: &[QTensor]) -> Result<Kernel> {
+        let parts = parts
+            .iter()
+            .map(|p| {
+                let (out, input) = p.shape().dims2()?;
+                Kernel::read(format, &mut &p.data()?[..], out, input)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Kernel::concat(parts)
+    }
+
+    /// The parts' rows, one after another; they must share a format.
+    fn concat(parts: Vec<Kernel>) -> Result<Kernel> {
         let e = candle_core::Error::msg;
-        Ok(if q4k.is_empty() {
-            Kernel::Q8(Q8Matrix::concat(q8).map_err(e)?)
-        } else {
-            Kernel::Q4k(Q4kMatrix::concat(q4k).map_err(e)?)
-        })
+        let (mut q8, mut q4k) = (Vec::new(), Vec::new());
+        for part in parts {
+            match part {
+                Kernel::Q8(m) => q8.push(m),
+                Kernel::Q4k(m) => q4k.push(m),
+            }
+        }
+        match (q8.is_empty(), q4k.is_empty()) {
+            (false, true) => Ok(Kernel::Q8(Q8Matrix::concat(q8).map_err(e)?)),
+            (true, false) => Ok(Kernel::Q4k(Q4kMatrix::concat(q4k).map_err(e)?)),
+            _ => bail!("no matrices, or matrices of two formats, to concatenate"),
+        }
     }
 
     /// `x`: `[rows, in]` → `[rows, out]`.
@@ -343,19 +356,15 @@ impl<R: Read + Seek> Gguf<'_, R> {
     /// The named matrices (all of `format`) read from the file straight
     /// into the kernel's layout, without a `QTensor` in between.
     fn kernel(&mut self, format: GgmlDType, names: &[String]) -> Result<Kernel> {
-        let (mut q8, mut q4k) = (Vec::new(), Vec::new());
+        let mut parts = Vec::with_capacity(names.len());
         for name in names {
             let info = self.info(name)?;
             let (out, input) = info.shape.dims2()?;
             let at = self.content.tensor_data_offset + info.offset;
             self.reader.seek(std::io::SeekFrom::Start(at))?;
-            match format {
-                GgmlDType::Q8_0 => q8.push(Q8Matrix::read_ggml(self.reader, out, input)?),
-                GgmlDType::Q4K => q4k.push(Q4kMatrix::read_ggml(self.reader, out, input)?),
-                other => bail!("docent has no decoding kernel for {other:?}"),
-            }
+            parts.push(Kernel::read(format, self.reader, out, input)?);
         }
-        Kernel::concat(q8, q4k)
+        Kernel::concat(parts)
     }
 
     fn has(&self, name: &str) -> bool {
