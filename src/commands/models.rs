@@ -75,14 +75,29 @@ pub fn run(setup: &Setup, command: ModelsCommand) -> Result<ExitCode> {
             // The decoding kernels run where dense weights take the prompts.
             let variant = docent_ops::int8::Variant::detect();
             match (generate.dense_prefill, docent_ops::q8::available()) {
-                (true, true) => println!(
-                    "decoding multiplies {} weights on docent's kernels ({variant}), other formats on candle's",
-                    if docent_ops::q4k::available() {
-                        "Q8_0 and Q4_K"
-                    } else {
-                        "Q8_0 (Q4_K: DOCENT_Q4K=off)"
+                (true, true) => {
+                    let mut ours = vec!["Q8_0"];
+                    let mut off = Vec::new();
+                    for (format, on, switch) in [
+                        ("Q4_K", docent_ops::q4k::available(), "DOCENT_Q4K=off"),
+                        ("Q6_K", docent_ops::q6k::available(), "DOCENT_Q6K=off"),
+                    ] {
+                        if on {
+                            ours.push(format);
+                        } else {
+                            off.push(format!("{format}: {switch}"));
+                        }
                     }
-                ),
+                    let off = if off.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", off.join(", "))
+                    };
+                    println!(
+                        "decoding multiplies {} weights on docent's kernels ({variant}){off}, other formats on candle's",
+                        ours.join(", ")
+                    )
+                }
                 _ => println!("decoding multiplies the quantized weights on candle's products"),
             }
         }

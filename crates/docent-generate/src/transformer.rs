@@ -27,6 +27,7 @@ use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Result, Tensor, bail};
 use docent_ops::bf16::Bf16Matrix;
 use docent_ops::q4k::Q4kMatrix;
+use docent_ops::q6k::Q6kMatrix;
 use docent_ops::q8::Q8Matrix;
 use std::io::{Read, Seek};
 use std::sync::Arc;
@@ -39,9 +40,9 @@ const DENSE_MIN_ROWS: usize = 8;
 struct Projection {
     /// candle's quantized products, unless `decode` replaced them.
     quantized: Vec<QMatMul>,
-    /// All parts' rows for one of docent's AVX-512 kernels, where every
-    /// part is `Q8_0` or every part is `Q4_K`, the CPU runs the kernel, and
-    /// dense weights take the prompts.
+    /// All parts' rows on docent's AVX-512 kernels, where every part is
+    /// `Q8_0`, `Q4_K` or `Q6_K`, the CPU runs the kernels, and dense
+    /// weights take the prompts.
     decode: Option<Kernel>,
     dense: Option<Dense>,
     /// Biases of all parts, concatenated (qwen2's Q, K and V have them).
@@ -132,17 +133,15 @@ impl Projection {
                 }
             }
         };
-        // Decoding on docent's Q8_0 or Q4_K kernel, where dense weights take
-        // the prompts. With those from the cache, the quantized bytes go
-        // straight from the file into the kernel's layout.
+        // Decoding on docent's Q8_0, Q4_K and Q6_K kernels, where dense
+        // weights take the prompts. With those from the cache, the quantized
+        // bytes go straight from the file into the kernels' layouts.
         let kernel = match prefill {
-            Prefill::Quantized => None,
-            _ => gguf.kernel_format(&weights),
+            Prefill::Quantized => false,
+            _ => gguf.kernel_formats(&weights),
         };
         let (quantized, decode, dense_parts) = match kernel {
-            Some(format) if cached.is_some() => {
-                (Vec::new(), Some(gguf.kernel(format, &weights)?), Vec::new())
-            }
+            true if cached.is_some() => (Vec::new(), Some(gguf.kernel(&weights)?), Vec::new()),
             _ => {
                 let quantized = weights
                     .iter()
@@ -154,8 +153,8 @@ impl Projection {
                         dense_parts.push(weight.dequantize(&Device::Cpu)?);
                     }
                 }
-                if let Some(format) = kernel {
-                    let decode = Kernel::from_qtensors(format, &quantized)?;
+                if kernel {
+                    let decode = Kernel::from_qtensors(&quantized)?;
                     (Vec::new(), Some(decode), dense_parts)
                 } else {
                     let quantized = quantized
@@ -230,49 +229,133 @@ impl Projection {
     }
 }
 
-/// A matrix on one of docent's decoding kernels.
+/// A matrix on docent's decoding kernels.
 enum Kernel {
     Q8(Q8Matrix),
     Q4k(Q4kMatrix),
+    Q6k(Q6kMatrix),
+    /// Matrices of different formats sharing an input (qwen2.5-1.5b's
+    /// `Q4_K` Q and K beside a `Q6_K` V), their outputs side by side.
+    Mixed(Vec<Kernel>),
 }
 
 impl Kernel {
-    /// One matrix of `format` (`Q8_0` or `Q4_K`): ggml's bytes of `out`
-    /// rows of `input`, read from `reader` into the kernel's layout.
+    /// Whether docent runs `format` on its own kernel on this CPU.
+    fn runs(format: GgmlDType) -> bool {
+        match format {
+            GgmlDType::Q8_0 => docent_ops::q8::available(),
+            GgmlDType::Q4K => docent_ops::q4k::available(),
+            GgmlDType::Q6K => docent_ops::q6k::available(),
+            _ => false,
+        }
+    }
+
+    /// One matrix of `format`: ggml's bytes of `out` rows of `input`, read
+    /// from `reader` into the kernel's layout.
     fn read(format: GgmlDType, reader: &mut impl Read, out: usize, input: usize) -> Result<Kernel> {
         Ok(match format {
             GgmlDType::Q8_0 => Kernel::Q8(Q8Matrix::read_ggml(reader, out, input)?),
             GgmlDType::Q4K => Kernel::Q4k(Q4kMatrix::read_ggml(reader, out, input)?),
+            GgmlDType::Q6K => Kernel::Q6k(Q6kMatrix::read_ggml(reader, out, input)?),
             other => bail!("docent has no decoding kernel for {other:?}"),
         })
     }
 
-    /// The parts' rows (all of `format`) as one matrix.
-    fn from_qtensors(format: GgmlDType, parts: &[QTensor]) -> Result<Kernel> {
+    /// The parts' rows as one matrix.
+    fn from_qtensors(parts: &[QTensor]) -> Result<Kernel> {
         let parts = parts
             .iter()
             .map(|p| {
                 let (out, input) = p.shape().dims2()?;
-                Kernel::read(format, &mut &p.data()?[..], out, input)
+                Kernel::read(p.dtype(), &mut &p.data()?[..], out, input)
             })
             .collect::<Result<Vec<_>>>()?;
         Kernel::concat(parts)
     }
 
-    /// The parts' rows, one after another; they must share a format.
+    /// The parts' rows, one after another: consecutive parts of one format
+    /// become one matrix, and a [`Kernel::Mixed`] holds the runs of
+    /// several.
     fn concat(parts: Vec<Kernel>) -> Result<Kernel> {
         let e = candle_core::Error::msg;
-        let (mut q8, mut q4k) = (Vec::new(), Vec::new());
+        let mut runs: Vec<Vec<Kernel>> = Vec::new();
         for part in parts {
-            match part {
-                Kernel::Q8(m) => q8.push(m),
-                Kernel::Q4k(m) => q4k.push(m),
+            match runs.last_mut() {
+                Some(run) if std::mem::discriminant(&run[0]) == std::mem::discriminant(&part) => {
+                    run.push(part)
+                }
+                _ => runs.push(vec![part]),
             }
         }
-        match (q8.is_empty(), q4k.is_empty()) {
-            (false, true) => Ok(Kernel::Q8(Q8Matrix::concat(q8).map_err(e)?)),
-            (true, false) => Ok(Kernel::Q4k(Q4kMatrix::concat(q4k).map_err(e)?)),
-            _ => bail!("no matrices, or matrices of two formats, to concatenate"),
+        let mut joined = Vec::with_capacity(runs.len());
+        for run in runs {
+            macro_rules! join {
+                ($variant:ident, $matrix:ident) => {{
+                    let matrices = run
+                        .into_iter()
+                        .map(|k| match k {
+                            Kernel::$variant(m) => m,
+                            _ => unreachable!("a run holds one format"),
+                        })
+                        .collect();
+                    Kernel::$variant($matrix::concat(matrices).map_err(e)?)
+                }};
+            }
+            joined.push(match &run[0] {
+                Kernel::Q8(_) => join!(Q8, Q8Matrix),
+                Kernel::Q4k(_) => join!(Q4k, Q4kMatrix),
+                Kernel::Q6k(_) => join!(Q6k, Q6kMatrix),
+                Kernel::Mixed(_) => bail!("mixed matrices are not concatenated again"),
+            });
+        }
+        match joined.len() {
+            0 => bail!("no matrices to concatenate"),
+            1 => Ok(joined.pop().expect("one matrix")),
+            _ => {
+                let input = joined[0].input();
+                if joined.iter().any(|k| k.input() != input) {
+                    bail!("the matrices to concatenate have different inputs");
+                }
+                Ok(Kernel::Mixed(joined))
+            }
+        }
+    }
+
+    fn input(&self) -> usize {
+        match self {
+            Kernel::Q8(m) => m.input(),
+            Kernel::Q4k(m) => m.input(),
+            Kernel::Q6k(m) => m.input(),
+            Kernel::Mixed(parts) => parts[0].input(),
+        }
+    }
+
+    fn out(&self) -> usize {
+        match self {
+            Kernel::Q8(m) => m.out(),
+            Kernel::Q4k(m) => m.out(),
+            Kernel::Q6k(m) => m.out(),
+            Kernel::Mixed(parts) => parts.iter().map(Kernel::out).sum(),
+        }
+    }
+
+    /// `rows` rows of `input` values → `rows` rows of `out`.
+    fn matvec(&self, x: &[f32], rows: usize) -> Vec<f32> {
+        match self {
+            Kernel::Q8(m) => m.matvec(x, rows),
+            Kernel::Q4k(m) => m.matvec(x, rows),
+            Kernel::Q6k(m) => m.matvec(x, rows),
+            Kernel::Mixed(parts) => {
+                let ys: Vec<(Vec<f32>, usize)> =
+                    parts.iter().map(|p| (p.matvec(x, rows), p.out())).collect();
+                let mut y = Vec::with_capacity(rows * self.out());
+                for r in 0..rows {
+                    for (part, out) in &ys {
+                        y.extend_from_slice(&part[r * out..(r + 1) * out]);
+                    }
+                }
+                y
+            }
         }
     }
 
@@ -280,11 +363,7 @@ impl Kernel {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let rows = x.dim(0)?;
         let values = x.flatten_all()?.to_vec1::<f32>()?;
-        let (y, out) = match self {
-            Kernel::Q8(m) => (m.matvec(&values, rows), m.out()),
-            Kernel::Q4k(m) => (m.matvec(&values, rows), m.out()),
-        };
-        Tensor::from_vec(y, (rows, out), &Device::Cpu)
+        Tensor::from_vec(self.matvec(&values, rows), (rows, self.out()), &Device::Cpu)
     }
 }
 
@@ -334,32 +413,27 @@ impl<R: Read + Seek> Gguf<'_, R> {
         }
     }
 
-    /// The format of docent's decoding kernel the named matrices all run
-    /// on, if any: they are all `Q8_0` or all `Q4_K`, and this CPU has an
-    /// AVX-512 variant of that kernel (candle's products are the fallback).
-    fn kernel_format(&self, names: &[String]) -> Option<GgmlDType> {
-        let format = self.content.tensor_infos.get(names.first()?)?.ggml_dtype;
-        let runs = match format {
-            GgmlDType::Q8_0 => docent_ops::q8::available(),
-            GgmlDType::Q4K => docent_ops::q4k::available(),
-            _ => false,
-        };
-        let all = names.iter().all(|n| {
-            self.content
-                .tensor_infos
-                .get(n)
-                .is_some_and(|i| i.ggml_dtype == format && i.shape.rank() == 2)
-        });
-        (runs && all).then_some(format)
+    /// Whether the named matrices all run on docent's decoding kernels:
+    /// each is `Q8_0`, `Q4_K` or `Q6_K`, and this CPU has an AVX-512
+    /// variant of that kernel (candle's products are the fallback).
+    fn kernel_formats(&self, names: &[String]) -> bool {
+        !names.is_empty()
+            && names.iter().all(|n| {
+                self.content
+                    .tensor_infos
+                    .get(n)
+                    .is_some_and(|i| Kernel::runs(i.ggml_dtype) && i.shape.rank() == 2)
+            })
     }
 
-    /// The named matrices (all of `format`) read from the file straight
-    /// into the kernel's layout, without a `QTensor` in between.
-    fn kernel(&mut self, format: GgmlDType, names: &[String]) -> Result<Kernel> {
+    /// The named matrices read from the file straight into the kernels'
+    /// layouts, without a `QTensor` in between.
+    fn kernel(&mut self, names: &[String]) -> Result<Kernel> {
         let mut parts = Vec::with_capacity(names.len());
         for name in names {
             let info = self.info(name)?;
             let (out, input) = info.shape.dims2()?;
+            let format = info.ggml_dtype;
             let at = self.content.tensor_data_offset + info.offset;
             self.reader.seek(std::io::SeekFrom::Start(at))?;
             parts.push(Kernel::read(format, self.reader, out, input)?);
@@ -455,14 +529,14 @@ impl Transformer {
         };
         let names = [name.to_string()];
         let kernel = match prefill {
-            Prefill::Quantized => None,
-            _ => gguf.kernel_format(&names),
+            Prefill::Quantized => false,
+            _ => gguf.kernel_formats(&names),
         };
-        let output = if let Some(format) = kernel {
+        let output = if kernel {
             Output::Ours(if separate {
-                gguf.kernel(format, &names)?
+                gguf.kernel(&names)?
             } else {
-                Kernel::from_qtensors(format, std::slice::from_ref(&*embeddings))?
+                Kernel::from_qtensors(std::slice::from_ref(&*embeddings))?
             })
         } else if separate {
             Output::Candle(QMatMul::from_qtensor(gguf.tensor(name)?)?)
@@ -777,16 +851,22 @@ mod tests {
                 kernel,
                 "{dense:?}"
             );
-            // qwen2.5-0.5b keeps half its down projections in Q4_K: with
-            // dense prompt weights, those decode on docent's Q4_K kernel.
-            let q4k = ours
-                .layers
-                .iter()
-                .filter(|l| matches!(l.down.decode, Some(Kernel::Q4k(_))))
-                .count();
+            // qwen2.5-0.5b keeps half its down projections in Q4_K and half
+            // in Q6_K: with dense prompt weights, those decode on docent's
+            // Q4_K and Q6_K kernels.
             if model == "qwen2.5-0.5b-instruct" {
+                let count = |format: fn(&Kernel) -> bool| {
+                    ours.layers
+                        .iter()
+                        .filter(|l| l.down.decode.as_ref().is_some_and(format))
+                        .count()
+                };
+                let q4k = count(|k| matches!(k, Kernel::Q4k(_)));
+                let q6k = count(|k| matches!(k, Kernel::Q6k(_)));
                 let expected = dense != Prefill::Quantized && docent_ops::q4k::available();
                 assert_eq!(q4k > 0, expected, "{dense:?}: {q4k} Q4_K projections");
+                let expected = dense != Prefill::Quantized && docent_ops::q6k::available();
+                assert_eq!(q6k > 0, expected, "{dense:?}: {q6k} Q6_K projections");
             }
             for pieces in [vec![&prompt[..]], vec![&prompt[..15], &prompt[15..]]] {
                 ours.reset();
@@ -928,6 +1008,73 @@ mod tests {
     #[test]
     fn qwen2_matches_the_reference_forward_pass() {
         matches_reference("qwen2.5-0.5b-instruct");
+    }
+
+    /// Q and K in `Q4_K` beside V in `Q6_K`, as qwen2.5-1.5b's layers have
+    /// them: one mixed matrix whose rows are the parts' rows in order.
+    #[test]
+    fn a_projection_mixing_formats_gives_its_parts_outputs_side_by_side() {
+        if !Kernel::runs(GgmlDType::Q4K) || !Kernel::runs(GgmlDType::Q6K) {
+            return;
+        }
+        let input = 512;
+        let part = |dtype, out, seed: f64| {
+            let w = Tensor::rand(-0.1f32, 0.1 + seed as f32, (out, input), &Device::Cpu).unwrap();
+            QTensor::quantize(&w, dtype).unwrap()
+        };
+        let parts = [
+            part(GgmlDType::Q4K, 70, 0.0),
+            part(GgmlDType::Q4K, 16, 0.01),
+            part(GgmlDType::Q6K, 16, 0.02),
+        ];
+        let mixed = Kernel::from_qtensors(&parts).unwrap();
+        let Kernel::Mixed(runs) = &mixed else {
+            panic!("two formats make a mixed matrix");
+        };
+        assert!(matches!(runs[..], [Kernel::Q4k(_), Kernel::Q6k(_)]));
+        assert_eq!((mixed.input(), mixed.out()), (input, 102));
+        let x = Tensor::randn(0f32, 1.0, (3, input), &Device::Cpu).unwrap();
+        let got: Vec<Vec<f32>> = mixed.forward(&x).unwrap().to_vec2().unwrap();
+        let each: Vec<Vec<Vec<f32>>> = parts
+            .iter()
+            .map(|p| {
+                Kernel::from_qtensors(std::slice::from_ref(p))
+                    .unwrap()
+                    .forward(&x)
+                    .unwrap()
+                    .to_vec2()
+                    .unwrap()
+            })
+            .collect();
+        for (r, row) in got.iter().enumerate() {
+            let want: Vec<f32> = each.iter().flat_map(|p| p[r].clone()).collect();
+            assert_eq!(row, &want, "row {r}");
+        }
+        // candle's products agree (their activations are quantized alike).
+        let theirs: Vec<Tensor> = parts
+            .iter()
+            .map(|p| {
+                let q = candle_core::quantized::ggml_file::qtensor_from_ggml(
+                    p.dtype(),
+                    &p.data().unwrap(),
+                    p.shape().dims().to_vec(),
+                    &Device::Cpu,
+                );
+                QMatMul::from_qtensor(q.unwrap())
+                    .unwrap()
+                    .forward(&x)
+                    .unwrap()
+            })
+            .collect();
+        let theirs: Vec<Vec<f32>> = Tensor::cat(&theirs, 1).unwrap().to_vec2().unwrap();
+        for (ours, theirs) in got.iter().flatten().zip(theirs.iter().flatten()) {
+            assert!(
+                (ours - theirs).abs() <= 1e-5 * (1.0 + theirs.abs()),
+                "{ours} against {theirs}"
+            );
+        }
+        let empty: Vec<Kernel> = Vec::new();
+        assert!(Kernel::concat(empty).is_err());
     }
 
     #[test]

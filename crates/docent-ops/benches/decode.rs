@@ -1,6 +1,7 @@
 //! Decoding's matrix–vector products: candle's quantized matmul against
 //! docent's [`Q8Matrix`] variants on qwen2.5-0.5b's `Q8_0` shapes, and its
-//! [`Q4kMatrix`] variants on qwen2.5-1.5b's `Q4_K` shapes:
+//! [`Q4kMatrix`] and [`Q6kMatrix`] variants on qwen2.5-1.5b's `Q4_K` and
+//! `Q6_K` shapes:
 //! `cargo bench -p docent-ops --bench decode`.
 //! Each repetition (`REPS`, default 30) runs every kernel in turn, each
 //! after reading 64 MiB of other memory, so that its weights come from DRAM
@@ -12,6 +13,7 @@ use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
 use docent_ops::int8::Variant;
 use docent_ops::q4k::Q4kMatrix;
+use docent_ops::q6k::Q6kMatrix;
 use docent_ops::q8::Q8Matrix;
 use std::time::Instant;
 
@@ -54,6 +56,17 @@ fn main() -> candle_core::Result<()> {
         &[(1536, 2048), (1536, 1536), (1536, 17_920), (8960, 1536)],
         |data, out, input| {
             let m = Q4kMatrix::from_ggml(data, out, input).map_err(candle_core::Error::msg)?;
+            Ok(Box::new(move |v, x| m.matvec_with(v, x, 1)))
+        },
+    )?;
+    // qwen2.5-1.5b: V, down, the output projection.
+    compare(
+        &buffer,
+        reps,
+        GgmlDType::Q6K,
+        &[(1536, 256), (8960, 1536), (1536, 151_936)],
+        |data, out, input| {
+            let m = Q6kMatrix::from_ggml(data, out, input).map_err(candle_core::Error::msg)?;
             Ok(Box::new(move |v, x| m.matvec_with(v, x, 1)))
         },
     )

@@ -838,9 +838,9 @@ impl candle_core::CustomOp1 for Int8Matrix {
     }
 }
 
-/// The proof of an AVX-512 variant's CPU features, shared with the `Q8_0`
-/// kernel ([`crate::q8`]).
-pub(crate) use kernel::Simd;
+/// The proof of an AVX-512 variant's CPU features, shared with the
+/// decoding kernels ([`crate::q8`], [`crate::q4k`], [`crate::q6k`]).
+pub use kernel::Simd;
 
 #[allow(unsafe_code)]
 mod kernel {

@@ -4,15 +4,17 @@
 //! built on it, attention for one decoded token over the KV cache, and
 //! helpers for candle custom ops over contiguous f32 data that split rows
 //! across rayon's pool; and matrix products in bf16 ([`bf16`]) and int8
-//! ([`int8`]), and decoding's products on GGUF `Q8_0` ([`q8`]) and `Q4_K`
-//! ([`q4k`]) weights.
+//! ([`int8`]), and decoding's products on GGUF `Q8_0` ([`q8`]), `Q4_K`
+//! ([`q4k`]) and `Q6_K` ([`q6k`]) weights.
 
 pub mod amx;
 pub mod attention;
 pub mod bf16;
 pub mod int8;
+mod kquant;
 mod panels;
 pub mod q4k;
+pub mod q6k;
 pub mod q8;
 
 /// The CPU's model name (`/proc/cpuinfo`), to print next to every figure.

@@ -1,0 +1,384 @@
+//! What decoding's products on ggml's k-quant formats share ([`crate::q4k`]
+//! for `Q4_K`, [`crate::q6k`] for `Q6_K`): reading a matrix's super-blocks
+//! into the kernel's layout, concatenating matrices, quantizing the
+//! activations as ggml's `Q8_K` does, and splitting the outputs across
+//! candle's pool. Each format supplies its unpacking of a super-block,
+//! where the activations go, and its kernels.
+//!
+//! **The activations.** Per super-block of 256 values, ggml's
+//! `quantize_row_q8_K`: `xq = round(−127 / max · x)` (at most 127), with
+//! `max` the value of largest magnitude and its sign, and `dx = 1 / that
+//! scale`. A format lays `xq` out in the order its quants come in, and
+//! gets the sums of `xq` over the groups its scales cover, in 16 lanes per
+//! super-block.
+
+use crate::int8::{Simd, Variant};
+use crate::q8::par_outputs;
+use rayon::prelude::*;
+use std::marker::PhantomData;
+
+/// Weights per super-block.
+pub const SUPER: usize = 256;
+/// Bytes [`KMatrix::read_ggml`] reads at a time.
+const READ_BYTES: usize = 1 << 19;
+
+/// One of ggml's k-quant formats, as docent's kernels run it.
+pub trait Format: Send + Sync + 'static {
+    /// ggml's name of the format, for errors.
+    const NAME: &'static str;
+    /// Bytes of one ggml super-block.
+    const BLOCK_BYTES: usize;
+    /// Bytes of quants per super-block in the kernel's layout.
+    const QUANTS: usize;
+    /// Scale floats per super-block.
+    const D: usize;
+
+    /// Splits one ggml super-block into `QUANTS` bytes of quants, 16
+    /// bytes of scales and `D` floats.
+    fn unpack(block: &[u8], quants: &mut [u8], scales: &mut [u8], d: &mut [f32]);
+
+    /// Where activation `k` of a super-block goes in the kernel's layout.
+    fn slot(k: usize) -> usize;
+
+    /// Which of a super-block's 16 sum lanes activation `k` adds to.
+    fn sum_lane(k: usize) -> usize;
+
+    /// `y` for the rows of `w`, `supers` super-blocks each, in portable
+    /// code.
+    fn portable_rows(a: &Activations, w: &Weights<'_>, supers: usize, y: &mut [f32]);
+
+    /// The same on an AVX-512 variant.
+    fn simd_rows(simd: Simd, a: &Activations, w: &Weights<'_>, supers: usize, y: &mut [f32]);
+}
+
+/// A weight matrix of shape (out, in) in format `F`, for
+/// [`KMatrix::matvec`].
+pub struct KMatrix<F> {
+    out: usize,
+    input: usize,
+    /// Row `j`'s super-block `s` at `(j · supers + s) · F::QUANTS`.
+    quants: Vec<u8>,
+    /// At `(j · supers + s) · 16`.
+    scales: Vec<u8>,
+    /// At `(j · supers + s) · F::D`.
+    d: Vec<f32>,
+    format: PhantomData<F>,
+}
+
+/// Activations quantized per super-block, laid out for a format's kernel.
+pub struct Activations {
+    /// Per super-block, `xq` at [`Format::slot`].
+    pub(crate) q: Vec<i8>,
+    /// Per super-block, 16 lanes of sums of `xq` ([`Format::sum_lane`]).
+    pub(crate) sums: Vec<i32>,
+    /// Per super-block, `dx` (NaN where the input was not finite).
+    pub(crate) scales: Vec<f32>,
+}
+
+/// Consecutive rows of a [`KMatrix`].
+pub struct Weights<'a> {
+    pub(crate) quants: &'a [u8],
+    pub(crate) scales: &'a [u8],
+    pub(crate) d: &'a [f32],
+}
+
+impl<F: Format> KMatrix<F> {
+    /// Reads ggml data of shape (out, in): rows of super-blocks. Fails if
+    /// `input` is not whole super-blocks or `data` is not `out` rows of
+    /// them.
+    pub fn from_ggml(data: &[u8], out: usize, input: usize) -> Result<Self, String> {
+        let row = Self::row_bytes(input)?;
+        if data.len() != out * row {
+            return Err(format!(
+                "{} bytes are not {out} {} rows of {input}",
+                data.len(),
+                F::NAME
+            ));
+        }
+        Self::read_ggml(&mut &data[..], out, input).map_err(|e| e.to_string())
+    }
+
+    /// [`KMatrix::from_ggml`] on `out` rows read from `reader`, a few
+    /// hundred kilobytes at a time.
+    pub fn read_ggml(
+        reader: &mut impl std::io::Read,
+        out: usize,
+        input: usize,
+    ) -> std::io::Result<Self> {
+        let row = Self::row_bytes(input).map_err(std::io::Error::other)?;
+        let supers = input / SUPER;
+        let mut quants = vec![0u8; out * supers * F::QUANTS];
+        let mut scales = vec![0u8; out * supers * 16];
+        let mut d = vec![0f32; out * supers * F::D];
+        let chunk_rows = (READ_BYTES / row).max(1);
+        let mut buffer = vec![0u8; chunk_rows * row];
+        for ((q, s), d) in quants
+            .chunks_mut(chunk_rows * supers * F::QUANTS)
+            .zip(scales.chunks_mut(chunk_rows * supers * 16))
+            .zip(d.chunks_mut(chunk_rows * supers * F::D))
+        {
+            let data = &mut buffer[..q.len() / F::QUANTS * F::BLOCK_BYTES];
+            reader.read_exact(data)?;
+            q.par_chunks_mut(F::QUANTS)
+                .zip(s.par_chunks_mut(16))
+                .zip(d.par_chunks_mut(F::D))
+                .zip(data.par_chunks(F::BLOCK_BYTES))
+                .for_each(|(((q, s), d), block)| F::unpack(block, q, s, d));
+        }
+        Ok(KMatrix {
+            out,
+            input,
+            quants,
+            scales,
+            d,
+            format: PhantomData,
+        })
+    }
+
+    /// Bytes of one ggml row of `input` values.
+    fn row_bytes(input: usize) -> Result<usize, String> {
+        if input == 0 || !input.is_multiple_of(SUPER) {
+            return Err(format!(
+                "rows of {input} are not whole {} super-blocks of {SUPER}",
+                F::NAME
+            ));
+        }
+        Ok(input / SUPER * F::BLOCK_BYTES)
+    }
+
+    /// The rows of several matrices with the same input, one after another.
+    pub fn concat(parts: Vec<Self>) -> Result<Self, String> {
+        let input = crate::q8::shared_input(parts.iter().map(|p| p.input))?;
+        let mut all = KMatrix {
+            out: 0,
+            input,
+            quants: Vec::with_capacity(parts.iter().map(|p| p.quants.len()).sum()),
+            scales: Vec::with_capacity(parts.iter().map(|p| p.scales.len()).sum()),
+            d: Vec::with_capacity(parts.iter().map(|p| p.d.len()).sum()),
+            format: PhantomData,
+        };
+        for p in parts {
+            all.out += p.out;
+            all.quants.extend_from_slice(&p.quants);
+            all.scales.extend_from_slice(&p.scales);
+            all.d.extend_from_slice(&p.d);
+        }
+        Ok(all)
+    }
+
+    pub fn out(&self) -> usize {
+        self.out
+    }
+
+    pub fn input(&self) -> usize {
+        self.input
+    }
+
+    /// Bytes of weights and scales.
+    pub fn bytes(&self) -> usize {
+        self.quants.len() + self.scales.len() + 4 * self.d.len()
+    }
+
+    /// Quantizes `x` (one row of `input` values) as ggml's
+    /// `quantize_row_q8_K` does, into the format's layout.
+    fn quantize(&self, x: &[f32]) -> Activations {
+        let supers = self.input / SUPER;
+        let mut q = vec![0i8; self.input];
+        let mut sums = vec![0i32; supers * 16];
+        let mut scales = vec![0f32; supers];
+        for (s, xs) in x.chunks_exact(SUPER).enumerate() {
+            // The value of largest magnitude, with its sign.
+            let max = xs
+                .iter()
+                .fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
+            if !xs.iter().all(|v| v.is_finite()) {
+                scales[s] = f32::NAN;
+                continue;
+            }
+            if max == 0.0 {
+                continue;
+            }
+            let inverse = -127.0 / max;
+            scales[s] = 1.0 / inverse;
+            let (q, sums) = (&mut q[s * SUPER..][..SUPER], &mut sums[s * 16..][..16]);
+            for (k, &v) in xs.iter().enumerate() {
+                let v = ((inverse * v).round() as i32).min(127);
+                q[F::slot(k)] = v as i8;
+                sums[F::sum_lane(k)] += v;
+            }
+        }
+        Activations { q, sums, scales }
+    }
+
+    /// `y = W · x` for each of `rows` rows of `x` (row-major, `input`
+    /// values each): `rows × out` values. Runs on `variant`; panics if this
+    /// CPU lacks it.
+    pub fn matvec_with(&self, variant: Variant, x: &[f32], rows: usize) -> Vec<f32> {
+        assert!(variant.supported(), "this CPU does not run {variant}");
+        assert_eq!(
+            x.len(),
+            rows * self.input,
+            "x is not {rows} rows of {}",
+            self.input
+        );
+        let supers = self.input / SUPER;
+        let simd = Simd::new(variant);
+        let mut y = Vec::with_capacity(rows * self.out);
+        for x in x.chunks_exact(self.input) {
+            let a = self.quantize(x);
+            y.extend(par_outputs(self.out, |first, out| {
+                let at = first * supers;
+                let n = out.len() * supers;
+                let w = Weights {
+                    quants: &self.quants[at * F::QUANTS..(at + n) * F::QUANTS],
+                    scales: &self.scales[at * 16..(at + n) * 16],
+                    d: &self.d[at * F::D..(at + n) * F::D],
+                };
+                match simd {
+                    Some(simd) => F::simd_rows(simd, &a, &w, supers, out),
+                    None => F::portable_rows(&a, &w, supers, out),
+                }
+            }));
+        }
+        y
+    }
+
+    /// [`KMatrix::matvec_with`] on the fastest variant this CPU has.
+    pub fn matvec(&self, x: &[f32], rows: usize) -> Vec<f32> {
+        self.matvec_with(Variant::detect(), x, rows)
+    }
+}
+
+/// What the formats' tests share.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+    use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+    use candle_core::{Device, Module, Tensor};
+
+    /// Random ggml data of shape (out, input), written by candle's own
+    /// quantizer from random weights.
+    pub fn ggml(dtype: GgmlDType, out: usize, input: usize, seed: u64) -> Vec<u8> {
+        let device = Device::Cpu;
+        let w = Tensor::rand(-0.1f32, 0.1 + seed as f32 * 1e-3, (out, input), &device).unwrap();
+        QTensor::quantize(&w, dtype)
+            .unwrap()
+            .data()
+            .unwrap()
+            .to_vec()
+    }
+
+    /// candle's product of the ggml data with `x` (`x.len() / input`
+    /// rows).
+    pub fn candle(dtype: GgmlDType, data: &[u8], out: usize, input: usize, x: &[f32]) -> Vec<f32> {
+        let q = candle_core::quantized::ggml_file::qtensor_from_ggml(
+            dtype,
+            data,
+            vec![out, input],
+            &Device::Cpu,
+        )
+        .unwrap();
+        let x = Tensor::from_slice(x, (x.len() / input, input), &Device::Cpu).unwrap();
+        QMatMul::from_qtensor(q)
+            .unwrap()
+            .forward(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+    }
+
+    /// ggml's `Q8_K` quantization of one super-block in f64 terms: `xq` in
+    /// order and `dx`, or `None` for an all-zero block.
+    pub fn q8k(xs: &[f32]) -> Option<(Vec<i64>, f64)> {
+        let max = xs
+            .iter()
+            .fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
+        if max == 0.0 {
+            return None;
+        }
+        let inverse = -127.0 / max;
+        let xq = xs
+            .iter()
+            .map(|&v| ((inverse * v).round() as i64).min(127))
+            .collect();
+        Some((xq, (1.0 / inverse) as f64))
+    }
+
+    pub fn activations(n: usize, seed: &mut u64) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                *seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((*seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 4.0
+            })
+            .collect()
+    }
+
+    /// Checks `got` against `want` (value, sum of its terms' magnitudes)
+    /// within `tolerance` of the magnitudes.
+    pub fn close(got: &[f32], want: &[(f64, f64)], tolerance: f64, what: &str) {
+        assert_eq!(got.len(), want.len(), "{what}: lengths");
+        for (i, (&got, &(want, magnitude))) in got.iter().zip(want).enumerate() {
+            assert!(
+                (got as f64 - want).abs() <= tolerance * magnitude,
+                "{what} value {i}: {got} against {want}"
+            );
+        }
+    }
+
+    /// What every format's tests check beyond its products: reading in
+    /// pieces, concatenation, zero and non-finite activations, and
+    /// malformed data. `reference` is the product as ggml defines it.
+    pub fn common<F: Format>(
+        dtype: GgmlDType,
+        reference: impl Fn(&[u8], usize, usize, &[f32]) -> Vec<(f64, f64)>,
+    ) {
+        let mut seed = 5u64;
+        // More rows than one read holds, and not a whole number of reads.
+        let input = 6 * SUPER;
+        let row = input / SUPER * F::BLOCK_BYTES;
+        let out = READ_BYTES / row * 2 + 37;
+        let data = ggml(dtype, out, input, 1);
+        let whole = KMatrix::<F>::from_ggml(&data, out, input).unwrap();
+        let x = activations(input, &mut seed);
+        close(
+            &whole.matvec(&x, 1),
+            &reference(&data, out, input, &x),
+            1e-6,
+            F::NAME,
+        );
+        let short = KMatrix::<F>::read_ggml(&mut &data[..data.len() - 1], out, input);
+        assert!(short.is_err(), "a short file is an error");
+        // Two parts give the whole's products.
+        let parts = vec![
+            KMatrix::<F>::from_ggml(&data[..100 * row], 100, input).unwrap(),
+            KMatrix::<F>::from_ggml(&data[100 * row..], out - 100, input).unwrap(),
+        ];
+        let both = KMatrix::concat(parts).unwrap();
+        assert_eq!(both.out(), out);
+        assert_eq!(both.matvec(&x, 1), whole.matvec(&x, 1));
+        assert!(KMatrix::<F>::from_ggml(&data[..row], 1, input - 32).is_err());
+        assert!(KMatrix::<F>::from_ggml(&data[..row], 2, input).is_err());
+        assert!(KMatrix::<F>::concat(Vec::new()).is_err());
+        // Zero activations give zeros; a non-finite one, NaN.
+        let small = KMatrix::<F>::from_ggml(&data[..9 * row], 9, input).unwrap();
+        for variant in crate::q8::variants() {
+            assert!(
+                small
+                    .matvec_with(variant, &vec![0.0; input], 1)
+                    .iter()
+                    .all(|&v| v == 0.0),
+                "{variant}"
+            );
+            let mut x = activations(input, &mut seed);
+            x[300] = f32::INFINITY;
+            assert!(
+                small.matvec_with(variant, &x, 1).iter().all(|v| v.is_nan()),
+                "{variant}"
+            );
+        }
+    }
+}
