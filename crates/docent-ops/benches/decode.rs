@@ -24,6 +24,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Reads `buffer`, evicting the caches of what was read before.
 fn evict(buffer: &[u64]) {
+    if std::env::var("HOT").is_ok() {
+        return;
+    }
     std::hint::black_box(buffer.iter().fold(0u64, |a, &b| a ^ b));
 }
 
