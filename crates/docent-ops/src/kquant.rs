@@ -249,6 +249,105 @@ impl<F: Format> KMatrix<F> {
     }
 }
 
+/// What the formats' AVX-512 kernels share: a row's pointers, the loop over
+/// rows with its bounds checks, and the unsigned × signed byte products.
+#[allow(unsafe_code)]
+pub(crate) mod simd {
+    use super::{Activations, Format, SUPER, Weights};
+    use crate::int8::{Simd, Variant};
+
+    #[cfg(target_arch = "x86_64")]
+    use std::arch::x86_64::*;
+
+    /// One row of a matrix and the activations, for a micro-kernel: the
+    /// row's first super-block's quants, scales and `d`, the end of the
+    /// quants (prefetches stop there), and the activations' quants, sums
+    /// and scales.
+    #[derive(Clone, Copy)]
+    pub(crate) struct Args {
+        pub quants: *const u8,
+        pub scales: *const u8,
+        pub d: *const f32,
+        pub end: *const u8,
+        pub q: *const i8,
+        pub sums: *const i32,
+        pub dx: *const f32,
+        pub supers: usize,
+    }
+
+    /// A format's micro-kernels: one row's output on VNNI and on BW.
+    pub(crate) struct MicroKernels {
+        pub vnni: unsafe fn(Args) -> f32,
+        pub bw: unsafe fn(Args) -> f32,
+    }
+
+    /// The rows of `w` (`supers` super-blocks each), one output each, on
+    /// the micro-kernel of `simd`'s variant.
+    pub(crate) fn rows<F: Format>(
+        simd: Simd,
+        kernels: &MicroKernels,
+        a: &Activations,
+        w: &Weights<'_>,
+        supers: usize,
+        y: &mut [f32],
+    ) {
+        let n = y.len() * supers;
+        assert!(w.quants.len() == n * F::QUANTS && w.scales.len() == n * 16);
+        assert!(w.d.len() == n * F::D);
+        assert!(a.q.len() == supers * SUPER && a.sums.len() == supers * 16);
+        assert!(a.scales.len() == supers);
+        let kernel = match simd.variant() {
+            Variant::Amx | Variant::Vnni => kernels.vnni,
+            _ => kernels.bw,
+        };
+        for (r, y) in y.iter_mut().enumerate() {
+            let b = r * supers;
+            let args = Args {
+                quants: w.quants[b * F::QUANTS..].as_ptr(),
+                scales: w.scales[b * 16..].as_ptr(),
+                d: w.d[b * F::D..].as_ptr(),
+                end: w.quants.as_ptr_range().end,
+                q: a.q.as_ptr(),
+                sums: a.sums.as_ptr(),
+                dx: a.scales.as_ptr(),
+                supers,
+            };
+            // SAFETY: `simd` proves the variant's CPU features, which the
+            // micro-kernels of `kernels` require (VNNI's: F, BW and VNNI;
+            // BW's: F and BW). The asserts above bound every read: for row
+            // r < y.len() and super-block s < supers, the `F::QUANTS` quant
+            // bytes, 16 scale bytes and `F::D` floats at index
+            // r · supers + s of `w`, and the 256 bytes, 16 sums and 1 scale
+            // at s of `a`. Prefetches past `end` are not issued.
+            *y = unsafe { kernel(args) };
+        }
+    }
+
+    /// `vpdpbusd`: four u8 (`w`) × s8 (64 bytes at `x`) products per lane,
+    /// added to `sum`.
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512vnni")]
+    pub(crate) unsafe fn dot_vnni(sum: __m512i, w: __m512i, x: *const i8) -> __m512i {
+        // SAFETY: the kernels read 64 bytes inside the activations.
+        unsafe { _mm512_dpbusd_epi32(sum, w, _mm512_loadu_si512(x as *const __m512i)) }
+    }
+
+    /// The same sums on AVX-512 BW: pairs into i16, pairs of those into
+    /// i32. The formats' quants are at most 63, so a pair is at most
+    /// 2 · 63 · 128 and cannot saturate.
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(crate) unsafe fn dot_bw(sum: __m512i, w: __m512i, x: *const i8) -> __m512i {
+        // SAFETY: as for `dot_vnni`.
+        unsafe {
+            let pairs = _mm512_maddubs_epi16(w, _mm512_loadu_si512(x as *const __m512i));
+            _mm512_add_epi32(sum, _mm512_madd_epi16(pairs, _mm512_set1_epi16(1)))
+        }
+    }
+}
+
 /// What the formats' tests share.
 #[cfg(test)]
 pub(crate) mod testing {

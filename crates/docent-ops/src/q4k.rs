@@ -31,9 +31,9 @@
 //! minima against the kept sums in one more product, and each super-block
 //! ends in two `fma`s; the lanes are added once per row.
 //!
-//! The `unsafe` code is in the `kernel` module; its safe entry point checks
-//! every bound and takes the int8 kernel's token (`int8::Simd`), which only
-//! a variant this CPU supports yields.
+//! The `unsafe` code is in the `kernel` module, and in `kquant::simd`,
+//! whose safe entry point checks every bound and takes the int8 kernel's
+//! token (`int8::Simd`), which only a variant this CPU supports yields.
 
 use crate::int8::Simd;
 use crate::kquant::{Activations, Format, KMatrix, SUPER, Weights};
@@ -132,70 +132,32 @@ impl Format for Q4k {
     }
 
     fn simd_rows(simd: Simd, a: &Activations, w: &Weights<'_>, supers: usize, y: &mut [f32]) {
-        kernel::rows(simd, a, w, supers, y)
+        #[cfg(target_arch = "x86_64")]
+        crate::kquant::simd::rows::<Self>(simd, &kernel::KERNELS, a, w, supers, y);
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!(
+            "no AVX-512 variant off x86-64: {simd:?} {} {} {supers} {}",
+            a.q.len(),
+            w.d.len(),
+            y.len()
+        )
     }
 }
 
 #[allow(unsafe_code)]
 mod kernel {
-    use super::{Activations, PREFETCH, QUANTS, SUPER, Weights};
-    use crate::int8::{Simd, Variant};
+    #[cfg(target_arch = "x86_64")]
+    use super::{PREFETCH, QUANTS, SUPER};
+    #[cfg(target_arch = "x86_64")]
+    use crate::kquant::simd::{Args, dot_bw, dot_vnni};
 
     #[cfg(target_arch = "x86_64")]
     use std::arch::x86_64::*;
 
-    /// [`super::Q4k`]'s portable rows on AVX-512: the rows of `w` (`supers`
-    /// super-blocks each), one output each.
-    pub fn rows(simd: Simd, a: &Activations, w: &Weights<'_>, supers: usize, y: &mut [f32]) {
-        let n = y.len() * supers;
-        assert!(w.quants.len() == n * QUANTS && w.scales.len() == n * 16 && w.d.len() == n * 2);
-        assert!(a.q.len() == supers * SUPER && a.sums.len() == supers * 16);
-        assert!(a.scales.len() == supers);
-        let _ = simd;
-        #[cfg(target_arch = "x86_64")]
-        {
-            for (r, y) in y.iter_mut().enumerate() {
-                let b = r * supers;
-                let args = Args {
-                    quants: w.quants[b * QUANTS..].as_ptr(),
-                    scales: w.scales[b * 16..].as_ptr(),
-                    d: w.d[b * 2..].as_ptr(),
-                    end: w.quants.as_ptr_range().end,
-                    q: a.q.as_ptr(),
-                    sums: a.sums.as_ptr(),
-                    dx: a.scales.as_ptr(),
-                    supers,
-                };
-                // SAFETY: `simd` proves the variant's CPU features. The
-                // asserts above bound every read: for row r < y.len() and
-                // super-block s < supers, the 128 quant bytes, 16 scale
-                // bytes and 2 floats at index r · supers + s of `w`, and
-                // the 256 bytes, 16 sums and 1 scale at s of `a`.
-                // Prefetches past `end` are not issued.
-                *y = unsafe {
-                    match simd.variant() {
-                        Variant::Amx | Variant::Vnni => vnni(args),
-                        _ => bw(args),
-                    }
-                };
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        unreachable!("no AVX-512 variant off x86-64")
-    }
-
+    /// [`super::Q4k`]'s micro-kernels.
     #[cfg(target_arch = "x86_64")]
-    #[derive(Clone, Copy)]
-    struct Args {
-        quants: *const u8,
-        scales: *const u8,
-        d: *const f32,
-        end: *const u8,
-        q: *const i8,
-        sums: *const i32,
-        dx: *const f32,
-        supers: usize,
-    }
+    pub const KERNELS: crate::kquant::simd::MicroKernels =
+        crate::kquant::simd::MicroKernels { vnni, bw };
 
     /// One micro-kernel per variant: `$dot(sum, w, x)` adds the products of
     /// four unsigned × signed bytes per lane into `sum`.
@@ -204,8 +166,8 @@ mod kernel {
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = $features)]
             unsafe fn $name(a: Args) -> f32 {
-                // SAFETY: the caller (`rows`) checked the bounds described
-                // there.
+                // SAFETY: the caller (`kquant::simd::rows`) checked the
+                // features and bounds described there.
                 unsafe {
                     let nibble = _mm512_set1_epi8(0x0F);
                     // Lanes 0..8 take the scale of the first sub-block in a
@@ -271,29 +233,6 @@ mod kernel {
                 }
             }
         };
-    }
-
-    /// `vpdpbusd`: four u8 (`w`) × s8 (64 bytes at `x`) products per lane,
-    /// added to `sum`.
-    #[cfg(target_arch = "x86_64")]
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512vnni")]
-    unsafe fn dot_vnni(sum: __m512i, w: __m512i, x: *const i8) -> __m512i {
-        // SAFETY: the kernel reads 64 bytes inside the activations.
-        unsafe { _mm512_dpbusd_epi32(sum, w, _mm512_loadu_si512(x as *const __m512i)) }
-    }
-
-    /// The same sums on AVX-512 BW: pairs into i16 (at most
-    /// 2 · 15 · 127, no saturation), pairs of those into i32.
-    #[cfg(target_arch = "x86_64")]
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw")]
-    unsafe fn dot_bw(sum: __m512i, w: __m512i, x: *const i8) -> __m512i {
-        // SAFETY: as for `dot_vnni`.
-        unsafe {
-            let pairs = _mm512_maddubs_epi16(w, _mm512_loadu_si512(x as *const __m512i));
-            _mm512_add_epi32(sum, _mm512_madd_epi16(pairs, _mm512_set1_epi16(1)))
-        }
     }
 
     micro_kernel!(vnni, "avx512f,avx512bw,avx512vnni", dot_vnni);
