@@ -525,7 +525,7 @@ impl Pipeline {
         let stop = AtomicBool::new(false);
         let ahead = ReadAhead::new(self.options.batch_tokens.max(1));
         let (tx, rx) = unbounded::<Prepared>();
-        std::thread::scope(|scope| {
+        let result = std::thread::scope(|scope| {
             for _ in 0..threads {
                 let tx = tx.clone();
                 let (files, next, stop, ahead) = (&files, &next, &stop, &ahead);
@@ -553,7 +553,10 @@ impl Pipeline {
             ahead.stop();
             drop(rx);
             result
-        })?;
+        });
+        // The PDF workers serve a run's files, then end with it.
+        self.extractors.release();
+        result?;
         Ok(summary)
     }
 
@@ -887,6 +890,7 @@ impl Pipeline {
                 result,
             });
         }
+        self.extractors.release();
         let changed = reports
             .iter()
             .any(|r| matches!(r.result, Ok((Outcome::Added | Outcome::Updated, _))));

@@ -635,6 +635,79 @@ fn the_pdf_worker_runs_out_of_memory_inside_its_bound() {
 }
 
 #[test]
+fn one_pdf_worker_serves_file_after_file_and_retires_after_its_share() {
+    let extractor = PdfExtractor::new(Some(worker()), PdfLimits::default());
+    let files = docent_ingest::extract::pdf::MAX_FILES_PER_WORKER + 1;
+    for i in 0..files {
+        let pages = vec![format!("Report {i} covers the {i}th office.")];
+        let doc = extractor
+            .extract(Path::new("r.pdf"), &simple_pdf(&pages, None))
+            .unwrap();
+        assert_eq!(doc.text, pages[0], "file {i}");
+        // One worker serves every file of its share, then a second starts.
+        let expected = if i < files - 1 { 1 } else { 2 };
+        assert_eq!(extractor.workers_started(), expected, "after file {i}");
+    }
+    // Two threads at once take a worker each, and keep them.
+    let extractor = PdfExtractor::new(Some(worker()), PdfLimits::default());
+    std::thread::scope(|scope| {
+        for t in 0..2 {
+            let extractor = &extractor;
+            scope.spawn(move || {
+                for i in 0..6 {
+                    let pages = vec![format!("Thread {t} file {i}.")];
+                    let doc = extractor
+                        .extract(Path::new("r.pdf"), &simple_pdf(&pages, None))
+                        .unwrap();
+                    assert_eq!(doc.text, pages[0]);
+                }
+            });
+        }
+    });
+    let started = extractor.workers_started();
+    assert!((1..=2).contains(&started), "{started}");
+    // The end of a run ends the idle workers: the next file starts one.
+    extractor.release();
+    let pages = vec!["After the run.".to_string()];
+    let doc = extractor
+        .extract(Path::new("r.pdf"), &simple_pdf(&pages, None))
+        .unwrap();
+    assert_eq!(doc.text, pages[0]);
+    assert_eq!(extractor.workers_started(), started + 1);
+}
+
+#[test]
+fn a_pdf_worker_that_died_after_a_file_costs_the_next_file_nothing() {
+    // A worker that replies "no text layer" to its first request, then
+    // dies: the next file meets a dead worker, and is tried again in a
+    // fresh one, which replies.
+    let json = r#"{"failed":{"kind":"no_text","message":""}}"#;
+    let length: String = (json.len() as u64)
+        .to_le_bytes()
+        .iter()
+        .map(|b| format!("\\{b:03o}"))
+        .collect();
+    let script = format!("printf '{length}{json}'; kill -SEGV $$");
+    let flaky = WorkerCommand {
+        program: "sh".into(),
+        args: vec!["-c".into(), script.into(), "sh".into()],
+    };
+    let extractor = PdfExtractor::new(Some(flaky), PdfLimits::default());
+    for file in 0..3 {
+        let err = extractor
+            .extract(Path::new("a.pdf"), &simple_pdf(&manual_pages(), None))
+            .unwrap_err();
+        assert!(
+            matches!(err, ExtractError::NoTextLayer),
+            "file {file}: {err}"
+        );
+        // The first file starts one worker; each later one meets the dead
+        // worker, and starts another.
+        assert_eq!(extractor.workers_started(), 1 + file, "file {file}");
+    }
+}
+
+#[test]
 fn batches_across_files_store_the_same_chunks_as_one_file_at_a_time() {
     let docs = tempfile::tempdir().unwrap();
     for i in 0..12 {

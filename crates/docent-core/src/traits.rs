@@ -167,6 +167,10 @@ pub trait Extractor: Send + Sync {
         path: &Path,
         bytes: &[u8],
     ) -> std::result::Result<ExtractedDocument, ExtractError>;
+
+    /// Lets go of what the extractor keeps between files (the PDF
+    /// extractor's idle worker processes); called at the end of a run.
+    fn release(&self) {}
 }
 
 /// Cuts an extracted document into spans sized for the embedder.

@@ -73,6 +73,14 @@ impl Extractors {
         }
     }
 
+    /// Lets go of what the extractors keep between files, at the end of a
+    /// run (the PDF worker processes).
+    pub fn release(&self) {
+        for extractor in &self.extractors {
+            extractor.release();
+        }
+    }
+
     /// Extracts a file with the first extractor that accepts it.
     pub fn extract(&self, path: &Path, bytes: &[u8]) -> Result<ExtractedDocument, ExtractError> {
         if bytes.is_empty() {

@@ -4,8 +4,9 @@
 //! bound on hostile or broken files. In production the parser runs in a
 //! worker process — the `docent` binary's hidden `extract-worker` command,
 //! or `docent-extract-worker` from this crate — that caps its own address
-//! space; the parent gives it a wall-clock bound and kills it past that. A
-//! crash then costs one file, never the run. Without a worker command the
+//! space; the parent gives it a wall-clock bound per file and kills it past
+//! that. A crash then costs one file, never the run. Workers serve one file
+//! after another ([`worker`]). Without a worker command the
 //! parser runs in-process on a helper thread with the same time bound (a
 //! runaway parse is abandoned, not stopped), which suits tests and embedding.
 //!
@@ -18,13 +19,15 @@ use docent_core::{ExtractError, ExtractedDocument, Extractor, TextKind};
 use serde::{Deserialize, Serialize};
 use std::ffi::OsString;
 use std::io::{Read, Write};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::time::Duration;
-use wait_timeout::ChildExt;
 
 mod structure;
+mod worker;
+
+/// Files one worker process serves before it is replaced.
+pub const MAX_FILES_PER_WORKER: usize = worker::MAX_SERVED;
 
 use structure::{
     MAX_NESTING, check_structure, content_readable, nesting_depth, page_ids, page_root, recover,
@@ -70,13 +73,21 @@ impl Default for PdfLimits {
 
 /// `.pdf` files (or any file starting with `%PDF-`), one text page per page.
 pub struct PdfExtractor {
-    worker: Option<WorkerCommand>,
+    workers: Option<worker::Pool>,
     limits: PdfLimits,
 }
 
 impl PdfExtractor {
     pub fn new(worker: Option<WorkerCommand>, limits: PdfLimits) -> Self {
-        PdfExtractor { worker, limits }
+        PdfExtractor {
+            workers: worker.map(|command| worker::Pool::new(command, limits.clone())),
+            limits,
+        }
+    }
+
+    /// Worker processes started so far (0 without a worker command).
+    pub fn workers_started(&self) -> usize {
+        self.workers.as_ref().map_or(0, worker::Pool::started)
     }
 }
 
@@ -120,11 +131,17 @@ impl Extractor for PdfExtractor {
                 "not a PDF (no %PDF- header)".into(),
             ));
         }
-        let text = match &self.worker {
-            Some(worker) => run_in_child(worker, &self.limits, bytes)?,
+        let text = match &self.workers {
+            Some(workers) => workers.extract(bytes)?,
             None => run_on_thread(bytes, self.limits.timeout)?,
         };
         Ok(assemble(text))
+    }
+
+    fn release(&self) {
+        if let Some(workers) = &self.workers {
+            workers.retire_idle();
+        }
     }
 }
 
@@ -396,105 +413,11 @@ fn kill_group(child: &mut std::process::Child) {
     let _ = child.wait();
 }
 
-/// Runs the worker on `bytes` (fed on stdin) and reads its reply, killing it
-/// past the time bound.
-fn run_in_child(
-    worker: &WorkerCommand,
-    limits: &PdfLimits,
-    bytes: &[u8],
-) -> Result<PdfText, ExtractError> {
-    let mut child = Command::new(&worker.program)
-        .args(&worker.args)
-        .arg("--memory-mb")
-        .arg((limits.max_memory_bytes >> 20).max(1).to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // Its own process group, so a kill also reaches anything it started
-        // (which would otherwise hold the pipes open past the bound).
-        .process_group(0)
-        .spawn()
-        .map_err(|e| {
-            ExtractError::Crashed(format!(
-                "cannot start the PDF worker {}: {e}",
-                worker.program.display()
-            ))
-        })?;
-    let stdin = child.stdin.take();
-    let stdout = child.stdout.take();
-    let stderr = child.stderr.take();
-    let (status, out, err) = std::thread::scope(|scope| {
-        scope.spawn(move || {
-            if let Some(mut stdin) = stdin {
-                // A worker that dies early closes the pipe; its status says why.
-                let _ = stdin.write_all(bytes);
-            }
-        });
-        let out = scope.spawn(move || {
-            let mut buf = Vec::new();
-            if let Some(mut s) = stdout {
-                let _ = s.read_to_end(&mut buf);
-            }
-            buf
-        });
-        let err = scope.spawn(move || {
-            let mut buf = Vec::new();
-            if let Some(s) = stderr {
-                let _ = s.take(STDERR_LIMIT).read_to_end(&mut buf);
-            }
-            buf
-        });
-        let status = match child.wait_timeout(limits.timeout) {
-            Ok(Some(status)) => Ok(status),
-            Ok(None) => {
-                kill_group(&mut child);
-                Err(ExtractError::Timeout(limits.timeout.as_secs().max(1)))
-            }
-            Err(e) => {
-                kill_group(&mut child);
-                Err(ExtractError::Crashed(format!(
-                    "cannot wait for the worker: {e}"
-                )))
-            }
-        };
-        (
-            status,
-            out.join().unwrap_or_default(),
-            err.join().unwrap_or_default(),
-        )
-    });
-    let status = status?;
-    if status.success()
-        && let Ok(reply) = serde_json::from_slice::<WorkerReply>(&out)
-    {
-        return from_reply(reply);
-    }
-    let stderr = String::from_utf8_lossy(&err);
-    if stderr.contains("stack overflow") {
-        return Err(ExtractError::Malformed(
-            "it nests objects too deeply for the PDF parser (the parser overflowed its stack)"
-                .into(),
-        ));
-    }
-    if stderr.contains("memory allocation") || stderr.contains("out of memory") {
-        return Err(ExtractError::TooLarge(format!(
-            "the PDF needs more than {} MiB to parse (ingest.extract_memory_mb)",
-            limits.max_memory_bytes >> 20
-        )));
-    }
-    let last = stderr
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("no message");
-    Err(ExtractError::Crashed(format!(
-        "the PDF worker exited with {status}: {last}"
-    )))
-}
-
-/// The worker's main: caps the address space at `memory_mb` MiB, reads a
-/// PDF on stdin, and writes a JSON reply on stdout. The `docent` binary runs
-/// it as the hidden `extract-worker` command.
+/// The worker's main: caps the address space at `memory_mb` MiB, then
+/// serves PDFs until stdin ends: each request is a length (8 bytes,
+/// little-endian) and that many bytes of PDF, each reply a length and a
+/// JSON reply, on stdout ([`worker`]). The `docent` binary runs it as the
+/// hidden `extract-worker` command.
 pub fn run_worker(memory_mb: Option<u64>) -> ExitCode {
     if let Some(mb) = memory_mb {
         let bytes = mb.saturating_mul(1 << 20);
@@ -503,23 +426,44 @@ pub fn run_worker(memory_mb: Option<u64>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    let mut input = Vec::new();
-    if let Err(e) = std::io::stdin().read_to_end(&mut input) {
-        eprintln!("cannot read the PDF on stdin: {e}");
-        return ExitCode::FAILURE;
-    }
     // The parser's own panic message is noise here; the reply says it.
     std::panic::set_hook(Box::new(|_| {}));
-    let reply = to_reply(parse_guarded(&input));
+    let mut stdin = std::io::stdin().lock();
     let mut stdout = std::io::stdout().lock();
-    let written = serde_json::to_writer(&mut stdout, &reply)
-        .map_err(std::io::Error::from)
-        .and_then(|_| stdout.flush());
-    match written {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+    loop {
+        let mut length = [0u8; 8];
+        // The end of stdin between requests is the parent's goodbye.
+        match stdin.read(&mut length[..1]) {
+            Ok(0) => return ExitCode::SUCCESS,
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("cannot read a request on stdin: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+        let mut input = Vec::new();
+        let read = stdin.read_exact(&mut length[1..]).and_then(|_| {
+            // Past the address-space cap this aborts with "memory
+            // allocation ... failed", which the parent reports as too large.
+            input = vec![0u8; u64::from_le_bytes(length) as usize];
+            stdin.read_exact(&mut input)
+        });
+        if let Err(e) = read {
+            eprintln!("cannot read the PDF on stdin: {e}");
+            return ExitCode::FAILURE;
+        }
+        let reply = to_reply(parse_guarded(&input));
+        drop(input);
+        let written = serde_json::to_vec(&reply)
+            .map_err(std::io::Error::from)
+            .and_then(|json| {
+                stdout.write_all(&(json.len() as u64).to_le_bytes())?;
+                stdout.write_all(&json)?;
+                stdout.flush()
+            });
+        if let Err(e) = written {
             eprintln!("cannot write the reply: {e}");
-            ExitCode::FAILURE
+            return ExitCode::FAILURE;
         }
     }
 }
