@@ -76,7 +76,8 @@ pub enum Command {
         #[command(subcommand)]
         command: DocumentsCommand,
     },
-    /// Parse one PDF from stdin in isolation (run by `ingest` itself)
+    /// Parse PDFs sent on stdin, one after another, in isolation (run by
+    /// `ingest` itself)
     #[command(hide = true)]
     ExtractWorker {
         /// Address space limit in MiB

@@ -593,24 +593,6 @@ pub(crate) fn peak_rss_mib() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-/// CPU seconds this process and its waited-for children (the PDF
-/// extraction workers) have used, user and system, from `/proc/self/stat`
-/// (in clock ticks of 1/100 s, Linux's `USER_HZ`).
-fn cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // After the command name, which may hold spaces, in parentheses: the
-    // state is field 3, so utime, stime, cutime, cstime (14–17) are the
-    // 12th to 15th fields after it.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields
-        .get(11..15)?
-        .iter()
-        .map(|f| f.parse::<f64>().ok())
-        .sum::<Option<f64>>()?;
-    Some(ticks / 100.0)
-}
-
 fn threads() -> String {
     std::env::var("CANDLE_NUM_THREADS")
         .or_else(|_| std::env::var("RAYON_NUM_THREADS"))
@@ -739,17 +721,19 @@ fn ingest_in(
             // the kernels' buffers. Warmed with four short texts, the first
             // run's first batch embedded at 84 chunks/s against 102 after.
             parts.embedder.embed(&contexts[..64.min(contexts.len())])?;
-            let cpu_start = cpu_seconds();
+            let cpu_start = docent_ops::cpu_seconds();
             let t = Instant::now();
             // Up to the search index build, which the figures (wall and
             // CPU) leave out.
             let stored = std::cell::Cell::new(None);
             let summary = pipeline.ingest_path(dir, &|event| {
                 if let docent_ingest::Progress::Indexing = event {
-                    stored.set(Some((t.elapsed(), cpu_seconds())));
+                    stored.set(Some((t.elapsed(), docent_ops::cpu_seconds())));
                 }
             })?;
-            let (elapsed, cpu_end) = stored.get().unwrap_or_else(|| (t.elapsed(), cpu_seconds()));
+            let (elapsed, cpu_end) = stored
+                .get()
+                .unwrap_or_else(|| (t.elapsed(), docent_ops::cpu_seconds()));
             let secs = elapsed.as_secs_f64();
             let ingest_cpu_s = cpu_start.zip(cpu_end).map(|(a, b)| b - a);
             anyhow::ensure!(
@@ -768,11 +752,11 @@ fn ingest_in(
                     });
                 }
             }
-            let cpu_start = cpu_seconds();
+            let cpu_start = docent_ops::cpu_seconds();
             let t = Instant::now();
             parts.embedder.embed(&texts)?;
             let embed_secs = t.elapsed().as_secs_f64();
-            let embed_cpu_s = cpu_start.zip(cpu_seconds()).map(|(a, b)| b - a);
+            let embed_cpu_s = cpu_start.zip(docent_ops::cpu_seconds()).map(|(a, b)| b - a);
             if let (Some(ingest), Some(embed)) = (ingest_cpu_s, embed_cpu_s) {
                 ingest_cpu.push(ingest / summary.chunks_embedded.max(1) as f64 * 1e3);
                 embed_cpu.push(embed / texts.len().max(1) as f64 * 1e3);

@@ -17,6 +17,24 @@ pub mod q4k;
 pub mod q6k;
 pub mod q8;
 
+/// CPU seconds this process and its reaped children (the PDF extraction
+/// workers, once ended) have used, user and system, from `/proc/self/stat`
+/// (in clock ticks of 1/100 s, Linux's `USER_HZ`), for benchmarks.
+pub fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // After the command name, which may hold spaces, in parentheses: the
+    // state is field 3, so utime, stime, cutime, cstime (14–17) are the
+    // 12th to 15th fields after it.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields
+        .get(11..15)?
+        .iter()
+        .map(|f| f.parse::<f64>().ok())
+        .sum::<Option<f64>>()?;
+    Some(ticks / 100.0)
+}
+
 /// The CPU's model name (`/proc/cpuinfo`), to print next to every figure.
 pub fn cpu_name() -> String {
     std::fs::read_to_string("/proc/cpuinfo")

@@ -1,4 +1,5 @@
-//! The PDF extraction worker as its own program, for this crate's tests and
+//! The PDF extraction worker (it serves PDFs sent on stdin, one after
+//! another) as its own program, for this crate's tests and
 //! for embedders of the library; the `docent` binary has the same worker as
 //! its hidden `extract-worker` command.
 
