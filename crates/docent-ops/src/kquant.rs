@@ -428,6 +428,49 @@ pub(crate) mod testing {
         }
     }
 
+    /// Every variant's products on ragged shapes against `reference` (the
+    /// product as ggml defines it, 1e-6 of the terms' magnitudes) and
+    /// candle's (1e-5; it quantizes the activations the same way), and VNNI
+    /// and BW against each other. Inputs of 1, 2, 6 (qwen2.5-1.5b's 1536)
+    /// and 35 (its 8960) super-blocks; outputs that end inside a task of 64
+    /// rows.
+    pub fn matches_definition_and_candle<F: Format>(
+        dtype: GgmlDType,
+        reference: impl Fn(&[u8], usize, usize, &[f32]) -> Vec<(f64, f64)>,
+        mut seed: u64,
+    ) {
+        for (out, supers) in [(1, 1), (67, 2), (130, 6), (5, 35)] {
+            let input = supers * SUPER;
+            let data = ggml(dtype, out, input, seed % 7);
+            let m = KMatrix::<F>::from_ggml(&data, out, input).unwrap();
+            let x = activations(2 * input, &mut seed);
+            let want: Vec<(f64, f64)> = x
+                .chunks(input)
+                .flat_map(|x| reference(&data, out, input, x))
+                .collect();
+            let theirs: Vec<(f64, f64)> = candle(dtype, &data, out, input, &x)
+                .iter()
+                .zip(&want)
+                .map(|(&c, &(_, magnitude))| (c as f64, magnitude))
+                .collect();
+            let mut results = Vec::new();
+            for variant in crate::q8::variants() {
+                let y = m.matvec_with(variant, &x, 2);
+                let what = format!("{} {variant} {out}×{input}", F::NAME);
+                // Only the f32 products and sums of the terms round.
+                close(&y, &want, 1e-6, &what);
+                close(&y, &theirs, 1e-5, &format!("{what} against candle"));
+                results.push(y);
+            }
+            if results.len() == 3 {
+                assert_eq!(
+                    results[0], results[1],
+                    "VNNI and BW differ at {out}×{input}"
+                );
+            }
+        }
+    }
+
     /// What every format's tests check beyond its products: reading in
     /// pieces, concatenation, zero and non-finite activations, and
     /// malformed data. `reference` is the product as ggml defines it.

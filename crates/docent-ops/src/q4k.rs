@@ -242,7 +242,7 @@ mod kernel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kquant::testing::{activations, candle, close, common, ggml, q8k};
+    use crate::kquant::testing::{close, common, matches_definition_and_candle, q8k};
     use candle_core::quantized::GgmlDType;
 
     /// The product as ggml defines it, from the ggml bytes, in f64 (see
@@ -284,40 +284,7 @@ mod tests {
 
     #[test]
     fn every_variant_matches_ggmls_definition_and_candles_product() {
-        let mut seed = 0x9e3779b97f4a7c15u64;
-        // Inputs of 1, 2, 6 (qwen2.5-1.5b's 1536) and 35 (its 8960)
-        // super-blocks; outputs that end inside a task of 64 rows.
-        for (out, supers) in [(1, 1), (67, 2), (130, 6), (5, 35)] {
-            let input = supers * SUPER;
-            let data = ggml(GgmlDType::Q4K, out, input, seed % 7);
-            let m = Q4kMatrix::from_ggml(&data, out, input).unwrap();
-            let x = activations(2 * input, &mut seed);
-            let want: Vec<(f64, f64)> = x
-                .chunks(input)
-                .flat_map(|x| reference(&data, out, input, x))
-                .collect();
-            // candle quantizes the activations the same way.
-            let theirs: Vec<(f64, f64)> = candle(GgmlDType::Q4K, &data, out, input, &x)
-                .iter()
-                .zip(&want)
-                .map(|(&c, &(_, magnitude))| (c as f64, magnitude))
-                .collect();
-            let mut results = Vec::new();
-            for variant in crate::q8::variants() {
-                let y = m.matvec_with(variant, &x, 2);
-                let what = format!("{variant} {out}×{input}");
-                // Only the f32 products and sums of the terms round.
-                close(&y, &want, 1e-6, &what);
-                close(&y, &theirs, 1e-5, &format!("{what} against candle"));
-                results.push(y);
-            }
-            if results.len() == 3 {
-                assert_eq!(
-                    results[0], results[1],
-                    "VNNI and BW differ at {out}×{input}"
-                );
-            }
-        }
+        matches_definition_and_candle::<Q4k>(GgmlDType::Q4K, reference, 0x9e3779b97f4a7c15);
     }
 
     #[test]
