@@ -136,33 +136,32 @@ impl Projection {
         // Decoding on docent's Q8_0, Q4_K and Q6_K kernels, where dense
         // weights take the prompts. With those from the cache, the quantized
         // bytes go straight from the file into the kernels' layouts.
-        let kernel = match prefill {
-            Prefill::Quantized => false,
-            _ => gguf.kernel_formats(&weights),
-        };
-        let (quantized, decode, dense_parts) = match kernel {
-            true if cached.is_some() => (Vec::new(), Some(gguf.kernel(&weights)?), Vec::new()),
-            _ => {
-                let quantized = weights
-                    .iter()
-                    .map(|name| gguf.tensor(name))
+        let kernel = prefill != Prefill::Quantized && gguf.on_kernels(&weights);
+        let (quantized, decode, dense_parts) = if kernel && cached.is_some() {
+            (Vec::new(), Some(gguf.kernel(&weights)?), Vec::new())
+        } else {
+            let quantized = weights
+                .iter()
+                .map(|name| gguf.tensor(name))
+                .collect::<Result<Vec<_>>>()?;
+            let mut dense_parts = Vec::new();
+            if prefill != Prefill::Quantized && cached.is_none() {
+                for weight in &quantized {
+                    dense_parts.push(weight.dequantize(&Device::Cpu)?);
+                }
+            }
+            if kernel {
+                (
+                    Vec::new(),
+                    Some(Kernel::from_qtensors(&quantized)?),
+                    dense_parts,
+                )
+            } else {
+                let quantized = quantized
+                    .into_iter()
+                    .map(QMatMul::from_qtensor)
                     .collect::<Result<Vec<_>>>()?;
-                let mut dense_parts = Vec::new();
-                if prefill != Prefill::Quantized && cached.is_none() {
-                    for weight in &quantized {
-                        dense_parts.push(weight.dequantize(&Device::Cpu)?);
-                    }
-                }
-                if kernel {
-                    let decode = Kernel::from_qtensors(&quantized)?;
-                    (Vec::new(), Some(decode), dense_parts)
-                } else {
-                    let quantized = quantized
-                        .into_iter()
-                        .map(QMatMul::from_qtensor)
-                        .collect::<Result<Vec<_>>>()?;
-                    (quantized, None, dense_parts)
-                }
+                (quantized, None, dense_parts)
             }
         };
         let mut biases = Vec::new();
@@ -416,7 +415,7 @@ impl<R: Read + Seek> Gguf<'_, R> {
     /// Whether the named matrices all run on docent's decoding kernels:
     /// each is `Q8_0`, `Q4_K` or `Q6_K`, and this CPU has an AVX-512
     /// variant of that kernel (candle's products are the fallback).
-    fn kernel_formats(&self, names: &[String]) -> bool {
+    fn on_kernels(&self, names: &[String]) -> bool {
         !names.is_empty()
             && names.iter().all(|n| {
                 self.content
@@ -528,11 +527,7 @@ impl Transformer {
             "token_embd.weight"
         };
         let names = [name.to_string()];
-        let kernel = match prefill {
-            Prefill::Quantized => false,
-            _ => gguf.kernel_formats(&names),
-        };
-        let output = if kernel {
+        let output = if prefill != Prefill::Quantized && gguf.on_kernels(&names) {
             Output::Ours(if separate {
                 gguf.kernel(&names)?
             } else {

@@ -840,7 +840,7 @@ impl candle_core::CustomOp1 for Int8Matrix {
 
 /// The proof of an AVX-512 variant's CPU features, shared with the
 /// decoding kernels ([`crate::q8`], [`crate::q4k`], [`crate::q6k`]).
-pub use kernel::Simd;
+pub(crate) use kernel::Simd;
 
 #[allow(unsafe_code)]
 mod kernel {

@@ -47,8 +47,10 @@ pub trait Format: Send + Sync + 'static {
     /// code.
     fn portable_rows(a: &Activations, w: &Weights<'_>, supers: usize, y: &mut [f32]);
 
-    /// The same on an AVX-512 variant.
-    fn simd_rows(simd: Simd, a: &Activations, w: &Weights<'_>, supers: usize, y: &mut [f32]);
+    /// The same on AVX-512: one row per call of a micro-kernel
+    /// ([`simd::rows`]).
+    #[cfg(target_arch = "x86_64")]
+    const KERNELS: simd::MicroKernels;
 }
 
 /// A weight matrix of shape (out, in) in format `F`, for
@@ -235,8 +237,10 @@ impl<F: Format> KMatrix<F> {
                     d: &self.d[at * F::D..(at + n) * F::D],
                 };
                 match simd {
-                    Some(simd) => F::simd_rows(simd, &a, &w, supers, out),
-                    None => F::portable_rows(&a, &w, supers, out),
+                    #[cfg(target_arch = "x86_64")]
+                    Some(simd) => simd::rows::<F>(simd, &a, &w, supers, out),
+                    // No AVX-512 variant exists off x86-64.
+                    _ => F::portable_rows(&a, &w, supers, out),
                 }
             }));
         }
@@ -252,7 +256,7 @@ impl<F: Format> KMatrix<F> {
 /// What the formats' AVX-512 kernels share: a row's pointers, the loop over
 /// rows with its bounds checks, and the unsigned × signed byte products.
 #[allow(unsafe_code)]
-pub(crate) mod simd {
+pub mod simd {
     use super::{Activations, Format, SUPER, Weights};
     use crate::int8::{Simd, Variant};
 
@@ -264,7 +268,7 @@ pub(crate) mod simd {
     /// quants (prefetches stop there), and the activations' quants, sums
     /// and scales.
     #[derive(Clone, Copy)]
-    pub(crate) struct Args {
+    pub struct Args {
         pub quants: *const u8,
         pub scales: *const u8,
         pub d: *const f32,
@@ -276,16 +280,16 @@ pub(crate) mod simd {
     }
 
     /// A format's micro-kernels: one row's output on VNNI and on BW.
-    pub(crate) struct MicroKernels {
+    pub struct MicroKernels {
         pub vnni: unsafe fn(Args) -> f32,
         pub bw: unsafe fn(Args) -> f32,
     }
 
     /// The rows of `w` (`supers` super-blocks each), one output each, on
-    /// the micro-kernel of `simd`'s variant.
+    /// `F`'s micro-kernel for `simd`'s variant.
+    #[cfg(target_arch = "x86_64")]
     pub(crate) fn rows<F: Format>(
         simd: Simd,
-        kernels: &MicroKernels,
         a: &Activations,
         w: &Weights<'_>,
         supers: usize,
@@ -297,8 +301,8 @@ pub(crate) mod simd {
         assert!(a.q.len() == supers * SUPER && a.sums.len() == supers * 16);
         assert!(a.scales.len() == supers);
         let kernel = match simd.variant() {
-            Variant::Amx | Variant::Vnni => kernels.vnni,
-            _ => kernels.bw,
+            Variant::Amx | Variant::Vnni => F::KERNELS.vnni,
+            _ => F::KERNELS.bw,
         };
         for (r, y) in y.iter_mut().enumerate() {
             let b = r * supers;
@@ -313,7 +317,7 @@ pub(crate) mod simd {
                 supers,
             };
             // SAFETY: `simd` proves the variant's CPU features, which the
-            // micro-kernels of `kernels` require (VNNI's: F, BW and VNNI;
+            // micro-kernels of `F::KERNELS` require (VNNI's: F, BW and VNNI;
             // BW's: F and BW). The asserts above bound every read: for row
             // r < y.len() and super-block s < supers, the `F::QUANTS` quant
             // bytes, 16 scale bytes and `F::D` floats at index

@@ -35,7 +35,6 @@
 //! whose safe entry point checks every bound and takes the int8 kernel's
 //! token (`int8::Simd`), which only a variant this CPU supports yields.
 
-use crate::int8::Simd;
 use crate::kquant::{Activations, Format, KMatrix, SUPER, Weights};
 use half::f16;
 
@@ -131,17 +130,8 @@ impl Format for Q4k {
         }
     }
 
-    fn simd_rows(simd: Simd, a: &Activations, w: &Weights<'_>, supers: usize, y: &mut [f32]) {
-        #[cfg(target_arch = "x86_64")]
-        crate::kquant::simd::rows::<Self>(simd, &kernel::KERNELS, a, w, supers, y);
-        #[cfg(not(target_arch = "x86_64"))]
-        unreachable!(
-            "no AVX-512 variant off x86-64: {simd:?} {} {} {supers} {}",
-            a.q.len(),
-            w.d.len(),
-            y.len()
-        )
-    }
+    #[cfg(target_arch = "x86_64")]
+    const KERNELS: crate::kquant::simd::MicroKernels = kernel::KERNELS;
 }
 
 #[allow(unsafe_code)]

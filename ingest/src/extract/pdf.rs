@@ -73,25 +73,36 @@ impl Default for PdfLimits {
 
 /// `.pdf` files (or any file starting with `%PDF-`), one text page per page.
 pub struct PdfExtractor {
-    workers: Option<worker::Pool>,
-    limits: PdfLimits,
+    parser: Parser,
+}
+
+/// Where [`PdfExtractor`] runs the parser.
+enum Parser {
+    /// In worker processes, which hold the limits.
+    Workers(worker::Pool),
+    /// In-process on a helper thread, abandoned past this time bound.
+    InProcess(Duration),
 }
 
 impl PdfExtractor {
     pub fn new(worker: Option<WorkerCommand>, limits: PdfLimits) -> Self {
-        PdfExtractor {
-            workers: worker.map(|command| worker::Pool::new(command, limits.clone())),
-            limits,
-        }
+        let parser = match worker {
+            Some(command) => Parser::Workers(worker::Pool::new(command, limits)),
+            None => Parser::InProcess(limits.timeout),
+        };
+        PdfExtractor { parser }
     }
 
     /// Worker processes started so far (0 without a worker command).
     pub fn workers_started(&self) -> usize {
-        self.workers.as_ref().map_or(0, worker::Pool::started)
+        match &self.parser {
+            Parser::Workers(pool) => pool.started(),
+            Parser::InProcess(_) => 0,
+        }
     }
 }
 
-/// What the worker prints on stdout, as one JSON object.
+/// The worker's reply to one PDF, as JSON after its length ([`worker`]).
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 enum WorkerReply {
@@ -131,16 +142,16 @@ impl Extractor for PdfExtractor {
                 "not a PDF (no %PDF- header)".into(),
             ));
         }
-        let text = match &self.workers {
-            Some(workers) => workers.extract(bytes)?,
-            None => run_on_thread(bytes, self.limits.timeout)?,
+        let text = match &self.parser {
+            Parser::Workers(pool) => pool.extract(bytes)?,
+            Parser::InProcess(timeout) => run_on_thread(bytes, *timeout)?,
         };
         Ok(assemble(text))
     }
 
     fn release(&self) {
-        if let Some(workers) = &self.workers {
-            workers.retire_idle();
+        if let Parser::Workers(pool) = &self.parser {
+            pool.retire_idle();
         }
     }
 }

@@ -69,20 +69,17 @@ impl Pool {
             Some(worker) => worker,
             None => self.start()?,
         };
-        match worker.run(bytes, &self.limits) {
+        let outcome = match worker.run(bytes, &self.limits) {
+            Outcome::Failed(error) if !fresh && !matches!(error, ExtractError::Timeout(_)) => {
+                tracing::debug!(%error, "a PDF worker that had served other files died; trying a fresh one");
+                self.start()?.run(bytes, &self.limits)
+            }
+            outcome => outcome,
+        };
+        match outcome {
             Outcome::Replied(worker, result) => {
                 self.put_back(worker);
                 result
-            }
-            Outcome::Failed(error) if !fresh && !matches!(error, ExtractError::Timeout(_)) => {
-                tracing::debug!(%error, "a PDF worker that had served other files died; trying a fresh one");
-                match self.start()?.run(bytes, &self.limits) {
-                    Outcome::Replied(worker, result) => {
-                        self.put_back(worker);
-                        result
-                    }
-                    Outcome::Failed(error) => Err(error),
-                }
             }
             Outcome::Failed(error) => Err(error),
         }
