@@ -213,13 +213,16 @@ impl GgufGenerator {
                     source: None,
                 })? {
                 Precision::Bf16 => Prefill::Bf16,
+                Precision::Int8 => Prefill::Int8,
                 _ => Prefill::F32,
             }
         } else {
             Prefill::Quantized
         };
         let mut dense_cache = match (&cache, prefill) {
-            (Some(cache), Prefill::F32 | Prefill::Bf16) => cache.read_dense(prefill),
+            (Some(cache), Prefill::F32 | Prefill::Bf16 | Prefill::Int8) => {
+                cache.read_dense(prefill)
+            }
             _ => DenseCache::default(),
         };
         let model = Transformer::load(

@@ -8,8 +8,11 @@
 //!   with `dense_prefill` it multiplies by dense copies of the same weights,
 //!   fused (Q|K|V, gate|up): f32, stored transposed for gemm (about 3×
 //!   faster than the quantized dot products on a 2-core machine, for
-//!   4 bytes per weight), or bf16 packed for docent's AVX-512 BF16 kernel
-//!   (`docent_ops::bf16`; 2 bytes per weight).
+//!   4 bytes per weight), bf16 packed for docent's AVX-512 BF16 kernel
+//!   (`docent_ops::bf16`; 2 bytes per weight), or int8 per output column
+//!   for docent's int8 kernel (`docent_ops::int8`, activations quantized
+//!   per token; 1 byte per weight, 1.6–1.7× bf16's prompt speed on
+//!   AVX-512 VNNI).
 //! - **A preallocated KV cache** written in place, never re-concatenated.
 //! - **Prefix reuse.** The cache remembers which tokens it holds; a prompt
 //!   that starts with them (the fixed system prompt and template) only
@@ -26,6 +29,7 @@ use candle_core::quantized::gguf_file::Content;
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Result, Tensor, bail};
 use docent_ops::bf16::Bf16Matrix;
+use docent_ops::int8::Int8Matrix;
 use docent_ops::q4k::Q4kMatrix;
 use docent_ops::q6k::Q6kMatrix;
 use docent_ops::q8::Q8Matrix;
@@ -55,6 +59,8 @@ pub(crate) enum Dense {
     F32(Tensor),
     /// bf16, packed for docent's AVX-512 BF16 kernel.
     Bf16(Bf16Matrix),
+    /// int8 per output column, packed for docent's int8 kernel.
+    Int8(Int8Matrix),
 }
 
 /// Which dense weights prompt evaluation multiplies by, if any.
@@ -66,6 +72,8 @@ pub(crate) enum Prefill {
     F32,
     /// bf16 copies: 2 bytes per weight, on AVX-512 BF16.
     Bf16,
+    /// int8 copies: 1 byte per weight, on docent's int8 kernel.
+    Int8,
 }
 
 impl Prefill {
@@ -75,6 +83,7 @@ impl Prefill {
             Prefill::Quantized => "quantized",
             Prefill::F32 => "f32",
             Prefill::Bf16 => "bf16",
+            Prefill::Int8 => "int8",
         }
     }
 }
@@ -88,6 +97,7 @@ impl Dense {
                 (out, input)
             }
             Dense::Bf16(m) => (m.out(), m.input()),
+            Dense::Int8(m) => (m.out(), m.input()),
         })
     }
 
@@ -95,6 +105,7 @@ impl Dense {
         match self {
             Dense::F32(_) => Prefill::F32,
             Dense::Bf16(_) => Prefill::Bf16,
+            Dense::Int8(_) => Prefill::Int8,
         }
     }
 }
@@ -178,14 +189,18 @@ impl Projection {
             Prefill::Quantized => None,
             // [Σ out, in] → [in, Σ out], contiguous: gemm then streams rows.
             Prefill::F32 => Some(Dense::F32(Tensor::cat(&dense_parts, 0)?.t()?.contiguous()?)),
-            Prefill::Bf16 => {
+            Prefill::Bf16 | Prefill::Int8 => {
                 // The parts' rows one after another are the fused [Σ out, in].
                 let (out, input) = shape;
                 let mut values = Vec::with_capacity(out * input);
                 for part in &dense_parts {
                     values.extend(part.flatten_all()?.to_vec1::<f32>()?);
                 }
-                Some(Dense::Bf16(Bf16Matrix::pack(&values, out, input)))
+                Some(if prefill == Prefill::Bf16 {
+                    Dense::Bf16(Bf16Matrix::pack(&values, out, input))
+                } else {
+                    Dense::Int8(Int8Matrix::pack(&values, out, input))
+                })
             }
         };
         let bias = if with_bias {
@@ -206,6 +221,9 @@ impl Projection {
         let y = match &self.dense {
             Some(Dense::F32(w)) if x.dim(0)? >= DENSE_MIN_ROWS => x.matmul(w)?,
             Some(Dense::Bf16(w)) if x.dim(0)? >= DENSE_MIN_ROWS => {
+                x.contiguous()?.apply_op1_no_bwd(w)?
+            }
+            Some(Dense::Int8(w)) if x.dim(0)? >= DENSE_MIN_ROWS => {
                 x.contiguous()?.apply_op1_no_bwd(w)?
             }
             _ => match &self.decode {
@@ -822,12 +840,22 @@ mod tests {
         if docent_ops::bf16::available() {
             forms.push(Prefill::Bf16);
         }
+        if docent_ops::int8::available() {
+            forms.push(Prefill::Int8);
+        }
         let mut greedy = Vec::new();
         for dense in forms {
             // bf16 rounds every weight and activation of the prompt's
-            // products (2⁻⁸ relative): its logits may drift a little further
-            // from the quantized reference; the greedy tokens must not.
-            let tolerance = if dense == Prefill::Bf16 { 0.08 } else { 0.05 };
+            // products (2⁻⁸ relative), int8 quantizes them (about 1% per
+            // product; measured up to 0.08 here with VNNI's 8-bit
+            // activations, 0.14 with the 7-bit ones of AVX-512 BW): their
+            // logits may drift further from the quantized reference; the
+            // greedy tokens must not.
+            let tolerance = match dense {
+                Prefill::Bf16 => 0.08,
+                Prefill::Int8 => 0.16,
+                _ => 0.05,
+            };
             let mut ours = Transformer::load(
                 &content,
                 &mut file,

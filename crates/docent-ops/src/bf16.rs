@@ -88,30 +88,8 @@ pub struct Bf16Matrix {
     packed: Words,
 }
 
-/// Bytes shared with other owners, such as a mapped cache file.
-pub type SharedBytes = std::sync::Arc<dyn std::ops::Deref<Target = [u8]> + Send + Sync>;
-
-/// The packed words: owned, or a stretch of shared bytes.
-enum Words {
-    Owned(Vec<u32>),
-    Shared {
-        bytes: SharedBytes,
-        offset: usize,
-        len: usize,
-    },
-}
-
-impl Words {
-    fn get(&self) -> &[u32] {
-        match self {
-            Words::Owned(v) => v,
-            // Alignment and length were checked when the stretch was taken.
-            Words::Shared { bytes, offset, len } => {
-                bytemuck::cast_slice(&bytes[*offset..*offset + *len * 4])
-            }
-        }
-    }
-}
+pub use crate::panels::SharedBytes;
+use crate::panels::Words;
 
 impl Bf16Matrix {
     /// Packs `weight`, row-major (out, in).
@@ -160,14 +138,11 @@ impl Bf16Matrix {
         bytes: SharedBytes,
         offset: usize,
     ) -> Option<Bf16Matrix> {
-        let len = Self::packed_len(out, input);
-        let stretch = bytes.get(offset..offset.checked_add(len.checked_mul(4)?)?)?;
-        bytemuck::try_cast_slice::<u8, u32>(stretch).ok()?;
         Some(Bf16Matrix {
             out,
             input,
             pairs: input.div_ceil(2),
-            packed: Words::Shared { bytes, offset, len },
+            packed: Words::shared(bytes, offset, Self::packed_len(out, input))?,
         })
     }
 
@@ -395,31 +370,29 @@ pub enum Precision {
     Bf16,
     /// 8-bit weights (per output column) and activations (per row) with
     /// integer sums ([`crate::int8`]), on AMX-INT8, AVX-512 VNNI or BW,
-    /// AVX-VNNI or AVX2; for the encoder only. About 1% of error per
-    /// product, and embeddings within
-    /// cosine 0.993 of f32, but retrieval on the development set is
-    /// unchanged (docs/benchmarks.md, session 15).
+    /// AVX-VNNI or AVX2. About 1% of error per product: embeddings within
+    /// cosine 0.993 of f32 with retrieval on the development set
+    /// unchanged (docs/benchmarks.md, session 15); prompt evaluation 1.6×
+    /// bf16's speed with the reference test's greedy tokens and the
+    /// answers' F1 unchanged (session 27).
     Int8,
     /// The fastest precision this CPU has whose measured accuracy holds:
     /// for the encoder ([`Precision::resolve_embedding`]) int8 on AVX-512
     /// VNNI or AVX-VNNI, bf16 on AVX-512 BF16 without it, int8 (7-bit) on
     /// AVX-512 BW or AVX2 without either, f32 elsewhere; for prompt
-    /// evaluation ([`Precision::resolve`]) bf16 on AVX-512 BF16, else f32.
+    /// evaluation ([`Precision::resolve`]) and the reranker int8 on VNNI,
+    /// bf16 on AVX-512 BF16 without it, else f32.
     #[default]
     Auto,
 }
 
 impl Precision {
-    /// The precision prompt evaluation runs: `Auto` resolved for this CPU.
-    /// Asking for bf16 on a CPU without it, or for int8 (built for the
-    /// encoder only), is an error that says what to do.
+    /// The precision prompt evaluation runs: `Auto` resolved for this CPU,
+    /// as for a cross-encoder: int8 where VNNI exists (8-bit activations),
+    /// else bf16 or f32. The 7-bit paths are an explicit choice. Asking for
+    /// a precision the CPU lacks is an error that says what to do.
     pub fn resolve(self) -> Result<Precision, String> {
-        match self {
-            Precision::Int8 => Err(
-                "int8 is offered for the embedding encoder only; set the precision to \"auto\", \"bf16\" or \"f32\"".into(),
-            ),
-            _ => self.resolve_common(),
-        }
+        self.resolve_cross_encoder()
     }
 
     /// The precision the embedding encoder runs: `Auto` is int8 where
@@ -438,7 +411,7 @@ impl Precision {
     /// The precision a cross-encoder (the reranker) runs: `Auto` is int8
     /// only where VNNI exists, whose 8-bit activations give ONNX Runtime's
     /// integers for a model quantized by it; the 7-bit paths were not
-    /// measured on reranking. Else as for prompts.
+    /// measured on reranking. Else bf16 where AVX-512 BF16 exists, else f32.
     pub fn resolve_cross_encoder(self) -> Result<Precision, String> {
         match self {
             Precision::Auto if crate::int8::Variant::detect().has_vnni() => Ok(Precision::Int8),

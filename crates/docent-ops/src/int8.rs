@@ -53,6 +53,7 @@
 //! safe entry points check shapes, and take a token that only
 //! [`Variant::supported`] hands out as proof of the CPU features.
 
+use crate::panels::{SharedBytes, Words};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 use std::sync::OnceLock;
@@ -413,8 +414,9 @@ pub struct Int8Matrix {
     groups: usize,
     /// Panel `j`, group `g`, column `c` at `(j · groups + g) · PANEL + c`:
     /// the int8 weights of inputs `4g..4g+4`, the first in the low byte.
-    /// Columns past `out` and inputs past `input` are zero.
-    packed: Vec<u32>,
+    /// Columns past `out` and inputs past `input` are zero, and so are the
+    /// [`AMX_SLACK`] words at the end. Owned, or mapped from a cache file.
+    packed: Words,
     /// Per column (padded to whole panels with 0): the scale `sw`.
     scales: Vec<f32>,
     /// Per column (padded with 0): the sum of the quantized weights.
@@ -520,11 +522,66 @@ impl Int8Matrix {
             out,
             input,
             groups,
-            packed,
+            packed: Words::Owned(packed),
             scales,
             sums,
             activations: Activations::PerRow,
         }
+    }
+
+    /// Words an (out, in) matrix takes in [`Int8Matrix::stored`]'s form:
+    /// the packed weights, then a scale and a sum per padded column.
+    pub fn stored_len(out: usize, input: usize) -> usize {
+        let columns = out.div_ceil(PANEL) * PANEL;
+        columns * input.div_ceil(4) + AMX_SLACK + 2 * columns
+    }
+
+    /// The matrix as bytes to store (a cache file), in three pieces
+    /// written one after another: the packed weights, the columns' scales
+    /// and their sums, native byte order. [`Int8Matrix::from_stored`]
+    /// reads them back. The activation mode is not stored.
+    pub fn stored(&self) -> [&[u8]; 3] {
+        [
+            bytemuck::cast_slice(self.packed.get()),
+            bytemuck::cast_slice(&self.scales),
+            bytemuck::cast_slice(&self.sums),
+        ]
+    }
+
+    /// The (out, in) matrix [`Int8Matrix::stored`] wrote at `offset` in
+    /// `bytes` (a mapped cache file: the packed weights stay there, only
+    /// the scales and sums are copied), with per-row activations. `None`
+    /// if the shape is out of range or the pieces do not fit there or are
+    /// not 4-byte aligned.
+    pub fn from_stored(
+        out: usize,
+        input: usize,
+        bytes: SharedBytes,
+        offset: usize,
+    ) -> Option<Int8Matrix> {
+        if out == 0 || !(1..=MAX_INPUT).contains(&input) {
+            return None;
+        }
+        let groups = input.div_ceil(4);
+        let columns = out.div_ceil(PANEL) * PANEL;
+        let words = columns * groups + AMX_SLACK;
+        let tail = offset.checked_add(words.checked_mul(4)?)?;
+        let scales: &[f32] =
+            bytemuck::try_cast_slice(bytes.get(tail..tail.checked_add(columns * 4)?)?).ok()?;
+        let sums: &[i32] = bytemuck::try_cast_slice(
+            bytes.get(tail + columns * 4..tail.checked_add(columns * 8)?)?,
+        )
+        .ok()?;
+        let (scales, sums) = (scales.to_vec(), sums.to_vec());
+        Some(Int8Matrix {
+            out,
+            input,
+            groups,
+            packed: Words::shared(bytes, offset, words)?,
+            scales,
+            sums,
+            activations: Activations::PerRow,
+        })
     }
 
     /// Output size (rows of the packed weight).
@@ -539,7 +596,7 @@ impl Int8Matrix {
 
     /// Bytes held by the packed weights, their scales and their sums.
     pub fn bytes(&self) -> usize {
-        (self.packed.len() + self.scales.len() + self.sums.len()) * 4
+        (self.packed.get().len() + self.scales.len() + self.sums.len()) * 4
     }
 
     /// The scale of each output column's weights (`max |W_j| / 127`, or
@@ -667,7 +724,7 @@ impl Int8Matrix {
             let block_rows = BLOCK_ROWS.min(rows - block);
             for j in panels.clone() {
                 let panel = Panel {
-                    words: &self.packed[j * self.groups * PANEL..][..self.groups * PANEL],
+                    words: &self.packed.get()[j * self.groups * PANEL..][..self.groups * PANEL],
                     sums: &self.sums[j * PANEL..][..PANEL],
                     scales: &self.scales[j * PANEL..][..PANEL],
                 };
@@ -770,7 +827,7 @@ impl Int8Matrix {
                 // weights reads up to `AMX_SLACK` words past the panel.
                 let start = j * self.groups * PANEL;
                 Panel {
-                    words: &self.packed[start..start + depths * (AMX_DEPTH / 4) * PANEL],
+                    words: &self.packed.get()[start..start + depths * (AMX_DEPTH / 4) * PANEL],
                     sums: &self.sums[j * PANEL..][..PANEL],
                     scales: &self.scales[j * PANEL..][..PANEL],
                 }
@@ -1429,7 +1486,7 @@ mod tests {
 
     /// The quantized weight `wq_jk`, read back from the panels.
     fn weight(m: &Int8Matrix, j: usize, k: usize) -> i8 {
-        let word = m.packed[((j / PANEL) * m.groups + k / 4) * PANEL + j % PANEL];
+        let word = m.packed.get()[((j / PANEL) * m.groups + k / 4) * PANEL + j % PANEL];
         word.to_le_bytes()[k % 4] as i8
     }
 
@@ -1709,6 +1766,40 @@ mod tests {
         }
         // Columns past `out` are zero.
         assert!((out..2 * PANEL).all(|j| m.scales[j] == 0.0 && m.sums[j] == 0));
+    }
+
+    /// A stored matrix reads back as the same product, its packed weights
+    /// in place (on every variant, AMX's slack included), and a stretch
+    /// that is short, misplaced or of another shape is refused.
+    #[test]
+    fn a_stored_matrix_reads_back_as_the_same_product() {
+        let mut seed = 11;
+        for (out, input) in [(1, 1), (33, 7), (70, 129), (32, 1000)] {
+            let m = Int8Matrix::pack(&random(out * input, &mut seed), out, input);
+            // Four bytes ahead so that the matrix starts at a nonzero offset.
+            let mut bytes = vec![0u8; 4];
+            for piece in m.stored() {
+                bytes.extend_from_slice(piece);
+            }
+            assert_eq!(bytes.len(), 4 + 4 * Int8Matrix::stored_len(out, input));
+            let shared: SharedBytes = std::sync::Arc::new(bytes.clone());
+            let back = Int8Matrix::from_stored(out, input, shared.clone(), 4).unwrap();
+            assert!(matches!(back.packed, Words::Shared { .. }));
+            let x = random(5 * input, &mut seed);
+            for variant in variants() {
+                assert_eq!(
+                    m.matmul_with(variant, &x, 5, |_, _, _| {}),
+                    back.matmul_with(variant, &x, 5, |_, _, _| {}),
+                    "{out} × {input}, {variant}"
+                );
+            }
+            assert!(Int8Matrix::from_stored(out, input, shared.clone(), 8).is_none());
+            assert!(Int8Matrix::from_stored(out, input, shared.clone(), 2).is_none());
+            assert!(Int8Matrix::from_stored(out + PANEL, input, shared.clone(), 4).is_none());
+            assert!(Int8Matrix::from_stored(out, 0, shared, 4).is_none());
+            let short: SharedBytes = std::sync::Arc::new(bytes[..bytes.len() - 4].to_vec());
+            assert!(Int8Matrix::from_stored(out, input, short, 4).is_none());
+        }
     }
 
     #[test]

@@ -11,6 +11,39 @@ use rayon::prelude::*;
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
+/// Bytes shared with other owners, such as a mapped cache file.
+pub type SharedBytes = std::sync::Arc<dyn std::ops::Deref<Target = [u8]> + Send + Sync>;
+
+/// A packed matrix's words: owned, or a stretch of shared bytes.
+pub(crate) enum Words {
+    Owned(Vec<u32>),
+    Shared {
+        bytes: SharedBytes,
+        offset: usize,
+        len: usize,
+    },
+}
+
+impl Words {
+    /// The `len` words at `offset` in `bytes`; `None` if they do not fit
+    /// there or are not 4-byte aligned.
+    pub(crate) fn shared(bytes: SharedBytes, offset: usize, len: usize) -> Option<Words> {
+        let stretch = bytes.get(offset..offset.checked_add(len.checked_mul(4)?)?)?;
+        bytemuck::try_cast_slice::<u8, u32>(stretch).ok()?;
+        Some(Words::Shared { bytes, offset, len })
+    }
+
+    pub(crate) fn get(&self) -> &[u32] {
+        match self {
+            Words::Owned(v) => v,
+            // Alignment and length were checked when the stretch was taken.
+            Words::Shared { bytes, offset, len } => {
+                bytemuck::cast_slice(&bytes[*offset..*offset + *len * 4])
+            }
+        }
+    }
+}
+
 /// The shape of one product.
 pub(crate) struct Shape {
     pub rows: usize,
