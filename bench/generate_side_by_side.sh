@@ -5,7 +5,7 @@
 # The two alternate ROUNDS times (default 5) so that a noisy neighbour hits
 # both; the rounds, their medians' ratios and the CPU are printed as JSON.
 # docent runs with the configured precision (DOCENT__GENERATE__PREFILL_PRECISION
-# overrides it: f32, bf16, auto).
+# overrides it: f32, bf16, int8, auto).
 #
 # llama.cpp is not part of docent. Build llama-bench once from the
 # llama-cpp-python sdist (it vendors llama.cpp), outside the repository:
