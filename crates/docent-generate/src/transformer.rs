@@ -189,19 +189,16 @@ impl Projection {
             Prefill::Quantized => None,
             // [Σ out, in] → [in, Σ out], contiguous: gemm then streams rows.
             Prefill::F32 => Some(Dense::F32(Tensor::cat(&dense_parts, 0)?.t()?.contiguous()?)),
-            Prefill::Bf16 | Prefill::Int8 => {
-                // The parts' rows one after another are the fused [Σ out, in].
-                let (out, input) = shape;
-                let mut values = Vec::with_capacity(out * input);
-                for part in &dense_parts {
-                    values.extend(part.flatten_all()?.to_vec1::<f32>()?);
-                }
-                Some(if prefill == Prefill::Bf16 {
-                    Dense::Bf16(Bf16Matrix::pack(&values, out, input))
-                } else {
-                    Dense::Int8(Int8Matrix::pack(&values, out, input))
-                })
-            }
+            Prefill::Bf16 => Some(Dense::Bf16(Bf16Matrix::pack(
+                &fused(&dense_parts)?,
+                shape.0,
+                shape.1,
+            ))),
+            Prefill::Int8 => Some(Dense::Int8(Int8Matrix::pack(
+                &fused(&dense_parts)?,
+                shape.0,
+                shape.1,
+            ))),
         };
         let bias = if with_bias {
             Some(Tensor::cat(&biases, 0)?)
@@ -722,6 +719,16 @@ impl Transformer {
         let last = candle_nn::ops::rms_norm(&last, &self.norm, self.eps)?;
         self.output.forward(&last)?.squeeze(0)
     }
+}
+
+/// The parts' rows one after another: the fused [Σ out, in] weight,
+/// row-major, as the packed kernels take it.
+fn fused(parts: &[Tensor]) -> Result<Vec<f32>> {
+    let mut values = Vec::with_capacity(parts.iter().map(Tensor::elem_count).sum());
+    for part in parts {
+        values.extend(part.flatten_all()?.to_vec1::<f32>()?);
+    }
+    Ok(values)
 }
 
 /// Rotary angle tables, `[positions, head_dim / 2]` each.

@@ -481,7 +481,7 @@ impl Int8Matrix {
         );
         let groups = input.div_ceil(4);
         let panels = out.div_ceil(PANEL);
-        let mut packed = vec![0u32; panels * groups * PANEL + AMX_SLACK];
+        let mut packed = vec![0u32; Self::packed_len(out, input)];
         let mut scales = vec![0f32; panels * PANEL];
         let mut sums = vec![0i32; panels * PANEL];
         packed
@@ -529,11 +529,16 @@ impl Int8Matrix {
         }
     }
 
+    /// Words the packed weights of an (out, in) matrix take: whole panels
+    /// of four inputs per word, and the [`AMX_SLACK`] after them.
+    fn packed_len(out: usize, input: usize) -> usize {
+        out.div_ceil(PANEL) * PANEL * input.div_ceil(4) + AMX_SLACK
+    }
+
     /// Words an (out, in) matrix takes in [`Int8Matrix::stored`]'s form:
     /// the packed weights, then a scale and a sum per padded column.
     pub fn stored_len(out: usize, input: usize) -> usize {
-        let columns = out.div_ceil(PANEL) * PANEL;
-        columns * input.div_ceil(4) + AMX_SLACK + 2 * columns
+        Self::packed_len(out, input) + 2 * out.div_ceil(PANEL) * PANEL
     }
 
     /// The matrix as bytes to store (a cache file), in three pieces
@@ -562,9 +567,8 @@ impl Int8Matrix {
         if out == 0 || !(1..=MAX_INPUT).contains(&input) {
             return None;
         }
-        let groups = input.div_ceil(4);
         let columns = out.div_ceil(PANEL) * PANEL;
-        let words = columns * groups + AMX_SLACK;
+        let words = Self::packed_len(out, input);
         let tail = offset.checked_add(words.checked_mul(4)?)?;
         let scales: &[f32] =
             bytemuck::try_cast_slice(bytes.get(tail..tail.checked_add(columns * 4)?)?).ok()?;
@@ -576,7 +580,7 @@ impl Int8Matrix {
         Some(Int8Matrix {
             out,
             input,
-            groups,
+            groups: input.div_ceil(4),
             packed: Words::shared(bytes, offset, words)?,
             scales,
             sums,
@@ -720,11 +724,12 @@ impl Int8Matrix {
         q.resize(rows * row_bytes, 0);
         let (zero, scale) =
             self.quantize_rows(job, &x[..rows * self.input], (&mut q, row_bytes), rows);
+        let packed = self.packed.get();
         for block in (0..rows).step_by(BLOCK_ROWS) {
             let block_rows = BLOCK_ROWS.min(rows - block);
             for j in panels.clone() {
                 let panel = Panel {
-                    words: &self.packed.get()[j * self.groups * PANEL..][..self.groups * PANEL],
+                    words: &packed[j * self.groups * PANEL..][..self.groups * PANEL],
                     sums: &self.sums[j * PANEL..][..PANEL],
                     scales: &self.scales[j * PANEL..][..PANEL],
                 };
@@ -811,6 +816,7 @@ impl Int8Matrix {
         acc.resize(panels.len() * AMX_ROWS * PANEL, 0);
         let (zero, scale) =
             self.quantize_rows(job, &x[..rows * self.input], (&mut q, row_bytes), padded);
+        let packed = self.packed.get();
         // Per block of rows: the sums of every panel, on the tiles, and then
         // (with the tiles released, so that `finish` runs no code of ours
         // while they are configured) the outputs.
@@ -827,7 +833,7 @@ impl Int8Matrix {
                 // weights reads up to `AMX_SLACK` words past the panel.
                 let start = j * self.groups * PANEL;
                 Panel {
-                    words: &self.packed.get()[start..start + depths * (AMX_DEPTH / 4) * PANEL],
+                    words: &packed[start..start + depths * (AMX_DEPTH / 4) * PANEL],
                     sums: &self.sums[j * PANEL..][..PANEL],
                     scales: &self.scales[j * PANEL..][..PANEL],
                 }
