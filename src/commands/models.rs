@@ -64,10 +64,23 @@ pub fn run(setup: &Setup, command: ModelsCommand) -> Result<ExitCode> {
                 (false, _) => {
                     println!("generate.dense_prefill = false: prompts use the quantized weights")
                 }
-                (true, Ok(runs)) => println!(
-                    "generate.prefill_precision = \"{asked}\": prompt evaluation runs in {runs} ({}) on this CPU",
-                    runs.kernel()
-                ),
+                (true, Ok(runs)) => {
+                    // int8 prompts keep 8-bit activations: on the 7-bit
+                    // kernels (AVX-512 BW, AVX2) with 7-bit weights.
+                    let bits = match runs {
+                        docent_embed::Precision::Int8 => {
+                            let bits = docent_ops::int8::WeightBits::for_8bit_activations(
+                                docent_ops::int8::Variant::detect(),
+                            );
+                            format!(", {}", bits.as_str())
+                        }
+                        _ => String::new(),
+                    };
+                    println!(
+                        "generate.prefill_precision = \"{asked}\": prompt evaluation runs in {runs} ({}{bits}) on this CPU",
+                        runs.kernel()
+                    )
+                }
                 (true, Err(message)) => {
                     println!("generate.prefill_precision = \"{asked}\": {message}")
                 }

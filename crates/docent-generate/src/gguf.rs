@@ -16,6 +16,7 @@ use docent_core::{
     Generator, Result,
 };
 use docent_ops::bf16::Precision;
+use docent_ops::int8::WeightBits;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -213,14 +214,16 @@ impl GgufGenerator {
                     source: None,
                 })? {
                 Precision::Bf16 => Prefill::Bf16,
-                Precision::Int8 => Prefill::Int8,
+                Precision::Int8 => Prefill::Int8(WeightBits::for_8bit_activations(
+                    docent_ops::int8::Variant::detect(),
+                )),
                 _ => Prefill::F32,
             }
         } else {
             Prefill::Quantized
         };
         let mut dense_cache = match (&cache, prefill) {
-            (Some(cache), Prefill::F32 | Prefill::Bf16 | Prefill::Int8) => {
+            (Some(cache), Prefill::F32 | Prefill::Bf16 | Prefill::Int8(_)) => {
                 cache.read_dense(prefill)
             }
             _ => DenseCache::default(),

@@ -29,7 +29,7 @@ use candle_core::quantized::gguf_file::Content;
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Result, Tensor, bail};
 use docent_ops::bf16::Bf16Matrix;
-use docent_ops::int8::Int8Matrix;
+use docent_ops::int8::{Int8Matrix, WeightBits};
 use docent_ops::q4k::Q4kMatrix;
 use docent_ops::q6k::Q6kMatrix;
 use docent_ops::q8::Q8Matrix;
@@ -72,18 +72,22 @@ pub(crate) enum Prefill {
     F32,
     /// bf16 copies: 2 bytes per weight, on AVX-512 BF16.
     Bf16,
-    /// int8 copies: 1 byte per weight, on docent's int8 kernel.
-    Int8,
+    /// int8 copies: 1 byte per weight, on docent's int8 kernel. 7-bit
+    /// weights where the kernel would otherwise quantize activations to
+    /// 7 bits (AVX-512 BW and AVX2, [`WeightBits::for_8bit_activations`]).
+    Int8(WeightBits),
 }
 
 impl Prefill {
-    /// `quantized`, `f32` or `bf16`, for reports and file names.
+    /// `quantized`, `f32`, `bf16`, `int8` or `int8-w7`, for reports and
+    /// file names.
     pub(crate) fn name(self) -> &'static str {
         match self {
             Prefill::Quantized => "quantized",
             Prefill::F32 => "f32",
             Prefill::Bf16 => "bf16",
-            Prefill::Int8 => "int8",
+            Prefill::Int8(WeightBits::Eight) => "int8",
+            Prefill::Int8(WeightBits::Seven) => "int8-w7",
         }
     }
 }
@@ -105,7 +109,7 @@ impl Dense {
         match self {
             Dense::F32(_) => Prefill::F32,
             Dense::Bf16(_) => Prefill::Bf16,
-            Dense::Int8(_) => Prefill::Int8,
+            Dense::Int8(m) => Prefill::Int8(m.weight_bits()),
         }
     }
 }
@@ -194,10 +198,11 @@ impl Projection {
                 shape.0,
                 shape.1,
             ))),
-            Prefill::Int8 => Some(Dense::Int8(Int8Matrix::pack(
+            Prefill::Int8(bits) => Some(Dense::Int8(Int8Matrix::pack_with(
                 &fused(&dense_parts)?,
                 shape.0,
                 shape.1,
+                bits,
             ))),
         };
         let bias = if with_bias {
@@ -848,9 +853,11 @@ mod tests {
             forms.push(Prefill::Bf16);
         }
         if docent_ops::int8::available() {
-            forms.push(Prefill::Int8);
+            forms.push(Prefill::Int8(WeightBits::Eight));
+            forms.push(Prefill::Int8(WeightBits::Seven));
         }
         let mut greedy = Vec::new();
+        let mut worst = Vec::new();
         for dense in forms {
             // bf16 rounds every weight and activation of the prompt's
             // products (2⁻⁸ relative), int8 quantizes them (about 1% per
@@ -860,7 +867,7 @@ mod tests {
             // greedy tokens must not.
             let tolerance = match dense {
                 Prefill::Bf16 => 0.08,
-                Prefill::Int8 => 0.16,
+                Prefill::Int8(_) => 0.16,
                 _ => 0.05,
             };
             let mut ours = Transformer::load(
@@ -909,6 +916,7 @@ mod tests {
                     same_top && diff < tolerance,
                     "{model} prompt, {dense:?}: {diff}"
                 );
+                worst.push((dense, diff));
                 for (i, t) in next.iter().enumerate() {
                     let (diff, same_top) =
                         compare(&ours.forward(&[*t]).unwrap(), &reference[i + 1]);
@@ -934,6 +942,12 @@ mod tests {
             }
             greedy.push((dense, tokens));
         }
+        // The prompt logits' largest distance from the reference per form
+        // (`--nocapture` shows them).
+        eprintln!(
+            "{model}, {}: {worst:?}",
+            docent_ops::int8::Variant::detect()
+        );
         for (dense, tokens) in &greedy[1..] {
             assert_eq!(
                 tokens, &greedy[0].1,

@@ -6,9 +6,9 @@
 //!   formats without a fast CPU kernel: converting Qwen2.5-0.5B's Q5_0
 //!   tensors took about 5 of the 9 seconds a fresh `docent ask` spent
 //!   loading;
-//! - the dense prompt weights (`prefill-int8.bin`, `prefill-bf16.bin` or
-//!   `prefill-f32.bin`), dequantized, fused and packed (int8: quantized
-//!   per output column), about 2.5 seconds more (int8 on the 1.5B model:
+//! - the dense prompt weights (`prefill-int8.bin`, `prefill-int8-w7.bin`
+//!   for 7-bit weights, `prefill-bf16.bin` or `prefill-f32.bin`),
+//!   dequantized, fused and packed (int8: quantized per output column), about 2.5 seconds more (int8 on the 1.5B model:
 //!   about 8).
 //!
 //! The folder is `<model dir>/.docent-cache/<sha256 of the model>/v1/`, so a
@@ -27,7 +27,7 @@ use crate::transformer::{Dense, DenseCache, Prefill};
 use candle_core::quantized::gguf_file::Content;
 use candle_core::{Device, Tensor};
 use docent_ops::bf16::{Bf16Matrix, PANEL, SharedBytes};
-use docent_ops::int8::Int8Matrix;
+use docent_ops::int8::{Int8Matrix, WeightBits};
 use sha2::{Digest, Sha256};
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
@@ -158,7 +158,8 @@ impl WeightsCache {
 fn form_code(prefill: Prefill) -> u32 {
     match prefill {
         Prefill::Bf16 => 2,
-        Prefill::Int8 => 3,
+        Prefill::Int8(WeightBits::Eight) => 3,
+        Prefill::Int8(WeightBits::Seven) => 4,
         _ => 1,
     }
 }
@@ -219,12 +220,12 @@ fn read_dense_file(path: &Path, prefill: Prefill) -> io::Result<Vec<Dense>> {
                         .ok_or_else(|| invalid("a packed matrix out of place"))?,
                 )
             }
-            Prefill::Int8 => {
+            Prefill::Int8(bits) => {
                 if words != Int8Matrix::stored_len(out, input) {
                     return Err(invalid("an int8 matrix of the wrong length"));
                 }
                 Dense::Int8(
-                    Int8Matrix::from_stored(out, input, bytes.clone(), offset)
+                    Int8Matrix::from_stored(out, input, bits, bytes.clone(), offset)
                         .ok_or_else(|| invalid("an int8 matrix out of place"))?,
                 )
             }
@@ -386,34 +387,47 @@ mod tests {
             assert_eq!((m.out(), m.input(), m.packed()), (6, 5, &packed[..]));
         }
 
-        // int8: two matrices, so that the second starts after the first's
-        // scales and sums; both give the products they were written with.
-        let ms = [
-            Int8Matrix::pack(&values, 6, 5),
-            Int8Matrix::pack(&values, 3, 10),
-        ];
-        let x: Vec<f32> = (0..20).map(|i| (i as f32 * 0.37).sin()).collect();
-        let expected: Vec<Vec<f32>> = ms
-            .iter()
-            .map(|m| m.matmul(&x[..2 * m.input()], 2))
-            .collect();
-        let [a, b] = ms;
-        let written = [Dense::Int8(a), Dense::Int8(b)];
-        cache
-            .write_dense(Prefill::Int8, &written.iter().collect::<Vec<_>>())
-            .unwrap();
-        let back = cache.read_dense(Prefill::Int8);
-        assert!(!back.stale && back.items.len() == 2);
-        for (d, expected) in back.items.iter().zip(&expected) {
-            let Dense::Int8(m) = d else {
-                panic!("no int8 matrix")
-            };
-            assert_eq!(&m.matmul(&x[..2 * m.input()], 2), expected);
+        // int8, with 8-bit and 7-bit weights: two matrices, so that the
+        // second starts after the first's scales and sums; both give the
+        // products they were written with, and keep their weights' bits.
+        for bits in [WeightBits::Eight, WeightBits::Seven] {
+            let form = Prefill::Int8(bits);
+            let ms = [
+                Int8Matrix::pack_with(&values, 6, 5, bits),
+                Int8Matrix::pack_with(&values, 3, 10, bits),
+            ];
+            let x: Vec<f32> = (0..20).map(|i| (i as f32 * 0.37).sin()).collect();
+            let expected: Vec<Vec<f32>> = ms
+                .iter()
+                .map(|m| m.matmul(&x[..2 * m.input()], 2))
+                .collect();
+            let [a, b] = ms;
+            let written = [Dense::Int8(a), Dense::Int8(b)];
+            cache
+                .write_dense(form, &written.iter().collect::<Vec<_>>())
+                .unwrap();
+            let back = cache.read_dense(form);
+            assert!(!back.stale && back.items.len() == 2);
+            for (d, expected) in back.items.iter().zip(&expected) {
+                let Dense::Int8(m) = d else {
+                    panic!("no int8 matrix")
+                };
+                assert_eq!(m.weight_bits(), bits);
+                assert_eq!(&m.matmul(&x[..2 * m.input()], 2), expected);
+            }
         }
-        let path = cache.dense_path(Prefill::Int8);
-        let bytes = fs::read(&path).unwrap();
-        fs::write(&path, &bytes[..bytes.len() - 4]).unwrap();
-        assert!(cache.read_dense(Prefill::Int8).stale);
+        // Each form has its own file, and a file holding the other form
+        // is refused.
+        let (eight, seven) = (
+            cache.dense_path(Prefill::Int8(WeightBits::Eight)),
+            cache.dense_path(Prefill::Int8(WeightBits::Seven)),
+        );
+        assert_ne!(eight, seven);
+        fs::copy(&eight, &seven).unwrap();
+        assert!(cache.read_dense(Prefill::Int8(WeightBits::Seven)).stale);
+        let bytes = fs::read(&eight).unwrap();
+        fs::write(&eight, &bytes[..bytes.len() - 4]).unwrap();
+        assert!(cache.read_dense(Prefill::Int8(WeightBits::Eight)).stale);
 
         // A changed model is another cache.
         fs::write(&model, b"another model, same folder").unwrap();

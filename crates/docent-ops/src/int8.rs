@@ -9,7 +9,8 @@
 //! **Weights**, `W` of shape (out, in) as PyTorch and GGUF store them, are
 //! quantized once, at load, symmetrically per output column:
 //! `sw_j = max_k |W_jk| / 127` and `wq_jk = round(W_jk / sw_j)` in
-//! [-127, 127]. They are packed into panels of [`PANEL`] output columns:
+//! [-127, 127] ([`WeightBits::Eight`]), or to [-63, 63] with
+//! `sw_j = max_k |W_jk| / 63` ([`WeightBits::Seven`]). They are packed into panels of [`PANEL`] output columns:
 //! for each group of four input positions `4g..4g+4`, a column's four
 //! values sit in one 32-bit word, which is what `vpdpbusd` multiplies with
 //! a broadcast group of four activations. The input is padded to a
@@ -22,10 +23,11 @@
 //! zero point is `z = round(−lo / s)`, and `xq = round(x / s) + z` in
 //! `[0, L]`, so `x ≈ s · (xq − z)` and 0 is exact. `L` is 255 (8 bits) for
 //! VNNI (and AMX, AVX-VNNI) and the portable code, and **127 (7 bits) for
-//! the AVX-512 BW and AVX2 variants**: `vpmaddubsw` adds two u8 × s8
-//! products into an i16 with saturation, and 2 · 127 · 127 = 32,258 fits
-//! where 2 · 255 · 127 = 64,770 would not. Those variants' activation
-//! step is twice as coarse.
+//! the AVX-512 BW and AVX2 variants with 8-bit weights**: `vpmaddubsw` adds
+//! two u8 × s8 products into an i16 with saturation, and 2 · 127 · 127 =
+//! 32,258 fits where 2 · 255 · 127 = 64,770 would not. With 7-bit weights
+//! 2 · 255 · 63 = 32,130 fits too, so those variants keep 8-bit
+//! activations and coarser weights instead ([`WeightBits`]).
 //!
 //! **Output**: with `acc = Σ_k xq_k · wq_jk` (exact in i32),
 //! `y_rj = (f32(acc − z_r · Σ_k wq_jk) · sw_j) · s_r`. The sums cannot
@@ -423,6 +425,59 @@ pub struct Int8Matrix {
     sums: Vec<i32>,
     /// How activations are quantized.
     activations: Activations,
+    /// How finely the weights are quantized.
+    bits: WeightBits,
+}
+
+/// How finely a matrix's weights are quantized, which decides how finely
+/// the AVX-512 BW and AVX2 variants quantize its activations.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WeightBits {
+    /// Integers in [-127, 127]; activations in the variant's steps
+    /// ([`Variant::levels`]: 255, or 127 on AVX-512 BW and AVX2).
+    #[default]
+    Eight,
+    /// Integers in [-63, 63]; activations in 255 steps on every variant
+    /// (2 · 255 · 63 = 32,130 fits `vpmaddubsw`'s i16). For inputs with
+    /// outlier channels, as a language model's hidden states have, a
+    /// coarser weight step costs less than a coarser activation step.
+    Seven,
+}
+
+impl WeightBits {
+    /// The largest quantized weight.
+    fn max(self) -> f32 {
+        match self {
+            WeightBits::Eight => 127.0,
+            WeightBits::Seven => 63.0,
+        }
+    }
+
+    /// Steps of the activation quantization on `variant`.
+    pub fn activation_levels(self, variant: Variant) -> u8 {
+        match self {
+            WeightBits::Eight => variant.levels(),
+            WeightBits::Seven => 255,
+        }
+    }
+
+    /// The weights that keep activations at 8 bits on `variant`: 8-bit
+    /// where it has VNNI (or is the portable code), 7-bit on AVX-512 BW
+    /// and AVX2.
+    pub fn for_8bit_activations(variant: Variant) -> WeightBits {
+        if variant.levels() == 255 {
+            WeightBits::Eight
+        } else {
+            WeightBits::Seven
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WeightBits::Eight => "8-bit weights",
+            WeightBits::Seven => "7-bit weights",
+        }
+    }
 }
 
 /// How a product quantizes its activations.
@@ -442,7 +497,12 @@ impl Int8Matrix {
     /// Quantizes and packs `weight`, row-major (out, in). Panics if the
     /// input is empty or longer than [`MAX_INPUT`].
     pub fn pack(weight: &[f32], out: usize, input: usize) -> Int8Matrix {
-        Self::pack_columns(weight, out, input, None)
+        Self::pack_with(weight, out, input, WeightBits::Eight)
+    }
+
+    /// [`Int8Matrix::pack`] with weights in `bits`' range.
+    pub fn pack_with(weight: &[f32], out: usize, input: usize, bits: WeightBits) -> Int8Matrix {
+        Self::pack_columns(weight, out, input, None, bits)
     }
 
     /// Packs a weight that was quantized elsewhere, as `W_jk = sw_j · q_jk`
@@ -459,7 +519,7 @@ impl Int8Matrix {
             "{} scales for {out} columns",
             scales.len()
         );
-        Self::pack_columns(weight, out, input, Some(scales))
+        Self::pack_columns(weight, out, input, Some(scales), WeightBits::Eight)
     }
 
     /// Uses `activations` from now on (per row unless set).
@@ -473,7 +533,19 @@ impl Int8Matrix {
         self.activations
     }
 
-    fn pack_columns(weight: &[f32], out: usize, input: usize, given: Option<&[f32]>) -> Int8Matrix {
+    /// How finely this matrix's weights are quantized.
+    pub fn weight_bits(&self) -> WeightBits {
+        self.bits
+    }
+
+    fn pack_columns(
+        weight: &[f32],
+        out: usize,
+        input: usize,
+        given: Option<&[f32]>,
+        bits: WeightBits,
+    ) -> Int8Matrix {
+        let top = bits.max();
         assert_eq!(weight.len(), out * input, "weight is not {out} × {input}");
         assert!(
             (1..=MAX_INPUT).contains(&input),
@@ -498,7 +570,7 @@ impl Int8Matrix {
                     } else if let Some(given) = given {
                         given[j * PANEL + c]
                     } else {
-                        max / 127.0
+                        max / top
                     };
                     scales[c] = scale;
                     if scale.is_nan() || scale == 0.0 {
@@ -509,7 +581,7 @@ impl Int8Matrix {
                     for (g, four) in row.chunks(4).enumerate() {
                         let mut bytes = [0u8; 4];
                         for (b, &w) in bytes.iter_mut().zip(four) {
-                            let q = (w / scale).round().clamp(-127.0, 127.0) as i8;
+                            let q = (w / scale).round().clamp(-top, top) as i8;
                             sum += q as i32;
                             *b = q as u8;
                         }
@@ -526,6 +598,7 @@ impl Int8Matrix {
             scales,
             sums,
             activations: Activations::PerRow,
+            bits,
         }
     }
 
@@ -544,7 +617,8 @@ impl Int8Matrix {
     /// The matrix as bytes to store (a cache file), in three pieces
     /// written one after another: the packed weights, the columns' scales
     /// and their sums, native byte order. [`Int8Matrix::from_stored`]
-    /// reads them back. The activation mode is not stored.
+    /// reads them back. Neither the activation mode nor the weights' bits
+    /// are stored: the reader says which bits it wrote.
     pub fn stored(&self) -> [&[u8]; 3] {
         [
             bytemuck::cast_slice(self.packed.get()),
@@ -553,14 +627,15 @@ impl Int8Matrix {
         ]
     }
 
-    /// The (out, in) matrix [`Int8Matrix::stored`] wrote at `offset` in
-    /// `bytes` (a mapped cache file: the packed weights stay there, only
-    /// the scales and sums are copied), with per-row activations. `None`
-    /// if the shape is out of range or the pieces do not fit there or are
-    /// not 4-byte aligned.
+    /// The (out, in) matrix with weights of `bits` that
+    /// [`Int8Matrix::stored`] wrote at `offset` in `bytes` (a mapped cache
+    /// file: the packed weights stay there, only the scales and sums are
+    /// copied), with per-row activations. `None` if the shape is out of
+    /// range or the pieces do not fit there or are not 4-byte aligned.
     pub fn from_stored(
         out: usize,
         input: usize,
+        bits: WeightBits,
         bytes: SharedBytes,
         offset: usize,
     ) -> Option<Int8Matrix> {
@@ -585,6 +660,7 @@ impl Int8Matrix {
             scales,
             sums,
             activations: Activations::PerRow,
+            bits,
         })
     }
 
@@ -604,6 +680,7 @@ impl Int8Matrix {
     }
 
     /// The scale of each output column's weights (`max |W_j| / 127`, or
+    /// `/ 63` with [`WeightBits::Seven`], or
     /// as given to [`Int8Matrix::pack_quantized`]).
     pub fn scales(&self) -> &[f32] {
         &self.scales[..self.out]
@@ -651,7 +728,13 @@ impl Int8Matrix {
         rows: usize,
         finish: &(impl Fn(usize, usize, &mut [f32]) + Sync),
     ) -> Vec<f32> {
-        self.product_levels(variant, variant.levels(), x, rows, finish)
+        self.product_levels(
+            variant,
+            self.bits.activation_levels(variant),
+            x,
+            rows,
+            finish,
+        )
     }
 
     /// The product with activations quantized to `levels` steps (which the
@@ -1510,15 +1593,16 @@ mod tests {
         (values, steps)
     }
 
-    fn check(variant: Variant, rows: usize, out: usize, input: usize, seed: u64) {
+    fn check(variant: Variant, bits: WeightBits, rows: usize, out: usize, input: usize, seed: u64) {
         let mut seed = seed | 1;
         let x = random(rows * input, &mut seed);
         let w = random(out * input, &mut seed);
-        let m = Int8Matrix::pack(&w, out, input);
+        let m = Int8Matrix::pack_with(&w, out, input, bits);
         let got = m.matmul_with(variant, &x, rows, |_, _, _| {});
         assert_eq!(got.len(), rows * out);
-        let (xq, steps) = quantized(&x, rows, input, variant.levels());
-        let shape = format!("{variant}: {rows}×{input}·{input}×{out}");
+        let levels = bits.activation_levels(variant);
+        let (xq, steps) = quantized(&x, rows, input, levels);
+        let shape = format!("{variant}, {}: {rows}×{input}·{input}×{out}", bits.as_str());
         for r in 0..rows {
             for j in 0..out {
                 let (s, sw) = (steps[r], m.scales[j] as f64);
@@ -1548,8 +1632,7 @@ mod tests {
         }
         // Every variant computes the same integers and roundings as the
         // portable code with the same activation steps.
-        let portable =
-            m.product_levels(Variant::Portable, variant.levels(), &x, rows, &|_, _, _| {});
+        let portable = m.product_levels(Variant::Portable, levels, &x, rows, &|_, _, _| {});
         assert!(
             got.iter()
                 .zip(&portable)
@@ -1750,28 +1833,35 @@ mod tests {
         let mut seed = 5;
         let (out, input) = (37, 13);
         let w = random(out * input, &mut seed);
-        let m = Int8Matrix::pack(&w, out, input);
-        assert_eq!(m.scales().len(), out);
-        assert_eq!(m.bytes(), (2 * 4 * PANEL + AMX_SLACK + 2 * PANEL * 2) * 4);
-        for j in 0..out {
-            let row = &w[j * input..(j + 1) * input];
-            let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
-            assert_eq!(m.scales[j], max / 127.0);
-            let mut sum = 0;
-            for (k, &v) in row.iter().enumerate() {
-                let q = weight(&m, j, k);
-                sum += q as i32;
-                assert!((-127..=127).contains(&q));
-                assert!((v - m.scales[j] * q as f32).abs() <= m.scales[j] * 0.5001);
+        for (bits, top) in [(WeightBits::Eight, 127i8), (WeightBits::Seven, 63)] {
+            let m = Int8Matrix::pack_with(&w, out, input, bits);
+            assert_eq!(m.weight_bits(), bits);
+            assert_eq!(m.scales().len(), out);
+            assert_eq!(m.bytes(), (2 * 4 * PANEL + AMX_SLACK + 2 * PANEL * 2) * 4);
+            let mut extremes = 0;
+            for j in 0..out {
+                let row = &w[j * input..(j + 1) * input];
+                let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+                assert_eq!(m.scales[j], max / top as f32);
+                let mut sum = 0;
+                for (k, &v) in row.iter().enumerate() {
+                    let q = weight(&m, j, k);
+                    sum += q as i32;
+                    assert!((-top..=top).contains(&q));
+                    extremes += usize::from(q.abs() == top);
+                    assert!((v - m.scales[j] * q as f32).abs() <= m.scales[j] * 0.5001);
+                }
+                assert_eq!(m.sums[j], sum);
+                // The padding of the input (13 → 16) is zero.
+                for k in input..16 {
+                    assert_eq!(weight(&m, j, k), 0);
+                }
             }
-            assert_eq!(m.sums[j], sum);
-            // The padding of the input (13 → 16) is zero.
-            for k in input..16 {
-                assert_eq!(weight(&m, j, k), 0);
-            }
+            // Each column's largest weight takes the top of the range.
+            assert!(extremes >= out, "{bits:?}: {extremes}");
+            // Columns past `out` are zero.
+            assert!((out..2 * PANEL).all(|j| m.scales[j] == 0.0 && m.sums[j] == 0));
         }
-        // Columns past `out` are zero.
-        assert!((out..2 * PANEL).all(|j| m.scales[j] == 0.0 && m.sums[j] == 0));
     }
 
     /// A stored matrix reads back as the same product, its packed weights
@@ -1780,8 +1870,12 @@ mod tests {
     #[test]
     fn a_stored_matrix_reads_back_as_the_same_product() {
         let mut seed = 11;
-        for (out, input) in [(1, 1), (33, 7), (70, 129), (32, 1000)] {
-            let m = Int8Matrix::pack(&random(out * input, &mut seed), out, input);
+        for (i, (out, input)) in [(1, 1), (33, 7), (70, 129), (32, 1000)]
+            .into_iter()
+            .enumerate()
+        {
+            let bits = [WeightBits::Eight, WeightBits::Seven][i % 2];
+            let m = Int8Matrix::pack_with(&random(out * input, &mut seed), out, input, bits);
             // Four bytes ahead so that the matrix starts at a nonzero offset.
             let mut bytes = vec![0u8; 4];
             for piece in m.stored() {
@@ -1789,8 +1883,9 @@ mod tests {
             }
             assert_eq!(bytes.len(), 4 + 4 * Int8Matrix::stored_len(out, input));
             let shared: SharedBytes = std::sync::Arc::new(bytes.clone());
-            let back = Int8Matrix::from_stored(out, input, shared.clone(), 4).unwrap();
+            let back = Int8Matrix::from_stored(out, input, bits, shared.clone(), 4).unwrap();
             assert!(matches!(back.packed, Words::Shared { .. }));
+            assert_eq!(back.weight_bits(), bits);
             let x = random(5 * input, &mut seed);
             for variant in variants() {
                 assert_eq!(
@@ -1799,12 +1894,15 @@ mod tests {
                     "{out} × {input}, {variant}"
                 );
             }
-            assert!(Int8Matrix::from_stored(out, input, shared.clone(), 8).is_none());
-            assert!(Int8Matrix::from_stored(out, input, shared.clone(), 2).is_none());
-            assert!(Int8Matrix::from_stored(out + PANEL, input, shared.clone(), 4).is_none());
-            assert!(Int8Matrix::from_stored(out, 0, shared, 4).is_none());
+            let stored = |out, input, bytes: &SharedBytes, offset| {
+                Int8Matrix::from_stored(out, input, bits, bytes.clone(), offset)
+            };
+            assert!(stored(out, input, &shared, 8).is_none());
+            assert!(stored(out, input, &shared, 2).is_none());
+            assert!(stored(out + PANEL, input, &shared, 4).is_none());
+            assert!(stored(out, 0, &shared, 4).is_none());
             let short: SharedBytes = std::sync::Arc::new(bytes[..bytes.len() - 4].to_vec());
-            assert!(Int8Matrix::from_stored(out, input, short, 4).is_none());
+            assert!(stored(out, input, &short, 4).is_none());
         }
     }
 
@@ -1831,7 +1929,9 @@ mod tests {
             .into_iter()
             .enumerate()
             {
-                check(variant, rows, out, input, i as u64);
+                for bits in [WeightBits::Eight, WeightBits::Seven] {
+                    check(variant, bits, rows, out, input, i as u64);
+                }
             }
         }
     }
@@ -1839,20 +1939,25 @@ mod tests {
     #[test]
     fn the_largest_input_does_not_overflow() {
         // Every product at its largest magnitude, 255 · 127, MAX_INPUT
-        // times: the sums reach 32,385 · 65,536 ≈ 0.99 · 2³¹.
+        // times: the sums reach 32,385 · 65,536 ≈ 0.99 · 2³¹. With 7-bit
+        // weights every pair of products `vpmaddubsw` adds is at its
+        // largest, 2 · 255 · 63 (the activations all quantize to 255 or 0),
+        // on every variant.
         let input = MAX_INPUT;
         let w = vec![1f32; 2 * input];
-        let m = Int8Matrix::pack(&w, 2, input);
-        for variant in variants() {
-            for sign in [1f32, -1.0] {
-                let x = vec![sign; input];
-                let y = m.matmul_with(variant, &x, 1, |_, _, _| {});
-                let want = sign * input as f32;
-                assert!(
-                    (y[0] - want).abs() <= 1e-6 * input as f32,
-                    "{variant}: {y:?}"
-                );
-                assert_eq!(y[0], y[1]);
+        for bits in [WeightBits::Eight, WeightBits::Seven] {
+            let m = Int8Matrix::pack_with(&w, 2, input, bits);
+            for variant in variants() {
+                for sign in [1f32, -1.0] {
+                    let x = vec![sign; input];
+                    let y = m.matmul_with(variant, &x, 1, |_, _, _| {});
+                    let want = sign * input as f32;
+                    assert!(
+                        (y[0] - want).abs() <= 1e-6 * input as f32,
+                        "{variant}, {bits:?}: {y:?}"
+                    );
+                    assert_eq!(y[0], y[1]);
+                }
             }
         }
     }
@@ -1935,7 +2040,9 @@ mod tests {
             seed: u64,
         ) {
             for variant in variants() {
-                check(variant, rows, out, input, seed);
+                for bits in [WeightBits::Eight, WeightBits::Seven] {
+                    check(variant, bits, rows, out, input, seed);
+                }
             }
         }
     }
