@@ -33,7 +33,7 @@ pub fn run(setup: &Setup, command: ModelsCommand) -> Result<ExitCode> {
                 docent_ops::cpu_features().join(", ")
             );
             let asked = setup.config.embed.precision;
-            match asked.resolve_embedding() {
+            match asked.resolve() {
                 Ok(runs) => println!(
                     "embed.precision = \"{asked}\": the encoder runs in {runs} ({}) on this CPU",
                     runs.kernel()

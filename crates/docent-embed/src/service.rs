@@ -117,7 +117,7 @@ impl BertEmbedder {
         let precision =
             options
                 .precision
-                .resolve_embedding()
+                .resolve()
                 .map_err(|message| Error::Unavailable {
                     message: format!("embed.precision: {message}"),
                     source: None,

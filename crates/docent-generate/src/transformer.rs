@@ -861,8 +861,9 @@ mod tests {
         for dense in forms {
             // bf16 rounds every weight and activation of the prompt's
             // products (2⁻⁸ relative), int8 quantizes them (about 1% per
-            // product; measured up to 0.08 here with VNNI's 8-bit
-            // activations, 0.14 with the 7-bit ones of AVX-512 BW): their
+            // product; measured up to 0.08 here with 8-bit weights and
+            // activations, 0.14 with 8-bit weights and AVX-512 BW's 7-bit
+            // activations, 0.10 with 7-bit weights): their
             // logits may drift further from the quantized reference; the
             // greedy tokens must not.
             let tolerance = match dense {

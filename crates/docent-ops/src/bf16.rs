@@ -377,31 +377,29 @@ pub enum Precision {
     /// answers' F1 unchanged (session 27).
     Int8,
     /// The fastest precision this CPU has whose measured accuracy holds:
-    /// for the encoder ([`Precision::resolve_embedding`]) int8 on AVX-512
-    /// VNNI or AVX-VNNI, bf16 on AVX-512 BF16 without it, int8 (7-bit) on
-    /// AVX-512 BW or AVX2 without either, f32 elsewhere; for prompt
-    /// evaluation ([`Precision::resolve`]) and the reranker int8 on VNNI,
-    /// bf16 on AVX-512 BF16 without it, else f32.
+    /// for the encoder and prompt evaluation ([`Precision::resolve`]) int8
+    /// on AVX-512 VNNI or AVX-VNNI, bf16 on AVX-512 BF16 without it, int8
+    /// on AVX-512 BW or AVX2 without either (7-bit activations for the
+    /// encoder, 7-bit weights for prompts), f32 elsewhere; for the
+    /// reranker ([`Precision::resolve_cross_encoder`]) int8 on VNNI, bf16
+    /// on AVX-512 BF16 without it, else f32.
     #[default]
     Auto,
 }
 
 impl Precision {
-    /// The precision prompt evaluation runs: `Auto` resolved for this CPU,
-    /// as for a cross-encoder: int8 where VNNI exists (8-bit activations),
-    /// else bf16 or f32. The 7-bit paths are an explicit choice. Asking for
-    /// a precision the CPU lacks is an error that says what to do.
+    /// The precision the embedding encoder and prompt evaluation run:
+    /// `Auto` is int8 where VNNI exists (AVX-512 or AVX-VNNI: 8-bit
+    /// activations), else bf16 where AVX-512 BF16 exists, else int8 on the
+    /// 7-bit kernels of AVX-512 BW or AVX2, else f32. On those kernels the
+    /// encoder quantizes activations to 7 bits, which kept hybrid and dense
+    /// R@5 and nDCG@10 within 0.002 of f32 on the development set and
+    /// embedded 1.35× faster (docs/benchmarks.md, session 22); prompts
+    /// keep 8-bit activations with 7-bit weights, which kept the answers'
+    /// EM and F1 at f32's (0.376 and 0.611 against 0.613) with 1.7× its
+    /// prompt speed (session 29). Asking for a precision the CPU lacks is
+    /// an error that says what to do.
     pub fn resolve(self) -> Result<Precision, String> {
-        self.resolve_cross_encoder()
-    }
-
-    /// The precision the embedding encoder runs: `Auto` is int8 where
-    /// VNNI exists (AVX-512 or AVX-VNNI: the 8-bit path), else bf16 where
-    /// AVX-512 BF16 exists, else int8 on the 7-bit paths of AVX-512 BW or
-    /// AVX2, else f32. The 7-bit paths kept hybrid and dense R@5 and
-    /// nDCG@10 within 0.002 of f32 on the development set, and embedded
-    /// 1.35× faster than f32 (docs/benchmarks.md, session 22).
-    pub fn resolve_embedding(self) -> Result<Precision, String> {
         match self {
             Precision::Auto if !available() && crate::int8::available() => Ok(Precision::Int8),
             _ => self.resolve_cross_encoder(),
