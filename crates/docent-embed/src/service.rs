@@ -114,14 +114,13 @@ impl BertEmbedder {
             }))
             .map_err(|e| Error::internal("cannot set truncation", e.to_string()))?;
         let device = Device::Cpu;
-        let precision =
-            options
-                .precision
-                .resolve()
-                .map_err(|message| Error::Unavailable {
-                    message: format!("embed.precision: {message}"),
-                    source: None,
-                })?;
+        let precision = options
+            .precision
+            .resolve()
+            .map_err(|message| Error::Unavailable {
+                message: format!("embed.precision: {message}"),
+                source: None,
+            })?;
         let model = load_encoder(&dir.join("model.safetensors"), &config, precision)?;
         let (tx, rx) = sync_channel::<Job>(options.queue_depth.max(1));
         let worker = Worker {
