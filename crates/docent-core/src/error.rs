@@ -63,4 +63,13 @@ impl Error {
             source: Some(source.into()),
         }
     }
+
+    /// A setting this machine cannot run (a precision its CPU lacks, say),
+    /// as `setting: message`.
+    pub fn setting(setting: &str, message: impl std::fmt::Display) -> Self {
+        Error::Unavailable {
+            message: format!("{setting}: {message}"),
+            source: None,
+        }
+    }
 }

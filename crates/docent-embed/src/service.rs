@@ -117,10 +117,7 @@ impl BertEmbedder {
         let precision = options
             .precision
             .resolve()
-            .map_err(|message| Error::Unavailable {
-                message: format!("embed.precision: {message}"),
-                source: None,
-            })?;
+            .map_err(|message| Error::setting("embed.precision", message))?;
         let model = load_encoder(&dir.join("model.safetensors"), &config, precision)?;
         let (tx, rx) = sync_channel::<Job>(options.queue_depth.max(1));
         let worker = Worker {

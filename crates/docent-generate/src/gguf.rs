@@ -209,10 +209,8 @@ impl GgufGenerator {
             match options
                 .prefill_precision
                 .resolve()
-                .map_err(|message| Error::Unavailable {
-                    message: format!("generate.prefill_precision: {message}"),
-                    source: None,
-                })? {
+                .map_err(|message| Error::setting("generate.prefill_precision", message))?
+            {
                 Precision::Bf16 => Prefill::Bf16,
                 Precision::Int8 => Prefill::Int8(WeightBits::for_8bit_activations(
                     docent_ops::int8::Variant::detect(),

@@ -8,8 +8,8 @@
 //!   loading;
 //! - the dense prompt weights (`prefill-int8.bin`, `prefill-int8-w7.bin`
 //!   for 7-bit weights, `prefill-bf16.bin` or `prefill-f32.bin`),
-//!   dequantized, fused and packed (int8: quantized per output column), about 2.5 seconds more (int8 on the 1.5B model:
-//!   about 8).
+//!   dequantized, fused and packed (int8: quantized per output column),
+//!   about 2.5 seconds more (int8 on the 1.5B model: about 8).
 //!
 //! The folder is `<model dir>/.docent-cache/<sha256 of the model>/v1/`, so a
 //! changed model file never meets the old cache, and a change of layout

@@ -463,10 +463,7 @@ impl EncoderReranker {
         let precision = options
             .precision
             .resolve_cross_encoder()
-            .map_err(|message| Error::Unavailable {
-                message: format!("rerank.precision: {message}"),
-                source: None,
-            })?;
+            .map_err(|message| Error::setting("rerank.precision", message))?;
         let config = docent_embed::read_config(&dir.join(onnx::CONFIG))?;
         let encoder = docent_embed::load_encoder(&dir.join(onnx::WEIGHTS), &config, precision)?;
         if !encoder.classifies() {
