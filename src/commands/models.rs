@@ -34,10 +34,18 @@ pub fn run(setup: &Setup, command: ModelsCommand) -> Result<ExitCode> {
             );
             let asked = setup.config.embed.precision;
             match asked.resolve() {
-                Ok(runs) => println!(
-                    "embed.precision = \"{asked}\": the encoder runs in {runs} ({}) on this CPU",
-                    runs.kernel()
-                ),
+                Ok(runs) => {
+                    let bits = match runs {
+                        docent_embed::Precision::Int8 if docent_embed::encoder::int8_is_7bit() => {
+                            ", 7-bit weights and activations"
+                        }
+                        _ => "",
+                    };
+                    println!(
+                        "embed.precision = \"{asked}\": the encoder runs in {runs} ({}{bits}) on this CPU",
+                        runs.kernel()
+                    )
+                }
                 Err(message) => println!("embed.precision = \"{asked}\": {message}"),
             }
             let rerank = &setup.config.rerank;

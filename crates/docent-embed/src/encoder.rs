@@ -23,7 +23,7 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, D, DType, Layout, Result, Sh
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{Config, HiddenAct};
 use docent_ops::bf16::{Bf16Matrix, Precision};
-use docent_ops::int8::{Activations, Int8Matrix};
+use docent_ops::int8::{Activations, Int8Matrix, WeightBits};
 
 /// `x · W + b`. In f32, `W` is kept in both layouts: (in, out) for inputs
 /// of many rows, (out, in) for inputs of a few, which are computed as
@@ -40,6 +40,25 @@ enum Weight {
     F32 { weight: Tensor, weight_t: Tensor },
     Bf16(Bf16Matrix),
     Int8(Int8Matrix),
+}
+
+/// Whether the encoder's int8 products run on 7-bit weights and 7-bit
+/// activations on this CPU: on the AVX-512 BW and AVX2 kernels (no VNNI),
+/// whose `vpmaddubsw` sums then add in pairs before widening
+/// ([`Int8Matrix::with_7bit_activations`]), 1.15× the embedding speed of
+/// 8-bit weights with 7-bit activations (docs/benchmarks.md, session 30).
+/// Elsewhere weights and activations have 8 bits.
+pub fn int8_is_7bit() -> bool {
+    docent_ops::int8::Variant::detect().levels() == 127
+}
+
+/// An encoder weight in int8, in the form [`int8_is_7bit`] says.
+fn pack_int8(values: &[f32], out: usize, input: usize) -> Int8Matrix {
+    if int8_is_7bit() {
+        Int8Matrix::pack_with(values, out, input, WeightBits::Seven).with_7bit_activations()
+    } else {
+        Int8Matrix::pack(values, out, input)
+    }
 }
 
 /// Inputs with fewer rows than this take the transposed product.
@@ -72,7 +91,7 @@ impl Dense {
                         Int8Matrix::pack_quantized(&values, out, input, &scales)
                             .with_activations(Activations::PerTensor),
                     ),
-                    (Precision::Int8, None) => Weight::Int8(Int8Matrix::pack(&values, out, input)),
+                    (Precision::Int8, None) => Weight::Int8(pack_int8(&values, out, input)),
                     _ => Weight::Bf16(Bf16Matrix::pack(&values, out, input)),
                 }
             }

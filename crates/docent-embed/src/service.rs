@@ -154,11 +154,11 @@ impl Embedder for BertEmbedder {
         &self.model_id
     }
 
-    /// The precision, and for int8 without VNNI the 7-bit variants
-    /// (AVX-512 BW or AVX2, `int8-bw`): their vectors differ from VNNI's.
+    /// The precision, and for int8 on the 7-bit kernels (AVX-512 BW or
+    /// AVX2, `int8-w7a7`) its form: their vectors differ from VNNI's.
     fn precision(&self) -> &'static str {
         match self.precision {
-            Precision::Int8 if docent_ops::int8::Variant::detect().levels() == 127 => "int8-bw",
+            Precision::Int8 if crate::encoder::int8_is_7bit() => "int8-w7a7",
             p => p.as_str(),
         }
     }

@@ -2,11 +2,13 @@
 //! and the generator's shapes: `cargo bench -p docent-ops --bench matmul`.
 //! Runs each kernel in turn on every repetition (`REPS`, default 15) and
 //! prints medians in GFLOP/s, and the int8 error relative to f32
-//! (‖y_int8 − y_f32‖ / ‖y_f32‖ over the whole output).
+//! (‖y_int8 − y_f32‖ / ‖y_f32‖ over the whole output). The `w7a7` columns
+//! are 7-bit weights with 7-bit activations, the encoder's form on the
+//! AVX-512 BW and AVX2 kernels (which then add pairs in i16).
 
 use candle_core::{Device, Tensor};
 use docent_ops::bf16::{self, Bf16Matrix};
-use docent_ops::int8::{Int8Matrix, Variant};
+use docent_ops::int8::{Int8Matrix, Variant, WeightBits};
 use std::time::Instant;
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -60,10 +62,17 @@ fn main() -> candle_core::Result<()> {
     }
     for v in &int8 {
         print!(
+            " {:>12}",
+            format!("w7a7 {}", v.as_str().trim_start_matches("avx512-"))
+        );
+    }
+    for v in &int8 {
+        print!(
             " {:>10}",
             format!("err {}", v.as_str().trim_start_matches("avx512-"))
         );
     }
+    print!(" {:>10}", "err w7a7");
     println!("   (GFLOP/s, medians of {reps})");
     for &(rows, input, out) in &[
         (12, 384, 1152),
@@ -81,6 +90,8 @@ fn main() -> candle_core::Result<()> {
         let xs = x.flatten_all()?.to_vec1::<f32>()?;
         let bf = bf16::available().then(|| Bf16Matrix::pack(&wv, out, input));
         let q = Int8Matrix::pack(&wv, out, input);
+        // The encoder's form on the AVX-512 BW and AVX2 kernels.
+        let q7 = Int8Matrix::pack_with(&wv, out, input, WeightBits::Seven).with_7bit_activations();
         let flops = 2.0 * (rows * input * out) as f64;
         let gflops = |t: Instant| flops / t.elapsed().as_secs_f64() / 1e9;
         let reference = x.matmul(&wt)?.flatten_all()?.to_vec1::<f32>()?;
@@ -91,6 +102,7 @@ fn main() -> candle_core::Result<()> {
         let mut f = Vec::new();
         let mut b = vec![Vec::new(); bf16s.len()];
         let mut i8s = vec![Vec::new(); int8.len()];
+        let mut i7s = vec![Vec::new(); int8.len()];
         for _ in 0..reps {
             let t = Instant::now();
             std::hint::black_box(x.matmul(&wt)?);
@@ -107,6 +119,11 @@ fn main() -> candle_core::Result<()> {
                 std::hint::black_box(q.matmul_with(v, &xs, rows, |_, _, _| {}));
                 times.push(gflops(t));
             }
+            for (&v, times) in int8.iter().zip(&mut i7s) {
+                let t = Instant::now();
+                std::hint::black_box(q7.matmul_with(v, &xs, rows, |_, _, _| {}));
+                times.push(gflops(t));
+            }
         }
         print!("{rows:>6} {input:>6} {out:>6} {:>8.1}", median(f));
         for times in b {
@@ -115,9 +132,15 @@ fn main() -> candle_core::Result<()> {
         for times in i8s {
             print!(" {:>12.1}", median(times));
         }
+        for times in i7s {
+            print!(" {:>12.1}", median(times));
+        }
         for e in errors {
             print!(" {e:>10.2e}");
         }
+        // Every variant computes the same integers for the same form.
+        let y7 = q7.matmul_with(Variant::Portable, &xs, rows, |_, _, _| {});
+        print!(" {:>10.2e}", relative_error(&y7, &reference));
         println!();
     }
     Ok(())
