@@ -379,8 +379,9 @@ pub enum Precision {
     /// The fastest precision this CPU has whose measured accuracy holds:
     /// for the encoder and prompt evaluation ([`Precision::resolve`]) int8
     /// on AVX-512 VNNI or AVX-VNNI, bf16 on AVX-512 BF16 without it, int8
-    /// on AVX-512 BW or AVX2 without either (7-bit activations for the
-    /// encoder, 7-bit weights for prompts), f32 elsewhere; for the
+    /// on AVX-512 BW or AVX2 without either (7-bit weights and
+    /// activations for the encoder, 7-bit weights for prompts), f32
+    /// elsewhere; for the
     /// reranker ([`Precision::resolve_cross_encoder`]) int8 on VNNI, bf16
     /// on AVX-512 BF16 without it, else f32.
     #[default]
@@ -392,9 +393,11 @@ impl Precision {
     /// `Auto` is int8 where VNNI exists (AVX-512 or AVX-VNNI: 8-bit
     /// activations), else bf16 where AVX-512 BF16 exists, else int8 on the
     /// 7-bit kernels of AVX-512 BW or AVX2, else f32. On those kernels the
-    /// encoder quantizes activations to 7 bits, which kept hybrid and dense
-    /// R@5 and nDCG@10 within 0.002 of f32 on the development set and
-    /// embedded 1.35× faster (docs/benchmarks.md, session 22); prompts
+    /// encoder quantizes weights and activations to 7 bits, which kept
+    /// hybrid nDCG@10 within 0.002 of f32 on the development set (R@5 four
+    /// questions of 1,721 below; with the reranker f32's figures) and
+    /// embedded 1.35× faster than f32, then 1.15× faster again with its
+    /// sums added in pairs (docs/benchmarks.md, sessions 22 and 30); prompts
     /// keep 8-bit activations with 7-bit weights, which kept the answers'
     /// EM and F1 at f32's (0.376 and 0.611 against 0.613) with 1.7× its
     /// prompt speed (session 29). Asking for a precision the CPU lacks is
