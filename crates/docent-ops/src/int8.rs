@@ -1329,13 +1329,45 @@ mod kernel {
     #[cfg(target_arch = "x86_64")]
     const Y: usize = PANEL / 8;
 
-    /// A 256-bit micro-kernel: per group of four inputs and register of
-    /// eight columns, `$step(acc, x, w)` adds the products of the broadcast
-    /// activations `x` of a row and the weights `w` into that row's
-    /// accumulator. Writes the sums of the first `R` rows of `out`.
+    /// Adds group `$g`'s products into the accumulators `$acc` of every
+    /// row on 256-bit registers: per register of eight columns,
+    /// `$step(sum, x, w)` adds the products of a row's broadcast
+    /// activations `x` and the weights `w` to that row's `sum`.
+    #[cfg(target_arch = "x86_64")]
+    macro_rules! ymm_group {
+        ($a:ident, $stride:ident, $b:ident, $g:expr, $acc:ident, |$sum:ident, $x:ident, $w:ident| $step:expr) => {
+            let mut xs = [_mm256_setzero_si256(); R];
+            for (r, x) in xs.iter_mut().enumerate() {
+                let four = ($a.add(r * $stride + 4 * $g) as *const i32).read_unaligned();
+                *x = _mm256_set1_epi32(four);
+            }
+            for v in 0..Y {
+                let $w = _mm256_loadu_si256($b.add($g * PANEL + 8 * v) as *const __m256i);
+                for (acc, $x) in $acc.iter_mut().zip(&xs) {
+                    let $sum = acc[v];
+                    acc[v] = $step;
+                }
+            }
+        };
+    }
+
+    /// Stores the accumulators `$acc` of the first `R` rows into `$out`.
+    #[cfg(target_arch = "x86_64")]
+    macro_rules! ymm_store {
+        ($out:ident, $acc:ident) => {
+            for (out, acc) in $out.iter_mut().zip(&$acc) {
+                for (v, acc) in acc.iter().enumerate() {
+                    _mm256_storeu_si256(out.as_mut_ptr().add(8 * v) as *mut __m256i, *acc);
+                }
+            }
+        };
+    }
+
+    /// A 256-bit micro-kernel: [`ymm_group!`] with `$step` on every group,
+    /// then the sums of the first `R` rows into `out`.
     #[cfg(target_arch = "x86_64")]
     macro_rules! ymm_kernel {
-        ($(#[$doc:meta])* $name:ident, $features:literal, |$acc:ident, $x:ident, $w:ident| $step:expr) => {
+        ($(#[$doc:meta])* $name:ident, $features:literal, |$sum:ident, $x:ident, $w:ident| $step:expr) => {
             $(#[$doc])*
             #[target_feature(enable = $features)]
             unsafe fn $name<const R: usize>(
@@ -1351,24 +1383,9 @@ mod kernel {
                 unsafe {
                     let mut acc = [[_mm256_setzero_si256(); Y]; R];
                     for g in 0..groups {
-                        let mut x = [_mm256_setzero_si256(); R];
-                        for (r, x) in x.iter_mut().enumerate() {
-                            let four = (a.add(r * stride + 4 * g) as *const i32).read_unaligned();
-                            *x = _mm256_set1_epi32(four);
-                        }
-                        for v in 0..Y {
-                            let $w = _mm256_loadu_si256(b.add(g * PANEL + 8 * v) as *const __m256i);
-                            for (acc, $x) in acc.iter_mut().zip(&x) {
-                                let $acc = acc[v];
-                                acc[v] = $step;
-                            }
-                        }
+                        ymm_group!(a, stride, b, g, acc, |$sum, $x, $w| $step);
                     }
-                    for (out, acc) in out.iter_mut().zip(&acc) {
-                        for (v, acc) in acc.iter().enumerate() {
-                            _mm256_storeu_si256(out.as_mut_ptr().add(8 * v) as *mut __m256i, *acc);
-                        }
-                    }
+                    ymm_store!(out, acc);
                 }
             }
         };
@@ -1379,20 +1396,28 @@ mod kernel {
         /// AVX-VNNI: one `vpdpbusd` (256-bit, VEX) per row and register.
         avx_vnni,
         "avx2,avxvnni",
-        |acc, x, w| _mm256_dpbusd_avx_epi32(acc, *x, w)
+        |sum, x, w| _mm256_dpbusd_avx_epi32(sum, *x, w)
     );
+
+    /// `sum` plus the products of `x` and `w` on AVX2: `vpmaddubsw` (pairs
+    /// of u8 × s8 into i16; no saturation with 7-bit activations),
+    /// `vpmaddwd` by ones (pairs of i16 into i32), `vpaddd`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn avx2_step(sum: __m256i, x: __m256i, w: __m256i) -> __m256i {
+        _mm256_add_epi32(
+            sum,
+            _mm256_madd_epi16(_mm256_maddubs_epi16(x, w), _mm256_set1_epi16(1)),
+        )
+    }
 
     #[cfg(target_arch = "x86_64")]
     ymm_kernel!(
-        /// AVX2: `vpmaddubsw` (pairs of u8 × s8 into i16; no saturation
-        /// with 7-bit activations), `vpmaddwd` by ones (pairs of i16 into
-        /// i32), `vpaddd`.
+        /// AVX2: [`avx2_step`] per row and register.
         avx2,
         "avx2",
-        |acc, x, w| _mm256_add_epi32(
-            acc,
-            _mm256_madd_epi16(_mm256_maddubs_epi16(*x, w), _mm256_set1_epi16(1))
-        )
+        |sum, x, w| avx2_step(sum, *x, w)
     );
 
     /// `finish(r, values)` on the first `columns` values of each of `rows`
@@ -1551,6 +1576,27 @@ mod kernel {
         }
     }
 
+    /// Adds group `$g`'s products into the accumulators `$acc` of every
+    /// row, on AVX-512 BW: `vpmaddubsw`, `vpmaddwd` by `$ones`, `vpaddd`.
+    /// A macro, so the accumulators stay in registers.
+    #[cfg(target_arch = "x86_64")]
+    macro_rules! bw_group {
+        ($a:ident, $stride:ident, $b:ident, $g:expr, $acc:ident, $ones:ident) => {
+            let mut w = [_mm512_setzero_si512(); V];
+            for (v, w) in w.iter_mut().enumerate() {
+                *w = _mm512_loadu_si512($b.add($g * PANEL + 16 * v) as *const __m512i);
+            }
+            for (r, acc) in $acc.iter_mut().enumerate() {
+                let four = ($a.add(r * $stride + 4 * $g) as *const i32).read_unaligned();
+                let x = _mm512_set1_epi32(four);
+                for v in 0..V {
+                    let pairs = _mm512_maddubs_epi16(x, w[v]);
+                    acc[v] = _mm512_add_epi32(acc[v], _mm512_madd_epi16(pairs, $ones));
+                }
+            }
+        };
+    }
+
     /// The AVX-512 BW micro-kernel: `vpmaddubsw` (pairs of u8 × s8 into
     /// i16; no saturation with 7-bit activations), `vpmaddwd` by ones
     /// (pairs of i16 into i32), `vpaddd`.
@@ -1568,18 +1614,7 @@ mod kernel {
             let ones = _mm512_set1_epi16(1);
             let mut acc = [[_mm512_setzero_si512(); V]; R];
             for g in 0..groups {
-                let mut w = [_mm512_setzero_si512(); V];
-                for (v, w) in w.iter_mut().enumerate() {
-                    *w = _mm512_loadu_si512(b.add(g * PANEL + 16 * v) as *const __m512i);
-                }
-                for (r, acc) in acc.iter_mut().enumerate() {
-                    let four = (a.add(r * stride + 4 * g) as *const i32).read_unaligned();
-                    let x = _mm512_set1_epi32(four);
-                    for v in 0..V {
-                        let pairs = _mm512_maddubs_epi16(x, w[v]);
-                        acc[v] = _mm512_add_epi32(acc[v], _mm512_madd_epi16(pairs, ones));
-                    }
-                }
+                bw_group!(a, stride, b, g, acc, ones);
             }
             store!(o, R, |r, v| acc[r][v]);
         }
@@ -1625,18 +1660,7 @@ mod kernel {
                 g += 2;
             }
             if g < groups {
-                let mut w = [_mm512_setzero_si512(); V];
-                for (v, w) in w.iter_mut().enumerate() {
-                    *w = _mm512_loadu_si512(b.add(g * PANEL + 16 * v) as *const __m512i);
-                }
-                for (r, acc) in acc.iter_mut().enumerate() {
-                    let four = (a.add(r * stride + 4 * g) as *const i32).read_unaligned();
-                    let x = _mm512_set1_epi32(four);
-                    for v in 0..V {
-                        let pairs = _mm512_maddubs_epi16(x, w[v]);
-                        acc[v] = _mm512_add_epi32(acc[v], _mm512_madd_epi16(pairs, ones));
-                    }
-                }
+                bw_group!(a, stride, b, g, acc, ones);
             }
             store!(o, R, |r, v| acc[r][v]);
         }
@@ -1681,26 +1705,9 @@ mod kernel {
                 g += 2;
             }
             if g < groups {
-                let mut x = [_mm256_setzero_si256(); R];
-                for (r, x) in x.iter_mut().enumerate() {
-                    let four = (a.add(r * stride + 4 * g) as *const i32).read_unaligned();
-                    *x = _mm256_set1_epi32(four);
-                }
-                for v in 0..Y {
-                    let w = _mm256_loadu_si256(b.add(g * PANEL + 8 * v) as *const __m256i);
-                    for (acc, x) in acc.iter_mut().zip(&x) {
-                        acc[v] = _mm256_add_epi32(
-                            acc[v],
-                            _mm256_madd_epi16(_mm256_maddubs_epi16(*x, w), ones),
-                        );
-                    }
-                }
+                ymm_group!(a, stride, b, g, acc, |sum, x, w| avx2_step(sum, *x, w));
             }
-            for (out, acc) in out.iter_mut().zip(&acc) {
-                for (v, acc) in acc.iter().enumerate() {
-                    _mm256_storeu_si256(out.as_mut_ptr().add(8 * v) as *mut __m256i, *acc);
-                }
-            }
+            ymm_store!(out, acc);
         }
     }
 }
