@@ -73,14 +73,9 @@ pub fn run(setup: &Setup, command: ModelsCommand) -> Result<ExitCode> {
                     println!("generate.dense_prefill = false: prompts use the quantized weights")
                 }
                 (true, Ok(runs)) => {
-                    // int8 prompts keep 8-bit activations: on the 7-bit
-                    // kernels (AVX-512 BW, AVX2) with 7-bit weights.
                     let bits = match runs {
                         docent_embed::Precision::Int8 => {
-                            let bits = docent_ops::int8::WeightBits::for_8bit_activations(
-                                docent_ops::int8::Variant::detect(),
-                            );
-                            format!(", {}", bits.as_str())
+                            format!(", {}", docent_generate::int8_prompt_weights().as_str())
                         }
                         _ => String::new(),
                     };

@@ -123,6 +123,14 @@ pub struct GgufGenerator {
     worker: Option<JoinHandle<()>>,
 }
 
+/// The weights of int8 prompt evaluation on this CPU: 8-bit where the
+/// kernel has VNNI (or is the portable code), 7-bit on AVX-512 BW and AVX2,
+/// so that the activations keep 8 bits there
+/// ([`WeightBits::for_8bit_activations`]).
+pub fn int8_prompt_weights() -> WeightBits {
+    WeightBits::for_8bit_activations(docent_ops::int8::Variant::detect())
+}
+
 /// Reads a GGUF's header, metadata and tensor directory (not the weights).
 /// candle's reader bounds every declared count and length by the file's
 /// size, but panics on some malformed headers (a `general.alignment` of 0
@@ -212,9 +220,7 @@ impl GgufGenerator {
                 .map_err(|message| Error::setting("generate.prefill_precision", message))?
             {
                 Precision::Bf16 => Prefill::Bf16,
-                Precision::Int8 => Prefill::Int8(WeightBits::for_8bit_activations(
-                    docent_ops::int8::Variant::detect(),
-                )),
+                Precision::Int8 => Prefill::Int8(int8_prompt_weights()),
                 _ => Prefill::F32,
             }
         } else {

@@ -17,6 +17,8 @@ mod transformer;
 mod weights_cache;
 
 pub use chat::ChatTemplate;
-pub use gguf::{GgufGenerator, GgufOptions, PromptCounter, read_gguf_metadata};
+pub use gguf::{
+    GgufGenerator, GgufOptions, PromptCounter, int8_prompt_weights, read_gguf_metadata,
+};
 pub use openai::{OpenAiGenerator, OpenAiOptions};
 pub use tokenizer::{GgufTokenizer, TokenizerError};

@@ -69,7 +69,8 @@ pub const PANEL: usize = 32;
 
 /// Rows of the activation tile kept in registers: 12 rows × 2 registers =
 /// 24 accumulators, plus the two weight registers, the broadcast and (BW)
-/// the ones and a temporary: 29 of the 32. Measured on one core of the AMD
+/// the ones and a temporary: 29 of the 32 (BW's pairs kernel, with two
+/// groups' weights and broadcasts, all 32). Measured on one core of the AMD
 /// EPYC (noisy: another job ran), 512 × 896 → 896: 12 rows gave 163–174
 /// GMAC/s against 135–152 for 8 (VNNI), and 91–94 against 72–86 (BW).
 const TILE_ROWS: usize = 12;
