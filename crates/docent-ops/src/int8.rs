@@ -393,7 +393,7 @@ fn portable_tile(
 /// The outputs of the sums `acc` (one row of [`PANEL`] per activation row
 /// of `a`) with the panel `p`, through [`output`]: the first `columns`
 /// values of each row, then `finish(r, values)`, into rows of `c`,
-/// `c_stride` apart. The portable and the 256-bit kernels end here.
+/// `c_stride` apart. The portable kernel ends here.
 fn store_array(
     acc: &[[i32; PANEL]],
     a: &Rows,
@@ -1217,9 +1217,8 @@ mod kernel {
     /// times one packed panel on `kernel` (an AVX-512 or a 256-bit
     /// variant), into the first `columns` (≤ PANEL) values of each of
     /// `rows` rows of `c`, `c_stride` apart; then `finish(r, values)` on
-    /// each row's values, in place. The 256-bit kernels leave their sums in
-    /// an array, and the outputs are computed from them with
-    /// [`super::output`], as the portable code does.
+    /// each row's values, in place. Every kernel computes the outputs with
+    /// the operations of [`super::output`], as the portable code does.
     #[allow(clippy::too_many_arguments)]
     pub fn tile(
         kernel: Kernel,
@@ -1297,22 +1296,24 @@ mod kernel {
         groups: usize,
         finish: impl FnMut(usize, &mut [f32]),
     ) {
-        let mut acc = [[0i32; PANEL]; YMM_ROWS];
         #[cfg(target_arch = "x86_64")]
         {
+            let out = Out::new(a, p, c, c_stride, columns);
             let (q, stride, b) = (a.q.as_ptr(), a.stride, p.words.as_ptr());
             macro_rules! by_rows {
                 ($kernel:ident) => {
                     match rows {
-                        3 => $kernel::<3>(q, stride, b, groups, &mut acc),
-                        2 => $kernel::<2>(q, stride, b, groups, &mut acc),
-                        _ => $kernel::<1>(q, stride, b, groups, &mut acc),
+                        3 => $kernel::<3>(q, stride, b, groups, out),
+                        2 => $kernel::<2>(q, stride, b, groups, out),
+                        _ => $kernel::<1>(q, stride, b, groups, out),
                     }
                 };
             }
             // SAFETY: `ymm` proves the variant's CPU features; the asserts
             // bound every read of `q` (row r < rows, byte 4g + 3 <
-            // groups · 4 ≤ stride) and of the panel (g · 32 + 32 ≤ len).
+            // groups · 4 ≤ stride) and of the panel (g · 32 + 32 ≤ len),
+            // and `ymm_store!` writes only columns < `columns` of rows <
+            // `rows` of `c`.
             unsafe {
                 match ymm.0 {
                     Variant::AvxVnni => by_rows!(avx_vnni),
@@ -1322,8 +1323,8 @@ mod kernel {
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
-        let _ = ymm;
-        super::store_array(&acc[..rows], a, p, c, c_stride, columns, finish);
+        let _ = (ymm, a, p, groups);
+        finish_rows(c, c_stride, rows, columns, finish);
     }
 
     /// Registers of eight i32 lanes per panel row.
@@ -1352,13 +1353,38 @@ mod kernel {
         };
     }
 
-    /// Stores the accumulators `$acc` of the first `R` rows into `$out`.
+    /// Stores the sums `$acc` (eight columns a register, `R` rows) as
+    /// `(f32(acc − z · sum) · sw) · s`, the operations of
+    /// [`super::output`], into the first `columns` values of the rows of
+    /// `$o`'s output. The 256-bit [`store!`]: in registers, where these
+    /// kernels once left their sums in an array for a scalar loop (18% of
+    /// embedding on AVX2).
     #[cfg(target_arch = "x86_64")]
     macro_rules! ymm_store {
-        ($out:ident, $acc:ident) => {
-            for (out, acc) in $out.iter_mut().zip(&$acc) {
-                for (v, acc) in acc.iter().enumerate() {
-                    _mm256_storeu_si256(out.as_mut_ptr().add(8 * v) as *mut __m256i, *acc);
+        ($o:ident, $acc:ident) => {
+            for v in 0..Y {
+                let left = $o.columns as i32 - 8 * v as i32;
+                if left <= 0 {
+                    break;
+                }
+                let sums = _mm256_loadu_si256($o.sums.add(8 * v) as *const __m256i);
+                let wscales = _mm256_loadu_ps($o.wscales.add(8 * v));
+                for (r, acc) in $acc.iter().enumerate() {
+                    let zero = _mm256_set1_epi32($o.zero.add(r).read());
+                    let d = _mm256_sub_epi32(acc[v], _mm256_mullo_epi32(zero, sums));
+                    let y = _mm256_mul_ps(_mm256_cvtepi32_ps(d), wscales);
+                    let y = _mm256_mul_ps(y, _mm256_set1_ps($o.scale.add(r).read()));
+                    let at = $o.c.add(r * $o.c_stride + 8 * v);
+                    if left >= 8 {
+                        _mm256_storeu_ps(at, y);
+                    } else {
+                        // Not `vmaskmovps`: its stores are microcoded on
+                        // AMD CPUs; with them this AVX2 path embedded 8%
+                        // slower than the scalar loop it replaces (EPYC).
+                        let mut part = [0f32; 8];
+                        _mm256_storeu_ps(part.as_mut_ptr(), y);
+                        std::ptr::copy_nonoverlapping(part.as_ptr(), at, left as usize);
+                    }
                 }
             }
         };
@@ -1376,17 +1402,16 @@ mod kernel {
                 stride: usize,
                 b: *const u32,
                 groups: usize,
-                out: &mut [[i32; PANEL]; YMM_ROWS],
+                o: Out,
             ) {
                 // SAFETY: the caller (`tile_ymm`) checked the bounds
-                // described there; `out` rows hold PANEL values, Y
-                // registers of 8.
+                // described there.
                 unsafe {
                     let mut acc = [[_mm256_setzero_si256(); Y]; R];
                     for g in 0..groups {
                         ymm_group!(a, stride, b, g, acc, |$sum, $x, $w| $step);
                     }
-                    ymm_store!(out, acc);
+                    ymm_store!(o, acc);
                 }
             }
         };
@@ -1483,6 +1508,7 @@ mod kernel {
         wscales: *const f32,
         c: *mut f32,
         c_stride: usize,
+        columns: usize,
         masks: [u16; V],
     }
 
@@ -1509,6 +1535,7 @@ mod kernel {
                 wscales: p.scales.as_ptr(),
                 c: c.as_mut_ptr() as *mut f32,
                 c_stride,
+                columns,
                 masks: [full as u16, (full >> 16) as u16],
             }
         }
@@ -1676,11 +1703,10 @@ mod kernel {
         stride: usize,
         b: *const u32,
         groups: usize,
-        out: &mut [[i32; PANEL]; YMM_ROWS],
+        o: Out,
     ) {
         // SAFETY: the caller (`tile_ymm`) checked the bounds described
-        // there; the pair's second group g + 1 < groups; `out` rows hold
-        // PANEL values, Y registers of 8.
+        // there; the pair's second group g + 1 < groups.
         unsafe {
             let ones = _mm256_set1_epi16(1);
             let mut acc = [[_mm256_setzero_si256(); Y]; R];
@@ -1708,7 +1734,7 @@ mod kernel {
             if g < groups {
                 ymm_group!(a, stride, b, g, acc, |sum, x, w| avx2_step(sum, *x, w));
             }
-            ymm_store!(out, acc);
+            ymm_store!(o, acc);
         }
     }
 }
