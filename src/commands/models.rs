@@ -42,8 +42,9 @@ pub fn run(setup: &Setup, command: ModelsCommand) -> Result<ExitCode> {
                         _ => "",
                     };
                     println!(
-                        "embed.precision = \"{asked}\": the encoder runs in {runs} ({}{bits}) on this CPU",
-                        runs.kernel()
+                        "embed.precision = \"{asked}\": the encoder runs in {runs} ({}{bits}{}) on this CPU",
+                        runs.kernel(),
+                        attention(runs)
                     )
                 }
                 Err(message) => println!("embed.precision = \"{asked}\": {message}"),
@@ -80,8 +81,9 @@ pub fn run(setup: &Setup, command: ModelsCommand) -> Result<ExitCode> {
                         _ => String::new(),
                     };
                     println!(
-                        "generate.prefill_precision = \"{asked}\": prompt evaluation runs in {runs} ({}{bits}) on this CPU",
-                        runs.kernel()
+                        "generate.prefill_precision = \"{asked}\": prompt evaluation runs in {runs} ({}{bits}{}) on this CPU",
+                        runs.kernel(),
+                        attention(runs)
                     )
                 }
                 (true, Err(message)) => {
@@ -158,4 +160,17 @@ pub fn run(setup: &Setup, command: ModelsCommand) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What a model running its products at `runs` does with its attention's,
+/// for `models list`: `, attention in bf16` where it runs them in bf16.
+fn attention(runs: docent_embed::Precision) -> &'static str {
+    let reduced = matches!(
+        runs,
+        docent_embed::Precision::Bf16 | docent_embed::Precision::Int8
+    );
+    match docent_ops::attention::Products::for_model(reduced) {
+        docent_ops::attention::Products::Bf16 => ", attention in bf16",
+        docent_ops::attention::Products::F32 => "",
+    }
 }

@@ -22,6 +22,7 @@
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, D, DType, Layout, Result, Shape, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{Config, HiddenAct};
+use docent_ops::attention::Products;
 use docent_ops::bf16::{Bf16Matrix, Precision};
 use docent_ops::int8::{Activations, Int8Matrix, WeightBits};
 
@@ -277,6 +278,9 @@ pub struct Encoder {
     layers: Vec<Layer>,
     heads: usize,
     hidden: usize,
+    /// How the attention's products run: bf16 where the encoder's own
+    /// products run in bf16 or int8 and the CPU has AVX-512 BF16.
+    attention: Products,
 }
 
 impl Encoder {
@@ -351,7 +355,17 @@ impl Encoder {
             layers,
             heads,
             hidden,
+            attention: Products::for_model(matches!(precision, Precision::Bf16 | Precision::Int8)),
         })
+    }
+
+    /// The encoder with its attention's products run as `products` (by
+    /// default bf16 where the encoder runs in bf16 or int8 on a CPU with
+    /// AVX-512 BF16, else f32). Errors at the forward pass if this CPU
+    /// lacks what `products` needs.
+    pub fn with_attention(mut self, products: Products) -> Self {
+        self.attention = products;
+        self
     }
 
     /// `ids` and `mask` are (batch, sequence); `mask` is 1 for tokens and 0
@@ -387,7 +401,11 @@ impl Encoder {
         let mut x = self.embedding_norm.forward(&x)?.reshape((n * s, h))?;
         // Padding gets a large negative score before the softmax, tokens 0.
         let bias = ((mask.to_dtype(DType::F32)? - 1.0)? * 1e9)?;
-        let attention = docent_ops::attention::Attention { batch: n, heads };
+        let attention = docent_ops::attention::Attention {
+            batch: n,
+            heads,
+            products: self.attention,
+        };
         for layer in &self.layers {
             // (n · s, 3 · h): each token's Q, K and V, read in place by
             // the attention.

@@ -497,6 +497,9 @@ pub(crate) struct Transformer {
     capacity: usize,
     /// The tokens whose keys and values the cache holds, in order.
     cached: Vec<u32>,
+    /// How a prompt's attention products run: bf16 where its dense
+    /// products run in bf16 or int8 and the CPU has AVX-512 BF16.
+    attention: docent_ops::attention::Products,
 }
 
 impl Transformer {
@@ -612,6 +615,10 @@ impl Transformer {
             sin,
             capacity,
             cached: Vec::new(),
+            attention: docent_ops::attention::Products::for_model(matches!(
+                prefill,
+                Prefill::Bf16 | Prefill::Int8(_)
+            )),
         })
     }
 
@@ -710,7 +717,11 @@ impl Transformer {
                 q.reshape((kv_heads, group, n, hd))?.apply_op3_no_bwd(
                     &layer.k,
                     &layer.v,
-                    &docent_ops::attention::PrefillAttention { group, pos },
+                    &docent_ops::attention::PrefillAttention {
+                        group,
+                        pos,
+                        products: self.attention,
+                    },
                 )?
             };
             x = (x + layer.out.forward(&attended)?)?;

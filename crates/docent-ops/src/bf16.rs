@@ -326,6 +326,128 @@ impl Bf16Matrix {
     }
 }
 
+/// Sets `dst` to `len` words whose values the caller then writes, every
+/// one: a buffer reused between calls is not cleared first.
+fn reuse(dst: &mut Vec<u32>, len: usize) -> &mut [u32] {
+    if dst.len() < len {
+        dst.resize(len, 0);
+    }
+    dst.truncate(len);
+    dst
+}
+
+/// Packs `B = Sᵀ` for [`product_into`], where `S` is `m` rows of `n` values,
+/// `stride` apart in `src` (`B[l][j] = S[j][l]`): the layout of
+/// [`Bf16Matrix`], panel `q`, pair `p`, column `c` at
+/// `(q · pairs + p) · PANEL + c`, zero past `m` and past `n`. For
+/// attention's keys, whose rows are the product's columns.
+pub fn pack_transposed(src: &[f32], n: usize, m: usize, stride: usize, dst: &mut Vec<u32>) {
+    let pairs = n.div_ceil(2);
+    assert!(n <= stride && (m == 0 || (m - 1) * stride + n <= src.len()));
+    let panels = m.div_ceil(PANEL);
+    let dst = reuse(dst, panels * pairs * PANEL);
+    if dst.is_empty() {
+        return;
+    }
+    let mut row = vec![0u32; pairs];
+    for (q, panel) in dst.chunks_exact_mut(pairs * PANEL).enumerate() {
+        for c in 0..PANEL {
+            let j = q * PANEL + c;
+            if j < m {
+                kernel::round_row(&src[j * stride..][..n], &mut row);
+            } else {
+                row.fill(0);
+            }
+            for (p, &word) in row.iter().enumerate() {
+                panel[p * PANEL + c] = word;
+            }
+        }
+    }
+}
+
+/// Packs `B` for [`product_into`] from its `n` rows of `m` values, `stride`
+/// apart in `src` (`B[l][j] = src[l · stride + j]`), in the layout of
+/// [`pack_transposed`]. For attention's values, whose rows are the sum's
+/// index.
+pub fn pack_rows(src: &[f32], n: usize, m: usize, stride: usize, dst: &mut Vec<u32>) {
+    let pairs = n.div_ceil(2);
+    assert!(m <= stride && (n == 0 || (n - 1) * stride + m <= src.len()));
+    let dst = reuse(dst, m.div_ceil(PANEL) * pairs * PANEL);
+    if dst.is_empty() {
+        return;
+    }
+    for (q, panel) in dst.chunks_exact_mut(pairs * PANEL).enumerate() {
+        let (first, columns) = (q * PANEL, PANEL.min(m - q * PANEL));
+        for (p, words) in panel.chunks_exact_mut(PANEL).enumerate() {
+            let low = &src[2 * p * stride + first..][..columns];
+            let high = (2 * p + 1 < n).then(|| &src[(2 * p + 1) * stride + first..][..columns]);
+            kernel::interleave(low, high, words);
+        }
+    }
+}
+
+/// Rounds `rows` rows of `cols` values, `stride` apart in `src`, to bf16
+/// pairs in `dst` (`cols.div_ceil(2)` words a row; the odd last value's
+/// partner zero), for [`product_into`].
+pub fn round_rows_into(src: &[f32], rows: usize, cols: usize, stride: usize, dst: &mut Vec<u32>) {
+    let pairs = cols.div_ceil(2);
+    assert!(rows == 0 || (rows - 1) * stride + cols <= src.len());
+    dst.clear();
+    dst.resize(rows * pairs, 0);
+    for (r, row) in dst.chunks_exact_mut(pairs.max(1)).take(rows).enumerate() {
+        kernel::round_row(&src[r * stride..][..cols], &mut row[..pairs]);
+    }
+}
+
+/// `c = a · B` on AVX-512 BF16: `a` is `rows` rows of `pairs` bf16 pairs
+/// ([`round_rows_into`]), `packed` is `B` of `2 · pairs` (or one fewer)
+/// rows and `m` columns ([`pack_rows`], [`pack_transposed`]); `c` gets `rows` rows of `m` f32,
+/// `c_stride` apart. Sums in f32; the only error is the operands' rounding.
+/// On one thread. Panics without AVX-512 BF16 ([`available`]) or if the
+/// shapes do not fit.
+pub fn product_into(
+    a: &[u32],
+    rows: usize,
+    pairs: usize,
+    packed: &[u32],
+    m: usize,
+    c: &mut [f32],
+    c_stride: usize,
+) {
+    assert!(a.len() >= rows * pairs && packed.len() == m.div_ceil(PANEL) * pairs * PANEL);
+    assert!(c_stride >= m && (rows == 0 || c.len() >= (rows - 1) * c_stride + m));
+    if rows == 0 || m == 0 {
+        return;
+    }
+    if pairs == 0 {
+        for row in c.chunks_mut(c_stride).take(rows) {
+            row[..m].fill(0.0);
+        }
+        return;
+    }
+    // SAFETY: initialised f32s viewed as possibly uninitialised ones, which
+    // the kernel only writes (f32 values); the layouts are the same.
+    #[allow(unsafe_code)]
+    let c = unsafe { &mut *(c as *mut [f32] as *mut [MaybeUninit<f32>]) };
+    for (q, panel) in packed.chunks_exact(pairs * PANEL).enumerate() {
+        let columns = PANEL.min(m - q * PANEL);
+        let mut r = 0;
+        while r < rows {
+            let tile = TILE_ROWS.min(rows - r);
+            kernel::tile(
+                &a[r * pairs..(r + tile) * pairs],
+                pairs,
+                panel,
+                &mut c[r * c_stride + q * PANEL..],
+                c_stride,
+                tile,
+                columns,
+            );
+            r += tile;
+        }
+    }
+}
+
 thread_local! {
     /// [`Bf16Matrix::rows_into_amx`]'s rounded activations and sums, kept
     /// for the thread's next call (taken out during a call).
@@ -493,6 +615,52 @@ mod kernel {
         }
         for (p, two) in src[whole * 32..].chunks(2).enumerate() {
             dst[whole * 16 + p] = super::pair(two);
+        }
+    }
+
+    /// `words[c]` = the bf16 pair (`low[c]`, `high[c]`, or 0 without
+    /// `high`) for the columns of `low`; the words past them 0.
+    pub fn interleave(low: &[f32], high: Option<&[f32]>, words: &mut [u32]) {
+        assert!(words.len() == super::PANEL && low.len() <= words.len());
+        assert!(high.is_none_or(|h| h.len() == low.len()));
+        #[cfg(target_arch = "x86_64")]
+        if low.len() == super::PANEL && super::available() {
+            let zeros = [0f32; super::PANEL];
+            let high = high.unwrap_or(&zeros);
+            // SAFETY: the features were detected at run time; each of the
+            // three slices holds PANEL = 32 values.
+            unsafe { interleave_32(low.as_ptr(), high.as_ptr(), words.as_mut_ptr()) };
+            return;
+        }
+        for (c, word) in words.iter_mut().enumerate() {
+            *word = match (low.get(c), high) {
+                (Some(&l), Some(h)) => super::pair(&[l, h[c]]),
+                (Some(&l), None) => super::pair(&[l]),
+                (None, _) => 0,
+            };
+        }
+    }
+
+    /// [`interleave`] of 32 columns: both rows rounded by one
+    /// `vcvtne2ps2bf16` each half, their halves interleaved by `vpermw`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    unsafe fn interleave_32(low: *const f32, high: *const f32, words: *mut u32) {
+        // SAFETY: the caller guarantees 32 readable values in `low` and
+        // `high` and 32 writable words; the loads and stores are unaligned.
+        unsafe {
+            // Word c of a half takes bf16 c (low's) and 16 + c (high's).
+            let order = _mm512_set_epi16(
+                31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5,
+                20, 4, 19, 3, 18, 2, 17, 1, 16, 0,
+            );
+            for half in 0..2 {
+                let l = _mm512_loadu_ps(low.add(16 * half));
+                let h = _mm512_loadu_ps(high.add(16 * half));
+                let both: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(h, l));
+                let words_ = _mm512_permutexvar_epi16(order, both);
+                _mm512_storeu_si512(words.add(16 * half) as *mut __m512i, words_);
+            }
         }
     }
 
@@ -729,6 +897,83 @@ mod tests {
         .enumerate()
         {
             check(rows, out, input, i as u64);
+        }
+    }
+
+    /// `a · B` through [`round_rows_into`], [`pack_rows`] or
+    /// [`pack_transposed`] and [`product_into`], against the rounded
+    /// operands' product in f64, with `a` and the matrices strided in
+    /// bigger buffers and the buffers reused dirty between calls.
+    fn check_small(rows: usize, n: usize, m: usize, seed: u64, words: &mut [Vec<u32>; 2]) {
+        let mut seed = seed | 1;
+        let (a_stride, b_stride) = (n + 3, m + 5);
+        let a = random(rows * a_stride, &mut seed);
+        // B as rows (n × m) and the same values as its transpose's rows.
+        let b = random(n * b_stride, &mut seed);
+        let t_stride = n + 1;
+        let mut t = vec![f32::NAN; m * t_stride];
+        for l in 0..n {
+            for j in 0..m {
+                t[j * t_stride + l] = b[l * b_stride + j];
+            }
+        }
+        let r = |v: f32| from_bf16(to_bf16(v)) as f64;
+        for transposed in [false, true] {
+            let [rounded, packed] = &mut *words;
+            round_rows_into(&a, rows, n, a_stride, rounded);
+            if transposed {
+                pack_transposed(&t, n, m, t_stride, packed);
+            } else {
+                pack_rows(&b, n, m, b_stride, packed);
+            }
+            let c_stride = m + 2;
+            let mut c = vec![f32::NAN; rows * c_stride];
+            product_into(rounded, rows, n.div_ceil(2), packed, m, &mut c, c_stride);
+            for i in 0..rows {
+                for j in 0..m {
+                    let (mut want, mut scale) = (0f64, 0f64);
+                    for l in 0..n {
+                        let p = r(a[i * a_stride + l]) * r(b[l * b_stride + j]);
+                        want += p;
+                        scale += p.abs();
+                    }
+                    let got = c[i * c_stride + j] as f64;
+                    assert!(
+                        (got - want).abs() <= 1e-6 * scale + 1e-30,
+                        "transposed {transposed}, {rows}×{n}·{n}×{m} at ({i}, {j}): {got} vs {want}"
+                    );
+                }
+                // The gaps between the rows are not written.
+                assert!(c[i * c_stride + m..][..2].iter().all(|v| v.is_nan()));
+            }
+        }
+    }
+
+    #[test]
+    fn attention_products_match_the_rounded_reference() {
+        if !available() {
+            eprintln!("skipped: this CPU lacks AVX-512 BF16");
+            return;
+        }
+        let mut words = [vec![7u32; 9000], vec![u32::MAX; 9000]];
+        // Head sizes 32, 64 and 128 against short and long inputs; odd
+        // sums; tails of tiles and panels; one of everything.
+        for (i, (rows, n, m)) in [
+            (1, 1, 1),
+            (50, 32, 50),
+            (50, 50, 32),
+            (64, 64, 97),
+            (33, 128, 31),
+            (9, 7, 33),
+            (8, 255, 64),
+            (3, 2, 65),
+            (0, 4, 4),
+            (5, 0, 3),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            check_small(rows, n, m, i as u64, &mut words);
         }
     }
 
