@@ -42,9 +42,8 @@ pub fn run(setup: &Setup, command: ModelsCommand) -> Result<ExitCode> {
                         _ => "",
                     };
                     println!(
-                        "embed.precision = \"{asked}\": the encoder runs in {runs} ({}{bits}{}) on this CPU",
-                        runs.kernel(),
-                        attention(runs)
+                        "embed.precision = \"{asked}\": the encoder runs in {runs} ({}{bits}) on this CPU",
+                        runs.kernel()
                     )
                 }
                 Err(message) => println!("embed.precision = \"{asked}\": {message}"),
@@ -162,8 +161,8 @@ pub fn run(setup: &Setup, command: ModelsCommand) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// What a model running its products at `runs` does with its attention's,
-/// for `models list`: `, attention in bf16` where it runs them in bf16.
+/// What prompt evaluation at `runs` does with its attention's products, for
+/// `models list`: `, attention in bf16` where it runs them in bf16.
 fn attention(runs: docent_embed::Precision) -> &'static str {
     let reduced = matches!(
         runs,

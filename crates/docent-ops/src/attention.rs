@@ -45,7 +45,8 @@ pub enum Products {
 impl Products {
     /// bf16 for a model whose matrix products already run in bf16 or int8
     /// (`reduced`), on a CPU with AVX-512 BF16; else f32. A model asked to
-    /// run in f32 keeps f32 attention.
+    /// run in f32 keeps f32 attention. The generator's prompts take it; the
+    /// encoder keeps f32 (see `docent_embed::encoder`).
     pub fn for_model(reduced: bool) -> Products {
         if reduced && crate::bf16::available() {
             Products::Bf16

@@ -465,11 +465,7 @@ impl EncoderReranker {
             .resolve_cross_encoder()
             .map_err(|message| Error::setting("rerank.precision", message))?;
         let config = docent_embed::read_config(&dir.join(onnx::CONFIG))?;
-        // Its int8 form follows the ONNX graph's arithmetic, whose attention
-        // is f32: bf16 attention moved a score by 0.146, past ONNX Runtime's
-        // own spread on the same file (0.127).
-        let encoder = docent_embed::load_encoder(&dir.join(onnx::WEIGHTS), &config, precision)?
-            .with_attention(docent_ops::attention::Products::F32);
+        let encoder = docent_embed::load_encoder(&dir.join(onnx::WEIGHTS), &config, precision)?;
         if !encoder.classifies() {
             return Err(Error::InvalidInput(format!(
                 "{} is not a cross-encoder (no classifier)",
