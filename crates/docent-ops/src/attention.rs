@@ -578,6 +578,13 @@ mod tests {
             .unwrap()
     }
 
+    /// Part `p` (Q, K or V) of input `b`'s head `h` of `(3, batch, heads,
+    /// seq, head_dim)`, as `seq · head_dim` values.
+    fn head_part(qkv: &Tensor, p: usize, b: usize, h: usize) -> Vec<f32> {
+        let t = qkv.get(p).unwrap().get(b).unwrap().get(h).unwrap();
+        t.flatten_all().unwrap().to_vec1().unwrap()
+    }
+
     /// The same arithmetic on each head's Q, K and V copied out
     /// contiguously (the layout the op took before it read them in place).
     fn on_copies(qkv: &Tensor, bias: &[f32], batch: usize, heads: usize) -> Vec<f32> {
@@ -587,11 +594,11 @@ mod tests {
         let mut scores = vec![0f32; seq * seq];
         for b in 0..batch {
             for h in 0..heads {
-                let part = |p: usize| -> Vec<f32> {
-                    let t = qkv.get(p).unwrap().get(b).unwrap().get(h).unwrap();
-                    t.flatten_all().unwrap().to_vec1().unwrap()
-                };
-                let (q, k, v) = (part(0), part(1), part(2));
+                let (q, k, v) = (
+                    head_part(qkv, 0, b, h),
+                    head_part(qkv, 1, b, h),
+                    head_part(qkv, 2, b, h),
+                );
                 fn strided(x: &[f32], cols: usize) -> kernel::Strided<'_> {
                     kernel::Strided::new(x, x.len() / cols, cols, cols)
                 }
@@ -752,11 +759,11 @@ mod tests {
         let mut worst = 0f64;
         for b in 0..batch {
             for h in 0..heads {
-                let part = |p: usize| -> Vec<f32> {
-                    let t = qkv.get(p).unwrap().get(b).unwrap().get(h).unwrap();
-                    t.flatten_all().unwrap().to_vec1().unwrap()
-                };
-                let (q, k, v) = (part(0), part(1), part(2));
+                let (q, k, v) = (
+                    head_part(&qkv, 0, b, h),
+                    head_part(&qkv, 1, b, h),
+                    head_part(&qkv, 2, b, h),
+                );
                 for i in 0..seq {
                     let mut p: Vec<f64> = (0..seq)
                         .map(|j| {
