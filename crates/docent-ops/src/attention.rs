@@ -55,13 +55,6 @@ impl Products {
         }
     }
 
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Products::F32 => "f32",
-            Products::Bf16 => "bf16",
-        }
-    }
-
     /// An error unless this CPU runs these products.
     fn check(self, op: &str) -> Result<()> {
         if self == Products::Bf16 && !crate::bf16::available() {

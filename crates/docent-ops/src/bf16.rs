@@ -224,35 +224,21 @@ impl Bf16Matrix {
         }
         let width = (panels.end * PANEL).min(self.out) - panels.start * PANEL;
         assert!(x.len() >= rows * self.input && stride >= width && dst.len() >= rows * stride);
-        let mut a = vec![0u32; rows * self.pairs];
-        for (src, pairs) in x
-            .chunks_exact(self.input)
-            .zip(a.chunks_exact_mut(self.pairs))
-        {
-            kernel::round_row(src, pairs);
-        }
-        let packed = self.packed();
+        let mut a = Vec::new();
+        round_rows_into(x, rows, self.input, self.input, &mut a);
         for block in (0..rows).step_by(BLOCK_ROWS) {
-            let block_rows = BLOCK_ROWS.min(rows - block);
-            for j in panels.clone() {
-                let panel = &packed[j * self.pairs * PANEL..][..self.pairs * PANEL];
-                let column = (j - panels.start) * PANEL;
-                let columns = PANEL.min(self.out - j * PANEL);
-                let mut r = block;
-                while r < block + block_rows {
-                    let tile = TILE_ROWS.min(block + block_rows - r);
-                    kernel::tile(
-                        &a[r * self.pairs..(r + tile) * self.pairs],
-                        self.pairs,
-                        panel,
-                        &mut dst[r * stride + column..],
-                        stride,
-                        tile,
-                        columns,
-                    );
-                    r += tile;
-                }
-            }
+            let block = block..block + BLOCK_ROWS.min(rows - block);
+            let (packed, pairs) = (self.packed(), self.pairs);
+            tiles(
+                &a,
+                pairs,
+                block,
+                packed,
+                panels.clone(),
+                self.out,
+                dst,
+                stride,
+            );
         }
     }
 }
@@ -392,8 +378,7 @@ pub fn pack_rows(src: &[f32], n: usize, m: usize, stride: usize, dst: &mut Vec<u
 pub fn round_rows_into(src: &[f32], rows: usize, cols: usize, stride: usize, dst: &mut Vec<u32>) {
     let pairs = cols.div_ceil(2);
     assert!(rows == 0 || (rows - 1) * stride + cols <= src.len());
-    dst.clear();
-    dst.resize(rows * pairs, 0);
+    let dst = reuse(dst, rows * pairs);
     for (r, row) in dst.chunks_exact_mut(pairs.max(1)).take(rows).enumerate() {
         kernel::round_row(&src[r * stride..][..cols], &mut row[..pairs]);
     }
@@ -429,17 +414,46 @@ pub fn product_into(
     // the kernel only writes (f32 values); the layouts are the same.
     #[allow(unsafe_code)]
     let c = unsafe { &mut *(c as *mut [f32] as *mut [MaybeUninit<f32>]) };
-    for (q, panel) in packed.chunks_exact(pairs * PANEL).enumerate() {
-        let columns = PANEL.min(m - q * PANEL);
-        let mut r = 0;
-        while r < rows {
-            let tile = TILE_ROWS.min(rows - r);
+    tiles(
+        a,
+        pairs,
+        0..rows,
+        packed,
+        0..m.div_ceil(PANEL),
+        m,
+        c,
+        c_stride,
+    );
+}
+
+/// The rows `rows` of `a` (`pairs` words a row) times the panels `panels`
+/// of `packed` (`pairs · PANEL` words each; `out` columns in all), in tiles
+/// of [`TILE_ROWS`] rows: into rows of `dst`, `stride` apart, whose first
+/// column is the first panel's first column.
+#[allow(clippy::too_many_arguments)]
+fn tiles(
+    a: &[u32],
+    pairs: usize,
+    rows: std::ops::Range<usize>,
+    packed: &[u32],
+    panels: std::ops::Range<usize>,
+    out: usize,
+    dst: &mut [MaybeUninit<f32>],
+    stride: usize,
+) {
+    for j in panels.clone() {
+        let panel = &packed[j * pairs * PANEL..][..pairs * PANEL];
+        let column = (j - panels.start) * PANEL;
+        let columns = PANEL.min(out - j * PANEL);
+        let mut r = rows.start;
+        while r < rows.end {
+            let tile = TILE_ROWS.min(rows.end - r);
             kernel::tile(
                 &a[r * pairs..(r + tile) * pairs],
                 pairs,
                 panel,
-                &mut c[r * c_stride + q * PANEL..],
-                c_stride,
+                &mut dst[r * stride + column..],
+                stride,
                 tile,
                 columns,
             );
