@@ -27,11 +27,20 @@ export CANDLE_NUM_THREADS=2 RAYON_NUM_THREADS=2
 # CPU with fewer features runs; the 256-bit variants (avx2, avx-vnni) also
 # keep docent's row-wise loops at AVX2 width (DOCENT_AVX512=off), as on a
 # CPU without AVX-512.
+# ST_ISA=avx2 holds PyTorch to AVX2 as well (ATen, oneDNN and MKL), for the
+# fair comparison with "int8:avx2": on a CPU without AVX-512 both sides run
+# AVX2.
+st_env=()
+case ${ST_ISA:-} in
+  "") ;;
+  avx2) st_env=(ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2) ;;
+  *) echo "ST_ISA: only avx2 is known (got $ST_ISA)" >&2; exit 2 ;;
+esac
 rounds=${ROUNDS:-3}
 precisions=${DOCENT_PRECISIONS:-f32 auto}
 results=$(mktemp -d)
 for round in $(seq "$rounds"); do
-  "$venv/bin/python" bench/st_embed.py "$st_dir" --threads 2 >"$results/$round-st.json"
+  env "${st_env[@]}" "$venv/bin/python" bench/st_embed.py "$st_dir" --threads 2 >"$results/$round-st.json"
   for p in $precisions; do
     variant="" avx512=""
     if [[ $p == *:* ]]; then variant=${p#*:}; fi
@@ -51,7 +60,8 @@ feats = next((r["report"].get("cpu_features") for r in rows if r["side"] != "st"
 ran = {r["side"]: r["report"].get("precision") for r in rows if r["side"] != "st"}
 st = statistics.median(by["st"])
 print(f"CPU: {cpu} ({', '.join(feats)})")
-print(f"sentence-transformers: {st:.1f} sentences/s (rounds {[round(x, 1) for x in by['st']]})")
+held = os.environ.get("ST_ISA")
+print(f"sentence-transformers{' held to ' + held if held else ''}: {st:.1f} sentences/s (rounds {[round(x, 1) for x in by['st']]})")
 for side, rates in by.items():
     if side == "st":
         continue

@@ -9,10 +9,13 @@
 #
 # llama.cpp is not part of docent. Build llama-bench once from the
 # llama-cpp-python sdist (it vendors llama.cpp), outside the repository:
-#   pip download --no-deps --no-binary :all: llama-cpp-python==0.3.36 -d /tmp/lcpp
+#   (apt-get install cmake ninja-build; pip prepares the sdist's metadata with
+#   its build backend, so give it one: python3 -m venv /tmp/lcpp/v &&
+#   /tmp/lcpp/v/bin/pip install scikit-build-core)
+#   /tmp/lcpp/v/bin/pip download --no-deps --no-binary :all: --no-build-isolation llama-cpp-python==0.3.36 -d /tmp/lcpp
 #   (cd /tmp/lcpp && tar xzf llama_cpp_python-0.3.36.tar.gz)
 #   cd /tmp/lcpp/llama_cpp_python-0.3.36/vendor/llama.cpp
-#   cmake -B build -G Ninja -DGGML_NATIVE=ON -DLLAMA_CURL=OFF && cmake --build build --target llama-bench
+#   cmake -B build -G Ninja -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DCMAKE_BUILD_TYPE=Release && cmake --build build --target llama-bench
 # Usage: LLAMA_BENCH=/path/to/llama-bench bench/generate_side_by_side.sh [MODEL...]
 #   (from the repository root, after `cargo build --release`; MODEL defaults
 #   to smollm2-135m-instruct and qwen2.5-0.5b-instruct)
