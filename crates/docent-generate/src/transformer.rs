@@ -280,6 +280,30 @@ impl Kernel {
         })
     }
 
+    /// `out` rows of `input` values of `format`, all zero, for
+    /// [`Kernel::read_rows`].
+    fn zeroed(format: GgmlDType, out: usize, input: usize) -> Result<Kernel> {
+        let e = candle_core::Error::msg;
+        Ok(match format {
+            GgmlDType::Q8_0 => Kernel::Q8(Q8Matrix::zeroed(out, input).map_err(e)?),
+            GgmlDType::Q4K => Kernel::Q4k(Q4kMatrix::zeroed(out, input).map_err(e)?),
+            GgmlDType::Q6K => Kernel::Q6k(Q6kMatrix::zeroed(out, input).map_err(e)?),
+            other => bail!("docent has no decoding kernel for {other:?}"),
+        })
+    }
+
+    /// Reads ggml rows `first..first + out` from `reader` into this matrix
+    /// (of one format).
+    fn read_rows(&mut self, first: usize, out: usize, reader: &mut impl Read) -> Result<()> {
+        match self {
+            Kernel::Q8(m) => m.read_rows(first, out, reader)?,
+            Kernel::Q4k(m) => m.read_rows(first, out, reader)?,
+            Kernel::Q6k(m) => m.read_rows(first, out, reader)?,
+            Kernel::Mixed(_) => bail!("rows are read into a matrix of one format"),
+        }
+        Ok(())
+    }
+
     /// The parts' rows as one matrix.
     fn from_qtensors(parts: &[QTensor]) -> Result<Kernel> {
         let parts = parts
@@ -307,7 +331,12 @@ impl Kernel {
             }
         }
         let mut joined = Vec::with_capacity(runs.len());
-        for run in runs {
+        for mut run in runs {
+            if run.len() == 1 {
+                // Already one matrix: no copy.
+                joined.extend(run.pop());
+                continue;
+            }
             macro_rules! join {
                 ($variant:ident, $matrix:ident) => {{
                     let matrices = run
@@ -447,17 +476,36 @@ impl<R: Read + Seek> Gguf<'_, R> {
 
     /// The named matrices read from the file straight into the kernels'
     /// layouts, without a `QTensor` in between.
+    /// The named matrices' rows, one after another, on docent's decoding
+    /// kernels. Each run of consecutive parts in one format is read straight
+    /// into one matrix: reading the parts and then concatenating them
+    /// wrote every weight twice into fresh memory, which these virtual
+    /// machines can hand out slowly (a third of a 1.5B model's load when
+    /// they did).
     fn kernel(&mut self, names: &[String]) -> Result<Kernel> {
         let mut parts = Vec::with_capacity(names.len());
         for name in names {
             let info = self.info(name)?;
             let (out, input) = info.shape.dims2()?;
-            let format = info.ggml_dtype;
             let at = self.content.tensor_data_offset + info.offset;
-            self.reader.seek(std::io::SeekFrom::Start(at))?;
-            parts.push(Kernel::read(format, self.reader, out, input)?);
+            parts.push((info.ggml_dtype, out, input, at));
         }
-        Kernel::concat(parts)
+        let mut runs = Vec::new();
+        for run in parts.chunk_by(|a, b| a.0 == b.0) {
+            let (format, _, input, _) = run[0];
+            if run.iter().any(|&(_, _, i, _)| i != input) {
+                bail!("the matrices {names:?} have different inputs");
+            }
+            let mut kernel = Kernel::zeroed(format, run.iter().map(|p| p.1).sum(), input)?;
+            let mut first = 0;
+            for &(_, out, _, at) in run {
+                self.reader.seek(std::io::SeekFrom::Start(at))?;
+                kernel.read_rows(first, out, self.reader)?;
+                first += out;
+            }
+            runs.push(kernel);
+        }
+        Kernel::concat(runs)
     }
 
     fn has(&self, name: &str) -> bool {

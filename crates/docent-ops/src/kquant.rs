@@ -107,17 +107,53 @@ impl<F: Format> KMatrix<F> {
         out: usize,
         input: usize,
     ) -> std::io::Result<Self> {
-        let row = Self::row_bytes(input).map_err(std::io::Error::other)?;
+        let mut matrix = Self::zeroed(out, input).map_err(std::io::Error::other)?;
+        matrix.read_rows(0, out, reader)?;
+        Ok(matrix)
+    }
+
+    /// `out` rows of `input` values, all zero, for [`KMatrix::read_rows`]
+    /// to fill: several ggml matrices read into one, where
+    /// [`KMatrix::concat`] would copy them all again into fresh memory.
+    pub fn zeroed(out: usize, input: usize) -> Result<Self, String> {
+        Self::row_bytes(input)?;
         let supers = input / SUPER;
-        let mut quants = vec![0u8; out * supers * F::QUANTS];
-        let mut scales = vec![0u8; out * supers * 16];
-        let mut d = vec![0f32; out * supers * F::D];
+        Ok(KMatrix {
+            out,
+            input,
+            quants: vec![0u8; out * supers * F::QUANTS],
+            scales: vec![0u8; out * supers * 16],
+            d: vec![0f32; out * supers * F::D],
+            format: PhantomData,
+        })
+    }
+
+    /// Reads ggml rows `first..first + out` of this matrix from `reader`, a
+    /// few hundred kilobytes at a time. An error if the matrix has fewer
+    /// than `first + out` rows.
+    pub fn read_rows(
+        &mut self,
+        first: usize,
+        out: usize,
+        reader: &mut impl std::io::Read,
+    ) -> std::io::Result<()> {
+        if first + out > self.out {
+            return Err(std::io::Error::other(format!(
+                "rows {first}..{} of a {} matrix of {} rows",
+                first + out,
+                F::NAME,
+                self.out
+            )));
+        }
+        let row = Self::row_bytes(self.input).map_err(std::io::Error::other)?;
+        let supers = self.input / SUPER;
+        let rows = |per: usize| first * supers * per..(first + out) * supers * per;
         let chunk_rows = (READ_BYTES / row).max(1);
         let mut buffer = vec![0u8; chunk_rows * row];
-        for ((q, s), d) in quants
+        for ((q, s), d) in self.quants[rows(F::QUANTS)]
             .chunks_mut(chunk_rows * supers * F::QUANTS)
-            .zip(scales.chunks_mut(chunk_rows * supers * 16))
-            .zip(d.chunks_mut(chunk_rows * supers * F::D))
+            .zip(self.scales[rows(16)].chunks_mut(chunk_rows * supers * 16))
+            .zip(self.d[rows(F::D)].chunks_mut(chunk_rows * supers * F::D))
         {
             let data = &mut buffer[..q.len() / F::QUANTS * F::BLOCK_BYTES];
             reader.read_exact(data)?;
@@ -127,14 +163,7 @@ impl<F: Format> KMatrix<F> {
                 .zip(data.par_chunks(F::BLOCK_BYTES))
                 .for_each(|(((q, s), d), block)| F::unpack(block, q, s, d));
         }
-        Ok(KMatrix {
-            out,
-            input,
-            quants,
-            scales,
-            d,
-            format: PhantomData,
-        })
+        Ok(())
     }
 
     /// Bytes of one ggml row of `input` values.
@@ -509,6 +538,29 @@ pub(crate) mod testing {
         assert!(KMatrix::<F>::from_ggml(&data[..row], 1, input - 32).is_err());
         assert!(KMatrix::<F>::from_ggml(&data[..row], 2, input).is_err());
         assert!(KMatrix::<F>::concat(Vec::new()).is_err());
+        // The same two parts read into one matrix (the second first, and
+        // past the end of a read), as the generator's loader does.
+        let mut into = KMatrix::<F>::zeroed(out, input).unwrap();
+        into.read_rows(100, out - 100, &mut &data[100 * row..])
+            .unwrap();
+        assert_ne!(
+            into.matvec(&x, 1),
+            whole.matvec(&x, 1),
+            "rows 0..100 unread"
+        );
+        into.read_rows(0, 100, &mut &data[..100 * row]).unwrap();
+        assert_eq!(into.quants, whole.quants);
+        assert_eq!(into.scales, whole.scales);
+        assert_eq!(into.d, whole.d);
+        assert!(
+            into.read_rows(out - 1, 2, &mut &data[..]).is_err(),
+            "past the last row"
+        );
+        assert!(
+            into.read_rows(0, 2, &mut &data[..row]).is_err(),
+            "a short reader"
+        );
+        assert!(KMatrix::<F>::zeroed(1, input - 32).is_err());
         // Zero activations give zeros; a non-finite one, NaN.
         let small = KMatrix::<F>::from_ggml(&data[..9 * row], 9, input).unwrap();
         for variant in crate::q8::variants() {

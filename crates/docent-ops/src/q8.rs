@@ -122,15 +122,50 @@ impl Q8Matrix {
         out: usize,
         input: usize,
     ) -> std::io::Result<Q8Matrix> {
+        let mut matrix = Self::zeroed(out, input).map_err(std::io::Error::other)?;
+        matrix.read_rows(0, out, reader)?;
+        Ok(matrix)
+    }
+
+    /// `out` rows of `input` values, all zero, for [`Q8Matrix::read_rows`]
+    /// to fill: several ggml matrices read into one, where
+    /// [`Q8Matrix::concat`] would copy them all again into fresh memory.
+    pub fn zeroed(out: usize, input: usize) -> Result<Q8Matrix, String> {
+        Self::row_bytes(input)?;
+        Ok(Q8Matrix {
+            out,
+            input,
+            quants: vec![0i8; out * input],
+            scales: vec![0u16; out * (input / BLOCK)],
+        })
+    }
+
+    /// Reads ggml `Q8_0` rows `first..first + out` of this matrix from
+    /// `reader`, a few hundred kilobytes at a time. An error if the matrix
+    /// has fewer than `first + out` rows.
+    pub fn read_rows(
+        &mut self,
+        first: usize,
+        out: usize,
+        reader: &mut impl std::io::Read,
+    ) -> std::io::Result<()> {
+        if first + out > self.out {
+            return Err(std::io::Error::other(format!(
+                "rows {first}..{} of a Q8_0 matrix of {} rows",
+                first + out,
+                self.out
+            )));
+        }
+        let input = self.input;
         let row = Self::row_bytes(input).map_err(std::io::Error::other)?;
         let blocks = input / BLOCK;
-        let mut quants = vec![0i8; out * input];
-        let mut scales = vec![0u16; out * blocks];
         let chunk_rows = (READ_BYTES / row).max(1);
         let mut buffer = vec![0u8; chunk_rows * row];
-        for (q, s) in quants
+        for (q, s) in self.quants[first * input..(first + out) * input]
             .chunks_mut(chunk_rows * input)
-            .zip(scales.chunks_mut(chunk_rows * blocks))
+            .zip(
+                self.scales[first * blocks..(first + out) * blocks].chunks_mut(chunk_rows * blocks),
+            )
         {
             let data = &mut buffer[..q.len() / input * row];
             reader.read_exact(data)?;
@@ -146,12 +181,7 @@ impl Q8Matrix {
                     }
                 });
         }
-        Ok(Q8Matrix {
-            out,
-            input,
-            quants,
-            scales,
-        })
+        Ok(())
     }
 
     /// Bytes of one ggml `Q8_0` row of `input` values.
@@ -692,5 +722,21 @@ mod tests {
         .unwrap();
         assert_eq!(both.out(), 9);
         assert_eq!(both.matvec(&x, 1), [one, two].concat());
+        // The same parts read into one matrix, the second first, as the
+        // generator's loader does.
+        let mut into = Q8Matrix::zeroed(9, input).unwrap();
+        into.read_rows(6, 3, &mut &d2[..]).unwrap();
+        into.read_rows(0, 6, &mut &d1[..]).unwrap();
+        assert_eq!(into.quants, both.quants);
+        assert_eq!(into.scales, both.scales);
+        assert!(
+            into.read_rows(8, 2, &mut &d2[..]).is_err(),
+            "past the last row"
+        );
+        assert!(
+            into.read_rows(0, 6, &mut &d1[..d1.len() - 1]).is_err(),
+            "a short reader"
+        );
+        assert!(Q8Matrix::zeroed(1, 31).is_err());
     }
 }
