@@ -137,14 +137,7 @@ impl<F: Format> KMatrix<F> {
         out: usize,
         reader: &mut impl std::io::Read,
     ) -> std::io::Result<()> {
-        if first + out > self.out {
-            return Err(std::io::Error::other(format!(
-                "rows {first}..{} of a {} matrix of {} rows",
-                first + out,
-                F::NAME,
-                self.out
-            )));
-        }
+        crate::q8::rows_fit(first, out, self.out, F::NAME)?;
         let row = Self::row_bytes(self.input).map_err(std::io::Error::other)?;
         let supers = self.input / SUPER;
         let rows = |per: usize| first * supers * per..(first + out) * supers * per;

@@ -149,13 +149,7 @@ impl Q8Matrix {
         out: usize,
         reader: &mut impl std::io::Read,
     ) -> std::io::Result<()> {
-        if first + out > self.out {
-            return Err(std::io::Error::other(format!(
-                "rows {first}..{} of a Q8_0 matrix of {} rows",
-                first + out,
-                self.out
-            )));
-        }
+        rows_fit(first, out, self.out, "Q8_0")?;
         let input = self.input;
         let row = Self::row_bytes(input).map_err(std::io::Error::other)?;
         let blocks = input / BLOCK;
@@ -309,6 +303,18 @@ pub(crate) fn shared_input(mut inputs: impl Iterator<Item = usize>) -> Result<us
         Some(other) => Err(format!("inputs of {input} and {other} differ")),
         None => Ok(input),
     }
+}
+
+/// An error unless rows `first..first + out` are within a `format` matrix
+/// of `rows` rows.
+pub(crate) fn rows_fit(first: usize, out: usize, rows: usize, format: &str) -> std::io::Result<()> {
+    if first.checked_add(out).is_some_and(|end| end <= rows) {
+        return Ok(());
+    }
+    Err(std::io::Error::other(format!(
+        "rows {first}..{} of a {format} matrix of {rows} rows",
+        first.saturating_add(out)
+    )))
 }
 
 /// `out` outputs computed in pieces of [`TASK_ROWS`] by `fill(first
