@@ -5,7 +5,7 @@
 
 use crate::chat::ChatTemplate;
 use crate::tokenizer::{GgufTokenizer, as_u32};
-use crate::transformer::{DenseCache, Prefill, Transformer};
+use crate::transformer::{DecodeCache, DenseCache, Prefill, Transformer};
 use crate::weights_cache::WeightsCache;
 use candle_core::Device;
 use candle_core::quantized::gguf_file::{self, Content};
@@ -232,6 +232,10 @@ impl GgufGenerator {
             }
             _ => DenseCache::default(),
         };
+        let mut decode_cache = match (&cache, prefill) {
+            (Some(cache), Prefill::F32 | Prefill::Bf16 | Prefill::Int8(_)) => cache.read_decode(),
+            _ => DecodeCache::default(),
+        };
         let model = Transformer::load(
             &content,
             &mut reader,
@@ -239,6 +243,7 @@ impl GgufGenerator {
             context_length,
             prefill,
             &mut dense_cache,
+            &mut decode_cache,
         )
         .map_err(|e| load_error(path, "weights", e))?;
         if let Some(cache) = &cache
@@ -250,6 +255,17 @@ impl GgufGenerator {
                 match cache.write_dense(prefill, &model.dense()) {
                     Ok(()) => cache_report.written.push("dense prompt weights"),
                     Err(e) => tracing::warn!("cannot write the weights cache: {e}"),
+                }
+            }
+            let kernels = model.decode_kernels();
+            if !kernels.is_empty() {
+                if !decode_cache.stale {
+                    cache_report.read.push("decoding weights");
+                } else {
+                    match cache.write_decode(&kernels) {
+                        Ok(()) => cache_report.written.push("decoding weights"),
+                        Err(e) => tracing::warn!("cannot write the weights cache: {e}"),
+                    }
                 }
             }
         }

@@ -123,6 +123,37 @@ pub(crate) struct DenseCache {
     pub(crate) stale: bool,
 }
 
+/// Decoding matrices read back from the weights cache (mapped), in load
+/// order: one entry per projection that decodes on docent's kernels. An
+/// entry whose formats or shapes do not fit is read from the GGUF instead,
+/// and the cache is marked stale so that it is written again.
+#[derive(Default)]
+pub(crate) struct DecodeCache {
+    pub(crate) items: std::collections::VecDeque<Kernel>,
+    pub(crate) stale: bool,
+}
+
+impl DecodeCache {
+    /// The next entry, if its matrices are `runs` (format, rows, input).
+    pub(crate) fn take(&mut self, runs: &[(GgmlDType, usize, usize)]) -> Option<Kernel> {
+        let next = self.items.pop_front();
+        let fits = next.as_ref().is_some_and(|k| {
+            let leaves = k.leaves();
+            leaves.len() == runs.len()
+                && leaves.iter().zip(runs).all(|(l, &(f, out, input))| {
+                    l.format() == Some(f) && l.out() == out && l.input() == input
+                })
+        });
+        if fits {
+            return next;
+        }
+        // Out of step from here on: read the rest from the GGUF.
+        self.items.clear();
+        self.stale = true;
+        None
+    }
+}
+
 impl Projection {
     fn load<R: Read + Seek>(
         gguf: &mut Gguf<'_, R>,
@@ -166,11 +197,11 @@ impl Projection {
                 }
             }
             if kernel {
-                (
-                    Vec::new(),
-                    Some(Kernel::from_qtensors(&quantized)?),
-                    dense_parts,
-                )
+                let decode = match gguf.cached_kernel(&weights)? {
+                    Some(k) => k,
+                    None => Kernel::from_qtensors(&quantized)?,
+                };
+                (Vec::new(), Some(decode), dense_parts)
             } else {
                 let quantized = quantized
                     .into_iter()
@@ -249,7 +280,7 @@ impl Projection {
 }
 
 /// A matrix on docent's decoding kernels.
-enum Kernel {
+pub(crate) enum Kernel {
     Q8(Q8Matrix),
     Q4k(Q4kMatrix),
     Q6k(Q6kMatrix),
@@ -305,7 +336,7 @@ impl Kernel {
     }
 
     /// The parts' rows as one matrix.
-    fn from_qtensors(parts: &[QTensor]) -> Result<Kernel> {
+    pub(crate) fn from_qtensors(parts: &[QTensor]) -> Result<Kernel> {
         let parts = parts
             .iter()
             .map(|p| {
@@ -369,7 +400,70 @@ impl Kernel {
         }
     }
 
-    fn input(&self) -> usize {
+    /// The matrices of one format it is made of, in order.
+    pub(crate) fn leaves(&self) -> Vec<&Kernel> {
+        match self {
+            Kernel::Mixed(parts) => parts.iter().flat_map(Kernel::leaves).collect(),
+            leaf => vec![leaf],
+        }
+    }
+
+    /// A leaf's format (`None` for [`Kernel::Mixed`]).
+    pub(crate) fn format(&self) -> Option<GgmlDType> {
+        match self {
+            Kernel::Q8(_) => Some(GgmlDType::Q8_0),
+            Kernel::Q4k(_) => Some(GgmlDType::Q4K),
+            Kernel::Q6k(_) => Some(GgmlDType::Q6K),
+            Kernel::Mixed(_) => None,
+        }
+    }
+
+    /// A leaf's arrays as bytes, for the weights cache.
+    pub(crate) fn stored(&self) -> Vec<&[u8]> {
+        match self {
+            Kernel::Q8(m) => m.stored().to_vec(),
+            Kernel::Q4k(m) => m.stored().to_vec(),
+            Kernel::Q6k(m) => m.stored().to_vec(),
+            Kernel::Mixed(_) => Vec::new(),
+        }
+    }
+
+    /// A leaf of `format` over the arrays [`Kernel::stored`] wrote at
+    /// `offset` in `bytes`, and where they end.
+    pub(crate) fn from_stored(
+        format: GgmlDType,
+        out: usize,
+        input: usize,
+        bytes: docent_ops::bf16::SharedBytes,
+        offset: usize,
+    ) -> Option<(Kernel, usize)> {
+        Some(match format {
+            GgmlDType::Q8_0 => {
+                let (m, end) = Q8Matrix::from_stored(out, input, bytes, offset)?;
+                (Kernel::Q8(m), end)
+            }
+            GgmlDType::Q4K => {
+                let (m, end) = Q4kMatrix::from_stored(out, input, bytes, offset)?;
+                (Kernel::Q4k(m), end)
+            }
+            GgmlDType::Q6K => {
+                let (m, end) = Q6kMatrix::from_stored(out, input, bytes, offset)?;
+                (Kernel::Q6k(m), end)
+            }
+            _ => return None,
+        })
+    }
+
+    /// The leaves as one matrix: the leaf itself, or [`Kernel::Mixed`].
+    pub(crate) fn from_leaves(mut leaves: Vec<Kernel>) -> Option<Kernel> {
+        match leaves.len() {
+            0 => None,
+            1 => leaves.pop(),
+            _ => Some(Kernel::Mixed(leaves)),
+        }
+    }
+
+    pub(crate) fn input(&self) -> usize {
         match self {
             Kernel::Q8(m) => m.input(),
             Kernel::Q4k(m) => m.input(),
@@ -378,7 +472,7 @@ impl Kernel {
         }
     }
 
-    fn out(&self) -> usize {
+    pub(crate) fn out(&self) -> usize {
         match self {
             Kernel::Q8(m) => m.out(),
             Kernel::Q4k(m) => m.out(),
@@ -388,7 +482,7 @@ impl Kernel {
     }
 
     /// `rows` rows of `input` values → `rows` rows of `out`.
-    fn matvec(&self, x: &[f32], rows: usize) -> Vec<f32> {
+    pub(crate) fn matvec(&self, x: &[f32], rows: usize) -> Vec<f32> {
         match self {
             Kernel::Q8(m) => m.matvec(x, rows),
             Kernel::Q4k(m) => m.matvec(x, rows),
@@ -447,6 +541,7 @@ struct Layer {
 struct Gguf<'a, R> {
     content: &'a Content,
     reader: &'a mut R,
+    decode: &'a mut DecodeCache,
 }
 
 impl<R: Read + Seek> Gguf<'_, R> {
@@ -483,6 +578,9 @@ impl<R: Read + Seek> Gguf<'_, R> {
     /// machines can hand out slowly (a third of a 1.5B model's load when
     /// they did).
     fn kernel(&mut self, names: &[String]) -> Result<Kernel> {
+        if let Some(cached) = self.cached_kernel(names)? {
+            return Ok(cached);
+        }
         let mut parts = Vec::with_capacity(names.len());
         for name in names {
             let info = self.info(name)?;
@@ -506,6 +604,21 @@ impl<R: Read + Seek> Gguf<'_, R> {
             runs.push(kernel);
         }
         Kernel::concat(runs)
+    }
+
+    /// The decoding matrices of `names` from the weights cache, if its
+    /// next entry has their formats and shapes.
+    fn cached_kernel(&mut self, names: &[String]) -> Result<Option<Kernel>> {
+        let mut runs: Vec<(GgmlDType, usize, usize)> = Vec::new();
+        for name in names {
+            let info = self.info(name)?;
+            let (out, input) = info.shape.dims2()?;
+            match runs.last_mut() {
+                Some(run) if run.0 == info.ggml_dtype && run.2 == input => run.1 += out,
+                _ => runs.push((info.ggml_dtype, out, input)),
+            }
+        }
+        Ok(self.decode.take(&runs))
     }
 
     fn has(&self, name: &str) -> bool {
@@ -559,13 +672,18 @@ impl Transformer {
         capacity: usize,
         prefill: Prefill,
         cache: &mut DenseCache,
+        decode: &mut DecodeCache,
     ) -> Result<Self> {
         let neox = match arch {
             "qwen2" => true,
             "llama" => false,
             other => bail!("architecture '{other}' is not supported (llama, qwen2 are)"),
         };
-        let mut gguf = Gguf { content, reader };
+        let mut gguf = Gguf {
+            content,
+            reader,
+            decode,
+        };
         if gguf.u32(&format!("{arch}.expert_count")).unwrap_or(0) > 1 {
             bail!("mixture-of-experts models are not supported");
         }
@@ -602,7 +720,10 @@ impl Transformer {
             Output::Ours(if separate {
                 gguf.kernel(&names)?
             } else {
-                Kernel::from_qtensors(std::slice::from_ref(&*embeddings))?
+                match gguf.cached_kernel(&names)? {
+                    Some(k) => k,
+                    None => Kernel::from_qtensors(std::slice::from_ref(&*embeddings))?,
+                }
             })
         } else if separate {
             Output::Candle(QMatMul::from_qtensor(gguf.tensor(name)?)?)
@@ -649,6 +770,9 @@ impl Transformer {
         if !cache.items.is_empty() {
             cache.stale = true;
         }
+        if !gguf.decode.items.is_empty() {
+            gguf.decode.stale = true;
+        }
         Ok(Transformer {
             embeddings,
             layers,
@@ -668,6 +792,25 @@ impl Transformer {
                 Prefill::Bf16 | Prefill::Int8(_)
             )),
         })
+    }
+
+    /// The decoding matrices in the order [`Transformer::load`] takes them
+    /// back from a [`DecodeCache`]: the output projection's, then each
+    /// layer's.
+    pub(crate) fn decode_kernels(&self) -> Vec<&Kernel> {
+        let output = match &self.output {
+            Output::Ours(k) => Some(k),
+            Output::Candle(_) => None,
+        };
+        output
+            .into_iter()
+            .chain(
+                self.layers
+                    .iter()
+                    .flat_map(|l| [&l.qkv, &l.out, &l.gate_up, &l.down])
+                    .filter_map(|p| p.decode.as_ref()),
+            )
+            .collect()
     }
 
     /// The dense prompt weights in the order [`Transformer::load`] takes
@@ -937,6 +1080,7 @@ mod tests {
                 512,
                 dense,
                 &mut DenseCache::default(),
+                &mut DecodeCache::default(),
             )
             .unwrap();
             // With dense prompt weights, decoding runs on docent's Q8_0

@@ -23,7 +23,8 @@
 //! fresh memory was two thirds of a load's time) and are shared by every
 //! process that loads the model.
 
-use crate::transformer::{Dense, DenseCache, Prefill};
+use crate::transformer::{DecodeCache, Dense, DenseCache, Kernel, Prefill};
+use candle_core::quantized::GgmlDType;
 use candle_core::quantized::gguf_file::Content;
 use candle_core::{Device, Tensor};
 use docent_ops::bf16::{Bf16Matrix, PANEL, SharedBytes};
@@ -38,6 +39,8 @@ use std::sync::Arc;
 const LAYOUT: &str = "v1";
 const MAGIC: &[u8; 8] = b"DOCENTDW";
 const VERSION: u32 = 1;
+const DECODE_MAGIC: &[u8; 8] = b"DOCENTDK";
+const DECODE_VERSION: u32 = 1;
 
 pub(crate) struct WeightsCache {
     dir: PathBuf,
@@ -82,6 +85,67 @@ impl WeightsCache {
     /// Writes `bytes` as the cached re-quantized model.
     pub(crate) fn write_requantized(&self, bytes: &[u8]) -> io::Result<()> {
         write_atomically(&self.requantized_path(), |w| w.write_all(bytes))
+    }
+
+    fn decode_path(&self) -> PathBuf {
+        self.dir.join("decode.bin")
+    }
+
+    /// The cached decoding matrices, mapped, in load order; empty and stale
+    /// when there are none or they do not read back whole.
+    pub(crate) fn read_decode(&self) -> DecodeCache {
+        match read_decode_file(&self.decode_path()) {
+            Ok(items) => DecodeCache {
+                items: items.into(),
+                stale: false,
+            },
+            Err(e) => {
+                if e.kind() != io::ErrorKind::NotFound {
+                    tracing::warn!(
+                        "ignoring the weights cache {}: {e}",
+                        self.decode_path().display()
+                    );
+                }
+                DecodeCache {
+                    items: Default::default(),
+                    stale: true,
+                }
+            }
+        }
+    }
+
+    /// Writes the decoding matrices (each a projection's, of one or more
+    /// formats). The header lists every matrix's format and shape; then
+    /// each matrix's arrays follow, each from a multiple of
+    /// [`docent_ops::STORED_ALIGN`] bytes.
+    pub(crate) fn write_decode(&self, kernels: &[&Kernel]) -> io::Result<()> {
+        let leaves: Vec<Vec<&Kernel>> = kernels.iter().map(|k| k.leaves()).collect();
+        write_atomically(&self.decode_path(), |w| {
+            let mut at = 0usize;
+            let mut put = |w: &mut BufWriter<File>, bytes: &[u8]| -> io::Result<()> {
+                at += bytes.len();
+                w.write_all(bytes)
+            };
+            put(w, DECODE_MAGIC)?;
+            put(w, &DECODE_VERSION.to_le_bytes())?;
+            put(w, &(leaves.len() as u32).to_le_bytes())?;
+            for entry in &leaves {
+                put(w, &(entry.len() as u32).to_le_bytes())?;
+                for leaf in entry {
+                    let code = leaf
+                        .format()
+                        .and_then(format_code)
+                        .ok_or_else(|| invalid("a decoding matrix of no stored format"))?;
+                    put(w, &code.to_le_bytes())?;
+                    put(w, &(leaf.out() as u64).to_le_bytes())?;
+                    put(w, &(leaf.input() as u64).to_le_bytes())?;
+                }
+            }
+            for leaf in leaves.iter().flatten() {
+                docent_ops::write_stored(w, &mut at, &leaf.stored())?;
+            }
+            Ok(())
+        })
     }
 
     /// The cached dense prompt weights of form `prefill`, in load order;
@@ -250,6 +314,71 @@ fn read_dense_file(path: &Path, prefill: Prefill) -> io::Result<Vec<Dense>> {
     Ok(items)
 }
 
+/// A decoding matrix's format as the decode file records it.
+fn format_code(format: GgmlDType) -> Option<u32> {
+    match format {
+        GgmlDType::Q8_0 => Some(1),
+        GgmlDType::Q4K => Some(2),
+        GgmlDType::Q6K => Some(3),
+        _ => None,
+    }
+}
+
+fn read_decode_file(path: &Path) -> io::Result<Vec<Kernel>> {
+    let bytes: SharedBytes = map_file(&File::open(path)?)?;
+    let mut at = 0usize;
+    let mut take = |n: usize| -> io::Result<&[u8]> {
+        let piece = bytes
+            .get(at..at + n)
+            .ok_or_else(|| invalid("the file ends inside its header"))?;
+        at += n;
+        Ok(piece)
+    };
+    let u32_at = |b: &[u8]| u32::from_le_bytes(b.try_into().expect("4 bytes"));
+    let u64_at = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("8 bytes"));
+    if take(8)? != DECODE_MAGIC || u32_at(take(4)?) != DECODE_VERSION {
+        return Err(invalid("not a decoding-weights file of this layout"));
+    }
+    let entries = u32_at(take(4)?);
+    let mut shapes = Vec::new();
+    for _ in 0..entries {
+        let leaves = u32_at(take(4)?);
+        let mut entry = Vec::new();
+        for _ in 0..leaves {
+            let format = match u32_at(take(4)?) {
+                1 => GgmlDType::Q8_0,
+                2 => GgmlDType::Q4K,
+                3 => GgmlDType::Q6K,
+                other => return Err(invalid(format!("unknown matrix format {other}"))),
+            };
+            let out = usize::try_from(u64_at(take(8)?)).map_err(io::Error::other)?;
+            let input = usize::try_from(u64_at(take(8)?)).map_err(io::Error::other)?;
+            entry.push((format, out, input));
+        }
+        shapes.push(entry);
+    }
+    let mut offset = at;
+    let mut kernels = Vec::with_capacity(shapes.len());
+    for entry in shapes {
+        let mut leaves = Vec::with_capacity(entry.len());
+        for (format, out, input) in entry {
+            // Mapped, not copied: the weights stay in the page cache.
+            let (leaf, end) = Kernel::from_stored(format, out, input, bytes.clone(), offset)
+                .ok_or_else(|| invalid("a decoding matrix out of place"))?;
+            leaves.push(leaf);
+            offset = end;
+        }
+        kernels.push(Kernel::from_leaves(leaves).ok_or_else(|| invalid("an empty entry"))?);
+    }
+    if offset != bytes.len() {
+        return Err(invalid(format!(
+            "{} bytes where the matrices end at {offset}",
+            bytes.len()
+        )));
+    }
+    Ok(kernels)
+}
+
 /// Maps `file` read-only and faults its pages in at once.
 #[allow(unsafe_code)]
 fn map_file(file: &File) -> io::Result<SharedBytes> {
@@ -340,6 +469,65 @@ fn model_sha256(path: &Path) -> io::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decoding_weights_map_back_as_written_and_damage_is_refused() {
+        use candle_core::quantized::QTensor;
+        let dir = std::env::temp_dir().join(format!("docent-wcache-dec-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let model = dir.join("model.gguf");
+        fs::write(&model, b"another model").unwrap();
+        let cache = WeightsCache::for_model(&model).unwrap();
+        let q = |format, out: usize, input: usize| {
+            let t = Tensor::randn(0f32, 1.0, (out, input), &Device::Cpu).unwrap();
+            QTensor::quantize(&t, format).unwrap()
+        };
+        // A projection of two formats (Q|K in Q4_K, V in Q6_K, as in
+        // qwen2.5-1.5b) and one in Q8_0.
+        let mixed = Kernel::from_qtensors(&[
+            q(GgmlDType::Q4K, 8, 512),
+            q(GgmlDType::Q4K, 4, 512),
+            q(GgmlDType::Q6K, 8, 512),
+        ])
+        .unwrap();
+        let q8 = Kernel::from_qtensors(&[q(GgmlDType::Q8_0, 5, 96)]).unwrap();
+        assert_eq!(mixed.leaves().len(), 2);
+        cache.write_decode(&[&mixed, &q8]).unwrap();
+        let runs = |k: &Kernel| -> Vec<(GgmlDType, usize, usize)> {
+            k.leaves()
+                .iter()
+                .map(|l| (l.format().unwrap(), l.out(), l.input()))
+                .collect()
+        };
+        let mut back = cache.read_decode();
+        assert!(!back.stale && back.items.len() == 2);
+        let x: Vec<f32> = (0..2 * 512).map(|i| (i as f32 * 0.37).sin()).collect();
+        let got = back.take(&runs(&mixed)).expect("the mixed projection");
+        assert_eq!(got.matvec(&x, 2), mixed.matvec(&x, 2));
+        let got = back.take(&runs(&q8)).expect("the Q8_0 projection");
+        assert_eq!(got.matvec(&x[..96], 1), q8.matvec(&x[..96], 1));
+        assert!(!back.stale);
+        // Nothing left: the next take is out of step, and marks it stale.
+        assert!(back.take(&runs(&q8)).is_none() && back.stale);
+        // An entry of other shapes is not taken, and ends the cache's use.
+        let mut back = cache.read_decode();
+        assert!(back.take(&runs(&q8)).is_none());
+        assert!(back.stale && back.items.is_empty());
+
+        // A truncated or lengthened file is refused, not half-read.
+        let path = cache.decode_path();
+        let bytes = fs::read(&path).unwrap();
+        fs::write(&path, &bytes[..bytes.len() - 1]).unwrap();
+        let back = cache.read_decode();
+        assert!(back.stale && back.items.is_empty());
+        fs::write(&path, [&bytes[..], &[0u8; 64]].concat()).unwrap();
+        assert!(cache.read_decode().stale);
+        // So is another file's layout.
+        fs::write(&path, [&b"DOCENTDW"[..], &bytes[8..]].concat()).unwrap();
+        assert!(cache.read_decode().stale);
+        let _ = fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn dense_weights_read_back_as_written_and_damage_is_refused() {

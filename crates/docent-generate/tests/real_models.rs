@@ -123,8 +123,9 @@ fn greedy_generation_is_deterministic_and_cancellable() {
 }
 
 /// A second load reads what the first computed (the re-quantized model, the
-/// dense prompt weights) from the weights cache beside the model and
-/// answers exactly as before; a damaged cache file is rebuilt.
+/// dense prompt weights, the decoding weights in the kernels' layout) from
+/// the weights cache beside the model and answers exactly as before; a
+/// damaged cache file is rebuilt.
 #[test]
 fn the_weights_cache_is_written_once_then_read_and_gives_the_same_answers() {
     let source = docent_models::testing::require("smollm2-135m-instruct").join("model.gguf");
@@ -142,12 +143,16 @@ fn the_weights_cache_is_written_once_then_read_and_gives_the_same_answers() {
     };
     let question = "What is the capital of France?";
 
+    // Where the CPU runs docent's Q8_0 decoding kernel, its weights are
+    // cached too.
+    let kernels = docent_ops::q8::available();
     let first = load(true);
     let report = first.weights_cache();
     assert!(
         report.starts_with("wrote") && report.contains("dense prompt weights"),
         "{report}"
     );
+    assert_eq!(report.contains("decoding weights"), kernels, "{report}");
     let (answer, _) = run(&first, question, 24);
     drop(first);
 
@@ -157,6 +162,7 @@ fn the_weights_cache_is_written_once_then_read_and_gives_the_same_answers() {
         report.starts_with("read") && !report.contains("wrote"),
         "{report}"
     );
+    assert_eq!(report.contains("decoding weights"), kernels, "{report}");
     assert_eq!(run(&second, question, 24).0, answer);
     drop(second);
 
@@ -174,12 +180,32 @@ fn the_weights_cache_is_written_once_then_read_and_gives_the_same_answers() {
     assert_eq!(cached.len(), 1, "{cached:?}");
     let bytes = std::fs::read(&cached[0]).unwrap();
     std::fs::write(&cached[0], &bytes[..bytes.len() / 2]).unwrap();
+    // And the decoding weights' file (mapped by the second load, which
+    // is gone): cut short, it is refused and written again.
+    let decode = cached[0].with_file_name("decode.bin");
+    assert_eq!(decode.exists(), kernels);
+    let decode_len = if kernels {
+        let bytes = std::fs::read(&decode).unwrap();
+        std::fs::write(&decode, &bytes[..bytes.len() - 100]).unwrap();
+        bytes.len()
+    } else {
+        0
+    };
     let third = load(true);
     assert!(
         third.weights_cache().contains("wrote dense prompt weights"),
         "{}",
         third.weights_cache()
     );
+    if kernels {
+        let report = third.weights_cache();
+        let wrote = report.split_once("wrote ").map(|(_, w)| w);
+        assert!(
+            wrote.is_some_and(|w| w.contains("decoding weights")),
+            "{report}"
+        );
+        assert_eq!(std::fs::read(&decode).unwrap().len(), decode_len);
+    }
     assert_eq!(run(&third, question, 24).0, answer);
     assert_eq!(std::fs::read(&cached[0]).unwrap().len(), bytes.len());
     drop(third);

@@ -13,6 +13,7 @@
 //! super-block.
 
 use crate::int8::{Simd, Variant};
+use crate::panels::Stored;
 use crate::q8::par_outputs;
 use rayon::prelude::*;
 use std::marker::PhantomData;
@@ -59,11 +60,11 @@ pub struct KMatrix<F> {
     out: usize,
     input: usize,
     /// Row `j`'s super-block `s` at `(j · supers + s) · F::QUANTS`.
-    quants: Vec<u8>,
+    quants: Stored<u8>,
     /// At `(j · supers + s) · 16`.
-    scales: Vec<u8>,
+    scales: Stored<u8>,
     /// At `(j · supers + s) · F::D`.
-    d: Vec<f32>,
+    d: Stored<f32>,
     format: PhantomData<F>,
 }
 
@@ -121,9 +122,9 @@ impl<F: Format> KMatrix<F> {
         Ok(KMatrix {
             out,
             input,
-            quants: vec![0u8; out * supers * F::QUANTS],
-            scales: vec![0u8; out * supers * 16],
-            d: vec![0f32; out * supers * F::D],
+            quants: Stored::Owned(vec![0u8; out * supers * F::QUANTS]),
+            scales: Stored::Owned(vec![0u8; out * supers * 16]),
+            d: Stored::Owned(vec![0f32; out * supers * F::D]),
             format: PhantomData,
         })
     }
@@ -141,12 +142,19 @@ impl<F: Format> KMatrix<F> {
         let row = Self::row_bytes(self.input).map_err(std::io::Error::other)?;
         let supers = self.input / SUPER;
         let rows = |per: usize| first * supers * per..(first + out) * supers * per;
+        let (Some(quants), Some(scales), Some(d)) = (
+            self.quants.owned_mut(),
+            self.scales.owned_mut(),
+            self.d.owned_mut(),
+        ) else {
+            return Err(std::io::Error::other("a mapped matrix is read-only"));
+        };
         let chunk_rows = (READ_BYTES / row).max(1);
         let mut buffer = vec![0u8; chunk_rows * row];
-        for ((q, s), d) in self.quants[rows(F::QUANTS)]
+        for ((q, s), d) in quants[rows(F::QUANTS)]
             .chunks_mut(chunk_rows * supers * F::QUANTS)
-            .zip(self.scales[rows(16)].chunks_mut(chunk_rows * supers * 16))
-            .zip(self.d[rows(F::D)].chunks_mut(chunk_rows * supers * F::D))
+            .zip(scales[rows(16)].chunks_mut(chunk_rows * supers * 16))
+            .zip(d[rows(F::D)].chunks_mut(chunk_rows * supers * F::D))
         {
             let data = &mut buffer[..q.len() / F::QUANTS * F::BLOCK_BYTES];
             reader.read_exact(data)?;
@@ -173,21 +181,58 @@ impl<F: Format> KMatrix<F> {
     /// The rows of several matrices with the same input, one after another.
     pub fn concat(parts: Vec<Self>) -> Result<Self, String> {
         let input = crate::q8::shared_input(parts.iter().map(|p| p.input))?;
-        let mut all = KMatrix {
-            out: 0,
-            input,
-            quants: Vec::with_capacity(parts.iter().map(|p| p.quants.len()).sum()),
-            scales: Vec::with_capacity(parts.iter().map(|p| p.scales.len()).sum()),
-            d: Vec::with_capacity(parts.iter().map(|p| p.d.len()).sum()),
-            format: PhantomData,
-        };
+        let mut quants = Vec::with_capacity(parts.iter().map(|p| p.quants.len()).sum());
+        let mut scales = Vec::with_capacity(parts.iter().map(|p| p.scales.len()).sum());
+        let mut d = Vec::with_capacity(parts.iter().map(|p| p.d.len()).sum());
+        let mut out = 0;
         for p in parts {
-            all.out += p.out;
-            all.quants.extend_from_slice(&p.quants);
-            all.scales.extend_from_slice(&p.scales);
-            all.d.extend_from_slice(&p.d);
+            out += p.out;
+            quants.extend_from_slice(&p.quants);
+            scales.extend_from_slice(&p.scales);
+            d.extend_from_slice(&p.d);
         }
-        Ok(all)
+        Ok(KMatrix {
+            out,
+            input,
+            quants: Stored::Owned(quants),
+            scales: Stored::Owned(scales),
+            d: Stored::Owned(d),
+            format: PhantomData,
+        })
+    }
+
+    /// The matrix's three arrays (quants, scales, `d`) as bytes, in the
+    /// order [`KMatrix::from_stored`] takes them back.
+    pub fn stored(&self) -> [&[u8]; 3] {
+        [&self.quants, &self.scales, bytemuck::cast_slice(&self.d)]
+    }
+
+    /// A matrix of `out` rows of `input` values over `bytes`, whose arrays
+    /// [`KMatrix::stored`] wrote one after another from `offset`, each
+    /// starting at a multiple of [`crate::STORED_ALIGN`] bytes, and where
+    /// its last array ends; `None` if they do not fit there.
+    pub fn from_stored(
+        out: usize,
+        input: usize,
+        bytes: crate::bf16::SharedBytes,
+        offset: usize,
+    ) -> Option<(Self, usize)> {
+        Self::row_bytes(input).ok()?;
+        let values = out.checked_mul(input / SUPER)?;
+        let (quants, at) = crate::stored_at(&bytes, offset, values.checked_mul(F::QUANTS)?)?;
+        let (scales, at) = crate::stored_at(&bytes, at, values.checked_mul(16)?)?;
+        let (d, end) = crate::stored_at(&bytes, at, values.checked_mul(F::D)?)?;
+        Some((
+            KMatrix {
+                out,
+                input,
+                quants,
+                scales,
+                d,
+                format: PhantomData,
+            },
+            end,
+        ))
     }
 
     pub fn out(&self) -> usize {
@@ -542,9 +587,9 @@ pub(crate) mod testing {
             "rows 0..100 unread"
         );
         into.read_rows(0, 100, &mut &data[..100 * row]).unwrap();
-        assert_eq!(into.quants, whole.quants);
-        assert_eq!(into.scales, whole.scales);
-        assert_eq!(into.d, whole.d);
+        assert_eq!(into.quants[..], whole.quants[..]);
+        assert_eq!(into.scales[..], whole.scales[..]);
+        assert_eq!(into.d[..], whole.d[..]);
         assert!(
             into.read_rows(out - 1, 2, &mut &data[..]).is_err(),
             "past the last row"
@@ -554,6 +599,25 @@ pub(crate) mod testing {
             "a short reader"
         );
         assert!(KMatrix::<F>::zeroed(1, input - 32).is_err());
+        // Stored (as a cache file holds it, after 3 bytes of something
+        // else) and mapped back: the same products; read-only; a stretch
+        // too short is refused.
+        let mut file = vec![7u8; 3];
+        let mut at = file.len();
+        crate::write_stored(&mut file, &mut at, &whole.stored()).unwrap();
+        assert_eq!(at, file.len());
+        let bytes: crate::bf16::SharedBytes = std::sync::Arc::new(file.clone());
+        let (mut mapped, end) = KMatrix::<F>::from_stored(out, input, bytes, 3).unwrap();
+        assert_eq!(end, file.len());
+        assert!(matches!(mapped.quants, Stored::Shared { .. }));
+        assert_eq!(mapped.matvec(&x, 1), whole.matvec(&x, 1));
+        assert!(
+            mapped.read_rows(0, 1, &mut &data[..]).is_err(),
+            "mapped is read-only"
+        );
+        file.pop();
+        let short: crate::bf16::SharedBytes = std::sync::Arc::new(file);
+        assert!(KMatrix::<F>::from_stored(out, input, short, 3).is_none());
         // Zero activations give zeros; a non-finite one, NaN.
         let small = KMatrix::<F>::from_ggml(&data[..9 * row], 9, input).unwrap();
         for variant in crate::q8::variants() {

@@ -246,6 +246,41 @@ wide::dispatch! {
     }
 }
 
+/// Where a stored matrix's arrays start in a cache file: a multiple of
+/// this many bytes from the start of the (page-aligned) mapping.
+pub const STORED_ALIGN: usize = 64;
+
+/// Writes a matrix's arrays (`KMatrix::stored`, `Q8Matrix::stored`) as
+/// `from_stored` reads them back: each from the next multiple of
+/// [`STORED_ALIGN`], zeros between. `at` is the writer's offset from the
+/// start of the file, and is advanced.
+pub fn write_stored(
+    w: &mut impl std::io::Write,
+    at: &mut usize,
+    arrays: &[&[u8]],
+) -> std::io::Result<()> {
+    for array in arrays {
+        let start = at.next_multiple_of(STORED_ALIGN);
+        w.write_all(&[0u8; STORED_ALIGN][..start - *at])?;
+        w.write_all(array)?;
+        *at = start + array.len();
+    }
+    Ok(())
+}
+
+/// The `len` values of `T` at the first multiple of [`STORED_ALIGN`] from
+/// `offset` in `bytes`, and the offset after them; `None` if they do not
+/// fit.
+pub(crate) fn stored_at<T: bytemuck::Pod>(
+    bytes: &panels::SharedBytes,
+    offset: usize,
+    len: usize,
+) -> Option<(panels::Stored<T>, usize)> {
+    let start = offset.checked_next_multiple_of(STORED_ALIGN)?;
+    let stored = panels::Stored::shared(bytes.clone(), start, len)?;
+    Some((stored, start + len * std::mem::size_of::<T>()))
+}
+
 /// erf by Abramowitz & Stegun 7.1.26: absolute error below 1.5e-7 (plus
 /// f32 rounding), far inside the 1e-4 the golden vectors allow.
 #[inline(always)]

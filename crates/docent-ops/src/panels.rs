@@ -15,8 +15,11 @@ use std::ops::Range;
 pub type SharedBytes = std::sync::Arc<dyn std::ops::Deref<Target = [u8]> + Send + Sync>;
 
 /// A packed matrix's words: owned, or a stretch of shared bytes.
-pub(crate) enum Words {
-    Owned(Vec<u32>),
+pub(crate) type Words = Stored<u32>;
+
+/// Values owned, or a stretch of shared bytes (a mapped cache file).
+pub(crate) enum Stored<T> {
+    Owned(Vec<T>),
     Shared {
         bytes: SharedBytes,
         offset: usize,
@@ -24,23 +27,41 @@ pub(crate) enum Words {
     },
 }
 
-impl Words {
-    /// The `len` words at `offset` in `bytes`; `None` if they do not fit
-    /// there or are not 4-byte aligned.
-    pub(crate) fn shared(bytes: SharedBytes, offset: usize, len: usize) -> Option<Words> {
-        let stretch = bytes.get(offset..offset.checked_add(len.checked_mul(4)?)?)?;
-        bytemuck::try_cast_slice::<u8, u32>(stretch).ok()?;
-        Some(Words::Shared { bytes, offset, len })
+impl<T: bytemuck::Pod> Stored<T> {
+    /// The `len` values at `offset` in `bytes`; `None` if they do not fit
+    /// there or are not aligned for `T`.
+    pub(crate) fn shared(bytes: SharedBytes, offset: usize, len: usize) -> Option<Stored<T>> {
+        let size = len.checked_mul(std::mem::size_of::<T>())?;
+        let stretch = bytes.get(offset..offset.checked_add(size)?)?;
+        bytemuck::try_cast_slice::<u8, T>(stretch).ok()?;
+        Some(Stored::Shared { bytes, offset, len })
     }
 
-    pub(crate) fn get(&self) -> &[u32] {
+    pub(crate) fn get(&self) -> &[T] {
         match self {
-            Words::Owned(v) => v,
+            Stored::Owned(v) => v,
             // Alignment and length were checked when the stretch was taken.
-            Words::Shared { bytes, offset, len } => {
-                bytemuck::cast_slice(&bytes[*offset..*offset + *len * 4])
+            Stored::Shared { bytes, offset, len } => {
+                bytemuck::cast_slice(&bytes[*offset..*offset + *len * std::mem::size_of::<T>()])
             }
         }
+    }
+
+    /// The values to write, where they are owned (shared bytes are
+    /// read-only).
+    pub(crate) fn owned_mut(&mut self) -> Option<&mut [T]> {
+        match self {
+            Stored::Owned(v) => Some(v),
+            Stored::Shared { .. } => None,
+        }
+    }
+}
+
+impl<T: bytemuck::Pod> std::ops::Deref for Stored<T> {
+    type Target = [T];
+
+    fn deref(&self) -> &[T] {
+        self.get()
     }
 }
 

@@ -33,6 +33,7 @@
 //! a variant this CPU supports yields.
 
 use crate::int8::Variant;
+use crate::panels::Stored;
 use half::f16;
 use rayon::prelude::*;
 use std::sync::OnceLock;
@@ -76,9 +77,9 @@ pub struct Q8Matrix {
     input: usize,
     /// Row `j` at `j · input`: groups of 16 blocks, each as 8 chunks of
     /// `4 · blocks in the group` bytes (see the module documentation).
-    quants: Vec<i8>,
+    quants: Stored<i8>,
     /// Row `j`'s block scales at `j · blocks`, as f16 bits.
-    scales: Vec<u16>,
+    scales: Stored<u16>,
 }
 
 /// Activations quantized and laid out like one weight row.
@@ -135,8 +136,8 @@ impl Q8Matrix {
         Ok(Q8Matrix {
             out,
             input,
-            quants: vec![0i8; out * input],
-            scales: vec![0u16; out * (input / BLOCK)],
+            quants: Stored::Owned(vec![0i8; out * input]),
+            scales: Stored::Owned(vec![0u16; out * (input / BLOCK)]),
         })
     }
 
@@ -155,11 +156,13 @@ impl Q8Matrix {
         let blocks = input / BLOCK;
         let chunk_rows = (READ_BYTES / row).max(1);
         let mut buffer = vec![0u8; chunk_rows * row];
-        for (q, s) in self.quants[first * input..(first + out) * input]
+        let (Some(quants), Some(scales)) = (self.quants.owned_mut(), self.scales.owned_mut())
+        else {
+            return Err(std::io::Error::other("a mapped matrix is read-only"));
+        };
+        for (q, s) in quants[first * input..(first + out) * input]
             .chunks_mut(chunk_rows * input)
-            .zip(
-                self.scales[first * blocks..(first + out) * blocks].chunks_mut(chunk_rows * blocks),
-            )
+            .zip(scales[first * blocks..(first + out) * blocks].chunks_mut(chunk_rows * blocks))
         {
             let data = &mut buffer[..q.len() / input * row];
             reader.read_exact(data)?;
@@ -191,18 +194,53 @@ impl Q8Matrix {
     /// The rows of several matrices with the same input, one after another.
     pub fn concat(parts: Vec<Q8Matrix>) -> Result<Q8Matrix, String> {
         let input = shared_input(parts.iter().map(|p| p.input))?;
-        let mut all = Q8Matrix {
-            out: 0,
-            input,
-            quants: Vec::with_capacity(parts.iter().map(|p| p.quants.len()).sum()),
-            scales: Vec::with_capacity(parts.iter().map(|p| p.scales.len()).sum()),
-        };
+        let mut quants = Vec::with_capacity(parts.iter().map(|p| p.quants.len()).sum());
+        let mut scales = Vec::with_capacity(parts.iter().map(|p| p.scales.len()).sum());
+        let mut out = 0;
         for p in parts {
-            all.out += p.out;
-            all.quants.extend_from_slice(&p.quants);
-            all.scales.extend_from_slice(&p.scales);
+            out += p.out;
+            quants.extend_from_slice(&p.quants);
+            scales.extend_from_slice(&p.scales);
         }
-        Ok(all)
+        Ok(Q8Matrix {
+            out,
+            input,
+            quants: Stored::Owned(quants),
+            scales: Stored::Owned(scales),
+        })
+    }
+
+    /// The matrix's two arrays (quants, scales) as bytes, in the order
+    /// [`Q8Matrix::from_stored`] takes them back.
+    pub fn stored(&self) -> [&[u8]; 2] {
+        [
+            bytemuck::cast_slice(&self.quants),
+            bytemuck::cast_slice(&self.scales),
+        ]
+    }
+
+    /// A matrix of `out` rows of `input` values over `bytes`, whose arrays
+    /// [`Q8Matrix::stored`] wrote one after another from `offset`, each
+    /// starting at a multiple of [`crate::STORED_ALIGN`] bytes, and where
+    /// its last array ends; `None` if they do not fit there.
+    pub fn from_stored(
+        out: usize,
+        input: usize,
+        bytes: crate::bf16::SharedBytes,
+        offset: usize,
+    ) -> Option<(Q8Matrix, usize)> {
+        Self::row_bytes(input).ok()?;
+        let (quants, at) = crate::stored_at(&bytes, offset, out.checked_mul(input)?)?;
+        let (scales, end) = crate::stored_at(&bytes, at, out.checked_mul(input / BLOCK)?)?;
+        Some((
+            Q8Matrix {
+                out,
+                input,
+                quants,
+                scales,
+            },
+            end,
+        ))
     }
 
     pub fn out(&self) -> usize {
@@ -687,7 +725,10 @@ mod tests {
         let whole = Q8Matrix::from_ggml(&data, out, input).unwrap();
         let read = Q8Matrix::read_ggml(&mut std::io::Cursor::new(&data), out, input).unwrap();
         assert_eq!(
-            (whole.quants == read.quants, whole.scales == read.scales),
+            (
+                whole.quants[..] == read.quants[..],
+                whole.scales[..] == read.scales[..]
+            ),
             (true, true)
         );
         let x = activations(input, &mut seed);
@@ -733,8 +774,8 @@ mod tests {
         let mut into = Q8Matrix::zeroed(9, input).unwrap();
         into.read_rows(6, 3, &mut &d2[..]).unwrap();
         into.read_rows(0, 6, &mut &d1[..]).unwrap();
-        assert_eq!(into.quants, both.quants);
-        assert_eq!(into.scales, both.scales);
+        assert_eq!(into.quants[..], both.quants[..]);
+        assert_eq!(into.scales[..], both.scales[..]);
         assert!(
             into.read_rows(8, 2, &mut &d2[..]).is_err(),
             "past the last row"
@@ -744,5 +785,21 @@ mod tests {
             "a short reader"
         );
         assert!(Q8Matrix::zeroed(1, 31).is_err());
+        // Stored (after 5 bytes of something else) and mapped back.
+        let mut file = vec![1u8; 5];
+        let mut at = file.len();
+        crate::write_stored(&mut file, &mut at, &both.stored()).unwrap();
+        let bytes: crate::bf16::SharedBytes = std::sync::Arc::new(file.clone());
+        let (mut mapped, end) = Q8Matrix::from_stored(9, input, bytes, 5).unwrap();
+        assert_eq!(end, file.len());
+        assert!(matches!(mapped.scales, Stored::Shared { .. }));
+        assert_eq!(mapped.matvec(&x, 1), both.matvec(&x, 1));
+        assert!(
+            mapped.read_rows(0, 6, &mut &d1[..]).is_err(),
+            "mapped is read-only"
+        );
+        file.pop();
+        let short: crate::bf16::SharedBytes = std::sync::Arc::new(file);
+        assert!(Q8Matrix::from_stored(9, input, short, 5).is_none());
     }
 }
