@@ -1,7 +1,7 @@
 //! The weights cache: what loading a GGUF computes, kept on disk beside the
 //! model so that the next process reads it instead of computing it again.
 //!
-//! Two things are cached, each in its own file:
+//! Three things are cached, each in its own file:
 //! - the model re-quantized to Q8_0 (`requantized-q8_0.gguf`), when it has
 //!   formats without a fast CPU kernel: converting Qwen2.5-0.5B's Q5_0
 //!   tensors took about 5 of the 9 seconds a fresh `docent ask` spent
@@ -9,7 +9,12 @@
 //! - the dense prompt weights (`prefill-int8.bin`, `prefill-int8-w7.bin`
 //!   for 7-bit weights, `prefill-bf16.bin` or `prefill-f32.bin`),
 //!   dequantized, fused and packed (int8: quantized per output column),
-//!   about 2.5 seconds more (int8 on the 1.5B model: about 8).
+//!   about 2.5 seconds more (int8 on the 1.5B model: about 8);
+//! - the decoding weights in the layout of docent's kernels (`decode.bin`:
+//!   `Q8_0`, `Q4_K`, `Q6_K`), about 1 GB for the 1.5B model. Unpacked from
+//!   the GGUF at every load they were written to fresh memory, which after
+//!   a minute or two of idle these virtual machines back slowly: more than
+//!   half of a 15-second load.
 //!
 //! The folder is `<model dir>/.docent-cache/<sha256 of the model>/v1/`, so a
 //! changed model file never meets the old cache, and a change of layout
@@ -18,10 +23,11 @@
 //! length, shape or form) is ignored and written again. A cache that cannot
 //! be written (a read-only models directory) is only a warning.
 //!
-//! The bf16 and int8 prompt weights are mapped, not read: they stay in the page
-//! cache, cost no fresh memory (on these virtual machines first-touching
-//! fresh memory was two thirds of a load's time) and are shared by every
-//! process that loads the model.
+//! The bf16 and int8 prompt weights and the decoding weights are mapped, not
+//! read: they stay in the page cache, cost no fresh memory (on these
+//! virtual machines first-touching fresh memory was two thirds of a load's
+//! time) and are shared by every process that loads the model. The price is
+//! disk: the decoding file is about as large as the model.
 
 use crate::transformer::{DecodeCache, Dense, DenseCache, Kernel, Prefill};
 use candle_core::quantized::GgmlDType;
