@@ -100,24 +100,8 @@ impl WeightsCache {
     /// The cached decoding matrices, mapped, in load order; empty and stale
     /// when there are none or they do not read back whole.
     pub(crate) fn read_decode(&self) -> DecodeCache {
-        match read_decode_file(&self.decode_path()) {
-            Ok(items) => DecodeCache {
-                items: items.into(),
-                stale: false,
-            },
-            Err(e) => {
-                if e.kind() != io::ErrorKind::NotFound {
-                    tracing::warn!(
-                        "ignoring the weights cache {}: {e}",
-                        self.decode_path().display()
-                    );
-                }
-                DecodeCache {
-                    items: Default::default(),
-                    stale: true,
-                }
-            }
-        }
+        let (items, stale) = read_or_stale(&self.decode_path(), read_decode_file);
+        DecodeCache { items, stale }
     }
 
     /// Writes the decoding matrices (each a projection's, of one or more
@@ -157,24 +141,10 @@ impl WeightsCache {
     /// The cached dense prompt weights of form `prefill`, in load order;
     /// empty and stale when there are none or they do not read back whole.
     pub(crate) fn read_dense(&self, prefill: Prefill) -> DenseCache {
-        match read_dense_file(&self.dense_path(prefill), prefill) {
-            Ok(items) => DenseCache {
-                items: items.into(),
-                stale: false,
-            },
-            Err(e) => {
-                if e.kind() != io::ErrorKind::NotFound {
-                    tracing::warn!(
-                        "ignoring the weights cache {}: {e}",
-                        self.dense_path(prefill).display()
-                    );
-                }
-                DenseCache {
-                    items: Default::default(),
-                    stale: true,
-                }
-            }
-        }
+        let (items, stale) = read_or_stale(&self.dense_path(prefill), |path| {
+            read_dense_file(path, prefill)
+        });
+        DenseCache { items, stale }
     }
 
     /// Writes the dense prompt weights of form `prefill`.
@@ -234,24 +204,38 @@ fn form_code(prefill: Prefill) -> u32 {
     }
 }
 
+/// A cache file's header, read from the front.
+struct Header<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Header<'a> {
+    /// The next `n` bytes.
+    fn take(&mut self, n: usize) -> io::Result<&'a [u8]> {
+        let piece = self
+            .bytes
+            .get(self.at..self.at.saturating_add(n))
+            .ok_or_else(|| invalid("the file ends inside its header"))?;
+        self.at += n;
+        Ok(piece)
+    }
+}
+
 fn invalid(message: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, message.into())
 }
 
 fn read_dense_file(path: &Path, prefill: Prefill) -> io::Result<Vec<Dense>> {
     let bytes: SharedBytes = map_file(&File::open(path)?)?;
-    let mut at = 0usize;
-    let mut take = |n: usize| -> io::Result<&[u8]> {
-        let piece = bytes
-            .get(at..at + n)
-            .ok_or_else(|| invalid("the file ends inside its header"))?;
-        at += n;
-        Ok(piece)
+    let mut header = Header {
+        bytes: &bytes,
+        at: 0,
     };
-    let magic = take(8)?.to_vec();
+    let magic = header.take(8)?.to_vec();
     let mut u32s = [0u32; 4];
     for v in &mut u32s {
-        *v = u32::from_le_bytes(take(4)?.try_into().expect("4 bytes"));
+        *v = u32::from_le_bytes(header.take(4)?.try_into().expect("4 bytes"));
     }
     let [version, form, panel, count] = u32s;
     if magic != MAGIC || version != VERSION || form != form_code(prefill) || panel as usize != PANEL
@@ -263,7 +247,7 @@ fn read_dense_file(path: &Path, prefill: Prefill) -> io::Result<Vec<Dense>> {
     for _ in 0..count {
         let mut v = [0u64; 3];
         for x in &mut v {
-            *x = u64::from_le_bytes(take(8)?.try_into().expect("8 bytes"));
+            *x = u64::from_le_bytes(header.take(8)?.try_into().expect("8 bytes"));
         }
         total = total.saturating_add(v[2].saturating_mul(4));
         shapes.push(v);
@@ -275,7 +259,7 @@ fn read_dense_file(path: &Path, prefill: Prefill) -> io::Result<Vec<Dense>> {
         )));
     }
     let mut items = Vec::with_capacity(shapes.len());
-    let mut offset = at;
+    let mut offset = header.at;
     for [out, input, words] in shapes {
         let (out, input, words) = (out as usize, input as usize, words as usize);
         items.push(match prefill {
@@ -320,6 +304,24 @@ fn read_dense_file(path: &Path, prefill: Prefill) -> io::Result<Vec<Dense>> {
     Ok(items)
 }
 
+/// What `read` reads from the cache file `path`, and whether it must be
+/// written again: nothing and stale when the file is missing, or (with a
+/// warning) when it does not read back whole.
+fn read_or_stale<T>(
+    path: &Path,
+    read: impl FnOnce(&Path) -> io::Result<Vec<T>>,
+) -> (std::collections::VecDeque<T>, bool) {
+    match read(path) {
+        Ok(items) => (items.into(), false),
+        Err(e) => {
+            if e.kind() != io::ErrorKind::NotFound {
+                tracing::warn!("ignoring the weights cache {}: {e}", path.display());
+            }
+            (Default::default(), true)
+        }
+    }
+}
+
 /// A decoding matrix's format as the decode file records it.
 fn format_code(format: GgmlDType) -> Option<u32> {
     match format {
@@ -332,38 +334,34 @@ fn format_code(format: GgmlDType) -> Option<u32> {
 
 fn read_decode_file(path: &Path) -> io::Result<Vec<Kernel>> {
     let bytes: SharedBytes = map_file(&File::open(path)?)?;
-    let mut at = 0usize;
-    let mut take = |n: usize| -> io::Result<&[u8]> {
-        let piece = bytes
-            .get(at..at + n)
-            .ok_or_else(|| invalid("the file ends inside its header"))?;
-        at += n;
-        Ok(piece)
+    let mut header = Header {
+        bytes: &bytes,
+        at: 0,
     };
     let u32_at = |b: &[u8]| u32::from_le_bytes(b.try_into().expect("4 bytes"));
     let u64_at = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("8 bytes"));
-    if take(8)? != DECODE_MAGIC || u32_at(take(4)?) != DECODE_VERSION {
+    if header.take(8)? != DECODE_MAGIC || u32_at(header.take(4)?) != DECODE_VERSION {
         return Err(invalid("not a decoding-weights file of this layout"));
     }
-    let entries = u32_at(take(4)?);
+    let entries = u32_at(header.take(4)?);
     let mut shapes = Vec::new();
     for _ in 0..entries {
-        let leaves = u32_at(take(4)?);
+        let leaves = u32_at(header.take(4)?);
         let mut entry = Vec::new();
         for _ in 0..leaves {
-            let format = match u32_at(take(4)?) {
+            let format = match u32_at(header.take(4)?) {
                 1 => GgmlDType::Q8_0,
                 2 => GgmlDType::Q4K,
                 3 => GgmlDType::Q6K,
                 other => return Err(invalid(format!("unknown matrix format {other}"))),
             };
-            let out = usize::try_from(u64_at(take(8)?)).map_err(io::Error::other)?;
-            let input = usize::try_from(u64_at(take(8)?)).map_err(io::Error::other)?;
+            let out = usize::try_from(u64_at(header.take(8)?)).map_err(io::Error::other)?;
+            let input = usize::try_from(u64_at(header.take(8)?)).map_err(io::Error::other)?;
             entry.push((format, out, input));
         }
         shapes.push(entry);
     }
-    let mut offset = at;
+    let mut offset = header.at;
     let mut kernels = Vec::with_capacity(shapes.len());
     for entry in shapes {
         let mut leaves = Vec::with_capacity(entry.len());
@@ -476,15 +474,22 @@ fn model_sha256(path: &Path) -> io::Result<String> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn decoding_weights_map_back_as_written_and_damage_is_refused() {
-        use candle_core::quantized::QTensor;
-        let dir = std::env::temp_dir().join(format!("docent-wcache-dec-{}", std::process::id()));
+    /// A fresh folder `name` holding a "model" file of `content`, and its
+    /// cache.
+    fn scratch(name: &str, content: &[u8]) -> (PathBuf, WeightsCache) {
+        let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
         let model = dir.join("model.gguf");
-        fs::write(&model, b"another model").unwrap();
+        fs::write(&model, content).unwrap();
         let cache = WeightsCache::for_model(&model).unwrap();
+        (dir, cache)
+    }
+
+    #[test]
+    fn decoding_weights_map_back_as_written_and_damage_is_refused() {
+        use candle_core::quantized::QTensor;
+        let (dir, cache) = scratch("docent-wcache-dec", b"another model");
         let q = |format, out: usize, input: usize| {
             let t = Tensor::randn(0f32, 1.0, (out, input), &Device::Cpu).unwrap();
             QTensor::quantize(&t, format).unwrap()
@@ -537,12 +542,8 @@ mod tests {
 
     #[test]
     fn dense_weights_read_back_as_written_and_damage_is_refused() {
-        let dir = std::env::temp_dir().join(format!("docent-wcache-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
+        let (dir, cache) = scratch("docent-wcache", b"not really a model");
         let model = dir.join("model.gguf");
-        fs::write(&model, b"not really a model").unwrap();
-        let cache = WeightsCache::for_model(&model).unwrap();
         // The key is the file's sha256 (computed, then recorded).
         let sha = hex::encode(Sha256::digest(b"not really a model"));
         assert!(cache.dir.starts_with(dir.join(".docent-cache").join(&sha)));
