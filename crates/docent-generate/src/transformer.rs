@@ -135,7 +135,7 @@ pub(crate) struct DecodeCache {
 
 impl DecodeCache {
     /// The next entry, if its matrices are `runs` (format, rows, input).
-    pub(crate) fn take(&mut self, runs: &[(GgmlDType, usize, usize)]) -> Option<Kernel> {
+    pub(crate) fn take(&mut self, runs: &[Shape]) -> Option<Kernel> {
         let next = self.items.pop_front();
         let fits = next.as_ref().is_some_and(|k| {
             let leaves = k.leaves();
@@ -279,6 +279,30 @@ impl Projection {
     }
 }
 
+/// A decoding matrix's or part's (format, rows, input).
+type Shape = (GgmlDType, usize, usize);
+
+/// Whether two parts are of one format.
+fn same_format(a: &Shape, b: &Shape) -> bool {
+    a.0 == b.0
+}
+
+/// The matrices that parts `(format, rows, input)` make, one per run of
+/// consecutive parts in one format: `(format, Σ rows, input)`. An error
+/// for no parts, or parts of different inputs.
+fn runs(parts: &[Shape]) -> Result<Vec<Shape>> {
+    let Some(&(_, _, input)) = parts.first() else {
+        bail!("no matrices to concatenate");
+    };
+    if parts.iter().any(|p| p.2 != input) {
+        bail!("the matrices to concatenate have different inputs");
+    }
+    Ok(parts
+        .chunk_by(same_format)
+        .map(|run| (run[0].0, run.iter().map(|p| p.1).sum(), input))
+        .collect())
+}
+
 /// A matrix on docent's decoding kernels.
 pub(crate) enum Kernel {
     Q8(Q8Matrix),
@@ -298,17 +322,6 @@ impl Kernel {
             GgmlDType::Q6K => docent_ops::q6k::available(),
             _ => false,
         }
-    }
-
-    /// One matrix of `format`: ggml's bytes of `out` rows of `input`, read
-    /// from `reader` into the kernel's layout.
-    fn read(format: GgmlDType, reader: &mut impl Read, out: usize, input: usize) -> Result<Kernel> {
-        Ok(match format {
-            GgmlDType::Q8_0 => Kernel::Q8(Q8Matrix::read_ggml(reader, out, input)?),
-            GgmlDType::Q4K => Kernel::Q4k(Q4kMatrix::read_ggml(reader, out, input)?),
-            GgmlDType::Q6K => Kernel::Q6k(Q6kMatrix::read_ggml(reader, out, input)?),
-            other => bail!("docent has no decoding kernel for {other:?}"),
-        })
     }
 
     /// `out` rows of `input` values of `format`, all zero, for
@@ -337,67 +350,41 @@ impl Kernel {
 
     /// The parts' rows as one matrix.
     pub(crate) fn from_qtensors(parts: &[QTensor]) -> Result<Kernel> {
-        let parts = parts
+        let shapes = parts
             .iter()
             .map(|p| {
                 let (out, input) = p.shape().dims2()?;
-                Kernel::read(p.dtype(), &mut &p.data()?[..], out, input)
+                Ok((p.dtype(), out, input))
             })
             .collect::<Result<Vec<_>>>()?;
-        Kernel::concat(parts)
+        Kernel::from_parts(&shapes, |i, matrix, first| {
+            matrix.read_rows(first, shapes[i].1, &mut &parts[i].data()?[..])
+        })
     }
 
-    /// The parts' rows, one after another: consecutive parts of one format
-    /// become one matrix, and a [`Kernel::Mixed`] holds the runs of
-    /// several.
-    fn concat(parts: Vec<Kernel>) -> Result<Kernel> {
-        let e = candle_core::Error::msg;
-        let mut runs: Vec<Vec<Kernel>> = Vec::new();
-        for part in parts {
-            match runs.last_mut() {
-                Some(run) if std::mem::discriminant(&run[0]) == std::mem::discriminant(&part) => {
-                    run.push(part)
-                }
-                _ => runs.push(vec![part]),
+    /// The rows of `parts` (format, rows, input), one after another: each
+    /// run of consecutive parts in one format becomes one matrix, filled
+    /// part by part by `fill(part, matrix, its first row)` (read straight
+    /// into it: reading each part into memory of its own and then
+    /// concatenating wrote every weight twice into fresh memory, which
+    /// these virtual machines can hand out slowly), and a
+    /// [`Kernel::Mixed`] holds the runs of several formats.
+    fn from_parts(
+        parts: &[Shape],
+        mut fill: impl FnMut(usize, &mut Kernel, usize) -> Result<()>,
+    ) -> Result<Kernel> {
+        let mut matrices = Vec::new();
+        let mut part = 0;
+        for (run, (format, out, input)) in parts.chunk_by(same_format).zip(runs(parts)?) {
+            let mut matrix = Kernel::zeroed(format, out, input)?;
+            let mut first = 0;
+            for &(_, rows, _) in run {
+                fill(part, &mut matrix, first)?;
+                (part, first) = (part + 1, first + rows);
             }
+            matrices.push(matrix);
         }
-        let mut joined = Vec::with_capacity(runs.len());
-        for mut run in runs {
-            if run.len() == 1 {
-                // Already one matrix: no copy.
-                joined.extend(run.pop());
-                continue;
-            }
-            macro_rules! join {
-                ($variant:ident, $matrix:ident) => {{
-                    let matrices = run
-                        .into_iter()
-                        .map(|k| match k {
-                            Kernel::$variant(m) => m,
-                            _ => unreachable!("a run holds one format"),
-                        })
-                        .collect();
-                    Kernel::$variant($matrix::concat(matrices).map_err(e)?)
-                }};
-            }
-            joined.push(match &run[0] {
-                Kernel::Q8(_) => join!(Q8, Q8Matrix),
-                Kernel::Q4k(_) => join!(Q4k, Q4kMatrix),
-                Kernel::Q6k(_) => join!(Q6k, Q6kMatrix),
-                Kernel::Mixed(_) => bail!("mixed matrices are not concatenated again"),
-            });
-        }
-        match joined.len() {
-            0 => bail!("no matrices to concatenate"),
-            1 => Ok(joined.pop().expect("one matrix")),
-            _ => {
-                let input = joined[0].input();
-                if joined.iter().any(|k| k.input() != input) {
-                    bail!("the matrices to concatenate have different inputs");
-                }
-                Ok(Kernel::Mixed(joined))
-            }
-        }
+        Ok(Kernel::from_leaves(matrices).expect("runs() refuses no parts"))
     }
 
     /// The matrices of one format it is made of, in order.
@@ -572,53 +559,40 @@ impl<R: Read + Seek> Gguf<'_, R> {
     /// The named matrices read from the file straight into the kernels'
     /// layouts, without a `QTensor` in between.
     /// The named matrices' rows, one after another, on docent's decoding
-    /// kernels. Each run of consecutive parts in one format is read straight
-    /// into one matrix: reading the parts and then concatenating them
-    /// wrote every weight twice into fresh memory, which these virtual
-    /// machines can hand out slowly (a third of a 1.5B model's load when
-    /// they did).
+    /// kernels ([`Kernel::from_parts`]): from the weights cache where it
+    /// has them, else read from the GGUF.
     fn kernel(&mut self, names: &[String]) -> Result<Kernel> {
         if let Some(cached) = self.cached_kernel(names)? {
             return Ok(cached);
         }
-        let mut parts = Vec::with_capacity(names.len());
-        for name in names {
-            let info = self.info(name)?;
-            let (out, input) = info.shape.dims2()?;
-            let at = self.content.tensor_data_offset + info.offset;
-            parts.push((info.ggml_dtype, out, input, at));
-        }
-        let mut runs = Vec::new();
-        for run in parts.chunk_by(|a, b| a.0 == b.0) {
-            let (format, _, input, _) = run[0];
-            if run.iter().any(|&(_, _, i, _)| i != input) {
-                bail!("the matrices {names:?} have different inputs");
-            }
-            let mut kernel = Kernel::zeroed(format, run.iter().map(|p| p.1).sum(), input)?;
-            let mut first = 0;
-            for &(_, out, _, at) in run {
-                self.reader.seek(std::io::SeekFrom::Start(at))?;
-                kernel.read_rows(first, out, self.reader)?;
-                first += out;
-            }
-            runs.push(kernel);
-        }
-        Kernel::concat(runs)
+        let parts = self.parts(names)?;
+        let shapes: Vec<_> = parts.iter().map(|&(shape, _)| shape).collect();
+        Kernel::from_parts(&shapes, |i, matrix, first| {
+            let ((_, rows, _), at) = parts[i];
+            self.reader.seek(std::io::SeekFrom::Start(at))?;
+            matrix.read_rows(first, rows, self.reader)
+        })
+    }
+
+    /// The named matrices' (format, rows, input), and where their data
+    /// starts in the file.
+    fn parts(&self, names: &[String]) -> Result<Vec<(Shape, u64)>> {
+        names
+            .iter()
+            .map(|name| {
+                let info = self.info(name)?;
+                let (out, input) = info.shape.dims2()?;
+                let at = self.content.tensor_data_offset + info.offset;
+                Ok(((info.ggml_dtype, out, input), at))
+            })
+            .collect()
     }
 
     /// The decoding matrices of `names` from the weights cache, if its
     /// next entry has their formats and shapes.
     fn cached_kernel(&mut self, names: &[String]) -> Result<Option<Kernel>> {
-        let mut runs: Vec<(GgmlDType, usize, usize)> = Vec::new();
-        for name in names {
-            let info = self.info(name)?;
-            let (out, input) = info.shape.dims2()?;
-            match runs.last_mut() {
-                Some(run) if run.0 == info.ggml_dtype && run.2 == input => run.1 += out,
-                _ => runs.push((info.ggml_dtype, out, input)),
-            }
-        }
-        Ok(self.decode.take(&runs))
+        let shapes: Vec<_> = self.parts(names)?.into_iter().map(|(s, _)| s).collect();
+        Ok(self.decode.take(&runs(&shapes)?))
     }
 
     fn has(&self, name: &str) -> bool {
@@ -1321,8 +1295,7 @@ mod tests {
                 "{ours} against {theirs}"
             );
         }
-        let empty: Vec<Kernel> = Vec::new();
-        assert!(Kernel::concat(empty).is_err());
+        assert!(Kernel::from_qtensors(&[]).is_err());
     }
 
     #[test]

@@ -220,6 +220,18 @@ impl<'a> Header<'a> {
         self.at += n;
         Ok(piece)
     }
+
+    fn u32(&mut self) -> io::Result<u32> {
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
+    }
+
+    fn u64(&mut self) -> io::Result<u64> {
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
+    }
 }
 
 fn invalid(message: impl Into<String>) -> io::Error {
@@ -235,7 +247,7 @@ fn read_dense_file(path: &Path, prefill: Prefill) -> io::Result<Vec<Dense>> {
     let magic = header.take(8)?.to_vec();
     let mut u32s = [0u32; 4];
     for v in &mut u32s {
-        *v = u32::from_le_bytes(header.take(4)?.try_into().expect("4 bytes"));
+        *v = header.u32()?;
     }
     let [version, form, panel, count] = u32s;
     if magic != MAGIC || version != VERSION || form != form_code(prefill) || panel as usize != PANEL
@@ -247,7 +259,7 @@ fn read_dense_file(path: &Path, prefill: Prefill) -> io::Result<Vec<Dense>> {
     for _ in 0..count {
         let mut v = [0u64; 3];
         for x in &mut v {
-            *x = u64::from_le_bytes(header.take(8)?.try_into().expect("8 bytes"));
+            *x = header.u64()?;
         }
         total = total.saturating_add(v[2].saturating_mul(4));
         shapes.push(v);
@@ -322,14 +334,15 @@ fn read_or_stale<T>(
     }
 }
 
-/// A decoding matrix's format as the decode file records it.
+/// The decoding matrices' formats as the decode file records them.
+const FORMAT_CODES: [(GgmlDType, u32); 3] = [
+    (GgmlDType::Q8_0, 1),
+    (GgmlDType::Q4K, 2),
+    (GgmlDType::Q6K, 3),
+];
+
 fn format_code(format: GgmlDType) -> Option<u32> {
-    match format {
-        GgmlDType::Q8_0 => Some(1),
-        GgmlDType::Q4K => Some(2),
-        GgmlDType::Q6K => Some(3),
-        _ => None,
-    }
+    FORMAT_CODES.iter().find(|c| c.0 == format).map(|c| c.1)
 }
 
 fn read_decode_file(path: &Path) -> io::Result<Vec<Kernel>> {
@@ -338,25 +351,21 @@ fn read_decode_file(path: &Path) -> io::Result<Vec<Kernel>> {
         bytes: &bytes,
         at: 0,
     };
-    let u32_at = |b: &[u8]| u32::from_le_bytes(b.try_into().expect("4 bytes"));
-    let u64_at = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("8 bytes"));
-    if header.take(8)? != DECODE_MAGIC || u32_at(header.take(4)?) != DECODE_VERSION {
+    if header.take(8)? != DECODE_MAGIC || header.u32()? != DECODE_VERSION {
         return Err(invalid("not a decoding-weights file of this layout"));
     }
-    let entries = u32_at(header.take(4)?);
+    let entries = header.u32()?;
     let mut shapes = Vec::new();
     for _ in 0..entries {
-        let leaves = u32_at(header.take(4)?);
+        let leaves = header.u32()?;
         let mut entry = Vec::new();
         for _ in 0..leaves {
-            let format = match u32_at(header.take(4)?) {
-                1 => GgmlDType::Q8_0,
-                2 => GgmlDType::Q4K,
-                3 => GgmlDType::Q6K,
-                other => return Err(invalid(format!("unknown matrix format {other}"))),
+            let code = header.u32()?;
+            let Some(&(format, _)) = FORMAT_CODES.iter().find(|c| c.1 == code) else {
+                return Err(invalid(format!("unknown matrix format {code}")));
             };
-            let out = usize::try_from(u64_at(header.take(8)?)).map_err(io::Error::other)?;
-            let input = usize::try_from(u64_at(header.take(8)?)).map_err(io::Error::other)?;
+            let out = usize::try_from(header.u64()?).map_err(io::Error::other)?;
+            let input = usize::try_from(header.u64()?).map_err(io::Error::other)?;
             entry.push((format, out, input));
         }
         shapes.push(entry);

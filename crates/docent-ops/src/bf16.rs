@@ -226,9 +226,9 @@ impl Bf16Matrix {
         assert!(x.len() >= rows * self.input && stride >= width && dst.len() >= rows * stride);
         let mut a = Vec::new();
         round_rows_into(x, rows, self.input, self.input, &mut a);
+        let (packed, pairs) = (self.packed(), self.pairs);
         for block in (0..rows).step_by(BLOCK_ROWS) {
             let block = block..block + BLOCK_ROWS.min(rows - block);
-            let (packed, pairs) = (self.packed(), self.pairs);
             tiles(
                 &a,
                 pairs,
