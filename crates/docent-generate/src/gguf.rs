@@ -188,30 +188,35 @@ impl GgufGenerator {
             None
         };
         let mut cache_report = CacheReport::default();
-        let (content, mut reader): (Content, Box<dyn ReadSeek>) = if needs_requant {
-            match cache.as_ref().and_then(|c| c.open_requantized()) {
-                Some((content, file)) => {
-                    cache_report.read.push("requantized");
-                    (content, Box::new(file))
-                }
-                None => {
-                    let (c, r) = requantize(content, &mut file, &device)
-                        .map_err(|e| load_error(path, "re-quantizing", e))?;
-                    if let Some(cache) = &cache {
-                        match cache.write_requantized(r.get_ref()) {
-                            Ok(()) => cache_report.written.push("requantized"),
-                            Err(e) => tracing::warn!(
-                                "cannot write the weights cache {}: {e}",
-                                cache.requantized_path().display()
-                            ),
-                        }
+        // The reader, and the file it reads where it is one (the token
+        // table is read from it row by row).
+        let (content, mut reader, source): (Content, Box<dyn ReadSeek>, Option<std::fs::File>) =
+            if needs_requant {
+                match cache.as_ref().and_then(|c| c.open_requantized()) {
+                    Some((content, file)) => {
+                        cache_report.read.push("requantized");
+                        let source = file.try_clone().ok();
+                        (content, Box::new(file), source)
                     }
-                    (c, Box::new(r))
+                    None => {
+                        let (c, r) = requantize(content, &mut file, &device)
+                            .map_err(|e| load_error(path, "re-quantizing", e))?;
+                        if let Some(cache) = &cache {
+                            match cache.write_requantized(r.get_ref()) {
+                                Ok(()) => cache_report.written.push("requantized"),
+                                Err(e) => tracing::warn!(
+                                    "cannot write the weights cache {}: {e}",
+                                    cache.requantized_path().display()
+                                ),
+                            }
+                        }
+                        (c, Box::new(r), None)
+                    }
                 }
-            }
-        } else {
-            (content, Box::new(file))
-        };
+            } else {
+                let source = file.try_clone().ok();
+                (content, Box::new(file), source)
+            };
         let context_length = trained_context.min(options.max_context);
         let prefill = if options.dense_prefill {
             match options
@@ -239,6 +244,7 @@ impl GgufGenerator {
         let model = Transformer::load(
             &content,
             &mut reader,
+            source.as_ref(),
             &arch,
             context_length,
             prefill,

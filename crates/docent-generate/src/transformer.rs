@@ -13,7 +13,10 @@
 //!   for docent's int8 kernel (`docent_ops::int8`, activations quantized
 //!   per token; 1 byte per weight, 1.6–1.7× bf16's prompt speed on
 //!   AVX-512 VNNI).
-//! - **A preallocated KV cache** written in place, never re-concatenated.
+//! - **A KV cache written in place**, never re-concatenated per token: it
+//!   grows in steps as the conversation does ([`Layer::make_room`]), so a
+//!   fresh process does not zero room for the whole context (470 MB for
+//!   qwen2.5-1.5b at 8,192 positions) before its first prompt.
 //! - **Prefix reuse.** The cache remembers which tokens it holds; a prompt
 //!   that starts with them (the fixed system prompt and template) only
 //!   evaluates the rest.
@@ -519,9 +522,43 @@ struct Layer {
     ffn_norm: Tensor,
     gate_up: Projection,
     down: Projection,
-    /// Cached keys and values, `[kv heads, capacity, head dim]` each.
+    /// Cached keys and values, `[kv heads, room, head dim]` each; the room
+    /// grows with the conversation, up to the context.
     k: Tensor,
     v: Tensor,
+}
+
+/// The KV caches grow by at least this many positions at a time.
+const KV_STEP: usize = 512;
+
+impl Layer {
+    /// Makes room for `total` positions in the key and value caches (at
+    /// most `capacity`), keeping the first `kept` cached ones. Each growth
+    /// at least doubles the room (and rounds it up to a multiple of
+    /// `step`), so a long conversation copies its cache a few times, not at
+    /// every prompt.
+    fn make_room(&mut self, total: usize, kept: usize, capacity: usize, step: usize) -> Result<()> {
+        let (kv_heads, room, head_dim) = self.k.dims3()?;
+        if total <= room {
+            return Ok(());
+        }
+        if total > capacity {
+            bail!("{total} positions exceed the context of {capacity}");
+        }
+        let room = (room * 2)
+            .max(total.next_multiple_of(step.max(1)))
+            .min(capacity);
+        let grow = |old: &Tensor| -> Result<Tensor> {
+            let new = Tensor::zeros((kv_heads, room, head_dim), DType::F32, &Device::Cpu)?;
+            if kept > 0 {
+                new.slice_set(&old.narrow(1, 0, kept)?.contiguous()?, 1, 0)?;
+            }
+            Ok(new)
+        };
+        self.k = grow(&self.k)?;
+        self.v = grow(&self.v)?;
+        Ok(())
+    }
 }
 
 /// Reads named tensors out of a GGUF file.
@@ -556,8 +593,6 @@ impl<R: Read + Seek> Gguf<'_, R> {
             })
     }
 
-    /// The named matrices read from the file straight into the kernels'
-    /// layouts, without a `QTensor` in between.
     /// The named matrices' rows, one after another, on docent's decoding
     /// kernels ([`Kernel::from_parts`]): from the weights cache where it
     /// has them, else read from the GGUF.
@@ -611,13 +646,85 @@ impl<R: Read + Seek> Gguf<'_, R> {
     }
 }
 
+/// The token-embedding table in its quantized form: a prompt's rows are
+/// dequantized as they are looked up. A dequantized f32 copy of
+/// qwen2.5-0.5b's table would be 545 MB of fresh memory, which these
+/// virtual machines hand out at about half a second per GiB (and several
+/// times slower after a minute of idle), on every load.
+enum TokenTable {
+    /// Read whole into memory: with tied embeddings on candle's products
+    /// it is also the output projection.
+    Loaded(Arc<QTensor>),
+    /// Left in the model file; a prompt's rows are read from it as they are
+    /// looked up (a row is a few KB, in the page cache), so a load writes
+    /// none of the table's few hundred MB into fresh memory.
+    InFile {
+        file: std::fs::File,
+        /// Where row 0 starts in the file.
+        at: u64,
+        format: GgmlDType,
+        rows: usize,
+        width: usize,
+    },
+}
+
+impl TokenTable {
+    /// The table named `name` left in `file`, if its rows are whole blocks.
+    fn in_file(content: &Content, file: &std::fs::File, name: &str) -> Result<Option<Self>> {
+        let Some(info) = content.tensor_infos.get(name) else {
+            bail!("the GGUF has no tensor {name}");
+        };
+        let (rows, width) = info.shape.dims2()?;
+        if width % info.ggml_dtype.block_size() != 0 {
+            return Ok(None);
+        }
+        Ok(Some(TokenTable::InFile {
+            file: file.try_clone()?,
+            at: content.tensor_data_offset + info.offset,
+            format: info.ggml_dtype,
+            rows,
+            width,
+        }))
+    }
+
+    /// The rows of `tokens`, dequantized: `[tokens, width]`.
+    fn lookup(&self, tokens: &[u32]) -> Result<Tensor> {
+        match self {
+            TokenTable::Loaded(table) => {
+                let ids = Tensor::new(tokens, &Device::Cpu)?;
+                table.embedding(&ids)
+            }
+            TokenTable::InFile {
+                file,
+                at,
+                format,
+                rows,
+                width,
+            } => {
+                use std::os::unix::fs::FileExt;
+                let row_bytes = width / format.block_size() * format.type_size();
+                let mut raw = vec![0u8; tokens.len() * row_bytes];
+                for (&token, dst) in tokens.iter().zip(raw.chunks_exact_mut(row_bytes)) {
+                    let token = token as usize;
+                    if token >= *rows {
+                        bail!("token {token} is outside the table of {rows}");
+                    }
+                    file.read_exact_at(dst, at + (token * row_bytes) as u64)?;
+                }
+                let table = candle_core::quantized::ggml_file::qtensor_from_ggml(
+                    *format,
+                    &raw,
+                    vec![tokens.len(), *width],
+                    &Device::Cpu,
+                )?;
+                table.dequantize(&Device::Cpu)
+            }
+        }
+    }
+}
+
 pub(crate) struct Transformer {
-    /// The token-embedding table in its quantized form: a prompt's rows are
-    /// dequantized as they are looked up. A dequantized f32 copy of
-    /// qwen2.5-0.5b's table would be 545 MB of fresh memory, which these
-    /// virtual machines hand out at about half a second per GiB, on every
-    /// load. With tied embeddings it is also the output projection.
-    embeddings: Arc<QTensor>,
+    embeddings: TokenTable,
     layers: Vec<Layer>,
     norm: Tensor,
     output: Output,
@@ -630,6 +737,8 @@ pub(crate) struct Transformer {
     cos: Tensor,
     sin: Tensor,
     capacity: usize,
+    /// The KV caches grow by multiples of this many positions ([`KV_STEP`]).
+    kv_step: usize,
     /// The tokens whose keys and values the cache holds, in order.
     cached: Vec<u32>,
     /// How a prompt's attention products run: bf16 where its dense
@@ -639,9 +748,13 @@ pub(crate) struct Transformer {
 
 impl Transformer {
     /// Loads a `llama` or `qwen2` GGUF with room for `capacity` positions.
+    /// `source` is the file `reader` reads, if it is one: the token table
+    /// is then read from it row by row as prompts need them.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn load<R: Read + Seek>(
         content: &Content,
         reader: &mut R,
+        source: Option<&std::fs::File>,
         arch: &str,
         capacity: usize,
         prefill: Prefill,
@@ -682,28 +795,40 @@ impl Transformer {
         }
         let (cos, sin) = rotary_tables(head_dim, base, capacity)?;
 
-        let embeddings = Arc::new(gguf.tensor("token_embd.weight")?);
-        let separate = gguf.has("output.weight");
-        let name = if separate {
-            "output.weight"
-        } else {
-            "token_embd.weight"
+        let table = "token_embd.weight";
+        let in_file = match source {
+            Some(file) => TokenTable::in_file(content, file, table)?,
+            None => None,
         };
+        let separate = gguf.has("output.weight");
+        let name = if separate { "output.weight" } else { table };
         let names = [name.to_string()];
-        let output = if prefill != Prefill::Quantized && gguf.on_kernels(&names) {
-            Output::Ours(if separate {
+        let (embeddings, output) = if prefill != Prefill::Quantized && gguf.on_kernels(&names) {
+            let output = if separate {
                 gguf.kernel(&names)?
             } else {
                 match gguf.cached_kernel(&names)? {
                     Some(k) => k,
-                    None => Kernel::from_qtensors(std::slice::from_ref(&*embeddings))?,
+                    None => Kernel::from_qtensors(&[gguf.tensor(table)?])?,
                 }
-            })
+            };
+            let embeddings = match in_file {
+                Some(t) => t,
+                None => TokenTable::Loaded(Arc::new(gguf.tensor(table)?)),
+            };
+            (embeddings, Output::Ours(output))
         } else if separate {
-            Output::Candle(QMatMul::from_qtensor(gguf.tensor(name)?)?)
+            let embeddings = match in_file {
+                Some(t) => t,
+                None => TokenTable::Loaded(Arc::new(gguf.tensor(table)?)),
+            };
+            let output = Output::Candle(QMatMul::from_qtensor(gguf.tensor(name)?)?);
+            (embeddings, output)
         } else {
-            // Tied embeddings: one table, read once.
-            Output::Candle(QMatMul::from_arc(embeddings.clone())?)
+            // Tied embeddings on candle's products: one table, read once.
+            let embeddings = Arc::new(gguf.tensor(table)?);
+            let output = Output::Candle(QMatMul::from_arc(embeddings.clone())?);
+            (TokenTable::Loaded(embeddings), output)
         };
         let norm = gguf
             .tensor("output_norm.weight")?
@@ -712,7 +837,8 @@ impl Transformer {
         let mut layers = Vec::with_capacity(blocks);
         for i in 0..blocks {
             let name = |n: &str| format!("blk.{i}.{n}");
-            let kv_shape = (kv_heads, capacity, head_dim);
+            // No room yet: the caches grow as prompts arrive.
+            let kv_shape = (kv_heads, 0, head_dim);
             layers.push(Layer {
                 attn_norm: gguf
                     .tensor(&name("attn_norm.weight"))?
@@ -736,7 +862,6 @@ impl Transformer {
                     cache,
                 )?,
                 down: Projection::load(&mut gguf, &[name("ffn_down")], false, prefill, cache)?,
-                // Zeroed allocations are only backed by memory once written.
                 k: Tensor::zeros(kv_shape, DType::F32, &Device::Cpu)?,
                 v: Tensor::zeros(kv_shape, DType::F32, &Device::Cpu)?,
             });
@@ -760,6 +885,7 @@ impl Transformer {
             cos,
             sin,
             capacity,
+            kv_step: KV_STEP,
             cached: Vec::new(),
             attention: docent_ops::attention::Products::for_model(matches!(
                 prefill,
@@ -840,9 +966,9 @@ impl Transformer {
         let sin = self.sin.narrow(0, pos, n)?;
         let scale = 1.0 / (hd as f64).sqrt();
         let neox = self.neox;
-        let ids = Tensor::new(tokens, &Device::Cpu)?;
-        let mut x = self.embeddings.embedding(&ids)?; // [n, dim]
+        let mut x = self.embeddings.lookup(tokens)?; // [n, dim]
         for layer in &mut self.layers {
+            layer.make_room(total, pos, self.capacity, self.kv_step)?;
             let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, self.eps)?;
             let qkv = layer.qkv.forward(&h)?;
             let split = |offset: usize, count: usize| -> Result<Tensor> {
@@ -1050,6 +1176,7 @@ mod tests {
             let mut ours = Transformer::load(
                 &content,
                 &mut file,
+                None,
                 &arch,
                 512,
                 dense,
@@ -1057,6 +1184,10 @@ mod tests {
                 &mut DecodeCache::default(),
             )
             .unwrap();
+            // Small steps, so that the caches grow (and keep what they
+            // hold) several times: inside the prompt's second piece and
+            // while decoding.
+            ours.kv_step = 16;
             // With dense prompt weights, decoding runs on docent's Q8_0
             // kernel wherever the CPU has one.
             let kernel = dense != Prefill::Quantized && docent_ops::q8::available();
@@ -1230,6 +1361,38 @@ mod tests {
     #[test]
     fn qwen2_matches_the_reference_forward_pass() {
         matches_reference("qwen2.5-0.5b-instruct");
+    }
+
+    /// The token table left in the file gives the rows the loaded table
+    /// gives, bit for bit, in any order and with repeats; a token past the
+    /// table is an error, not a read of whatever follows it.
+    #[test]
+    fn the_token_table_read_from_the_file_matches_the_loaded_one() {
+        for model in ["smollm2-135m-instruct", "qwen2.5-0.5b-instruct"] {
+            let bytes = open(model);
+            let (content, mut cursor, _) = read(&bytes);
+            let path = std::env::temp_dir().join(format!(
+                "docent-token-table-{}-{model}.gguf",
+                std::process::id()
+            ));
+            std::fs::write(&path, &bytes).unwrap();
+            let file = std::fs::File::open(&path).unwrap();
+            let name = "token_embd.weight";
+            let in_file = TokenTable::in_file(&content, &file, name).unwrap().unwrap();
+            std::fs::remove_file(&path).unwrap();
+            let loaded = TokenTable::Loaded(Arc::new(
+                content.tensor(&mut cursor, name, &Device::Cpu).unwrap(),
+            ));
+            let rows = content.tensor_infos[name].shape.dims()[0] as u32;
+            let tokens = [rows - 1, 0, 17, 9_000, 17, rows / 2];
+            let a: Vec<Vec<f32>> = in_file.lookup(&tokens).unwrap().to_vec2().unwrap();
+            let b: Vec<Vec<f32>> = loaded.lookup(&tokens).unwrap().to_vec2().unwrap();
+            assert_eq!(a, b, "{model}");
+            assert!(a[2].iter().any(|x| *x != 0.0), "{model}: row 17 is zero");
+            assert_ne!(a[1], a[2], "{model}");
+            let past = in_file.lookup(&[rows]).unwrap_err().to_string();
+            assert!(past.contains("outside the table"), "{past}");
+        }
     }
 
     /// Q and K in `Q4_K` beside V in `Q6_K`, as qwen2.5-1.5b's layers have
