@@ -71,9 +71,14 @@ pub fn read_config(path: &Path) -> Result<Config> {
 /// The encoder of `config` from the f32 safetensors at `weights`, laid out
 /// for `precision` (already resolved).
 pub fn load_encoder(weights: &Path, config: &Config, precision: Precision) -> Result<Encoder> {
-    let bytes = std::fs::read(weights)
+    // Mapped, not read: a read would copy the whole file into fresh memory
+    // (most of a load after the machine sat idle; docs/benchmarks.md,
+    // session 33). Pulled models are replaced by a rename, never rewritten
+    // in place, as `map_file` requires.
+    let bytes = std::fs::File::open(weights)
+        .and_then(|file| docent_ops::map_file(&file))
         .map_err(|e| Error::unavailable(format!("cannot read {}", weights.display()), e))?;
-    let vb = VarBuilder::from_buffered_safetensors(bytes, DType::F32, &Device::Cpu)
+    let vb = VarBuilder::from_slice_safetensors(&bytes, DType::F32, &Device::Cpu)
         .map_err(|e| Error::unavailable(format!("invalid weights {}", weights.display()), e))?;
     Encoder::load(vb, config, precision)
         .map_err(|e| Error::unavailable(format!("cannot build BERT from {}", weights.display()), e))

@@ -39,7 +39,6 @@ use sha2::{Digest, Sha256};
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 /// Bumped whenever a cached file's layout changes.
 const LAYOUT: &str = "v1";
@@ -239,7 +238,7 @@ fn invalid(message: impl Into<String>) -> io::Error {
 }
 
 fn read_dense_file(path: &Path, prefill: Prefill) -> io::Result<Vec<Dense>> {
-    let bytes: SharedBytes = map_file(&File::open(path)?)?;
+    let bytes: SharedBytes = docent_ops::map_file(&File::open(path)?)?;
     let mut header = Header {
         bytes: &bytes,
         at: 0,
@@ -346,7 +345,7 @@ fn format_code(format: GgmlDType) -> Option<u32> {
 }
 
 fn read_decode_file(path: &Path) -> io::Result<Vec<Kernel>> {
-    let bytes: SharedBytes = map_file(&File::open(path)?)?;
+    let bytes: SharedBytes = docent_ops::map_file(&File::open(path)?)?;
     let mut header = Header {
         bytes: &bytes,
         at: 0,
@@ -390,18 +389,6 @@ fn read_decode_file(path: &Path) -> io::Result<Vec<Kernel>> {
         )));
     }
     Ok(kernels)
-}
-
-/// Maps `file` read-only and faults its pages in at once.
-#[allow(unsafe_code)]
-fn map_file(file: &File) -> io::Result<SharedBytes> {
-    // SAFETY: the mapping is read-only and docent never writes a cache file
-    // in place: it writes a new file and renames it over the old one, which
-    // leaves an existing mapping on the old, unchanged inode. Only another
-    // program truncating the file in place while docent runs could make a
-    // read of the mapping fault; such a program is outside our contract.
-    let map = unsafe { memmap2::MmapOptions::new().populate().map(file)? };
-    Ok(Arc::new(map))
 }
 
 /// Writes `path` through a temporary file in the same folder, renamed into

@@ -13,6 +13,7 @@ pub mod bf16;
 pub mod int8;
 mod kquant;
 mod panels;
+pub use panels::map_file;
 pub mod q4k;
 pub mod q6k;
 pub mod q8;

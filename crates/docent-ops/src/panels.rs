@@ -14,6 +14,26 @@ use std::ops::Range;
 /// Bytes shared with other owners, such as a mapped cache file.
 pub type SharedBytes = std::sync::Arc<dyn std::ops::Deref<Target = [u8]> + Send + Sync>;
 
+/// Maps `file` read-only and faults its pages in at once: its bytes are
+/// then the page cache's, shared between processes, and a load needs no
+/// fresh memory for them (which these virtual machines back slowly after a
+/// minute of idle). The one place docent maps files: the weights cache's
+/// files and the models' safetensors.
+///
+/// The caller must only map files that are replaced whole, never written
+/// in place while mapped: docent writes the weights cache and pulled models
+/// to a new file and renames it over the old one.
+#[allow(unsafe_code)]
+pub fn map_file(file: &std::fs::File) -> std::io::Result<SharedBytes> {
+    // SAFETY: the mapping is read-only, and (by this function's contract)
+    // the file is only ever replaced by a rename, which leaves an existing
+    // mapping on the old, unchanged inode. Only another program truncating
+    // or rewriting the file in place while docent runs could change or
+    // fault a read of the mapping; such a program is outside that contract.
+    let map = unsafe { memmap2::MmapOptions::new().populate().map(file)? };
+    Ok(std::sync::Arc::new(map))
+}
+
 /// A packed matrix's words: owned, or a stretch of shared bytes.
 pub(crate) type Words = Stored<u32>;
 
