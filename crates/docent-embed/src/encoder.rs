@@ -23,7 +23,7 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, D, DType, Layout, Result, Sh
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{Config, HiddenAct};
 use docent_ops::attention::Products;
-use docent_ops::bf16::{Bf16Matrix, Precision};
+use docent_ops::bf16::{Bf16Matrix, Precision, SharedBytes};
 use docent_ops::int8::{Activations, Int8Matrix, WeightBits};
 
 /// `x · W + b`. In f32, `W` is kept in both layouts: (in, out) for inputs
@@ -264,10 +264,79 @@ struct Layer {
     output_norm: Norm,
 }
 
+/// The word-embedding table: loaded, or left in the mapped weights file.
+enum WordTable {
+    Loaded(Tensor),
+    /// `rows × width` little-endian f32 at `offset` in `bytes`.
+    Mapped {
+        bytes: SharedBytes,
+        offset: usize,
+        rows: usize,
+        width: usize,
+    },
+}
+
+impl WordTable {
+    /// The f32 table of `config`'s shape in the safetensors file `bytes`
+    /// (`embeddings.word_embeddings.weight`, or under `bert.`), if there is
+    /// one.
+    fn mapped(bytes: &SharedBytes, config: &Config) -> Option<WordTable> {
+        let file = candle_core::safetensors::SliceSafetensors::new(bytes).ok()?;
+        let name = "embeddings.word_embeddings.weight";
+        let view = file
+            .get(name)
+            .or_else(|_| file.get(&format!("bert.{name}")))
+            .ok()?;
+        let (rows, width) = (config.vocab_size, config.hidden_size);
+        if view.dtype() != safetensors::Dtype::F32 || view.shape() != [rows, width] {
+            return None;
+        }
+        // Where the view's data lies in `bytes`: both are slices of one
+        // buffer, so this is a difference of addresses, checked below.
+        let offset = (view.data().as_ptr() as usize).checked_sub(bytes.as_ptr() as usize)?;
+        let len = rows * width * 4;
+        (bytes.get(offset..offset + len)? == view.data()).then(|| WordTable::Mapped {
+            bytes: bytes.clone(),
+            offset,
+            rows,
+            width,
+        })
+    }
+
+    /// The rows of `ids` (one dimension): `[ids, width]`.
+    fn lookup(&self, ids: &Tensor) -> Result<Tensor> {
+        match self {
+            WordTable::Loaded(table) => table.index_select(ids, 0),
+            WordTable::Mapped {
+                bytes,
+                offset,
+                rows,
+                width,
+            } => {
+                let ids = ids.to_dtype(DType::U32)?.to_vec1::<u32>()?;
+                let mut values = Vec::with_capacity(ids.len() * width);
+                for &id in &ids {
+                    let id = id as usize;
+                    if id >= *rows {
+                        candle_core::bail!("token {id} is outside the vocabulary of {rows}");
+                    }
+                    let at = offset + id * width * 4;
+                    values.extend(
+                        bytes[at..at + width * 4]
+                            .chunks_exact(4)
+                            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+                    );
+                }
+                Tensor::from_vec(values, (ids.len(), *width), &candle_core::Device::Cpu)
+            }
+        }
+    }
+}
+
 /// The encoder: embeddings, then transformer layers; returns the last hidden
 /// state as (batch × sequence, hidden).
 pub struct Encoder {
-    words: Tensor,
+    words: WordTable,
     positions: Tensor,
     /// The token type embeddings, (types, hidden).
     token_types: Tensor,
@@ -283,6 +352,24 @@ pub struct Encoder {
 impl Encoder {
     /// Loads the weights for `precision` (already resolved: f32, bf16 or int8).
     pub fn load(vb: VarBuilder, config: &Config, precision: Precision) -> Result<Self> {
+        Self::load_with(vb, config, precision, None)
+    }
+
+    /// Loads the weights from the safetensors file `bytes` (mapped): as
+    /// [`Encoder::load`], but the word-embedding table stays in `bytes`,
+    /// its rows read as tokens are looked up (a 30,522-word table is 47 MB
+    /// of fresh memory otherwise, at every load).
+    pub fn load_mapped(bytes: SharedBytes, config: &Config, precision: Precision) -> Result<Self> {
+        let vb = VarBuilder::from_slice_safetensors(&bytes, DType::F32, &candle_core::Device::Cpu)?;
+        Self::load_with(vb, config, precision, Some(&bytes))
+    }
+
+    fn load_with(
+        vb: VarBuilder,
+        config: &Config,
+        precision: Precision,
+        mapped: Option<&SharedBytes>,
+    ) -> Result<Self> {
         if config.hidden_act != HiddenAct::Gelu {
             candle_core::bail!(
                 "unsupported activation {:?}: docent's encoder implements BERT's exact GELU",
@@ -301,7 +388,12 @@ impl Encoder {
         let inner = config.intermediate_size;
         let eps = config.layer_norm_eps;
         let emb = vb.pp("embeddings");
-        let words = emb.get((config.vocab_size, hidden), "word_embeddings.weight")?;
+        let words = match mapped.and_then(|bytes| WordTable::mapped(bytes, config)) {
+            Some(table) => table,
+            None => {
+                WordTable::Loaded(emb.get((config.vocab_size, hidden), "word_embeddings.weight")?)
+            }
+        };
         let positions = emb.get(
             (config.max_position_embeddings, hidden),
             "position_embeddings.weight",
@@ -373,7 +465,7 @@ impl Encoder {
         let (h, heads) = (self.hidden, self.heads);
         let x = self
             .words
-            .index_select(&ids.flatten_all()?, 0)?
+            .lookup(&ids.flatten_all()?)?
             .reshape((n, s, h))?
             .broadcast_add(&self.positions.narrow(0, 0, s)?)?;
         let x = match types {
@@ -638,6 +730,45 @@ pub fn mean_pool(hidden: &Tensor, mask: &Tensor) -> Result<Vec<Vec<f32>>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The word table left in the mapped weights file gives the loaded
+    /// table's rows bit for bit, in any order and with repeats; an id past
+    /// the vocabulary is an error, not a read of the next tensor.
+    #[test]
+    fn the_mapped_word_table_matches_the_loaded_one() {
+        let dir = docent_models::testing::require("all-MiniLM-L6-v2");
+        let config = crate::read_config(&dir.join("config.json")).unwrap();
+        let file = std::fs::File::open(dir.join("model.safetensors")).unwrap();
+        let bytes = docent_ops::map_file(&file).unwrap();
+        let mapped =
+            WordTable::mapped(&bytes, &config).expect("an f32 table of the config's shape");
+        let vb = VarBuilder::from_slice_safetensors(&bytes, DType::F32, &candle_core::Device::Cpu)
+            .unwrap();
+        let name = "embeddings.word_embeddings.weight";
+        let vb = if vb.contains_tensor(name) {
+            vb
+        } else {
+            vb.pp("bert")
+        };
+        let loaded = WordTable::Loaded(
+            vb.get((config.vocab_size, config.hidden_size), name)
+                .unwrap(),
+        );
+        let last = config.vocab_size as u32 - 1;
+        let ids = Tensor::new(
+            &[101u32, 2023, 0, last, 2023, 7592, 102],
+            &candle_core::Device::Cpu,
+        )
+        .unwrap();
+        let a: Vec<Vec<f32>> = mapped.lookup(&ids).unwrap().to_vec2().unwrap();
+        let b: Vec<Vec<f32>> = loaded.lookup(&ids).unwrap().to_vec2().unwrap();
+        assert_eq!(a, b);
+        assert!(a[1].iter().any(|x| *x != 0.0));
+        assert_ne!(a[1], a[5]);
+        let past = Tensor::new(&[last + 1], &candle_core::Device::Cpu).unwrap();
+        let error = mapped.lookup(&past).unwrap_err().to_string();
+        assert!(error.contains("outside the vocabulary"), "{error}");
+    }
 
     /// The fast erf against libm's over the range GELU sees.
     #[test]

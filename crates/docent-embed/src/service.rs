@@ -4,8 +4,7 @@
 //! change without touching the forward pass, and the other way round.
 
 use crate::encoder::{Encoder, mean_pool};
-use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
+use candle_core::{Device, Tensor};
 use candle_transformers::models::bert::Config;
 use docent_core::{Embedder, Error, Result};
 pub use docent_ops::bf16::Precision;
@@ -78,9 +77,7 @@ pub fn load_encoder(weights: &Path, config: &Config, precision: Precision) -> Re
     let bytes = std::fs::File::open(weights)
         .and_then(|file| docent_ops::map_file(&file))
         .map_err(|e| Error::unavailable(format!("cannot read {}", weights.display()), e))?;
-    let vb = VarBuilder::from_slice_safetensors(&bytes, DType::F32, &Device::Cpu)
-        .map_err(|e| Error::unavailable(format!("invalid weights {}", weights.display()), e))?;
-    Encoder::load(vb, config, precision)
+    Encoder::load_mapped(bytes, config, precision)
         .map_err(|e| Error::unavailable(format!("cannot build BERT from {}", weights.display()), e))
 }
 
