@@ -281,21 +281,19 @@ impl WordTable {
     /// (`embeddings.word_embeddings.weight`, or under `bert.`), if there is
     /// one.
     fn mapped(bytes: &SharedBytes, config: &Config) -> Option<WordTable> {
-        let file = candle_core::safetensors::SliceSafetensors::new(bytes).ok()?;
+        // The file: the header's length (8 bytes), the header, the data.
+        let (header, metadata) = safetensors::SafeTensors::read_metadata(bytes).ok()?;
         let name = "embeddings.word_embeddings.weight";
-        let view = file
-            .get(name)
-            .or_else(|_| file.get(&format!("bert.{name}")))
-            .ok()?;
+        let info = metadata
+            .info(name)
+            .or_else(|| metadata.info(&format!("bert.{name}")))?;
         let (rows, width) = (config.vocab_size, config.hidden_size);
-        if view.dtype() != safetensors::Dtype::F32 || view.shape() != [rows, width] {
+        if info.dtype != safetensors::Dtype::F32 || info.shape != [rows, width] {
             return None;
         }
-        // Where the view's data lies in `bytes`: both are slices of one
-        // buffer, so this is a difference of addresses, checked below.
-        let offset = (view.data().as_ptr() as usize).checked_sub(bytes.as_ptr() as usize)?;
-        let len = rows * width * 4;
-        (bytes.get(offset..offset + len)? == view.data()).then(|| WordTable::Mapped {
+        let offset = 8 + header + info.data_offsets.0;
+        bytes.get(offset..offset + rows * width * 4)?;
+        Some(WordTable::Mapped {
             bytes: bytes.clone(),
             offset,
             rows,

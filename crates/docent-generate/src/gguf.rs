@@ -5,7 +5,7 @@
 
 use crate::chat::ChatTemplate;
 use crate::tokenizer::{GgufTokenizer, as_u32};
-use crate::transformer::{DecodeCache, DenseCache, Prefill, Transformer};
+use crate::transformer::{Prefill, Transformer};
 use crate::weights_cache::WeightsCache;
 use candle_core::Device;
 use candle_core::quantized::gguf_file::{self, Content};
@@ -231,20 +231,14 @@ impl GgufGenerator {
         } else {
             Prefill::Quantized
         };
-        let mut dense_cache = match (&cache, prefill) {
-            (Some(cache), Prefill::F32 | Prefill::Bf16 | Prefill::Int8(_)) => {
-                cache.read_dense(prefill)
-            }
-            _ => DenseCache::default(),
-        };
-        let mut decode_cache = match (&cache, prefill) {
-            (Some(cache), Prefill::F32 | Prefill::Bf16 | Prefill::Int8(_)) => cache.read_decode(),
-            _ => DecodeCache::default(),
-        };
+        // Quantized prompts use neither dense nor docent's decoding weights.
+        let used = cache.as_ref().filter(|_| prefill != Prefill::Quantized);
+        let mut dense_cache = used.map(|c| c.read_dense(prefill)).unwrap_or_default();
+        let mut decode_cache = used.map(WeightsCache::read_decode).unwrap_or_default();
         let model = Transformer::load(
             &content,
             &mut reader,
-            source.as_ref(),
+            source,
             &arch,
             context_length,
             prefill,

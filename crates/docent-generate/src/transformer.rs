@@ -669,22 +669,25 @@ enum TokenTable {
 }
 
 impl TokenTable {
-    /// The table named `name` left in `file`, if its rows are whole blocks.
-    fn in_file(content: &Content, file: &std::fs::File, name: &str) -> Result<Option<Self>> {
+    /// The table named `name`, left in `file` (which `content` describes).
+    fn in_file(content: &Content, file: std::fs::File, name: &str) -> Result<Self> {
         let Some(info) = content.tensor_infos.get(name) else {
             bail!("the GGUF has no tensor {name}");
         };
         let (rows, width) = info.shape.dims2()?;
         if width % info.ggml_dtype.block_size() != 0 {
-            return Ok(None);
+            bail!(
+                "{name}: rows of {width} are not whole {:?} blocks",
+                info.ggml_dtype
+            );
         }
-        Ok(Some(TokenTable::InFile {
-            file: file.try_clone()?,
+        Ok(TokenTable::InFile {
+            file,
             at: content.tensor_data_offset + info.offset,
             format: info.ggml_dtype,
             rows,
             width,
-        }))
+        })
     }
 
     /// The rows of `tokens`, dequantized: `[tokens, width]`.
@@ -748,13 +751,14 @@ pub(crate) struct Transformer {
 
 impl Transformer {
     /// Loads a `llama` or `qwen2` GGUF with room for `capacity` positions.
-    /// `source` is the file `reader` reads, if it is one: the token table
-    /// is then read from it row by row as prompts need them.
+    /// `source` is the file `reader` reads (a handle of its own), if it is
+    /// one: the token table is then read from it row by row as prompts need
+    /// them.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn load<R: Read + Seek>(
         content: &Content,
         reader: &mut R,
-        source: Option<&std::fs::File>,
+        source: Option<std::fs::File>,
         arch: &str,
         capacity: usize,
         prefill: Prefill,
@@ -796,39 +800,24 @@ impl Transformer {
         let (cos, sin) = rotary_tables(head_dim, base, capacity)?;
 
         let table = "token_embd.weight";
-        let in_file = match source {
-            Some(file) => TokenTable::in_file(content, file, table)?,
-            None => None,
-        };
         let separate = gguf.has("output.weight");
         let name = if separate { "output.weight" } else { table };
         let names = [name.to_string()];
         let (embeddings, output) = if prefill != Prefill::Quantized && gguf.on_kernels(&names) {
-            let output = if separate {
-                gguf.kernel(&names)?
-            } else {
-                match gguf.cached_kernel(&names)? {
-                    Some(k) => k,
-                    None => Kernel::from_qtensors(&[gguf.tensor(table)?])?,
-                }
-            };
-            let embeddings = match in_file {
-                Some(t) => t,
-                None => TokenTable::Loaded(Arc::new(gguf.tensor(table)?)),
-            };
-            (embeddings, Output::Ours(output))
+            (None, Output::Ours(gguf.kernel(&names)?))
         } else if separate {
-            let embeddings = match in_file {
-                Some(t) => t,
-                None => TokenTable::Loaded(Arc::new(gguf.tensor(table)?)),
-            };
-            let output = Output::Candle(QMatMul::from_qtensor(gguf.tensor(name)?)?);
-            (embeddings, output)
+            let output = QMatMul::from_qtensor(gguf.tensor(name)?)?;
+            (None, Output::Candle(output))
         } else {
             // Tied embeddings on candle's products: one table, read once.
             let embeddings = Arc::new(gguf.tensor(table)?);
-            let output = Output::Candle(QMatMul::from_arc(embeddings.clone())?);
-            (TokenTable::Loaded(embeddings), output)
+            let output = QMatMul::from_arc(embeddings.clone())?;
+            (Some(TokenTable::Loaded(embeddings)), Output::Candle(output))
+        };
+        let embeddings = match (embeddings, source) {
+            (Some(loaded), _) => loaded,
+            (None, Some(file)) => TokenTable::in_file(content, file, table)?,
+            (None, None) => TokenTable::Loaded(Arc::new(gguf.tensor(table)?)),
         };
         let norm = gguf
             .tensor("output_norm.weight")?
@@ -1378,7 +1367,7 @@ mod tests {
             std::fs::write(&path, &bytes).unwrap();
             let file = std::fs::File::open(&path).unwrap();
             let name = "token_embd.weight";
-            let in_file = TokenTable::in_file(&content, &file, name).unwrap().unwrap();
+            let in_file = TokenTable::in_file(&content, file, name).unwrap();
             std::fs::remove_file(&path).unwrap();
             let loaded = TokenTable::Loaded(Arc::new(
                 content.tensor(&mut cursor, name, &Device::Cpu).unwrap(),

@@ -115,7 +115,8 @@ impl<F: Format> KMatrix<F> {
 
     /// `out` rows of `input` values, all zero, for [`KMatrix::read_rows`]
     /// to fill: several ggml matrices read into one, where
-    /// [`KMatrix::concat`] would copy them all again into fresh memory.
+    /// concatenating matrices read apart would copy them all again into
+    /// fresh memory.
     pub fn zeroed(out: usize, input: usize) -> Result<Self, String> {
         Self::row_bytes(input)?;
         let supers = input / SUPER;
@@ -178,8 +179,10 @@ impl<F: Format> KMatrix<F> {
         Ok(input / SUPER * F::BLOCK_BYTES)
     }
 
-    /// The rows of several matrices with the same input, one after another.
-    pub fn concat(parts: Vec<Self>) -> Result<Self, String> {
+    /// The rows of several matrices with the same input, one after another:
+    /// the reference the tests hold [`KMatrix::read_rows`] into one matrix to.
+    #[cfg(test)]
+    pub(crate) fn concat(parts: Vec<Self>) -> Result<Self, String> {
         let input = crate::q8::shared_input(parts.iter().map(|p| p.input))?;
         let mut quants = Vec::with_capacity(parts.iter().map(|p| p.quants.len()).sum());
         let mut scales = Vec::with_capacity(parts.iter().map(|p| p.scales.len()).sum());
@@ -602,21 +605,16 @@ pub(crate) mod testing {
         // Stored (as a cache file holds it, after 3 bytes of something
         // else) and mapped back: the same products; read-only; a stretch
         // too short is refused.
-        let mut file = vec![7u8; 3];
-        let mut at = file.len();
-        crate::write_stored(&mut file, &mut at, &whole.stored()).unwrap();
-        assert_eq!(at, file.len());
-        let bytes: crate::bf16::SharedBytes = std::sync::Arc::new(file.clone());
+        let (bytes, short) = crate::stored_file(3, &whole.stored());
+        let len = bytes.len();
         let (mut mapped, end) = KMatrix::<F>::from_stored(out, input, bytes, 3).unwrap();
-        assert_eq!(end, file.len());
+        assert_eq!(end, len);
         assert!(matches!(mapped.quants, Stored::Shared { .. }));
         assert_eq!(mapped.matvec(&x, 1), whole.matvec(&x, 1));
         assert!(
             mapped.read_rows(0, 1, &mut &data[..]).is_err(),
             "mapped is read-only"
         );
-        file.pop();
-        let short: crate::bf16::SharedBytes = std::sync::Arc::new(file);
         assert!(KMatrix::<F>::from_stored(out, input, short, 3).is_none());
         // Zero activations give zeros; a non-finite one, NaN.
         let small = KMatrix::<F>::from_ggml(&data[..9 * row], 9, input).unwrap();

@@ -269,6 +269,22 @@ pub fn write_stored(
     Ok(())
 }
 
+/// For tests: `arrays` written by [`write_stored`] after `prefix` bytes of
+/// something else, as a cache file holds them; the whole file, and the
+/// same file one byte short.
+#[cfg(test)]
+pub(crate) fn stored_file(
+    prefix: usize,
+    arrays: &[&[u8]],
+) -> (panels::SharedBytes, panels::SharedBytes) {
+    let mut file = vec![7u8; prefix];
+    let mut at = prefix;
+    write_stored(&mut file, &mut at, arrays).unwrap();
+    assert_eq!(at, file.len());
+    let short = file[..file.len() - 1].to_vec();
+    (std::sync::Arc::new(file), std::sync::Arc::new(short))
+}
+
 /// The `len` values of `T` at the first multiple of [`STORED_ALIGN`] from
 /// `offset` in `bytes`, and the offset after them; `None` if they do not
 /// fit.

@@ -130,7 +130,8 @@ impl Q8Matrix {
 
     /// `out` rows of `input` values, all zero, for [`Q8Matrix::read_rows`]
     /// to fill: several ggml matrices read into one, where
-    /// [`Q8Matrix::concat`] would copy them all again into fresh memory.
+    /// concatenating matrices read apart would copy them all again into
+    /// fresh memory.
     pub fn zeroed(out: usize, input: usize) -> Result<Q8Matrix, String> {
         Self::row_bytes(input)?;
         Ok(Q8Matrix {
@@ -191,8 +192,10 @@ impl Q8Matrix {
         Ok(input / BLOCK * BLOCK_BYTES)
     }
 
-    /// The rows of several matrices with the same input, one after another.
-    pub fn concat(parts: Vec<Q8Matrix>) -> Result<Q8Matrix, String> {
+    /// The rows of several matrices with the same input, one after another:
+    /// the reference the tests hold [`Q8Matrix::read_rows`] into one matrix to.
+    #[cfg(test)]
+    pub(crate) fn concat(parts: Vec<Q8Matrix>) -> Result<Q8Matrix, String> {
         let input = shared_input(parts.iter().map(|p| p.input))?;
         let mut quants = Vec::with_capacity(parts.iter().map(|p| p.quants.len()).sum());
         let mut scales = Vec::with_capacity(parts.iter().map(|p| p.scales.len()).sum());
@@ -335,6 +338,7 @@ impl Q8Matrix {
 }
 
 /// The input width of every matrix to concatenate, or why they cannot be.
+#[cfg(test)]
 pub(crate) fn shared_input(mut inputs: impl Iterator<Item = usize>) -> Result<usize, String> {
     let input = inputs.next().ok_or("no matrices to concatenate")?;
     match inputs.find(|&i| i != input) {
@@ -786,20 +790,16 @@ mod tests {
         );
         assert!(Q8Matrix::zeroed(1, 31).is_err());
         // Stored (after 5 bytes of something else) and mapped back.
-        let mut file = vec![1u8; 5];
-        let mut at = file.len();
-        crate::write_stored(&mut file, &mut at, &both.stored()).unwrap();
-        let bytes: crate::bf16::SharedBytes = std::sync::Arc::new(file.clone());
+        let (bytes, short) = crate::stored_file(5, &both.stored());
+        let len = bytes.len();
         let (mut mapped, end) = Q8Matrix::from_stored(9, input, bytes, 5).unwrap();
-        assert_eq!(end, file.len());
+        assert_eq!(end, len);
         assert!(matches!(mapped.scales, Stored::Shared { .. }));
         assert_eq!(mapped.matvec(&x, 1), both.matvec(&x, 1));
         assert!(
             mapped.read_rows(0, 6, &mut &d1[..]).is_err(),
             "mapped is read-only"
         );
-        file.pop();
-        let short: crate::bf16::SharedBytes = std::sync::Arc::new(file);
         assert!(Q8Matrix::from_stored(9, input, short, 5).is_none());
     }
 }
